@@ -1,0 +1,97 @@
+"""Regenerate schemas/catalog.tsv and schemas/ztf_alert_v3.3.avsc from the published ZTF alert schemas.
+
+Usage: python3 schemas/make_schemas.py PATH/TO/ztf-avro-alert/schema
+
+The published schemas live in one folder per version (v1.3 ... v4.02), each with cutout.avsc,
+candidate.avsc, prv_candidate.avsc, alert.avsc (and fp_hist.avsc from 4.01 on).
+
+catalog.tsv lists every output column of the store's `catalog` array, in order:
+  name, numpy dtype, missing value, source (where the value comes from), description.
+Candidate columns are the union of candidate fields over all versions (4.02 order, then fields
+that only older versions have); descriptions are ZTF's own `doc` strings.
+"""
+import json
+import sys
+from pathlib import Path
+
+VERSIONS = ["v4.02", "v4.01", "v3.5-nullfirst", "v3.5", "v3.4", "v3.3", "v3.2", "v3.1", "v3.0", "v2.0", "v1.8", "v1.3"]
+INT_MISSING = {"<i2": "-1", "<i4": "-2147483648", "<i8": "-9223372036854775808", "|u1": "0"}
+STRING_WIDTH = {"pdiffimfilename": 64, "programpi": 32, "ssnamenr": 32, "rbversion": 32,
+                "drbversion": 32, "isdiffpos": 8}
+AVRO_TO_NUMPY = {"double": "<f8", "float": "<f4", "int": "<i4", "long": "<i8"}
+
+LEADING = [
+    ("candid", "<i8", "alert.candid", "Candidate ID from operations DB; unique key of the store (one row per candid)"),
+    ("objectId", "<U12", "alert.objectId", "ZTF object identifier (ZTFyyaaaaaaa); alerts of one object share it"),
+    ("label", "<U24", "derived", "Class label cross-matched on objectId from a classifier CSV (ztf2zarr build/label --labels); empty = unlabeled"),
+    ("label_code", "<i2", "derived", "Integer code of label (table in the root attrs ztf2zarr.labels.classes); -1 = unlabeled"),
+    ("stamp_flags", "|u1", "derived", "Bitmask about this row's stamps: 1 = edge cutout placed in the 63x63 frame (clipped at a CCD edge), "
+     "2 = a stored stamp pixel was NaN (replaced by 0 unless --keep-nan), 4 = edge placement guessed (xpos/ypos missing)"),
+    ("schemavsn", "<U8", "alert.schemavsn", "ZTF alert schema version the packet was written with (empty before 3.x)"),
+    ("publisher", "<U32", "alert.publisher", "Origin of the alert packet (empty before 3.x)"),
+    ("source", "<U128", "derived", "Input the alert was read from: file name, or ARCHIVE.tar.gz:member (last 128 characters)"),
+    ("n_prv_candidates", "<i4", "derived", "Number of entries in prv_candidates (previous detections and upper limits)"),
+    ("n_fp_hists", "<i4", "derived", "Number of entries in fp_hists (forced photometry history, schema 4.x only)"),
+]
+
+
+def avro_base_type(t):
+    if isinstance(t, list):
+        return next(x for x in t if x != "null")
+    return t
+
+
+def main(root):
+    root = Path(root)
+    fields = {}
+    for version in VERSIONS:
+        for f in json.loads((root / version / "candidate.avsc").read_text())["fields"]:
+            if f["name"] not in fields:
+                fields[f["name"]] = (avro_base_type(f["type"]), f.get("doc", ""), version)
+    rows = []
+    for name, dtype, source, doc in LEADING:
+        missing = INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else "")
+        rows.append((name, dtype, missing, source, doc))
+    for name, (avro, doc, version) in fields.items():
+        if name == "candid":
+            continue
+        if avro == "string":
+            dtype = f"<U{STRING_WIDTH[name]}"
+        else:
+            dtype = AVRO_TO_NUMPY[avro]
+        missing = INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else "")
+        if version != "v4.02":
+            doc = f"{doc} (only in schema {version[1:]} and earlier)"
+        rows.append((name, dtype, missing, f"candidate.{name}", doc))
+    out = ["# name\tdtype\tmissing\tsource\tdescription"]
+    out += ["\t".join(r) for r in rows]
+    (Path(__file__).parent / "catalog.tsv").write_text("\n".join(out) + "\n")
+
+    # One self-contained 3.3 alert schema (named types defined before use), for the sample generator.
+    v = root / "v3.3"
+    cutout = json.loads((v / "cutout.avsc").read_text())
+    candidate = json.loads((v / "candidate.avsc").read_text())
+    prv = json.loads((v / "prv_candidate.avsc").read_text())
+    alert = json.loads((v / "alert.avsc").read_text())
+    inline = {"ztf.alert.candidate": candidate, "ztf.alert.prv_candidate": prv, "ztf.alert.cutout": cutout}
+    seen = set()
+
+    def resolve(t):
+        if isinstance(t, str) and t in inline:
+            if t in seen:
+                return t
+            seen.add(t)
+            return inline[t]
+        if isinstance(t, list):
+            return [resolve(x) for x in t]
+        if isinstance(t, dict) and t.get("type") == "array":
+            return {**t, "items": resolve(t["items"])}
+        return t
+
+    for f in alert["fields"]:
+        f["type"] = resolve(f["type"])
+    (Path(__file__).parent / "ztf_alert_v3.3.avsc").write_text(json.dumps(alert, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

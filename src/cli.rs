@@ -1,0 +1,134 @@
+//! Command-line surface: clap types only, no I/O. Each subcommand's options become a struct
+//! that `cmd::<name>::run` takes whole.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Turn ZTF public alert packets into one out-of-core Zarr v2 training store.
+#[derive(Debug, Parser)]
+#[command(name = "ztf2zarr", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a Zarr v2 store (stamps + catalog) from alert files, folders and nightly archives, or append to one.
+    #[command(after_help = BUILD_EXAMPLES)]
+    Build(BuildArgs),
+    /// Describe a store: rows, size, nights, schema versions, labels, flags, the builds that made it.
+    #[command(after_help = "Examples:\n  ztf2zarr info train.zarr\n  ztf2zarr info train.zarr --json | jq .nights")]
+    Info(InfoArgs),
+    /// Check a store end to end (shapes, every chunk, unique candids, attrs, .zmetadata); exit 1 on problems.
+    #[command(after_help = "Examples:\n  ztf2zarr verify train.zarr && echo sound")]
+    Verify(VerifyArgs),
+    /// Write synthetic, schema-faithful ZTF 3.3 alert packets (for samples, tests and benchmarks).
+    #[command(after_help = GENERATE_EXAMPLES)]
+    Generate(GenerateArgs),
+}
+
+const BUILD_EXAMPLES: &str = "\
+Examples:
+  ztf2zarr build data-samples -o samples.zarr
+  ztf2zarr build ztf_public_20200202.tar.gz -o train.zarr --threads 2
+  ztf2zarr build alerts/ night.tar.gz -o full.zarr --stamp-size 63 --keep-nan
+  ztf2zarr build ztf_public_20200203.tar.gz -o train.zarr      # appends the next night
+
+Inputs are read in the order given (folders in sorted order, archives member by member), and rows
+keep that order. Alerts are unique by candid: repeats, in the inputs or already in the store, are
+counted as duplicates, not written. Bad packets are rejected with a reason (listed in the summary
+and in STORE/rejects.jsonl); the build still succeeds unless --strict is given.
+
+An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows
+become visible all at once when the build commits (a build that is interrupted leaves the store
+as it was). Options that fix the layout (--stamp-size, --chunk-rows, --keep-nan, --zstd-level)
+are the store's; giving a different value is refused.";
+
+const GENERATE_EXAMPLES: &str = "\
+Examples:
+  ztf2zarr generate -o data-samples --count 40
+  ztf2zarr generate -o /tmp/night --count 20000 --tarball ztf_public_20250101.tar.gz";
+
+/// Options of `ztf2zarr build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Alert files (.avro), folders (searched recursively) and nightly archives (.tar.gz).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+
+    /// The Zarr store to create, or to append to if it exists.
+    #[arg(short, long, value_name = "STORE")]
+    pub output: PathBuf,
+
+    /// Side of the square stamp cut from the centre of each 63x63 cutout (odd, 1..=63) [new store default: 21].
+    #[arg(long, value_name = "PIXELS")]
+    pub stamp_size: Option<usize>,
+
+    /// Keep NaN pixels as NaN (default: replace them by 0).
+    #[arg(long)]
+    pub keep_nan: bool,
+
+    /// Alerts per chunk along the first axis of every array [new store default: 1000].
+    #[arg(long, value_name = "ROWS")]
+    pub chunk_rows: Option<usize>,
+
+    /// Worker threads for decoding and compressing (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Fail (exit 2, store left as it was) if any input is rejected.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// zstd level for the chunks (1..=22) [new store default: 3].
+    #[arg(long, value_name = "LEVEL")]
+    pub zstd_level: Option<i32>,
+
+    /// Do not show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Options of `ztf2zarr generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Folder to write into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+
+    /// Number of alerts to write.
+    #[arg(long, default_value_t = 40)]
+    pub count: usize,
+
+    /// Seed: the same seed and count give byte-identical files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// First candid; alert i gets candid FIRST + i (use another range to make another night).
+    #[arg(long, default_value_t = 1_100_000_000_015_000_000)]
+    pub first_candid: i64,
+
+    /// Write the alerts into one nightly archive of this name inside DIR instead of loose files.
+    #[arg(long, value_name = "NAME.tar.gz")]
+    pub tarball: Option<String>,
+}
+
+/// Options of `ztf2zarr info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The store to describe.
+    pub store: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `ztf2zarr verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The store to check.
+    pub store: PathBuf,
+}

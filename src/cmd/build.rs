@@ -1,0 +1,69 @@
+//! `ztf2zarr build`: check the options and inputs, run the pipeline (new store or append),
+//! print the summary.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::ExitStatus;
+use crate::cli::BuildArgs;
+use crate::decode::cutout::FRAME;
+use crate::pipeline::{self, BuildConfig};
+use crate::report::{self, Progress};
+use crate::source::{self, Input};
+use crate::store::Requested;
+
+/// Run `build`.
+///
+/// # Errors
+/// Invalid options, a missing input path, or a store that cannot be read or written.
+pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
+    validate(args)?;
+    let plan = source::discover(&args.inputs)?;
+    if plan.inputs.is_empty() {
+        bail!("no .avro files or .tar.gz archives found in {}", list(&args.inputs));
+    }
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("cannot start worker threads")?;
+    let all_files = plan.inputs.iter().all(|i| matches!(i, Input::File(_)));
+    let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal(), all_files.then_some(plan.inputs.len() as u64));
+    let ignored = plan.ignored.len();
+    let config = BuildConfig {
+        given: args.inputs.clone(),
+        plan: Arc::new(plan),
+        output: args.output.clone(),
+        requested: Requested {
+            stamp_size: args.stamp_size,
+            keep_nan: args.keep_nan,
+            chunk_rows: args.chunk_rows,
+            zstd_level: args.zstd_level,
+        },
+        strict: args.strict,
+    };
+    let result = pipeline::build(&config, &pool, &progress);
+    progress.finish();
+    let stats = result?;
+    print!("{}", report::build_summary(&stats, &args.output, threads, ignored));
+    Ok(ExitStatus::Success)
+}
+
+fn validate(args: &BuildArgs) -> anyhow::Result<()> {
+    if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > FRAME || s % 2 == 0) {
+        bail!("--stamp-size {size} is not an odd number from 1 to {FRAME}");
+    }
+    if args.chunk_rows == Some(0) {
+        bail!("--chunk-rows must be at least 1");
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if let Some(level) = args.zstd_level.filter(|l| !(1..=22).contains(l)) {
+        bail!("--zstd-level {level} is outside 1..=22");
+    }
+    Ok(())
+}
+
+fn list(paths: &[std::path::PathBuf]) -> String {
+    paths.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
+}

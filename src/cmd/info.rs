@@ -1,0 +1,164 @@
+//! `ztf2zarr info`: what a store holds — rows, size, nights covered, schema versions, labels,
+//! stamp flags and the builds that made it — for people, or as JSON for programs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::ExitStatus;
+use crate::catalog::Layout;
+use crate::cli::InfoArgs;
+use crate::store::{civil_from_days, StoreReader, REJECTS};
+
+/// Julian date of 1970-01-01T00:00 UTC.
+const UNIX_EPOCH_JD: f64 = 2_440_587.5;
+
+/// Run `info`.
+///
+/// # Errors
+/// The store cannot be read.
+pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
+    let reader = StoreReader::open(&args.store)?;
+    let info = gather(&args.store, &reader)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", render(&info));
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
+    let layout = Layout::builtin();
+    let rows = reader.catalog_rows()?;
+    let column = |name: &str| layout.index_of(name);
+    let mut nights: BTreeMap<String, usize> = BTreeMap::new();
+    let mut versions: BTreeMap<String, usize> = BTreeMap::new();
+    let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+    let mut flags: BTreeMap<&str, usize> = [("edge_placed", 0), ("had_nan", 0), ("edge_guessed", 0)].into_iter().collect();
+    let jd = column("jd").map(|c| layout.columns()[c].offset);
+    for row in &rows {
+        if let Some(offset) = jd {
+            let value = f64::from_le_bytes(row[offset..offset + 8].try_into()?);
+            if value.is_finite() {
+                *nights.entry(utc_date(value)).or_default() += 1;
+            }
+        }
+        if let Some(c) = column("schemavsn") {
+            let version = layout.read_str(row, c).filter(|v| !v.is_empty()).unwrap_or_else(|| "(none: before 3.x)".into());
+            *versions.entry(version).or_default() += 1;
+        }
+        if let Some(c) = column("label") {
+            *labels.entry(layout.read_str(row, c).unwrap_or_default()).or_default() += 1;
+        }
+        let bits = column("stamp_flags").and_then(|c| layout.read_i64(row, c)).unwrap_or(0);
+        for (bit, name) in [(1, "edge_placed"), (2, "had_nan"), (4, "edge_guessed")] {
+            if bits & bit != 0 {
+                *flags.entry(name).or_default() += 1;
+            }
+        }
+    }
+    let settings = reader.settings();
+    let rejects = std::fs::read_to_string(root.join(REJECTS)).map(|t| t.lines().count()).unwrap_or(0);
+    Ok(json!({
+        "store": root.display().to_string(),
+        "rows": reader.rows(),
+        "bytes_on_disk": disk_usage(root),
+        "stamp_size": settings.stamp_size,
+        "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
+        "chunk_rows": settings.chunk_rows,
+        "chunks": reader.chunks(),
+        "nights": nights,
+        "schema_versions": versions,
+        "labels": labels,
+        "stamp_flags": flags,
+        "rejected_inputs": rejects,
+        "runs": reader.runs()?,
+    }))
+}
+
+/// The UTC calendar date of a Julian date.
+fn utc_date(jd: f64) -> String {
+    #[allow(clippy::cast_possible_truncation)] // a JD within the calendar's range
+    let days = (jd - UNIX_EPOCH_JD).floor() as i64;
+    let (year, month, day) = civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+fn disk_usage(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn counts(map: &Value) -> String {
+    let Some(map) = map.as_object().filter(|m| !m.is_empty()) else { return "-".into() };
+    map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+#[allow(clippy::cast_precision_loss)] // sizes for display
+fn render(info: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
+    let _ = writeln!(out, "rows         {}", info["rows"]);
+    let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
+    let _ =
+        writeln!(out, "stamps       3 x {0} x {0}, NaN policy {1}", info["stamp_size"], info["nan_policy"].as_str().unwrap_or_default());
+    let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
+    let nights = info["nights"].as_object().cloned().unwrap_or_default();
+    let span = match (nights.keys().next(), nights.keys().next_back()) {
+        (Some(first), Some(last)) => format!("{} nights, {first} … {last} (UTC dates of jd)", nights.len()),
+        _ => "-".into(),
+    };
+    let _ = writeln!(out, "nights       {span}");
+    let _ = writeln!(out, "schemas      {}", counts(&info["schema_versions"]));
+    let _ = writeln!(out, "labels       {}", counts(&info["labels"]));
+    let _ = writeln!(out, "stamp flags  {}", counts(&info["stamp_flags"]));
+    let _ = writeln!(out, "rejected     {} inputs (rejects.jsonl)", info["rejected_inputs"]);
+    let runs = info["runs"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "builds       {}", runs.len());
+    for run in &runs {
+        let inputs: Vec<String> = run["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                format!(
+                    "{} ({} written, {} duplicate, {} rejected)",
+                    i["name"].as_str().unwrap_or_default(),
+                    i["written"],
+                    i["duplicates"],
+                    i["rejected"]
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}  rows {} → {}  {}",
+            run["started"].as_str().unwrap_or_default(),
+            run["rows_before"],
+            run["rows_after"],
+            inputs.join("; ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn julian_dates_become_utc_dates() {
+        assert_eq!(utc_date(2_451_544.5), "2000-01-01");
+        assert_eq!(utc_date(2_458_881.9), "2020-02-02");
+    }
+}

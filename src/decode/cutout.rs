@@ -1,0 +1,219 @@
+//! From one cutout's bytes to one stored stamp: gzip → FITS → place in the 63×63 frame → crop the
+//! centre → NaN policy.
+//!
+//! ZTF cutouts are 63×63 centred on the candidate, except near a CCD edge where the pixels beyond
+//! the edge are simply missing (e.g. 63 rows × 44 columns). Such an image is put back where it
+//! belongs in the 63×63 frame: along x, a candidate in the high half of the 3072-column readout
+//! channel (`xpos` > 1536) lost columns on the high side, so the image starts at column 0;
+//! otherwise it lost them on the low side and ends at column 62. Likewise along y with `ypos`
+//! against the 3080-row channel. The rest of the frame gets the NaN policy's value.
+
+use std::io::Read;
+
+use thiserror::Error;
+
+use super::fits::{self, FitsError};
+
+/// Side of a full ZTF cutout.
+pub const FRAME: usize = 63;
+/// Readout-channel size in pixels (x = columns, y = rows): the midpoints decide which edge clipped a cutout.
+const CHANNEL_COLUMNS: f32 = 3072.0;
+const CHANNEL_ROWS: f32 = 3080.0;
+/// A cutout larger than this when inflated is not a ZTF cutout (guards against gzip bombs).
+const MAX_INFLATED: u64 = 16 << 20;
+
+/// `stamp_flags` bit: a cutout smaller than 63×63 was placed in the frame.
+pub const FLAG_EDGE_PLACED: u8 = 1;
+/// `stamp_flags` bit: a stored stamp pixel was NaN.
+pub const FLAG_HAD_NAN: u8 = 2;
+/// `stamp_flags` bit: edge placement had no `xpos`/`ypos` and assumed the high edge.
+pub const FLAG_EDGE_GUESSED: u8 = 4;
+
+/// How stamps are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampSpec {
+    /// Side of the stored stamp (odd, ≤ 63): the crop `[start, start + size)` with `start = (63 − size) / 2`.
+    pub size: usize,
+    /// Keep NaN pixels (and fill with NaN) instead of 0.
+    pub keep_nan: bool,
+}
+
+impl StampSpec {
+    /// Pixels in one stamp.
+    #[must_use]
+    pub fn pixels(&self) -> usize {
+        self.size * self.size
+    }
+
+    fn fill(&self) -> f32 {
+        if self.keep_nan {
+            f32::NAN
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Why a cutout could not become a stamp.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CutoutError {
+    /// The bytes are a JPEG image (early IPAC alerts).
+    #[error("is a JPEG image, not gzip'd FITS")]
+    Jpeg,
+    /// Not gzip.
+    #[error("is not gzip'd FITS (starts with {0:02x?})")]
+    NotGzip(Vec<u8>),
+    /// gzip data that does not inflate.
+    #[error("gzip data does not inflate: {0}")]
+    BadGzip(String),
+    /// FITS that cannot be read.
+    #[error("{0}")]
+    Fits(#[from] FitsError),
+    /// Larger than the frame.
+    #[error("is {width}x{height} pixels, larger than the 63x63 frame")]
+    TooLarge { width: usize, height: usize },
+}
+
+/// Candidate position in the readout channel, used to place edge cutouts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Position {
+    /// `candidate.xpos` (pixels), if present.
+    pub x: Option<f32>,
+    /// `candidate.ypos` (pixels), if present.
+    pub y: Option<f32>,
+}
+
+/// Decode one gzip'd FITS cutout into `out` (`spec.size²` pixels, row-major); returns its flags.
+///
+/// # Errors
+/// JPEG, not gzip, corrupt gzip, unreadable FITS, or an image larger than 63×63.
+pub fn decode_into(gz: &[u8], position: Position, spec: StampSpec, out: &mut [f32]) -> Result<u8, CutoutError> {
+    let image = fits::read_image(&inflate(gz)?)?;
+    place_and_crop(&image, position, spec, out)
+}
+
+fn inflate(gz: &[u8]) -> Result<Vec<u8>, CutoutError> {
+    match gz {
+        [0xff, 0xd8, 0xff, ..] => return Err(CutoutError::Jpeg),
+        [0x1f, 0x8b, ..] => {}
+        _ => return Err(CutoutError::NotGzip(gz.iter().take(4).copied().collect())),
+    }
+    let mut fits = Vec::with_capacity(20_160);
+    flate2::read::GzDecoder::new(gz).take(MAX_INFLATED).read_to_end(&mut fits).map_err(|e| CutoutError::BadGzip(e.to_string()))?;
+    Ok(fits)
+}
+
+/// Where along one axis a clipped image starts in the frame, and whether that was a guess.
+fn axis_offset(extent: usize, position: Option<f32>, channel_size: f32) -> (usize, bool) {
+    if extent == FRAME {
+        return (0, false);
+    }
+    match position {
+        Some(p) if p.is_finite() && p <= channel_size / 2.0 => (FRAME - extent, false),
+        Some(p) if p.is_finite() => (0, false),
+        _ => (0, true),
+    }
+}
+
+fn place_and_crop(image: &fits::Image, position: Position, spec: StampSpec, out: &mut [f32]) -> Result<u8, CutoutError> {
+    let (width, height) = (image.width, image.height);
+    if width > FRAME || height > FRAME {
+        return Err(CutoutError::TooLarge { width, height });
+    }
+    let (x0, x_guess) = axis_offset(width, position.x, CHANNEL_COLUMNS);
+    let (y0, y_guess) = axis_offset(height, position.y, CHANNEL_ROWS);
+    let mut flags = 0;
+    if width < FRAME || height < FRAME {
+        flags |= FLAG_EDGE_PLACED;
+    }
+    if x_guess || y_guess {
+        flags |= FLAG_EDGE_GUESSED;
+    }
+    let start = (FRAME - spec.size) / 2;
+    for (r, out_row) in out.chunks_exact_mut(spec.size).enumerate() {
+        let source_row = (start + r).checked_sub(y0).filter(|row| *row < height);
+        for (c, pixel) in out_row.iter_mut().enumerate() {
+            let source_col = (start + c).checked_sub(x0).filter(|col| *col < width);
+            *pixel = match (source_row, source_col) {
+                (Some(row), Some(col)) => {
+                    let value = image.pixels[row * width + col];
+                    if value.is_nan() {
+                        flags |= FLAG_HAD_NAN;
+                        spec.fill()
+                    } else {
+                        value
+                    }
+                }
+                _ => spec.fill(),
+            };
+        }
+    }
+    Ok(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::fits::tests::fits_bytes;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// A 63-wide frame whose pixel (row, col) holds row * 100 + col.
+    fn coordinate_image(width: usize, height: usize, col0: usize, row0: usize) -> Vec<f32> {
+        (0..height).flat_map(|r| (0..width).map(move |c| ((r + row0) * 100 + c + col0) as f32)).collect()
+    }
+
+    #[test]
+    fn full_cutout_crops_the_centre() {
+        let gz = gzip(&fits_bytes(63, 63, &coordinate_image(63, 63, 0, 0)));
+        let mut out = vec![0.0; 21 * 21];
+        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
+        assert_eq!(flags, 0);
+        assert_eq!(out[0], 2121.0);
+        assert_eq!(out[20 * 21 + 20], 4141.0);
+    }
+
+    #[test]
+    fn high_edge_cutout_starts_at_zero_low_edge_ends_at_62() {
+        // 63 rows x 44 columns clipped on the high-x side: frame columns 0..44.
+        let gz = gzip(&fits_bytes(44, 63, &coordinate_image(44, 63, 0, 0)));
+        let mut out = vec![0.0; 63 * 63];
+        let spec = StampSpec { size: 63, keep_nan: true };
+        let flags = decode_into(&gz, Position { x: Some(3058.0), y: Some(900.0) }, spec, &mut out).unwrap();
+        assert_eq!(flags, FLAG_EDGE_PLACED);
+        assert_eq!(out[10 * 63 + 43], 1043.0);
+        assert!(out[10 * 63 + 44].is_nan());
+        // clipped on the low-x side: frame columns 19..63.
+        let gz = gzip(&fits_bytes(44, 63, &coordinate_image(44, 63, 19, 0)));
+        decode_into(&gz, Position { x: Some(12.0), y: Some(900.0) }, spec, &mut out).unwrap();
+        assert!(out[10 * 63 + 18].is_nan());
+        assert_eq!(out[10 * 63 + 19], 1019.0);
+        assert_eq!(out[10 * 63 + 62], 1062.0);
+    }
+
+    #[test]
+    fn nan_becomes_zero_and_is_flagged() {
+        let mut pixels = vec![1.0; 63 * 63];
+        pixels[31 * 63 + 31] = f32::NAN;
+        pixels[0] = f32::NAN; // outside the 21x21 crop: not flagged
+        let gz = gzip(&fits_bytes(63, 63, &pixels));
+        let mut out = vec![0.0; 21 * 21];
+        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
+        assert_eq!(flags, FLAG_HAD_NAN);
+        assert_eq!(out[10 * 21 + 10], 0.0);
+    }
+
+    #[test]
+    fn jpeg_and_garbage_are_named() {
+        let mut out = vec![0.0; 1];
+        let spec = StampSpec { size: 1, keep_nan: false };
+        assert_eq!(decode_into(&[0xff, 0xd8, 0xff, 0xe0], Position::default(), spec, &mut out), Err(CutoutError::Jpeg));
+        assert!(matches!(decode_into(b"SIMPLE", Position::default(), spec, &mut out), Err(CutoutError::NotGzip(_))));
+        assert!(matches!(decode_into(&[0x1f, 0x8b, 8, 0, 1], Position::default(), spec, &mut out), Err(CutoutError::BadGzip(_))));
+    }
+}

@@ -1,0 +1,418 @@
+//! Everything about one alert: from a file's bytes to catalog rows and stamps, or a reason why not.
+//! Pure functions of bytes (no file or store access), so they run on any thread and test without I/O.
+//!
+//! Each file is decoded with its own writer schema (3.x writes unions value-first, 4.x null-first,
+//! 1.x has fewer fields). A schema is compiled once into an [`AlertSchema`] — the Avro nodes plus
+//! a plan saying what each top-level and candidate field becomes — and shared by every file that
+//! embeds the same schema text.
+
+pub mod avro;
+pub mod cutout;
+pub mod fits;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::catalog::{Layout, Packed, Scalar};
+use avro::{AvroError, Container, Cursor, Node, Schema};
+pub use cutout::{Position, StampSpec};
+
+/// The three cutouts, in stamp channel order.
+pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
+
+/// One decoded alert, ready to be stored.
+#[derive(Debug)]
+pub struct Alert {
+    /// Candidate ID: the store's unique key.
+    pub candid: i64,
+    /// The packed catalog row.
+    pub row: Vec<u8>,
+    /// Three stamps (science, template, difference), each `size²` pixels, row-major.
+    pub stamps: Vec<f32>,
+    /// The writer schema it was decoded with (for column docs).
+    pub schema: Arc<AlertSchema>,
+    /// Columns whose string value was longer than the column and was cut.
+    pub truncated: Vec<String>,
+}
+
+/// Why an input, or one record in it, is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// A short class for the summary: `corrupt-avro`, `null-cutout`, `bad-cutout`, `bad-value`.
+    pub kind: &'static str,
+    /// The full reason, for the user.
+    pub reason: String,
+}
+
+impl Reject {
+    fn avro(error: &AvroError) -> Self {
+        Reject { kind: "corrupt-avro", reason: format!("corrupt Avro: {error}") }
+    }
+}
+
+/// What one top-level alert field becomes.
+#[derive(Debug, Clone)]
+enum Action {
+    Skip,
+    Candid,
+    /// A string or number stored in the column of this index.
+    Column(usize),
+    /// The candidate record: column index per field (None: not stored).
+    Candidate(Vec<Option<usize>>),
+    /// An array whose length goes into the column of this index.
+    Count(usize),
+    /// A cutout for this stamp channel.
+    Cutout(usize),
+}
+
+/// A compiled writer schema and the plan for decoding alerts written with it.
+#[derive(Debug)]
+pub struct AlertSchema {
+    schema: Schema,
+    plan: Vec<Action>,
+    /// `doc` strings of the fields that map to catalog columns, by column index.
+    pub docs: Vec<(usize, String)>,
+    /// Candidate fields this schema has that the catalog has no column for.
+    pub unmapped: Vec<String>,
+    /// `version` of the writer schema (the alert record's own version, e.g. "3.3"), if given.
+    pub version: Option<String>,
+}
+
+/// Decodes alerts; shares compiled schemas between threads.
+pub struct Decoder {
+    layout: &'static Layout,
+    spec: StampSpec,
+    schemas: RwLock<HashMap<Vec<u8>, Arc<AlertSchema>>>,
+    columns: Columns,
+}
+
+/// Indices of the columns the decoder fills itself.
+struct Columns {
+    candid: usize,
+    stamp_flags: usize,
+    source: usize,
+    xpos: usize,
+    ypos: usize,
+    source_chars: usize,
+}
+
+impl Decoder {
+    /// A decoder for the built-in catalog layout.
+    ///
+    /// # Panics
+    /// If the built-in catalog lacks the columns the decoder fills (checked by tests).
+    #[must_use]
+    pub fn new(spec: StampSpec) -> Self {
+        let layout = Layout::builtin();
+        let index = |name: &str| layout.index_of(name).unwrap_or_else(|| panic!("catalog.tsv has no `{name}` column"));
+        let source = index("source");
+        let source_chars = match layout.columns()[source].dtype {
+            crate::catalog::Dtype::Unicode(n) => n,
+            _ => panic!("catalog.tsv: `source` must be a <U column"),
+        };
+        let columns = Columns {
+            candid: index("candid"),
+            stamp_flags: index("stamp_flags"),
+            source,
+            xpos: index("xpos"),
+            ypos: index("ypos"),
+            source_chars,
+        };
+        Decoder { layout, spec, schemas: RwLock::new(HashMap::new()), columns }
+    }
+
+    /// The stamp specification in use.
+    #[must_use]
+    pub fn spec(&self) -> StampSpec {
+        self.spec
+    }
+
+    /// Decode every record of one container file named `name`.
+    #[must_use]
+    pub fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>> {
+        let container = match Container::parse(bytes) {
+            Ok(container) => container,
+            Err(error) => return vec![Err(Reject::avro(&error))],
+        };
+        let schema = match self.schema(container.schema_json) {
+            Ok(schema) => schema,
+            Err(error) => return vec![Err(Reject::avro(&error))],
+        };
+        let mut results = Vec::new();
+        for (block_index, block) in container.blocks.iter().enumerate() {
+            let mut cursor = Cursor::new(&block.data);
+            for _ in 0..block.count {
+                match self.decode_record(&schema, &mut cursor, name) {
+                    Ok(result) => results.push(result),
+                    Err(error) => {
+                        results.push(Err(Reject::avro(&error)));
+                        return results;
+                    }
+                }
+            }
+            if cursor.position() != block.data.len() {
+                let error = AvroError::BlockSizeMismatch { block: block_index, declared: block.data.len(), used: cursor.position() };
+                results.push(Err(Reject::avro(&error)));
+                return results;
+            }
+        }
+        if results.is_empty() {
+            results.push(Err(Reject { kind: "corrupt-avro", reason: "container holds no records".into() }));
+        }
+        results
+    }
+
+    fn schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, AvroError> {
+        if let Some(found) = self.schemas.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(json) {
+            return Ok(Arc::clone(found));
+        }
+        let compiled = Arc::new(self.compile(json)?);
+        let mut schemas = self.schemas.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Arc::clone(schemas.entry(json.to_vec()).or_insert(compiled)))
+    }
+
+    fn compile(&self, json: &[u8]) -> Result<AlertSchema, AvroError> {
+        let schema = Schema::parse(json)?;
+        let top = schema.record_fields(schema.root).ok_or_else(|| AvroError::BadSchema("the alert is not a record".into()))?;
+        let mut docs = Vec::new();
+        let mut unmapped = Vec::new();
+        let mut plan = Vec::with_capacity(top.len());
+        for field in top {
+            let column = self.layout.index_of(&field.name);
+            let action = match field.name.as_str() {
+                "candid" => Action::Candid,
+                "candidate" => {
+                    let fields =
+                        schema.record_fields(field.node).ok_or_else(|| AvroError::BadSchema("candidate is not a record".into()))?;
+                    let mut map = Vec::with_capacity(fields.len());
+                    for f in fields {
+                        let col = self.layout.index_of(&f.name).filter(|c| *c != self.columns.candid && self.is_candidate_column(*c));
+                        match (col, &f.doc) {
+                            (Some(c), Some(doc)) => docs.push((c, doc.clone())),
+                            (None, _) if f.name != "candid" => unmapped.push(f.name.clone()),
+                            _ => {}
+                        }
+                        map.push(col);
+                    }
+                    Action::Candidate(map)
+                }
+                "prv_candidates" => self.layout.index_of("n_prv_candidates").map_or(Action::Skip, Action::Count),
+                "fp_hists" => self.layout.index_of("n_fp_hists").map_or(Action::Skip, Action::Count),
+                name => match CUTOUTS.iter().position(|c| *c == name) {
+                    Some(channel) => Action::Cutout(channel),
+                    None => column.map_or(Action::Skip, Action::Column),
+                },
+            };
+            if let (Action::Column(c), Some(doc)) = (&action, &field.doc) {
+                docs.push((*c, doc.clone()));
+            }
+            plan.push(action);
+        }
+        let version = serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("version").and_then(|v| v.as_str().map(String::from)));
+        Ok(AlertSchema { schema, plan, docs, unmapped, version })
+    }
+
+    fn is_candidate_column(&self, column: usize) -> bool {
+        self.layout.columns()[column].source.starts_with("candidate.")
+    }
+
+    /// Decode one record. The outer error means the Avro data itself is broken (the rest of the
+    /// block cannot be read); the inner one that this alert is rejected for its content.
+    fn decode_record(&self, compiled: &Arc<AlertSchema>, cursor: &mut Cursor<'_>, name: &str) -> Result<Result<Alert, Reject>, AvroError> {
+        let schema = &compiled.schema;
+        let fields = schema.record_fields(schema.root).unwrap_or_default();
+        let mut row = self.layout.new_row();
+        let mut candid = None;
+        let mut cutouts: [Option<&[u8]>; 3] = [None; 3];
+        let mut problem = None;
+        let mut truncated = Vec::new();
+        for (field, action) in fields.iter().zip(&compiled.plan) {
+            match action {
+                Action::Skip => cursor.skip(schema, field.node)?,
+                Action::Candid => candid = Some(scalar(cursor, schema, field.node)?),
+                Action::Column(col) => {
+                    let value = scalar(cursor, schema, field.node)?;
+                    self.store(&mut row, *col, value, &mut truncated, &mut problem);
+                }
+                Action::Candidate(map) => {
+                    let candidate = schema.record_fields(field.node).unwrap_or_default();
+                    if let Node::Union(branches) = schema.node(field.node) {
+                        let branch = cursor.branch(branches.len())?;
+                        if schema.node(branches[branch]) == &Node::Null {
+                            problem.get_or_insert(Reject { kind: "bad-value", reason: "candidate is null".into() });
+                            continue;
+                        }
+                    }
+                    for (f, col) in candidate.iter().zip(map) {
+                        match col {
+                            Some(col) => {
+                                let value = scalar(cursor, schema, f.node)?;
+                                self.store(&mut row, *col, value, &mut truncated, &mut problem);
+                            }
+                            None if f.name == "candid" => {
+                                let value = scalar(cursor, schema, f.node)?;
+                                candid.get_or_insert(value);
+                            }
+                            None => cursor.skip(schema, f.node)?,
+                        }
+                    }
+                }
+                Action::Count(col) => {
+                    if let Some(count) = array_length(cursor, schema, field.node)? {
+                        let count = i64::try_from(count).unwrap_or(i64::MAX);
+                        self.store(&mut row, *col, Scalar::Int(count), &mut truncated, &mut problem);
+                    }
+                }
+                Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
+            }
+        }
+        if let Some(reject) = problem {
+            return Ok(Err(reject));
+        }
+        let candid = match candid {
+            Some(Scalar::Int(candid)) => candid,
+            _ => return Ok(Err(Reject { kind: "bad-value", reason: "alert has no integer candid".into() })),
+        };
+        Ok(self.finish(compiled, row, candid, cutouts, name, truncated))
+    }
+
+    fn store(&self, row: &mut [u8], col: usize, value: Scalar<'_>, truncated: &mut Vec<String>, problem: &mut Option<Reject>) {
+        match self.layout.pack(row, col, value) {
+            Ok(Packed::Exact) => {}
+            Ok(Packed::Truncated) => truncated.push(self.layout.columns()[col].name.clone()),
+            Err(error) => {
+                problem.get_or_insert(Reject { kind: "bad-value", reason: error.to_string() });
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        compiled: &Arc<AlertSchema>,
+        mut row: Vec<u8>,
+        candid: i64,
+        cutouts: [Option<&[u8]>; 3],
+        name: &str,
+        truncated: Vec<String>,
+    ) -> Result<Alert, Reject> {
+        let columns = &self.columns;
+        // candid may have come only from candidate.candid (never in ZTF, but cheap to allow).
+        self.layout.pack(&mut row, columns.candid, Scalar::Int(candid)).map_err(|e| Reject { kind: "bad-value", reason: e.to_string() })?;
+        let position = Position { x: self.read_f32(&row, columns.xpos), y: self.read_f32(&row, columns.ypos) };
+        let pixels = self.spec.pixels();
+        let mut stamps = vec![0.0; 3 * pixels];
+        let mut flags = 0;
+        for (channel, bytes) in cutouts.iter().enumerate() {
+            let Some(bytes) = bytes else {
+                return Err(Reject { kind: "null-cutout", reason: format!("{} is null", CUTOUTS[channel]) });
+            };
+            let out = &mut stamps[channel * pixels..(channel + 1) * pixels];
+            flags |= cutout::decode_into(bytes, position, self.spec, out)
+                .map_err(|e| Reject { kind: "bad-cutout", reason: format!("{} {e}", CUTOUTS[channel]) })?;
+        }
+        let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
+        let source = tail_chars(name, columns.source_chars);
+        let _ = self.layout.pack(&mut row, columns.source, Scalar::Str(source.as_bytes()));
+        Ok(Alert { candid, row, stamps, schema: Arc::clone(compiled), truncated })
+    }
+
+    fn read_f32(&self, row: &[u8], col: usize) -> Option<f32> {
+        let offset = self.layout.columns()[col].offset;
+        let value = f32::from_le_bytes(row.get(offset..offset + 4)?.try_into().ok()?);
+        value.is_finite().then_some(value)
+    }
+}
+
+/// The last `chars` characters of `text` (the distinctive end of a long path).
+fn tail_chars(text: &str, chars: usize) -> &str {
+    let count = text.chars().count();
+    if count <= chars {
+        return text;
+    }
+    let skip = text.char_indices().nth(count - chars).map_or(0, |(i, _)| i);
+    &text[skip..]
+}
+
+/// Decode a value of a scalar type (through unions); a non-scalar is stepped over and read as null.
+fn scalar<'a>(cursor: &mut Cursor<'a>, schema: &Schema, node: usize) -> Result<Scalar<'a>, AvroError> {
+    Ok(match schema.node(node) {
+        Node::Null => Scalar::Null,
+        Node::Boolean => Scalar::Bool(cursor.take(1, "a boolean")?[0] != 0),
+        Node::Int | Node::Long => Scalar::Int(cursor.long()?),
+        Node::Float => Scalar::F32(f32::from_le_bytes(cursor.take(4, "a float")?.try_into().unwrap_or_default())),
+        Node::Double => Scalar::F64(f64::from_le_bytes(cursor.take(8, "a double")?.try_into().unwrap_or_default())),
+        Node::Bytes | Node::String => Scalar::Str(cursor.bytes()?),
+        Node::Enum { .. } => Scalar::Int(cursor.long()?),
+        Node::Union(branches) => {
+            let branch = cursor.branch(branches.len())?;
+            scalar(cursor, schema, branches[branch])?
+        }
+        Node::Record { .. } | Node::Array(_) | Node::Map(_) | Node::Fixed(_) | Node::Pending => {
+            cursor.skip(schema, node)?;
+            Scalar::Null
+        }
+    })
+}
+
+/// The length of an array (through a union); None for null.
+fn array_length(cursor: &mut Cursor<'_>, schema: &Schema, node: usize) -> Result<Option<usize>, AvroError> {
+    match schema.node(node) {
+        Node::Array(items) => Ok(Some(cursor.count_items(schema, *items)?)),
+        Node::Union(branches) => {
+            let branch = cursor.branch(branches.len())?;
+            array_length(cursor, schema, branches[branch])
+        }
+        _ => {
+            cursor.skip(schema, node)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The `stampData` bytes of a cutout record (through a union); None for a null cutout.
+fn cutout_bytes<'a>(cursor: &mut Cursor<'a>, schema: &Schema, node: usize) -> Result<Option<&'a [u8]>, AvroError> {
+    match schema.node(node) {
+        Node::Union(branches) => {
+            let branch = cursor.branch(branches.len())?;
+            cutout_bytes(cursor, schema, branches[branch])
+        }
+        Node::Bytes => Ok(Some(cursor.bytes()?)),
+        Node::Record { fields, .. } => {
+            let mut found = None;
+            for field in fields {
+                if field.name == "stampData" {
+                    found = cutout_bytes(cursor, schema, field.node)?;
+                } else {
+                    cursor.skip(schema, field.node)?;
+                }
+            }
+            Ok(found)
+        }
+        _ => {
+            cursor.skip(schema, node)?;
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end() {
+        assert_eq!(tail_chars("abcdef", 3), "def");
+        assert_eq!(tail_chars("ab", 3), "ab");
+        assert_eq!(tail_chars("ééé", 2), "éé");
+    }
+
+    #[test]
+    fn garbage_is_a_corrupt_avro_reject() {
+        let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false });
+        let results = decoder.decode_file("x.avro", b"not avro at all");
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].as_ref().unwrap_err().kind, "corrupt-avro");
+    }
+}

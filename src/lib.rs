@@ -1,0 +1,20 @@
+//! ztf2zarr: ZTF public alert packets → one Zarr v2 training store.
+//!
+//! ```text
+//! inputs ──► source:: ──(name, bytes)──► decode:: (rayon) ──Alert──► pipeline:: ──chunks──► store::
+//!            files, folders,             Avro with the writer      dedup by candid,        Zarr v2 arrays,
+//!            .tar.gz streamed            schema, cutouts → f32     ordered, one owner      metadata written last
+//!                                        stamps, catalog row       per chunk
+//! ```
+//! `catalog` owns the column model (declared in `schemas/catalog.tsv`); `cmd` holds one file per
+//! subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
+
+pub mod catalog;
+pub mod cli;
+pub mod cmd;
+pub mod decode;
+pub mod pipeline;
+pub mod report;
+pub mod source;
+pub mod store;
+pub mod synth;

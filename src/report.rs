@@ -1,0 +1,121 @@
+//! What the user sees: the progress bar on stderr (hidden when stderr is not a terminal) and the
+//! one-screen summary of a build on stdout.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::pipeline::Stats;
+
+/// Most reject and duplicate lines shown in the summary; the rest are in `rejects.jsonl`.
+const SHOWN: usize = 12;
+
+/// A progress bar over input files, or a spinner when archives make the total unknown.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A progress display; `total` is the number of items when known.
+    #[must_use]
+    pub fn new(enabled: bool, total: Option<u64>) -> Self {
+        let bar = match total {
+            Some(total) => ProgressBar::new(total).with_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files ({per_sec}, eta {eta}) {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} files ({per_sec}) {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_draw_target(if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar }
+    }
+
+    /// `items` more inputs read; `written` rows so far.
+    pub fn advance(&self, items: u64, written: usize) {
+        self.bar.inc(items);
+        self.bar.set_message(format!("{written} alerts written"));
+    }
+
+    /// Remove the bar before the summary is printed.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The build summary, as printed on stdout.
+#[must_use]
+pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize) -> String {
+    let mut out = String::new();
+    let seconds = stats.elapsed.as_secs_f64().max(1e-9);
+    let megabytes = stats.bytes as f64 / 1e6;
+    let _ = writeln!(out, "ztf2zarr build → {}", store.display());
+    let _ = writeln!(out, "  read        {} alert files ({megabytes:.1} MB)", stats.items);
+    if ignored > 0 {
+        let _ = writeln!(out, "  ignored     {ignored} files in the given folders that are not .avro or .tar.gz");
+    }
+    let rows_after = stats.rows_before + stats.written;
+    if stats.committed {
+        let _ = writeln!(out, "  written     {} alerts (store rows {} → {rows_after})", stats.written, stats.rows_before);
+    } else {
+        let _ = writeln!(out, "  written     0 alerts: nothing new, the store is unchanged ({} rows)", stats.rows_before);
+    }
+    let _ = writeln!(out, "  duplicates  {} (candid already in the store or earlier in the inputs; skipped)", stats.duplicates.len());
+    for duplicate in stats.duplicates.iter().take(SHOWN) {
+        let _ = writeln!(out, "      {}: candid {}", duplicate.source, duplicate.candid);
+    }
+    more(&mut out, stats.duplicates.len());
+    let _ = writeln!(out, "  rejected    {}{}", stats.rejects.len(), reject_kinds(stats));
+    for reject in stats.rejects.iter().take(SHOWN) {
+        let _ = writeln!(out, "      {}: {}", reject.source, reject.reason);
+    }
+    more(&mut out, stats.rejects.len());
+    if !stats.rejects.is_empty() {
+        let _ = writeln!(out, "      (all reasons: {})", store.join("rejects.jsonl").display());
+    }
+    let [edge, nan, guessed] = stats.flagged;
+    let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}");
+    let versions: Vec<String> = stats.schema_versions.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
+    let _ = writeln!(out, "  schemas     {}", if versions.is_empty() { "-".into() } else { versions.join(", ") });
+    if !stats.truncated.is_empty() {
+        let _ = writeln!(
+            out,
+            "  warning     {} alerts had strings longer than their column (cut), e.g. {}: {}",
+            stats.truncated.len(),
+            stats.truncated[0].0,
+            stats.truncated[0].1.join(", ")
+        );
+    }
+    if !stats.unmapped_fields.is_empty() {
+        let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
+    }
+    let rate = stats.items as f64 / seconds;
+    let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
+    out
+}
+
+fn more(out: &mut String, total: usize) {
+    if total > SHOWN {
+        let _ = writeln!(out, "      … and {} more", total - SHOWN);
+    }
+}
+
+fn reject_kinds(stats: &Stats) -> String {
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for reject in &stats.rejects {
+        match kinds.iter_mut().find(|(k, _)| *k == reject.kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((reject.kind, 1)),
+        }
+    }
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(" ({})", parts.join(", "))
+}

@@ -1,0 +1,185 @@
+//! The JSON documents of a store: `.zgroup`, `.zattrs`, each array's `.zarray` and `.zattrs`, and
+//! the consolidated `.zmetadata` that gathers them. The layout follows the qso.zarr example store
+//! (root attrs name each dataset; `catalog/.zattrs` describes each column).
+
+use serde_json::{json, Map, Value};
+
+use super::Settings;
+use crate::catalog::Layout;
+use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN};
+
+/// Name of the stamps array.
+pub const STAMPS: &str = "stamps";
+/// Name of the catalog array.
+pub const CATALOG: &str = "catalog";
+/// The candid of every row, in row order, as little-endian i64: loads in one read when appending.
+pub const CANDIDS: &str = ".candids";
+/// One JSON line per rejected input, over all builds.
+pub const REJECTS: &str = "rejects.jsonl";
+
+/// Everything the metadata of a store depends on.
+#[derive(Debug, Clone)]
+pub struct StoreMetadata {
+    /// Rows (alerts) in both arrays.
+    pub rows: usize,
+    /// Layout settings.
+    pub settings: Settings,
+    /// One description per catalog column, in column order.
+    pub column_docs: Vec<String>,
+    /// Provenance: one record per build, oldest first.
+    pub runs: Vec<Value>,
+}
+
+impl StoreMetadata {
+    /// Every metadata file as (key relative to the store, JSON), in the order they are written.
+    #[must_use]
+    pub fn files(&self) -> Vec<(String, Value)> {
+        vec![
+            (format!("{STAMPS}/.zarray"), self.stamps_zarray()),
+            (format!("{STAMPS}/.zattrs"), self.stamps_zattrs()),
+            (format!("{CATALOG}/.zarray"), self.catalog_zarray()),
+            (format!("{CATALOG}/.zattrs"), self.catalog_zattrs()),
+            (".zgroup".into(), json!({"zarr_format": 2})),
+            (".zattrs".into(), self.root_zattrs()),
+        ]
+    }
+
+    fn compressor(&self) -> Value {
+        json!({"id": "zstd", "level": self.settings.zstd_level})
+    }
+
+    fn stamps_zarray(&self) -> Value {
+        let s = self.settings.stamp_size;
+        json!({
+            "zarr_format": 2,
+            "shape": [self.rows, 3, s, s],
+            "chunks": [self.settings.chunk_rows, 3, s, s],
+            "dtype": "<f4",
+            "compressor": self.compressor(),
+            "fill_value": 0.0,
+            "order": "C",
+            "filters": null,
+            "dimension_separator": ".",
+        })
+    }
+
+    fn stamps_zattrs(&self) -> Value {
+        json!({
+            "_ARRAY_DIMENSIONS": ["alert", "channel", "y", "x"],
+            "channels": ["science", "template", "difference"],
+            "stamp_size": self.settings.stamp_size,
+            "crop": crop_text(self.settings.stamp_size),
+            "nan_policy": nan_policy(self.settings.keep_nan),
+            "units": "DN",
+        })
+    }
+
+    fn catalog_zarray(&self) -> Value {
+        let fields: Vec<Value> = Layout::builtin().columns().iter().map(|c| json!([c.name, c.dtype.numpy()])).collect();
+        json!({
+            "zarr_format": 2,
+            "shape": [self.rows],
+            "chunks": [self.settings.chunk_rows],
+            "dtype": fields,
+            "compressor": self.compressor(),
+            "fill_value": null,
+            "order": "C",
+            "filters": null,
+            "dimension_separator": ".",
+        })
+    }
+
+    fn catalog_zattrs(&self) -> Value {
+        let columns = Layout::builtin().columns();
+        Value::Object(columns.iter().zip(&self.column_docs).map(|(c, doc)| (c.name.clone(), Value::String(doc.clone()))).collect())
+    }
+
+    fn root_zattrs(&self) -> Value {
+        let s = self.settings.stamp_size;
+        let missing: Map<String, Value> =
+            Layout::builtin().columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
+        json!({
+            CATALOG: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
+            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}.", crop_text(s), nan_text(self.settings.keep_nan)),
+            "ztf2zarr": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "stamp_size": s,
+                "nan_policy": nan_policy(self.settings.keep_nan),
+                "stamp_flags": {
+                    FLAG_EDGE_PLACED.to_string(): "edge cutout (smaller than 63x63, clipped at a CCD edge) placed in the 63x63 frame; pixels beyond the edge hold the fill value",
+                    FLAG_HAD_NAN.to_string(): "a stored stamp pixel was NaN in the cutout",
+                    FLAG_EDGE_GUESSED.to_string(): "edge placement assumed the high edge because xpos/ypos was missing",
+                },
+                "missing_values": missing,
+                "runs": self.runs,
+            },
+        })
+    }
+}
+
+fn crop_text(size: usize) -> String {
+    let start = (63 - size) / 2;
+    format!("centre [{start}:{end}, {start}:{end}] of the 63x63 cutout", end = start + size)
+}
+
+fn nan_policy(keep_nan: bool) -> &'static str {
+    if keep_nan {
+        "keep"
+    } else {
+        "zero"
+    }
+}
+
+fn nan_text(keep_nan: bool) -> &'static str {
+    if keep_nan {
+        "NaN pixels kept"
+    } else {
+        "NaN pixels replaced by 0"
+    }
+}
+
+/// The consolidated `.zmetadata` document for `files`.
+#[must_use]
+pub fn consolidated(files: &[(String, Value)]) -> Value {
+    let metadata: Map<String, Value> = files.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    json!({"metadata": metadata, "zarr_consolidated_format": 1})
+}
+
+/// The current time as an ISO 8601 UTC timestamp (`2026-11-21T23:38:45Z`).
+#[must_use]
+pub fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let (year, month, day) = civil_from_days(days);
+    let rest = seconds % 86_400;
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+#[must_use]
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,404 @@
+//! The Zarr v2 store on disk: the hierarchy (`.zgroup`, `stamps/`, `catalog/`), chunk files, the
+//! `.zarray`/`.zattrs` metadata, consolidated `.zmetadata`, the candid index and the rejects log,
+//! the lock, and the commit protocol. Nothing else touches files inside a store.
+//!
+//! Every build is a [`Transaction`]: under the store's lock, the new state is assembled in a
+//! staging folder beside the store (committed chunks hard-linked, new and rewritten chunks
+//! written, then all metadata), and published with one atomic `renameat2(RENAME_EXCHANGE)` — or
+//! one `rename` for a new store. A reader, or a build killed at any moment, sees the old store or
+//! the new one, never a mix; a leftover staging folder is removed by the next build.
+//! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
+
+mod lock;
+mod metadata;
+mod reader;
+pub mod verify;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use thiserror::Error;
+
+pub use lock::{lock_path, StoreLock};
+pub use metadata::{civil_from_days, utc_now, StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
+pub use reader::{ReadError, StoreReader};
+
+/// A failure to write the store; always names the path.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another process is writing the store.
+    #[error("`{store}` is being written by another ztf2zarr ({holder}); wait for it to finish")]
+    Locked { store: PathBuf, holder: String },
+    /// The lock file cannot be created (e.g. the folder is not writable).
+    #[error("cannot lock store `{store}` (lock file `{path}`): {source}")]
+    Lock { store: PathBuf, path: PathBuf, source: std::io::Error },
+    /// The output exists and is not a store this tool wrote.
+    #[error("`{0}` exists and is not a ztf2zarr store (no .zgroup / stamps / catalog); choose another path")]
+    NotAStore(PathBuf),
+    /// The existing store cannot take rows built with these options.
+    #[error("`{store}`: {reason}")]
+    Incompatible { store: PathBuf, reason: String },
+    /// The existing store could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A file or folder could not be written.
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    /// zstd failed to compress a chunk.
+    #[error("cannot compress chunk `{path}`: {source}")]
+    Compress { path: PathBuf, source: std::io::Error },
+}
+
+/// The options that fix a store's layout, as requested on the command line (None: the store's,
+/// or the default for a new store).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requested {
+    /// `--stamp-size`
+    pub stamp_size: Option<usize>,
+    /// `--keep-nan`
+    pub keep_nan: bool,
+    /// `--chunk-rows`
+    pub chunk_rows: Option<usize>,
+    /// `--zstd-level`
+    pub zstd_level: Option<i32>,
+}
+
+/// The layout settings of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Side of each stamp.
+    pub stamp_size: usize,
+    /// NaN pixels kept (else 0).
+    pub keep_nan: bool,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// zstd level of the chunks.
+    pub zstd_level: i32,
+}
+
+/// Defaults for a new store.
+pub const DEFAULT_STAMP_SIZE: usize = 21;
+/// Rows per chunk of a new store.
+pub const DEFAULT_CHUNK_ROWS: usize = 1000;
+/// zstd level of a new store.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+/// The rows of an incomplete last chunk, to be rewritten whole with the new rows after them.
+#[derive(Debug, Clone)]
+pub struct PartialChunk {
+    /// Chunk index.
+    pub index: usize,
+    /// Rows already in it.
+    pub rows: usize,
+    /// Their catalog bytes (`rows × itemsize`).
+    pub catalog: Vec<u8>,
+    /// Their stamp bytes (`rows × 3 × S² × 4`).
+    pub stamps: Vec<u8>,
+}
+
+/// What an existing store already holds.
+#[derive(Debug)]
+pub struct Committed {
+    /// Rows committed.
+    pub rows: usize,
+    /// Candids of those rows, in row order.
+    pub candids: Vec<i64>,
+    /// The incomplete last chunk, if any.
+    pub partial: Option<PartialChunk>,
+    runs: Vec<Value>,
+    column_docs: Vec<String>,
+    rejects: String,
+}
+
+/// What a finished build adds.
+#[derive(Debug)]
+pub struct Commit {
+    /// Rows in the store after this build.
+    pub rows: usize,
+    /// Candids of the new rows, in row order.
+    pub new_candids: Vec<i64>,
+    /// Column descriptions (used for a new store; an existing store keeps its own).
+    pub column_docs: Vec<String>,
+    /// New lines for `rejects.jsonl`.
+    pub new_rejects: String,
+    /// This run's provenance record.
+    pub run: Value,
+}
+
+/// One build's changes to one store, published atomically by [`Transaction::commit`].
+#[derive(Debug)]
+pub struct Transaction {
+    target: PathBuf,
+    staging: PathBuf,
+    settings: Settings,
+    committed: Option<Committed>,
+    _lock: StoreLock,
+}
+
+impl Transaction {
+    /// Lock `target`, tidy what a killed build left, read the committed state (if the store
+    /// exists), check the requested options against it, and prepare the staging folder.
+    ///
+    /// # Errors
+    /// Locked, not a store, incompatible options, or I/O failure.
+    pub fn begin(target: &Path, requested: Requested) -> Result<Transaction, StoreError> {
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
+        }
+        let lock = StoreLock::acquire(target)?;
+        recover(target)?;
+        let staging = lock::sibling(target, "staging");
+        let committed_reader = open_existing(target)?;
+        let settings = match &committed_reader {
+            Some(reader) => check_compatible(target, reader.settings(), requested)?,
+            None => Settings {
+                stamp_size: requested.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE),
+                keep_nan: requested.keep_nan,
+                chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
+                zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
+            },
+        };
+        for folder in [staging.clone(), staging.join(STAMPS), staging.join(CATALOG)] {
+            std::fs::create_dir_all(&folder).map_err(|source| StoreError::Write { path: folder.clone(), source })?;
+        }
+        let committed = match committed_reader {
+            Some(reader) => Some(stage_existing(&reader, target, &staging)?),
+            None => None,
+        };
+        Ok(Transaction { target: target.to_path_buf(), staging, settings, committed, _lock: lock })
+    }
+
+    /// The store's settings (the existing store's, or the new store's).
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// What the store held before this build (None for a new store).
+    #[must_use]
+    pub fn committed(&self) -> Option<&Committed> {
+        self.committed.as_ref()
+    }
+
+    /// Take the partial last chunk out, for the pipeline to continue filling.
+    pub fn take_partial(&mut self) -> Option<PartialChunk> {
+        self.committed.as_mut().and_then(|c| c.partial.take())
+    }
+
+    /// Compress and write chunk `index` of both arrays into the staging folder. `catalog` holds
+    /// whole packed rows and `stamps` whole stamp rows (little-endian float32), both padded to the
+    /// chunk length.
+    ///
+    /// # Errors
+    /// Compression or file I/O failure.
+    pub fn write_chunk(&self, index: usize, catalog: &[u8], stamps: &[u8]) -> Result<(), StoreError> {
+        self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)?;
+        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), stamps)?;
+        fault_point("after-chunk");
+        Ok(())
+    }
+
+    fn write_compressed(&self, path: &Path, raw: &[u8]) -> Result<(), StoreError> {
+        let compressed = zstd::bulk::compress(raw, self.settings.zstd_level)
+            .map_err(|source| StoreError::Compress { path: path.to_path_buf(), source })?;
+        std::fs::write(path, compressed).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+    }
+
+    /// Write the candid index, the rejects log and every metadata file (`.zmetadata` last) into
+    /// the staging folder, then publish it as the store in one atomic step.
+    ///
+    /// # Errors
+    /// File I/O failure; the committed store is then unchanged.
+    pub fn commit(self, commit: Commit) -> Result<(), StoreError> {
+        fault_point("before-metadata");
+        let (runs, column_docs, mut rejects) = match &self.committed {
+            Some(c) => (c.runs.clone(), c.column_docs.clone(), c.rejects.clone()),
+            None => (Vec::new(), commit.column_docs, String::new()),
+        };
+        append_candids(&self.staging.join(CANDIDS), &commit.new_candids)?;
+        rejects.push_str(&commit.new_rejects);
+        write_file(&self.staging.join(REJECTS), rejects.as_bytes())?;
+        let mut runs = runs;
+        runs.push(commit.run);
+        let metadata = StoreMetadata { rows: commit.rows, settings: self.settings, column_docs, runs };
+        let files = metadata.files();
+        for (key, value) in &files {
+            write_file(&self.staging.join(key), pretty(value).as_bytes())?;
+        }
+        write_file(&self.staging.join(".zmetadata"), pretty(&metadata::consolidated(&files)).as_bytes())?;
+        fault_point("before-publish");
+        publish(&self.staging, &self.target, self.committed.is_some())?;
+        fault_point("after-publish");
+        Ok(())
+    }
+
+    /// Drop this build's changes; the committed store stays as it was.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
+}
+
+/// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it: lets the
+/// tests check that a build killed there leaves a readable store and completes on a re-run.
+fn fault_point(name: &str) {
+    if std::env::var_os("ZTF2ZARR_FAULT").is_some_and(|v| v == name) {
+        // SAFETY: sending a signal to ourselves; nothing is shared.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// Undo what a killed build left behind: a staging folder (never published), or a store moved
+/// aside by the non-atomic fallback of `publish`.
+fn recover(target: &Path) -> Result<(), StoreError> {
+    let staging = lock::sibling(target, "staging");
+    let previous = lock::sibling(target, "previous");
+    if previous.exists() {
+        if target.exists() {
+            remove_tree(&previous)?;
+        } else {
+            std::fs::rename(&previous, target).map_err(|source| StoreError::Write { path: target.to_path_buf(), source })?;
+        }
+    }
+    if staging.exists() {
+        remove_tree(&staging)?;
+    }
+    Ok(())
+}
+
+fn remove_tree(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_dir_all(path).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+}
+
+/// The existing store at `target`, if there is one (an empty folder counts as none).
+fn open_existing(target: &Path) -> Result<Option<StoreReader>, StoreError> {
+    if !target.exists() {
+        return Ok(None);
+    }
+    let empty = std::fs::read_dir(target).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if empty {
+        return Ok(None);
+    }
+    if !target.join(".zgroup").is_file() || !target.join(STAMPS).join(".zarray").is_file() {
+        return Err(StoreError::NotAStore(target.to_path_buf()));
+    }
+    Ok(Some(StoreReader::open(target)?))
+}
+
+fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Result<Settings, StoreError> {
+    let refuse = |reason: String| Err(StoreError::Incompatible { store: target.to_path_buf(), reason });
+    if let Some(size) = requested.stamp_size.filter(|s| *s != have.stamp_size) {
+        return refuse(format!(
+            "the store's stamps are {0}x{0}; --stamp-size {size} would change its layout (build a new store instead)",
+            have.stamp_size
+        ));
+    }
+    if let Some(rows) = requested.chunk_rows.filter(|r| *r != have.chunk_rows) {
+        return refuse(format!("the store's chunks hold {} rows; --chunk-rows {rows} would change its layout", have.chunk_rows));
+    }
+    if requested.keep_nan && !have.keep_nan {
+        return refuse("the store replaces NaN pixels by 0; --keep-nan would mix two NaN policies in one store".into());
+    }
+    if let Some(level) = requested.zstd_level.filter(|l| *l != have.zstd_level) {
+        return refuse(format!("the store's chunks use zstd level {}; --zstd-level {level} differs", have.zstd_level));
+    }
+    Ok(have)
+}
+
+/// Fill the staging folder with the committed store's files: complete chunks and the candid
+/// index hard-linked (no copy), and read what will be rewritten.
+fn stage_existing(reader: &StoreReader, target: &Path, staging: &Path) -> Result<Committed, StoreError> {
+    let rows = reader.rows();
+    let chunk_rows = reader.settings().chunk_rows;
+    for index in 0..rows / chunk_rows {
+        link(&target.join(CATALOG).join(index.to_string()), &staging.join(CATALOG).join(index.to_string()))?;
+        let key = format!("{index}.0.0.0");
+        link(&target.join(STAMPS).join(&key), &staging.join(STAMPS).join(&key))?;
+    }
+    let partial = if rows % chunk_rows == 0 {
+        None
+    } else {
+        let index = rows / chunk_rows;
+        let (catalog, stamps) = reader.chunk_bytes(index)?;
+        let kept = rows - index * chunk_rows;
+        Some(PartialChunk {
+            index,
+            rows: kept,
+            catalog: catalog[..kept * reader.itemsize()].to_vec(),
+            stamps: stamps[..kept * reader.stamp_row_bytes()].to_vec(),
+        })
+    };
+    let candids = reader.candids()?;
+    write_file(&staging.join(CANDIDS), &candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>())?;
+    Ok(Committed {
+        rows,
+        candids,
+        partial,
+        runs: reader.runs()?,
+        column_docs: reader.column_docs()?,
+        rejects: std::fs::read_to_string(target.join(REJECTS)).unwrap_or_default(),
+    })
+}
+
+fn link(from: &Path, to: &Path) -> Result<(), StoreError> {
+    std::fs::hard_link(from, to).map_err(|source| StoreError::Write { path: to.to_path_buf(), source })
+}
+
+fn append_candids(path: &Path, candids: &[i64]) -> Result<(), StoreError> {
+    let fail = |source| StoreError::Write { path: path.to_path_buf(), source };
+    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
+    file.write_all(&candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).map_err(fail)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    std::fs::write(path, bytes).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Make the staging folder the store. A new store is one `rename`. An existing one is swapped
+/// with `renameat2(RENAME_EXCHANGE)`, atomic for every reader; where the file system cannot do
+/// that, the old store is moved aside first (a reader may then briefly find no store, never a
+/// mixed one, and `recover` puts it back if we die in between).
+fn publish(staging: &Path, target: &Path, existed: bool) -> Result<(), StoreError> {
+    let fail = |source| StoreError::Write { path: target.to_path_buf(), source };
+    if !existed {
+        if target.exists() {
+            std::fs::remove_dir(target).map_err(fail)?; // the empty folder the user named
+        }
+        return std::fs::rename(staging, target).map_err(fail);
+    }
+    if exchange(staging, target).is_ok() {
+        // `staging` now holds the old store: its files are all still linked from the new one or replaced.
+        return remove_tree(staging);
+    }
+    let previous = lock::sibling(target, "previous");
+    std::fs::rename(target, &previous).map_err(fail)?;
+    std::fs::rename(staging, target).map_err(fail)?;
+    remove_tree(&previous)
+}
+
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}

@@ -1,0 +1,183 @@
+//! Appending nights to a store: equal to a one-shot build, idempotent, crash-safe at every commit
+//! step, one writer at a time; and `verify` / `info` on the result.
+
+use std::path::{Path, PathBuf};
+
+use ztf2zarr::store::{StoreLock, StoreReader};
+
+use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
+
+/// Two "nights" of real alerts: 16 and 13 alerts, several schema versions, one rejected file.
+fn nights() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let root = real_alerts();
+    (
+        vec![root.join("kowalski-20200202"), root.join("ztf-avro-alert")],
+        vec![root.join("fink-alert-schemas"), root.join("ampel/tests"), root.join("boom"), root.join("ampel/ztf_public_20180601")],
+    )
+}
+
+fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["build".into()];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    args.extend(["-o".to_string(), store.display().to_string(), "--chunk-rows".into(), "7".into()]);
+    args.extend(extra.iter().map(|s| (*s).to_string()));
+    ztf2zarr_ok(args)
+}
+
+fn contents(store: &Path) -> (Vec<Vec<u8>>, Vec<Vec<f32>>) {
+    let reader = StoreReader::open(store).unwrap();
+    (reader.catalog_rows().unwrap(), reader.stamps().unwrap())
+}
+
+fn assert_sound(store: &Path) {
+    let output = ztf2zarr(["verify", store.to_str().unwrap()]);
+    assert!(output.status.success(), "verify: {}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn two_appended_nights_equal_a_one_shot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let one_shot = dir.path().join("one.zarr");
+    let appended = dir.path().join("two.zarr");
+    build(&one_shot, &[a.clone(), b.clone()].concat(), &[]);
+    build(&appended, &a, &[]);
+    let rows_a = StoreReader::open(&appended).unwrap().rows();
+    let summary = build(&appended, &b, &[]);
+    assert!(summary.contains(&format!("store rows {rows_a} → ")), "{summary}");
+    assert_eq!(contents(&one_shot), contents(&appended));
+    // the duplicate pair (schema 3.2 and 3.3 of one alert) sits across the two nights
+    assert!(summary.contains("duplicates  1 "), "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(one_shot.join("rejects.jsonl")).unwrap(),
+        std::fs::read_to_string(appended.join("rejects.jsonl")).unwrap()
+    );
+    assert_sound(&appended);
+}
+
+#[test]
+fn rerunning_the_same_inputs_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = nights();
+    let store = dir.path().join("s.zarr");
+    build(&store, &a, &[]);
+    let before = tree_bytes(&store);
+    let summary = build(&store, &a, &[]);
+    assert!(summary.contains("nothing new, the store is unchanged"), "{summary}");
+    assert_eq!(tree_bytes(&store), before);
+}
+
+#[test]
+fn layout_options_of_an_existing_store_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let store = dir.path().join("s.zarr");
+    build(&store, &a, &[]);
+    let before = tree_bytes(&store);
+    for (flag, value) in [("--stamp-size", "63"), ("--chunk-rows", "100"), ("--keep-nan", ""), ("--zstd-level", "9")] {
+        let mut args = vec!["build".to_string(), b[0].display().to_string(), "-o".into(), store.display().to_string(), flag.into()];
+        if !value.is_empty() {
+            args.push(value.into());
+        }
+        let output = ztf2zarr(&args);
+        assert_eq!(output.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag) && stderr.contains("s.zarr"), "{flag}: {stderr}");
+    }
+    assert_eq!(tree_bytes(&store), before);
+}
+
+/// Kill the append at each step of the commit protocol (SIGKILL, as from outside): the store
+/// must read as before (or, once published, as after), verify clean, and a re-run must complete
+/// it exactly.
+#[test]
+fn an_append_killed_at_any_step_leaves_a_sound_store_and_reruns_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let expected_store = dir.path().join("expected.zarr");
+    build(&expected_store, &[a.clone(), b.clone()].concat(), &[]);
+    let expected = contents(&expected_store);
+    for point in ["after-chunk", "before-metadata", "before-publish", "after-publish"] {
+        let store = dir.path().join(format!("{point}.zarr"));
+        build(&store, &a, &[]);
+        let committed = contents(&store);
+        let mut args: Vec<String> = vec!["build".into()];
+        args.extend(b.iter().map(|p| p.display().to_string()));
+        args.extend(["-o".to_string(), store.display().to_string(), "--no-progress".into()]);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(&args).env("ZTF2ZARR_FAULT", point).status().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{point}: the build should have been killed");
+        let after_kill = contents(&store);
+        if point == "after-publish" {
+            assert_eq!(after_kill, expected, "{point}: published state");
+        } else {
+            assert_eq!(after_kill, committed, "{point}: the store must still be the committed one");
+        }
+        assert_sound(&store);
+        build(&store, &b, &[]);
+        assert_eq!(contents(&store), expected, "{point}: re-run must complete the append exactly");
+        assert_sound(&store);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(point) && (n.ends_with(".staging") || n.ends_with(".previous")))
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: left {leftovers:?}");
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_and_a_dead_writers_lock_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let store = dir.path().join("s.zarr");
+    build(&store, &a, &[]);
+    let held = StoreLock::acquire(&store).unwrap();
+    let output = ztf2zarr(["build", b[0].to_str().unwrap(), "-o", store.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("being written by another ztf2zarr") && stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    drop(held);
+    // A lock file left by a killed writer (its content says so) does not block: the kernel lock died with it.
+    std::fs::write(ztf2zarr::store::lock_path(&store), "pid 999999 since 2026-01-01T00:00:00Z\n").unwrap();
+    build(&store, &b, &[]);
+}
+
+#[test]
+fn verify_finds_a_damaged_chunk_and_a_bad_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = nights();
+    let store = dir.path().join("s.zarr");
+    build(&store, &a, &[]);
+    assert_sound(&store);
+    let chunk = store.join("stamps/1.0.0.0");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&chunk, bytes).unwrap();
+    std::fs::write(store.join(".candids"), [0u8; 8]).unwrap();
+    let output = ztf2zarr(["verify", store.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("PROBLEM  chunks") && stdout.contains("stamps/1.0.0.0"), "{stdout}");
+    assert!(stdout.contains("PROBLEM  candid index"), "{stdout}");
+}
+
+#[test]
+fn info_reports_rows_nights_versions_and_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let store = dir.path().join("s.zarr");
+    build(&store, &a, &[]);
+    build(&store, &b, &[]);
+    let json: serde_json::Value = serde_json::from_str(&ztf2zarr_ok(["info", store.to_str().unwrap(), "--json"])).unwrap();
+    let rows = StoreReader::open(&store).unwrap().rows();
+    assert_eq!(json["rows"], rows);
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(json["runs"][1]["rows_before"], json["runs"][0]["rows_after"]);
+    assert!(json["nights"]["2020-02-02"].as_u64().unwrap() > 0, "{}", json["nights"]);
+    assert!(json["schema_versions"]["4.02"] == 1, "{}", json["schema_versions"]);
+    let nights_total: u64 = json["nights"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(nights_total as usize, rows);
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(text.contains(&format!("rows         {rows}")) && text.contains("builds       2"), "{text}");
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (see Cargo.toml `[[test]]`), one module per subcommand.
+
+mod append;
+mod build;
+mod samples;
+mod util;

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests: the real alert folder, a temp dir per test, and
+//! running the `ztf2zarr` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The real ZTF alerts (548 files): `$ZTF_ALERTS`, else `../shared/data/ztf-alerts` beside the repo.
+pub fn real_alerts() -> PathBuf {
+    let path = std::env::var_os("ZTF_ALERTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ztf-alerts"));
+    assert!(path.join("MANIFEST.md").is_file(), "real alert data not found at {} (set ZTF_ALERTS)", path.display());
+    path
+}
+
+/// Run `ztf2zarr ARGS...`.
+pub fn ztf2zarr<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(args).output().expect("run ztf2zarr")
+}
+
+/// Run `ztf2zarr ARGS...` and insist it succeeds; returns stdout.
+pub fn ztf2zarr_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = ztf2zarr(args);
+    assert!(
+        output.status.success(),
+        "ztf2zarr failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 stdout")
+}
+
+/// Every file under `root`, relative path → bytes, sorted.
+pub fn tree_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
