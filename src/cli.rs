@@ -18,6 +18,12 @@ pub enum Command {
     /// Build a Zarr v2 store (stamps + catalog) from alert files, folders and nightly archives, or append to one.
     #[command(after_help = BUILD_EXAMPLES)]
     Build(BuildArgs),
+    /// Label (or relabel) every alert of a store from a classifier CSV, joined on objectId.
+    #[command(after_help = LABEL_EXAMPLES)]
+    Label(LabelArgs),
+    /// Write train/val/test index arrays (splits/…), grouped by objectId and stratified by label.
+    #[command(after_help = SPLIT_EXAMPLES)]
+    Split(SplitArgs),
     /// Describe a store: rows, size, nights, schema versions, labels, flags, the builds that made it.
     #[command(after_help = "Examples:\n  ztf2zarr info train.zarr\n  ztf2zarr info train.zarr --json | jq .nights")]
     Info(InfoArgs),
@@ -46,10 +52,31 @@ become visible all at once when the build commits (a build that is interrupted l
 as it was). Options that fix the layout (--stamp-size, --chunk-rows, --keep-nan, --zstd-level)
 are the store's; giving a different value is refused.";
 
+const LABEL_EXAMPLES: &str = "\
+Examples:
+  ztf2zarr label train.zarr --labels unlabeled_set_predictions.csv
+  ztf2zarr label train.zarr --labels labeled_set.csv --classes QSO,YSO,AGN --other Otro
+
+The CSV is read as a stream; its id column (--id-column, default oid) is matched to objectId and
+its class column (--class-column, default: predicted_class or classALeRCE, whichever exists)
+gives the label. Without --classes every class keeps its own name (codes follow sorted names);
+with --classes the listed classes get codes 0, 1, … in that order and every other class goes to
+the --other bucket. Alerts whose object is not in the CSV are unlabeled: label \"\", label_code -1.";
+
+const SPLIT_EXAMPLES: &str = "\
+Examples:
+  ztf2zarr split train.zarr --train 0.8 --val 0.1 --test 0.1 --seed 7
+  ztf2zarr split train.zarr --seed 7 --one-per-object --balance 12000
+
+Objects, not alerts, are assigned to splits (all alerts of an object land in the same split, so
+nothing leaks between them), separately within each label so every split keeps the class mix.
+The result is deterministic for a seed. Read it with root['splits/train'][:].";
+
 const GENERATE_EXAMPLES: &str = "\
 Examples:
   ztf2zarr generate -o data-samples --count 40
-  ztf2zarr generate -o /tmp/night --count 20000 --tarball ztf_public_20250101.tar.gz";
+  ztf2zarr generate -o /tmp/night --count 20000 --tarball ztf_public_20250101.tar.gz
+  ztf2zarr generate -o /tmp/night --count 40 --labels labels.csv";
 
 /// Options of `ztf2zarr build`.
 #[derive(Debug, Args)]
@@ -89,6 +116,80 @@ pub struct BuildArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Label the new alerts from a classifier CSV (see `ztf2zarr label --help`).
+    #[command(flatten)]
+    pub labels: LabelSource,
+}
+
+/// Where labels come from and how classes map to codes.
+#[derive(Debug, Args)]
+pub struct LabelSource {
+    /// Classifier CSV with one row per object (e.g. ALeRCE's predictions).
+    #[arg(long, value_name = "FILE.csv")]
+    pub labels: Option<PathBuf>,
+
+    /// CSV column holding the ZTF objectId.
+    #[arg(long, default_value = "oid", value_name = "NAME")]
+    pub id_column: String,
+
+    /// CSV column holding the class [default: predicted_class or classALeRCE].
+    #[arg(long, value_name = "NAME")]
+    pub class_column: Option<String>,
+
+    /// Keep only these classes (comma-separated, in code order); others go to --other.
+    #[arg(long, value_delimiter = ',', value_name = "A,B,…")]
+    pub classes: Option<Vec<String>>,
+
+    /// Name of the bucket for classes not in --classes.
+    #[arg(long, default_value = "other", value_name = "NAME")]
+    pub other: String,
+}
+
+/// Options of `ztf2zarr label`.
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// The store to label.
+    pub store: PathBuf,
+
+    /// Labels and class mapping (--labels is required here).
+    #[command(flatten)]
+    pub source: LabelSource,
+}
+
+/// Options of `ztf2zarr split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The store to split.
+    pub store: PathBuf,
+
+    /// Fraction of objects for training.
+    #[arg(long, default_value_t = 0.8)]
+    pub train: f64,
+
+    /// Fraction of objects for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub val: f64,
+
+    /// Fraction of objects for testing.
+    #[arg(long, default_value_t = 0.1)]
+    pub test: f64,
+
+    /// Seed of the shuffle: the same seed gives the same splits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Keep only the first alert (lowest row) of each object.
+    #[arg(long)]
+    pub one_per_object: bool,
+
+    /// Keep at most this many alerts per label (whole objects, chosen by the seed).
+    #[arg(long, value_name = "ALERTS")]
+    pub balance: Option<usize>,
+
+    /// Leave out unlabeled alerts.
+    #[arg(long)]
+    pub labeled_only: bool,
 }
 
 /// Options of `ztf2zarr generate`.
@@ -113,6 +214,10 @@ pub struct GenerateArgs {
     /// Write the alerts into one nightly archive of this name inside DIR instead of loose files.
     #[arg(long, value_name = "NAME.tar.gz")]
     pub tarball: Option<String>,
+
+    /// Also write a classifier CSV of this name inside DIR (oid,predicted_class,probability), one row per object.
+    #[arg(long, value_name = "NAME.csv")]
+    pub labels: Option<String>,
 }
 
 /// Options of `ztf2zarr info`.

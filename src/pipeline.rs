@@ -16,9 +16,10 @@ use thiserror::Error;
 use crate::catalog::Layout;
 use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN};
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
+use crate::labels::Labels;
 use crate::report::Progress;
 use crate::source::{self, Item, Plan};
-use crate::store::{utc_now, Commit, PartialChunk, Requested, StoreError, Transaction};
+use crate::store::{utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 
 /// Items decoded together; large enough to keep every core busy, small enough to bound memory.
 const BATCH: usize = 256;
@@ -36,6 +37,8 @@ pub struct BuildConfig {
     pub requested: Requested,
     /// Stop at the first reject, leaving the store as it was.
     pub strict: bool,
+    /// Labels to give the new rows.
+    pub labels: Option<Arc<Labels>>,
 }
 
 /// One input alert (or file) that was not stored, and why.
@@ -98,6 +101,8 @@ pub struct Stats {
     pub schema_versions: Vec<(String, usize)>,
     /// Candidate fields of some writer schema that the catalog has no column for.
     pub unmapped_fields: Vec<String>,
+    /// The store is labeled but this build gave no labels: its new rows are unlabeled.
+    pub unlabeled_append: bool,
     /// False when nothing new was found and the store was left untouched.
     pub committed: bool,
     /// Wall time.
@@ -110,6 +115,9 @@ pub enum BuildError {
     /// Reading or writing the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The labels do not fit the store's.
+    #[error("`{store}`: {reason}")]
+    Labels { store: PathBuf, reason: String },
     /// `--strict` and an input was rejected.
     #[error("--strict: `{input}` rejected: {reason} (the store was not changed)")]
     Strict { input: String, reason: String },
@@ -184,7 +192,8 @@ impl ColumnDocs {
 /// The store cannot be read or written, or `--strict` met a reject; the committed store is then
 /// exactly as it was.
 pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress) -> Result<Stats, BuildError> {
-    let mut transaction = Transaction::begin(&config.output, config.requested)?;
+    let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append)?;
+    check_labels(config, &transaction)?;
     match run(config, pool, progress, &mut transaction) {
         Ok((stats, commit)) => {
             match commit {
@@ -258,6 +267,10 @@ fn run(
                     stats.duplicates.push(Duplicate { source: item.name.clone(), candid: alert.candid });
                     continue;
                 }
+                let mut alert = alert;
+                if let Some(labels) = &config.labels {
+                    labels.apply(layout, &mut alert.row);
+                }
                 stats.per_input[config.plan.origins[item.input]].written += 1;
                 docs.merge(&alert.schema, &mut stats);
                 record(&mut stats, &mut versions, &alert, &item.name, layout);
@@ -289,14 +302,36 @@ fn run(
     stats.committed = true;
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
+    stats.unlabeled_append = config.labels.is_none() && transaction.committed().is_some_and(|c| c.labels.is_some());
     let commit = Commit {
         rows: stats.rows_before + stats.written,
         new_candids,
         column_docs: docs.finish(layout),
         new_rejects: rejects_jsonl(&stats.rejects),
         run,
+        labels: config.labels.as_ref().map(|l| l.provenance.clone()),
+        extra_metadata: None,
     };
     Ok((stats, Some(commit)))
+}
+
+/// Labels must describe the whole store with one code table: an append with labels must use the
+/// store's table, and an unlabeled store with rows gets labels through `ztf2zarr label` first.
+fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), BuildError> {
+    let (Some(labels), Some(committed)) = (&config.labels, transaction.committed()) else { return Ok(()) };
+    let refuse = |reason: String| Err(BuildError::Labels { store: config.output.clone(), reason });
+    match &committed.labels {
+        None if committed.rows > 0 => refuse(format!(
+            "the store's {} rows are unlabeled; label them first (ztf2zarr label {} --labels …), then append with the same --labels",
+            committed.rows,
+            config.output.display()
+        )),
+        Some(have) if have["classes"] != labels.provenance["classes"] => refuse(format!(
+            "the store's label codes are {}, these labels' are {}; relabel the whole store with `ztf2zarr label` instead",
+            have["classes"], labels.provenance["classes"]
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn decode_item(decoder: &Decoder, item: &Item) -> Vec<Result<Alert, Reject>> {
@@ -356,6 +391,7 @@ fn run_record(config: &BuildConfig, stats: &Stats, started_at: &str) -> serde_js
         "tool": format!("ztf2zarr {}", env!("CARGO_PKG_VERSION")),
         "started": started_at,
         "finished": utc_now(),
+        "labels": config.labels.as_ref().map(|l| l.provenance["csv"].clone()),
         "rows_before": stats.rows_before,
         "rows_after": stats.rows_before + stats.written,
         "inputs": inputs,

@@ -40,6 +40,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
             zstd_level: args.zstd_level,
         },
         strict: args.strict,
+        labels: super::label::load(&args.labels)?.map(Arc::new),
     };
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();

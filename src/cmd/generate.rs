@@ -23,6 +23,11 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
         Some(name) => write_archive(&args.output, name, &cfg)?,
         None => write_loose_files(&args.output, &cfg)?,
     };
+    if let Some(name) = &args.labels {
+        let path = args.output.join(name);
+        std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+        std::fs::write(&path, synth::labels_csv(&cfg)).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     eprintln!("generate: wrote {written} (seed {}, {}) in {:.1} s", cfg.seed, candid_range(&cfg), started.elapsed().as_secs_f64());
     Ok(ExitStatus::Success)
 }

@@ -74,6 +74,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "labels": labels,
         "stamp_flags": flags,
         "rejected_inputs": rejects,
+        "splits": reader.root_attrs().get("splits").map(|_| split_sizes(root)),
         "runs": reader.runs()?,
     }))
 }
@@ -84,6 +85,18 @@ fn utc_date(jd: f64) -> String {
     let days = (jd - UNIX_EPOCH_JD).floor() as i64;
     let (year, month, day) = civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Rows in each split index array, from their `.zarray` shapes.
+fn split_sizes(root: &Path) -> Value {
+    let sizes: serde_json::Map<String, Value> = crate::split::SPLIT_NAMES
+        .iter()
+        .filter_map(|name| {
+            let zarray = crate::store::read_json(&root.join(crate::store::SPLITS).join(name).join(".zarray")).ok()?;
+            Some(((*name).to_string(), zarray["shape"][0].clone()))
+        })
+        .collect();
+    Value::Object(sizes)
 }
 
 fn disk_usage(root: &Path) -> u64 {
@@ -122,34 +135,47 @@ fn render(info: &Value) -> String {
     let _ = writeln!(out, "schemas      {}", counts(&info["schema_versions"]));
     let _ = writeln!(out, "labels       {}", counts(&info["labels"]));
     let _ = writeln!(out, "stamp flags  {}", counts(&info["stamp_flags"]));
+    let _ = writeln!(out, "splits       {}", counts(&info["splits"]));
     let _ = writeln!(out, "rejected     {} inputs (rejects.jsonl)", info["rejected_inputs"]);
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {
-        let inputs: Vec<String> = run["inputs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| {
-                format!(
-                    "{} ({} written, {} duplicate, {} rejected)",
-                    i["name"].as_str().unwrap_or_default(),
-                    i["written"],
-                    i["duplicates"],
-                    i["rejected"]
-                )
-            })
-            .collect();
         let _ = writeln!(
             out,
             "  {}  rows {} → {}  {}",
             run["started"].as_str().unwrap_or_default(),
             run["rows_before"],
             run["rows_after"],
-            inputs.join("; ")
+            describe_run(run)
         );
     }
     out
+}
+
+/// One line about what a build, relabel or split did.
+fn describe_run(run: &Value) -> String {
+    if let Some(csv) = run["relabel"].as_str() {
+        return format!("relabeled from {csv} ({} alerts labeled)", run["labeled"]);
+    }
+    if run["split"].is_object() {
+        let split = &run["split"];
+        return format!("split with seed {}: train {}, val {}, test {}", split["seed"], split["train"], split["val"], split["test"]);
+    }
+    let inputs: Vec<String> = run["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            format!(
+                "{} ({} written, {} duplicate, {} rejected)",
+                i["name"].as_str().unwrap_or_default(),
+                i["written"],
+                i["duplicates"],
+                i["rejected"]
+            )
+        })
+        .collect();
+    inputs.join("; ")
 }
 
 #[cfg(test)]

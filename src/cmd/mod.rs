@@ -3,6 +3,8 @@
 mod build;
 mod generate;
 mod info;
+mod label;
+mod split;
 mod verify;
 
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ impl From<ExitStatus> for ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Build(args) => build::run(&args),
+        Command::Label(args) => label::run(&args),
+        Command::Split(args) => split::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Generate(args) => generate::run(&args),

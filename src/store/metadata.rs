@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::Settings;
+use super::{Settings, SPLITS};
 use crate::catalog::Layout;
 use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN};
 
@@ -28,20 +28,26 @@ pub struct StoreMetadata {
     pub column_docs: Vec<String>,
     /// Provenance: one record per build, oldest first.
     pub runs: Vec<Value>,
+    /// Where the labels came from and their code table (None: unlabeled store).
+    pub labels: Option<Value>,
+    /// Documents of other groups and arrays (e.g. `splits/.zgroup`), written as they are.
+    pub extra: Vec<(String, Value)>,
 }
 
 impl StoreMetadata {
     /// Every metadata file as (key relative to the store, JSON), in the order they are written.
     #[must_use]
     pub fn files(&self) -> Vec<(String, Value)> {
-        vec![
+        let mut files = vec![
             (format!("{STAMPS}/.zarray"), self.stamps_zarray()),
             (format!("{STAMPS}/.zattrs"), self.stamps_zattrs()),
             (format!("{CATALOG}/.zarray"), self.catalog_zarray()),
             (format!("{CATALOG}/.zattrs"), self.catalog_zattrs()),
-            (".zgroup".into(), json!({"zarr_format": 2})),
-            (".zattrs".into(), self.root_zattrs()),
-        ]
+        ];
+        files.extend(self.extra.iter().cloned());
+        files.push((".zgroup".into(), json!({"zarr_format": 2})));
+        files.push((".zattrs".into(), self.root_zattrs()));
+        files
     }
 
     fn compressor(&self) -> Value {
@@ -98,7 +104,7 @@ impl StoreMetadata {
         let s = self.settings.stamp_size;
         let missing: Map<String, Value> =
             Layout::builtin().columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
-        json!({
+        let mut attrs = json!({
             CATALOG: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
             STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}.", crop_text(s), nan_text(self.settings.keep_nan)),
             "ztf2zarr": {
@@ -111,9 +117,14 @@ impl StoreMetadata {
                     FLAG_EDGE_GUESSED.to_string(): "edge placement assumed the high edge because xpos/ypos was missing",
                 },
                 "missing_values": missing,
+                "labels": self.labels,
                 "runs": self.runs,
             },
-        })
+        });
+        if self.extra.iter().any(|(key, _)| key == "splits/.zgroup") {
+            attrs[SPLITS] = json!("Training splits: 1-D int64 arrays of catalog/stamps row indices (train, val, test), grouped by objectId; see splits/.zattrs");
+        }
+        attrs
     }
 }
 
@@ -145,10 +156,14 @@ pub fn consolidated(files: &[(String, Value)]) -> Value {
     json!({"metadata": metadata, "zarr_consolidated_format": 1})
 }
 
-/// The current time as an ISO 8601 UTC timestamp (`2026-11-21T23:38:45Z`).
+/// The current time as an ISO 8601 UTC timestamp (`2026-11-21T23:38:45Z`), or the time in
+/// `SOURCE_DATE_EPOCH` (seconds) when set, so that provenance can be made reproducible.
 #[must_use]
 pub fn utc_now() -> String {
-    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     let days = i64::try_from(seconds / 86_400).unwrap_or(0);
     let (year, month, day) = civil_from_days(days);
     let rest = seconds % 86_400;

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 pub use lock::{lock_path, StoreLock};
 pub use metadata::{civil_from_days, utc_now, StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
-pub use reader::{ReadError, StoreReader};
+pub use reader::{read_json, ReadError, StoreReader};
 
 /// A failure to write the store; always names the path.
 #[derive(Debug, Error)]
@@ -85,6 +85,20 @@ pub const DEFAULT_CHUNK_ROWS: usize = 1000;
 /// zstd level of a new store.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+/// What a transaction will change, which decides what of the committed store is kept as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Add rows: every committed chunk is kept, the incomplete last one is continued.
+    Append,
+    /// Rewrite every catalog chunk (e.g. new labels); stamps are kept.
+    RewriteCatalog,
+    /// Replace the `splits` group; everything else is kept.
+    ReplaceSplits,
+}
+
+/// Name of the group holding training split index arrays.
+pub const SPLITS: &str = "splits";
+
 /// The rows of an incomplete last chunk, to be rewritten whole with the new rows after them.
 #[derive(Debug, Clone)]
 pub struct PartialChunk {
@@ -107,9 +121,13 @@ pub struct Committed {
     pub candids: Vec<i64>,
     /// The incomplete last chunk, if any.
     pub partial: Option<PartialChunk>,
+    /// The label provenance recorded in the root attrs, if the store is labeled.
+    pub labels: Option<Value>,
     runs: Vec<Value>,
     column_docs: Vec<String>,
     rejects: String,
+    /// Metadata documents of groups and arrays besides stamps and catalog (e.g. `splits/…`).
+    extra_metadata: Vec<(String, Value)>,
 }
 
 /// What a finished build adds.
@@ -125,6 +143,10 @@ pub struct Commit {
     pub new_rejects: String,
     /// This run's provenance record.
     pub run: Value,
+    /// New label provenance (None: keep the store's).
+    pub labels: Option<Value>,
+    /// New metadata documents besides stamps and catalog (None: keep the store's).
+    pub extra_metadata: Option<Vec<(String, Value)>>,
 }
 
 /// One build's changes to one store, published atomically by [`Transaction::commit`].
@@ -134,6 +156,7 @@ pub struct Transaction {
     staging: PathBuf,
     settings: Settings,
     committed: Option<Committed>,
+    reader: Option<StoreReader>,
     _lock: StoreLock,
 }
 
@@ -143,7 +166,7 @@ impl Transaction {
     ///
     /// # Errors
     /// Locked, not a store, incompatible options, or I/O failure.
-    pub fn begin(target: &Path, requested: Requested) -> Result<Transaction, StoreError> {
+    pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
         if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
         }
@@ -160,14 +183,44 @@ impl Transaction {
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
             },
         };
+        if purpose != Purpose::Append && committed_reader.is_none() {
+            return Err(StoreError::NotAStore(target.to_path_buf()));
+        }
         for folder in [staging.clone(), staging.join(STAMPS), staging.join(CATALOG)] {
             std::fs::create_dir_all(&folder).map_err(|source| StoreError::Write { path: folder.clone(), source })?;
         }
-        let committed = match committed_reader {
-            Some(reader) => Some(stage_existing(&reader, target, &staging)?),
+        let committed = match &committed_reader {
+            Some(reader) => Some(stage_existing(reader, target, &staging, purpose)?),
             None => None,
         };
-        Ok(Transaction { target: target.to_path_buf(), staging, settings, committed, _lock: lock })
+        Ok(Transaction { target: target.to_path_buf(), staging, settings, committed, reader: committed_reader, _lock: lock })
+    }
+
+    /// The committed store, for reading what a rewrite starts from.
+    #[must_use]
+    pub fn reader(&self) -> Option<&StoreReader> {
+        self.reader.as_ref()
+    }
+
+    /// Compress and write one catalog chunk (whole, padded) into the staging folder.
+    ///
+    /// # Errors
+    /// Compression or file I/O failure.
+    pub fn write_catalog_chunk(&self, index: usize, catalog: &[u8]) -> Result<(), StoreError> {
+        self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)
+    }
+
+    /// Write a file of an extra array (e.g. `splits/train/0`) into the staging folder, compressed
+    /// as the store's chunks are.
+    ///
+    /// # Errors
+    /// Compression or file I/O failure.
+    pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
+        let path = self.staging.join(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
+        }
+        self.write_compressed(&path, raw)
     }
 
     /// The store's settings (the existing store's, or the new store's).
@@ -217,15 +270,21 @@ impl Transaction {
             Some(c) => (c.runs.clone(), c.column_docs.clone(), c.rejects.clone()),
             None => (Vec::new(), commit.column_docs, String::new()),
         };
+        let labels = commit.labels.or_else(|| self.committed.as_ref().and_then(|c| c.labels.clone()));
+        let extra = commit.extra_metadata.unwrap_or_else(|| self.committed.as_ref().map(|c| c.extra_metadata.clone()).unwrap_or_default());
         append_candids(&self.staging.join(CANDIDS), &commit.new_candids)?;
         rejects.push_str(&commit.new_rejects);
         write_file(&self.staging.join(REJECTS), rejects.as_bytes())?;
         let mut runs = runs;
         runs.push(commit.run);
-        let metadata = StoreMetadata { rows: commit.rows, settings: self.settings, column_docs, runs };
+        let metadata = StoreMetadata { rows: commit.rows, settings: self.settings, column_docs, runs, labels, extra };
         let files = metadata.files();
         for (key, value) in &files {
-            write_file(&self.staging.join(key), pretty(value).as_bytes())?;
+            let path = self.staging.join(key);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
+            }
+            write_file(&path, pretty(value).as_bytes())?;
         }
         write_file(&self.staging.join(".zmetadata"), pretty(&metadata::consolidated(&files)).as_bytes())?;
         fault_point("before-publish");
@@ -306,39 +365,67 @@ fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Resu
     Ok(have)
 }
 
-/// Fill the staging folder with the committed store's files: complete chunks and the candid
-/// index hard-linked (no copy), and read what will be rewritten.
-fn stage_existing(reader: &StoreReader, target: &Path, staging: &Path) -> Result<Committed, StoreError> {
+/// Fill the staging folder with the committed store's files — every data file hard-linked (no
+/// copy) except those this transaction rewrites — and read what will be rewritten.
+fn stage_existing(reader: &StoreReader, target: &Path, staging: &Path, purpose: Purpose) -> Result<Committed, StoreError> {
     let rows = reader.rows();
     let chunk_rows = reader.settings().chunk_rows;
-    for index in 0..rows / chunk_rows {
-        link(&target.join(CATALOG).join(index.to_string()), &staging.join(CATALOG).join(index.to_string()))?;
-        let key = format!("{index}.0.0.0");
-        link(&target.join(STAMPS).join(&key), &staging.join(STAMPS).join(&key))?;
-    }
-    let partial = if rows % chunk_rows == 0 {
-        None
-    } else {
-        let index = rows / chunk_rows;
-        let (catalog, stamps) = reader.chunk_bytes(index)?;
-        let kept = rows - index * chunk_rows;
-        Some(PartialChunk {
-            index,
-            rows: kept,
-            catalog: catalog[..kept * reader.itemsize()].to_vec(),
-            stamps: stamps[..kept * reader.stamp_row_bytes()].to_vec(),
-        })
+    let partial_index = (rows % chunk_rows != 0 && purpose == Purpose::Append).then_some(rows / chunk_rows);
+    let rewritten = |relative: &Path| -> bool {
+        let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+        let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let is_chunk_of = |array: &str, key: String| first == array && relative.components().count() == 2 && name == key;
+        name.starts_with('.') // metadata and the candid index are written anew
+            || relative == Path::new(REJECTS)
+            || (purpose == Purpose::RewriteCatalog && first == CATALOG)
+            || (purpose == Purpose::ReplaceSplits && first == SPLITS)
+            || partial_index.is_some_and(|i| is_chunk_of(CATALOG, i.to_string()) || is_chunk_of(STAMPS, format!("{i}.0.0.0")))
+    };
+    link_tree(target, staging, Path::new(""), &rewritten)?;
+    let partial = match partial_index {
+        None => None,
+        Some(index) => {
+            let (catalog, stamps) = reader.chunk_bytes(index)?;
+            let kept = rows - index * chunk_rows;
+            Some(PartialChunk {
+                index,
+                rows: kept,
+                catalog: catalog[..kept * reader.itemsize()].to_vec(),
+                stamps: stamps[..kept * reader.stamp_row_bytes()].to_vec(),
+            })
+        }
     };
     let candids = reader.candids()?;
     write_file(&staging.join(CANDIDS), &candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>())?;
+    let labels = Some(reader.root_attrs()["ztf2zarr"]["labels"].clone()).filter(|v| !v.is_null());
+    let extra_metadata = if purpose == Purpose::ReplaceSplits { Vec::new() } else { reader.extra_metadata()? };
     Ok(Committed {
         rows,
         candids,
         partial,
+        labels,
         runs: reader.runs()?,
         column_docs: reader.column_docs()?,
         rejects: std::fs::read_to_string(target.join(REJECTS)).unwrap_or_default(),
+        extra_metadata,
     })
+}
+
+/// Hard-link every file under `from/relative` into `to/relative`, except those `skip` names.
+fn link_tree(from: &Path, to: &Path, relative: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), StoreError> {
+    let folder = from.join(relative);
+    let entries = std::fs::read_dir(&folder).map_err(|source| StoreError::Write { path: folder.clone(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Write { path: folder.clone(), source })?;
+        let child = relative.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(to.join(&child)).map_err(|source| StoreError::Write { path: to.join(&child), source })?;
+            link_tree(from, to, &child, skip)?;
+        } else if !skip(&child) {
+            link(&from.join(&child), &to.join(&child))?;
+        }
+    }
+    Ok(())
 }
 
 fn link(from: &Path, to: &Path) -> Result<(), StoreError> {

@@ -143,6 +143,20 @@ impl StoreReader {
         Ok(self.root_attrs["ztf2zarr"]["runs"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Metadata documents in `.zmetadata` besides the root, stamps and catalog ones (e.g. the
+    /// `splits` group), to carry over unchanged.
+    ///
+    /// # Errors
+    /// Unreadable `.zmetadata`.
+    pub fn extra_metadata(&self) -> Result<Vec<(String, Value)>, ReadError> {
+        let consolidated = read_json(&self.root.join(".zmetadata"))?;
+        let standard = [".zgroup", ".zattrs", "stamps/.zarray", "stamps/.zattrs", "catalog/.zarray", "catalog/.zattrs"];
+        Ok(consolidated["metadata"]
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| !standard.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
     /// Column descriptions from `catalog/.zattrs`, in column order (empty where missing).
     ///
     /// # Errors

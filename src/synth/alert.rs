@@ -8,8 +8,8 @@ use apache_avro::types::Value;
 use super::avro::{self, RecordBuilder, SchemaMismatch};
 use super::fits::gzip_fits;
 use super::pixels::{render_cutouts, CutoutPlan, Image, NanMask, CCD_HEIGHT, CCD_WIDTH, CUTOUT_CENTRE, CUTOUT_SIDE};
-use super::rng::{mix64, Rng};
 use super::{has_nan_pixels, SynthConfig, ALERTS_PER_OBJECT, EDGE_INDEX};
+use crate::rng::{mix64, Rng};
 
 /// Tags of the independent random streams. Each kind of content draws from its own stream, so a
 /// change in how one is drawn never shifts the others.

@@ -27,10 +27,11 @@
 mod alert;
 mod avro;
 mod fits;
+mod labels;
 mod output;
 mod pixels;
-mod rng;
 
+pub use labels::{labels_csv, CLASSES};
 pub use output::{write_files, write_tarball};
 pub use pixels::{CCD_HEIGHT, CCD_WIDTH, CUTOUT_CENTRE, CUTOUT_SIDE};
 

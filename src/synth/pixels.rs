@@ -2,7 +2,7 @@
 //! the difference as science − template, masked (NaN) pixels where ZTF has them, and the clipping
 //! of cutouts whose candidate sits near the CCD's high-x edge.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// Side of a full ZTF cutout, in pixels.
 pub const CUTOUT_SIDE: usize = 63;

@@ -2,5 +2,6 @@
 
 mod append;
 mod build;
+mod label;
 mod samples;
 mod util;

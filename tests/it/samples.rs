@@ -16,6 +16,9 @@ fn data_samples_are_exactly_what_the_generator_writes() {
     let dir = tempfile::tempdir().unwrap();
     let night = dir.path().join("ztf_public_20250101");
     ztf2zarr_ok(["generate", "-o", night.to_str().unwrap(), "--count", "32"]);
+    let labels = tempfile::tempdir().unwrap();
+    ztf2zarr_ok(["generate", "-o", labels.path().to_str().unwrap(), "--count", "32", "--labels", "labels.csv"]);
+    std::fs::copy(labels.path().join("labels.csv"), dir.path().join("labels.csv")).unwrap();
     ztf2zarr_ok([
         "generate",
         "-o",
@@ -28,7 +31,7 @@ fn data_samples_are_exactly_what_the_generator_writes() {
         "ztf_public_20250102.tar.gz",
     ]);
     let shipped: Vec<_> = tree_bytes(samples()).into_iter().filter(|(path, _)| path != Path::new("README.md")).collect();
-    assert_eq!(shipped.len(), 33, "32 loose alerts and one archive");
+    assert_eq!(shipped.len(), 34, "32 loose alerts, one archive, one labels CSV");
     assert!(shipped == tree_bytes(dir.path()), "data-samples/ differs from what `ztf2zarr generate` writes");
 }
 

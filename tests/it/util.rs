@@ -19,7 +19,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(args).output().expect("run ztf2zarr")
+    // A fixed provenance time makes stores from equal inputs byte-identical.
+    Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(args).env("SOURCE_DATE_EPOCH", "1767225600").output().expect("run ztf2zarr")
 }
 
 /// Run `ztf2zarr ARGS...` and insist it succeeds; returns stdout.

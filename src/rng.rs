@@ -1,6 +1,6 @@
-//! The generator's only source of randomness: a SplitMix64 stream, seeded from a handful of keys
-//! (seed, purpose tag, candid …) so that every alert, object and image can be regenerated on its
-//! own, in any order, on any thread, and always comes out the same.
+//! The project's one source of randomness: a SplitMix64 stream seeded from a handful of keys
+//! (seed, purpose tag, candid …), so every synthetic alert and every training split can be
+//! regenerated on its own, in any order, on any thread, and always comes out the same.
 
 /// Mixes one 64-bit word into a well-spread one (the SplitMix64 finaliser).
 pub(crate) fn mix64(mut x: u64) -> u64 {

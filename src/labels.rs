@@ -1,0 +1,271 @@
+//! Class labels from a classifier CSV (ALeRCE's: `oid` plus `predicted_class` or `classALeRCE`),
+//! joined on objectId: reading the CSV as a stream, the class → code table, and the mapping of
+//! many classes onto a few (`--classes QSO,YSO,AGN --other Otro`).
+//!
+//! The code table depends only on the CSV and the mapping options — never on which objects a
+//! store holds — so labels given at build time and a later relabel of the same store agree.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::catalog::{Layout, Scalar};
+
+/// Column names tried, in order, when `--class-column` is not given.
+pub const CLASS_COLUMNS: [&str; 2] = ["predicted_class", "classALeRCE"];
+/// `label_code` of an alert whose object is not in the CSV.
+pub const UNLABELED_CODE: i16 = -1;
+
+/// How to read and map a labels CSV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelOptions {
+    /// The CSV file.
+    pub csv: PathBuf,
+    /// Column holding the ZTF objectId.
+    pub id_column: String,
+    /// Column holding the class (None: auto-detect one of [`CLASS_COLUMNS`]).
+    pub class_column: Option<String>,
+    /// Classes kept by name, in code order (None: keep every class name).
+    pub classes: Option<Vec<String>>,
+    /// Name of the bucket every other class goes to (with `classes`).
+    pub other: String,
+}
+
+/// Why a labels CSV cannot be used.
+#[derive(Debug, Error)]
+pub enum LabelError {
+    /// The file cannot be read.
+    #[error("cannot read labels `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A malformed CSV row.
+    #[error("labels `{path}` line {line}: {reason}")]
+    Row { path: PathBuf, line: u64, reason: String },
+    /// A needed column is missing.
+    #[error("labels `{path}` has no column {wanted} (columns: {found})")]
+    Column { path: PathBuf, wanted: String, found: String },
+    /// One object with two different classes.
+    #[error("labels `{path}` line {line}: object {object} is `{class}` here but `{earlier}` on an earlier line")]
+    Conflict { path: PathBuf, line: u64, object: String, class: String, earlier: String },
+    /// Too many classes for a 16-bit code.
+    #[error("labels `{path}` has more than 32767 classes")]
+    TooManyClasses { path: PathBuf },
+}
+
+/// Labels ready to apply: objectId → code, and code → name.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    by_object: HashMap<String, i16>,
+    names: Vec<String>,
+    /// What the store records about where the labels came from.
+    pub provenance: Value,
+}
+
+impl Labels {
+    /// Read and map a labels CSV, streaming it row by row.
+    ///
+    /// # Errors
+    /// Unreadable file, malformed row (named by line), missing column, or an object with two classes.
+    pub fn load(options: &LabelOptions) -> Result<Labels, LabelError> {
+        let path = &options.csv;
+        let file = File::open(path).map_err(|source| LabelError::Io { path: path.clone(), source })?;
+        let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
+        let (classes_by_object, class_column) = read_classes(path, options, &mut hashing)?;
+        let sha256 = format!("{:x}", hashing.hasher.finalize());
+        let names = code_names(options, classes_by_object.values());
+        if names.len() > usize::try_from(i16::MAX).unwrap_or(usize::MAX) {
+            return Err(LabelError::TooManyClasses { path: path.clone() });
+        }
+        let code_of: HashMap<&str, i16> =
+            names.iter().enumerate().map(|(i, n)| (n.as_str(), i16::try_from(i).unwrap_or(i16::MAX))).collect();
+        let other_code = code_of.get(options.other.as_str()).copied();
+        let by_object = classes_by_object
+            .iter()
+            .map(|(object, class)| {
+                let code = code_of.get(class.as_str()).copied().or(other_code).unwrap_or(UNLABELED_CODE);
+                (object.clone(), code)
+            })
+            .collect();
+        let provenance = json!({
+            "csv": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            "sha256": sha256,
+            "id_column": options.id_column,
+            "class_column": class_column,
+            "classes": names.iter().enumerate().map(|(i, n)| (i.to_string(), Value::String(n.clone()))).collect::<serde_json::Map<_, _>>(),
+            "mapping": match &options.classes {
+                Some(kept) => json!({"kept": kept, "other": options.other}),
+                None => json!("original class names"),
+            },
+            "objects_in_csv": classes_by_object.len(),
+            "unlabeled": {"label": "", "label_code": UNLABELED_CODE},
+        });
+        Ok(Labels { by_object, names, provenance })
+    }
+
+    /// The (label, code) of an object; `("", -1)` when the CSV does not have it.
+    #[must_use]
+    pub fn lookup(&self, object_id: &str) -> (&str, i16) {
+        match self.by_object.get(object_id) {
+            Some(&code) => (self.names.get(usize::try_from(code).unwrap_or(usize::MAX)).map_or("", String::as_str), code),
+            None => ("", UNLABELED_CODE),
+        }
+    }
+
+    /// Set the `label` and `label_code` columns of a packed catalog row from its `objectId`.
+    /// Returns whether the object was found.
+    pub fn apply(&self, layout: &Layout, row: &mut [u8]) -> bool {
+        let (Some(object), Some(label), Some(code)) =
+            (layout.index_of("objectId"), layout.index_of("label"), layout.index_of("label_code"))
+        else {
+            return false;
+        };
+        let object_id = layout.read_str(row, object).unwrap_or_default();
+        let (name, value) = self.lookup(&object_id);
+        // Class names longer than the column are cut; the code stays exact.
+        let _ = layout.pack(row, label, Scalar::Str(name.as_bytes()));
+        let _ = layout.pack(row, code, Scalar::Int(i64::from(value)));
+        value != UNLABELED_CODE
+    }
+
+    /// Class names in code order.
+    #[must_use]
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Class names in code order: the kept classes then the other bucket, or every class name sorted.
+fn code_names<'a>(options: &LabelOptions, classes: impl Iterator<Item = &'a String>) -> Vec<String> {
+    match &options.classes {
+        Some(kept) => {
+            let mut names = kept.clone();
+            if !names.contains(&options.other) {
+                names.push(options.other.clone());
+            }
+            names
+        }
+        None => classes.collect::<BTreeSet<_>>().into_iter().cloned().collect(),
+    }
+}
+
+type Classes = (HashMap<String, String>, String);
+
+fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> Result<Classes, LabelError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+    let row_error = |e: csv::Error| LabelError::Row {
+        path: path.to_path_buf(),
+        line: e.position().map_or(0, csv::Position::line),
+        reason: e.to_string(),
+    };
+    let headers = reader.headers().map_err(row_error)?.clone();
+    let found = || headers.iter().collect::<Vec<_>>().join(", ");
+    let position = |name: &str| headers.iter().position(|h| h == name);
+    let id = position(&options.id_column).ok_or_else(|| LabelError::Column {
+        path: path.to_path_buf(),
+        wanted: format!("`{}`", options.id_column),
+        found: found(),
+    })?;
+    let (class, class_name) = match &options.class_column {
+        Some(name) => (position(name), name.clone()),
+        None => CLASS_COLUMNS.iter().find_map(|n| position(n).map(|p| (Some(p), (*n).to_string()))).unwrap_or((None, String::new())),
+    };
+    let wanted = options.class_column.clone().map_or_else(|| CLASS_COLUMNS.map(|c| format!("`{c}`")).join(" or "), |c| format!("`{c}`"));
+    let class = class.ok_or_else(|| LabelError::Column { path: path.to_path_buf(), wanted, found: found() })?;
+    let mut classes: HashMap<String, String> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    while reader.read_record(&mut record).map_err(row_error)? {
+        let line = record.position().map_or(0, csv::Position::line);
+        let (Some(object), Some(label)) = (record.get(id), record.get(class)) else { continue };
+        let (object, label) = (object.trim(), label.trim());
+        if object.is_empty() {
+            return Err(LabelError::Row { path: path.to_path_buf(), line, reason: format!("empty `{}`", options.id_column) });
+        }
+        match classes.get(object) {
+            Some(earlier) if earlier != label => {
+                return Err(LabelError::Conflict {
+                    path: path.to_path_buf(),
+                    line,
+                    object: object.into(),
+                    class: label.into(),
+                    earlier: earlier.clone(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                classes.insert(object.to_string(), label.to_string());
+            }
+        }
+    }
+    Ok((classes, class_name))
+}
+
+/// Hashes what passes through it, so the checksum costs no second read of a large CSV.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(csv: &Path, classes: Option<&[&str]>) -> LabelOptions {
+        LabelOptions {
+            csv: csv.to_path_buf(),
+            id_column: "oid".into(),
+            class_column: None,
+            classes: classes.map(|c| c.iter().map(|s| (*s).to_string()).collect()),
+            other: "Otro".into(),
+        }
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn both_column_conventions_and_class_mapping() {
+        let (_d, path) = write("oid,predicted_class,prob\nZTF1,QSO,0.9\nZTF2,SNIa,0.8\nZTF3,YSO,0.7\n");
+        let labels = Labels::load(&options(&path, None)).unwrap();
+        assert_eq!(labels.names(), ["QSO", "SNIa", "YSO"]);
+        assert_eq!(labels.lookup("ZTF2"), ("SNIa", 1));
+        assert_eq!(labels.lookup("ZTF9"), ("", -1));
+        let labels = Labels::load(&options(&path, Some(&["YSO", "QSO"]))).unwrap();
+        assert_eq!(labels.names(), ["YSO", "QSO", "Otro"]);
+        assert_eq!(labels.lookup("ZTF2"), ("Otro", 2));
+        assert_eq!(labels.lookup("ZTF1"), ("QSO", 1));
+        let (_d, path) = write("classALeRCE,oid\nAGN,ZTF7\n");
+        assert_eq!(Labels::load(&options(&path, None)).unwrap().lookup("ZTF7"), ("AGN", 0));
+    }
+
+    #[test]
+    fn bad_csvs_name_the_line_or_column() {
+        let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO,extra\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let (_d, path) = write("id,class\nZTF1,QSO\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("`oid`") && err.contains("columns: id, class"), "{err}");
+        let (_d, path) = write("oid,label\nZTF1,QSO\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("`predicted_class` or `classALeRCE`"), "{err}");
+        let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF1,AGN\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("ZTF1"), "{err}");
+    }
+}
