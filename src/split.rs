@@ -65,7 +65,7 @@ pub fn assign(objects: &[String], labels: &[String], options: &SplitOptions) -> 
             groups.push((label.clone(), Vec::new()));
             groups.len() - 1
         });
-        if !(options.one_per_object && !groups[slot].1.is_empty()) {
+        if !options.one_per_object || groups[slot].1.is_empty() {
             groups[slot].1.push(i64::try_from(row).unwrap_or(i64::MAX));
         }
     }
