@@ -5,8 +5,11 @@
 //! continued and rewritten whole, and nothing is visible until the store commits.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -129,7 +132,7 @@ struct ChunkBuffer {
     rows: usize,
     capacity: usize,
     catalog: Vec<u8>,
-    stamps: Vec<u8>,
+    stamps: Vec<f32>,
 }
 
 impl ChunkBuffer {
@@ -139,24 +142,152 @@ impl ChunkBuffer {
 
     /// Continue the store's incomplete last chunk.
     fn resume(partial: PartialChunk, capacity: usize) -> Self {
-        ChunkBuffer { index: partial.index, rows: partial.rows, capacity, catalog: partial.catalog, stamps: partial.stamps }
+        let stamps = partial.stamps.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        ChunkBuffer { index: partial.index, rows: partial.rows, capacity, catalog: partial.catalog, stamps }
     }
 
     fn push(&mut self, alert: &Alert) {
         self.catalog.extend_from_slice(&alert.row);
-        self.stamps.extend(alert.stamps.iter().flat_map(|p| p.to_le_bytes()));
+        self.stamps.extend_from_slice(&alert.stamps);
         self.rows += 1;
     }
 
     fn is_full(&self) -> bool {
         self.rows == self.capacity
     }
+}
 
-    /// Pad to whole-chunk length: Zarr v2 chunks are always full size.
-    fn padded(mut self, itemsize: usize, stamp_row_bytes: usize) -> Self {
-        self.catalog.resize(self.capacity * itemsize, 0);
-        self.stamps.resize(self.capacity * stamp_row_bytes, 0);
-        self
+/// Chunks being compressed and written on the pool while decoding goes on; a few at most, so
+/// memory stays bounded if the disk is slow.
+struct ChunkWriter<'t> {
+    transaction: &'t Transaction,
+    itemsize: usize,
+    stamp_floats: usize,
+    in_flight: AtomicUsize,
+    error: Mutex<Option<StoreError>>,
+}
+
+/// Chunks compressing at once before the next one is written on the submitting thread.
+const MAX_IN_FLIGHT: usize = 4;
+
+impl<'t> ChunkWriter<'t> {
+    fn submit<'s>(&'s self, tasks: &rayon::Scope<'s>, chunk: ChunkBuffer)
+    where
+        't: 's,
+    {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.write(chunk);
+            return;
+        }
+        tasks.spawn(move |_| self.write(chunk));
+    }
+
+    /// Pad to whole-chunk length (Zarr v2 chunks are always full size), compress, write.
+    fn write(&self, mut chunk: ChunkBuffer) {
+        chunk.catalog.resize(chunk.capacity * self.itemsize, 0);
+        chunk.stamps.resize(chunk.capacity * self.stamp_floats, 0.0);
+        let stamps: Vec<u8> = chunk.stamps.iter().flat_map(|p| p.to_le_bytes()).collect();
+        if let Err(error) = self.transaction.write_chunk(chunk.index, &chunk.catalog, &stamps) {
+            self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(error);
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One decoded input, without its bytes (freed as soon as it is decoded).
+struct Decoded {
+    input: usize,
+    name: String,
+    size: u64,
+    results: Vec<Result<Alert, Reject>>,
+}
+
+/// A hasher for candids: they are already well spread, so one multiply-xorshift is plenty and
+/// much cheaper than SipHash on the hot path.
+#[derive(Default)]
+struct CandidHasher(u64);
+
+impl std::hash::Hasher for CandidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        #[allow(clippy::cast_sign_loss)] // the bits are what is hashed
+        let mut x = value as u64;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = x ^ (x >> 31);
+    }
+}
+
+type CandidSet = HashSet<i64, BuildHasherDefault<CandidHasher>>;
+
+/// Everything gathered from decoded alerts in row order: the rows themselves, in chunks, and
+/// what the summary and the commit need to know about them.
+struct Collector<'c> {
+    config: &'c BuildConfig,
+    layout: &'static Layout,
+    stats: Stats,
+    seen: CandidSet,
+    docs: ColumnDocs,
+    versions: HashMap<String, usize>,
+    new_candids: Vec<i64>,
+    chunk: ChunkBuffer,
+}
+
+impl Collector<'_> {
+    /// Take one decoded input's alerts in order; returns a chunk that became full.
+    fn take(&mut self, decoded: Decoded, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
+        let origin = self.config.plan.origins[decoded.input];
+        self.stats.items += 1;
+        self.stats.bytes += decoded.size;
+        self.stats.per_input[origin].items += 1;
+        self.stats.per_input[origin].bytes += decoded.size;
+        for result in decoded.results {
+            let mut alert = match result {
+                Ok(alert) => alert,
+                Err(reject) => {
+                    if self.config.strict {
+                        return Err(BuildError::Strict { input: decoded.name, reason: reject.reason });
+                    }
+                    self.stats.per_input[origin].rejected += 1;
+                    self.stats.rejects.push(RejectRecord { source: decoded.name.clone(), kind: reject.kind, reason: reject.reason });
+                    continue;
+                }
+            };
+            if !self.seen.insert(alert.candid) {
+                self.stats.per_input[origin].duplicates += 1;
+                self.stats.duplicates.push(Duplicate { source: decoded.name.clone(), candid: alert.candid });
+                continue;
+            }
+            if let Some(labels) = &self.config.labels {
+                labels.apply(self.layout, &mut alert.row);
+            }
+            self.stats.per_input[origin].written += 1;
+            self.docs.merge(&alert.schema, &mut self.stats);
+            record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
+            self.new_candids.push(alert.candid);
+            self.chunk.push(&alert);
+            if self.chunk.is_full() {
+                let next = ChunkBuffer::new(self.chunk.index + 1, self.chunk.capacity);
+                full.push(std::mem::replace(&mut self.chunk, next));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -220,85 +351,70 @@ fn run(
     let layout = Layout::builtin();
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
-    let stamp_row_bytes = 3 * spec.pixels() * 4;
-    let decoder = Decoder::new(spec);
-    let mut stats = Stats { per_input: vec![InputCounts::default(); config.given.len()], ..Stats::default() };
-    let mut seen: HashSet<i64> = HashSet::new();
+    let mut collector = Collector {
+        config,
+        layout,
+        stats: Stats { per_input: vec![InputCounts::default(); config.given.len()], ..Stats::default() },
+        seen: CandidSet::default(),
+        docs: ColumnDocs { docs: vec![None; layout.columns().len()], seen: HashSet::new() },
+        versions: HashMap::new(),
+        new_candids: Vec::new(),
+        chunk: ChunkBuffer::new(0, settings.chunk_rows),
+    };
     if let Some(committed) = transaction.committed() {
-        stats.rows_before = committed.rows;
-        seen.extend(&committed.candids);
+        collector.stats.rows_before = committed.rows;
+        collector.seen.extend(&committed.candids);
     }
-    let mut chunk = match transaction.take_partial() {
+    collector.chunk = match transaction.take_partial() {
         Some(partial) => ChunkBuffer::resume(partial, settings.chunk_rows),
-        None => ChunkBuffer::new(stats.rows_before / settings.chunk_rows, settings.chunk_rows),
+        None => ChunkBuffer::new(collector.stats.rows_before / settings.chunk_rows, settings.chunk_rows),
+    };
+    let writer = ChunkWriter {
+        transaction,
+        itemsize: layout.itemsize(),
+        stamp_floats: 3 * spec.pixels(),
+        in_flight: AtomicUsize::new(0),
+        error: Mutex::new(None),
     };
     let (items, reader) = source::stream(config.plan.inputs.clone(), 2 * BATCH);
-    let mut docs = ColumnDocs { docs: vec![None; layout.columns().len()], seen: HashSet::new() };
-    let mut versions: HashMap<String, usize> = HashMap::new();
-    let mut new_candids = Vec::new();
-    let mut full = Vec::new();
-    loop {
-        let batch: Vec<Item> = items.iter().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        let decoded: Vec<Vec<Result<Alert, Reject>>> = pool.install(|| batch.par_iter().map(|item| decode_item(&decoder, item)).collect());
-        for (item, results) in batch.iter().zip(decoded) {
-            let counts = &mut stats.per_input[config.plan.origins[item.input]];
-            let size = item.bytes.as_ref().map_or(0, |b| b.len() as u64);
-            counts.items += 1;
-            counts.bytes += size;
-            stats.items += 1;
-            stats.bytes += size;
-            for result in results {
-                let alert = match result {
-                    Ok(alert) => alert,
-                    Err(reject) => {
-                        if config.strict {
-                            return Err(BuildError::Strict { input: item.name.clone(), reason: reject.reason });
-                        }
-                        stats.per_input[config.plan.origins[item.input]].rejected += 1;
-                        stats.rejects.push(RejectRecord { source: item.name.clone(), kind: reject.kind, reason: reject.reason });
-                        continue;
-                    }
-                };
-                if !seen.insert(alert.candid) {
-                    stats.per_input[config.plan.origins[item.input]].duplicates += 1;
-                    stats.duplicates.push(Duplicate { source: item.name.clone(), candid: alert.candid });
-                    continue;
+    let decoder = Decoder::new(spec);
+    // Three stages overlap: the reader thread fills `items`; a decode thread turns batches into
+    // alerts on the pool; this thread puts them in order, and full chunks go back to the pool to
+    // be compressed and written while decoding goes on.
+    let outcome = std::thread::scope(|threads| {
+        let (decoded_tx, decoded_rx) = sync_channel::<Vec<Decoded>>(2);
+        let decoder = &decoder;
+        threads.spawn(move || decode_stage(&items, decoder, pool, &decoded_tx));
+        pool.in_place_scope(|tasks| -> Result<(), BuildError> {
+            let mut full = Vec::new();
+            for batch in decoded_rx {
+                let count = batch.len() as u64;
+                for decoded in batch {
+                    collector.take(decoded, &mut full)?;
                 }
-                let mut alert = alert;
-                if let Some(labels) = &config.labels {
-                    labels.apply(layout, &mut alert.row);
+                for chunk in full.drain(..) {
+                    writer.submit(tasks, chunk);
                 }
-                stats.per_input[config.plan.origins[item.input]].written += 1;
-                docs.merge(&alert.schema, &mut stats);
-                record(&mut stats, &mut versions, &alert, &item.name, layout);
-                new_candids.push(alert.candid);
-                chunk.push(&alert);
-                if chunk.is_full() {
-                    let next = ChunkBuffer::new(chunk.index + 1, settings.chunk_rows);
-                    full.push(std::mem::replace(&mut chunk, next));
-                }
+                progress.advance(count, collector.stats.written);
+                writer.check()?;
             }
-        }
-        progress.advance(batch.len() as u64, stats.written);
-        write_chunks(pool, transaction, &mut full)?;
-    }
-    drop(items);
+            Ok(())
+        })
+    });
     let _ = reader.join();
+    outcome?;
+    let Collector { mut stats, docs, versions, new_candids, chunk, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
     versions.sort();
     stats.schema_versions = versions;
-    let is_new = transaction.committed().is_none();
-    if stats.written == 0 && !is_new {
+    if stats.written == 0 && transaction.committed().is_some() {
         stats.elapsed = started.elapsed();
         return Ok((stats, None)); // nothing new: leave the store exactly as it was
     }
     if chunk.rows > 0 {
-        full.push(chunk.padded(layout.itemsize(), stamp_row_bytes));
-        write_chunks(pool, transaction, &mut full)?;
+        writer.write(chunk);
     }
+    writer.check()?;
     stats.committed = true;
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
@@ -313,6 +429,30 @@ fn run(
         extra_metadata: None,
     };
     Ok((stats, Some(commit)))
+}
+
+/// Decode batches of items on the pool, in order, until the inputs end or the consumer stops.
+fn decode_stage(items: &Receiver<Item>, decoder: &Decoder, pool: &rayon::ThreadPool, decoded: &SyncSender<Vec<Decoded>>) {
+    loop {
+        let batch: Vec<Item> = items.iter().take(BATCH).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let results: Vec<Vec<Result<Alert, Reject>>> = pool.install(|| batch.par_iter().map(|item| decode_item(decoder, item)).collect());
+        let batch = batch
+            .into_iter()
+            .zip(results)
+            .map(|(item, results)| Decoded {
+                input: item.input,
+                size: item.bytes.as_ref().map_or(0, |b| b.len() as u64),
+                name: item.name,
+                results,
+            })
+            .collect();
+        if decoded.send(batch).is_err() {
+            return;
+        }
+    }
 }
 
 /// Labels must describe the whole store with one code table: an append with labels must use the
@@ -360,15 +500,6 @@ fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Aler
         .or_else(|| alert.schema.version.clone())
         .unwrap_or_else(|| "unknown".into());
     *versions.entry(version).or_default() += 1;
-}
-
-fn write_chunks(pool: &rayon::ThreadPool, transaction: &Transaction, full: &mut Vec<ChunkBuffer>) -> Result<(), StoreError> {
-    if full.is_empty() {
-        return Ok(());
-    }
-    pool.install(|| full.par_iter().try_for_each(|chunk| transaction.write_chunk(chunk.index, &chunk.catalog, &chunk.stamps)))?;
-    full.clear();
-    Ok(())
 }
 
 fn run_record(config: &BuildConfig, stats: &Stats, started_at: &str) -> serde_json::Value {

@@ -8,8 +8,10 @@
 //! otherwise it lost them on the low side and ends at column 62. Likewise along y with `ypos`
 //! against the 3080-row channel. The rest of the frame gets the NaN policy's value.
 
+use std::cell::RefCell;
 use std::io::Read;
 
+use libdeflater::Decompressor;
 use thiserror::Error;
 
 use super::fits::{self, FitsError};
@@ -88,19 +90,37 @@ pub struct Position {
 /// # Errors
 /// JPEG, not gzip, corrupt gzip, unreadable FITS, or an image larger than 63×63.
 pub fn decode_into(gz: &[u8], position: Position, spec: StampSpec, out: &mut [f32]) -> Result<u8, CutoutError> {
-    let image = fits::read_image(&inflate(gz)?)?;
-    place_and_crop(&image, position, spec, out)
+    thread_local! {
+        /// Each worker keeps its inflater and output buffer: no allocation per cutout.
+        static INFLATER: RefCell<(Decompressor, Vec<u8>)> = RefCell::new((Decompressor::new(), Vec::new()));
+    }
+    INFLATER.with_borrow_mut(|(inflater, fits)| {
+        inflate(gz, inflater, fits)?;
+        let image = fits::read_image(fits)?;
+        place_and_crop(&image, position, spec, out)
+    })
 }
 
-fn inflate(gz: &[u8]) -> Result<Vec<u8>, CutoutError> {
+/// Inflate a single-member gzip cutout into `out`: libdeflate in one call, sized by the gzip
+/// trailer's ISIZE, with its CRC checked. Anything libdeflate refuses (e.g. several members) goes
+/// through flate2's streaming decoder, which also gives the better error message.
+fn inflate(gz: &[u8], inflater: &mut Decompressor, out: &mut Vec<u8>) -> Result<(), CutoutError> {
     match gz {
         [0xff, 0xd8, 0xff, ..] => return Err(CutoutError::Jpeg),
         [0x1f, 0x8b, ..] => {}
         _ => return Err(CutoutError::NotGzip(gz.iter().take(4).copied().collect())),
     }
-    let mut fits = Vec::with_capacity(20_160);
-    flate2::read::GzDecoder::new(gz).take(MAX_INFLATED).read_to_end(&mut fits).map_err(|e| CutoutError::BadGzip(e.to_string()))?;
-    Ok(fits)
+    let isize = gz.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]));
+    if u64::from(isize) <= MAX_INFLATED {
+        let expected = usize::try_from(isize).unwrap_or(0);
+        out.resize(expected, 0);
+        if inflater.gzip_decompress(gz, out).is_ok_and(|n| n == expected) {
+            return Ok(());
+        }
+    }
+    out.clear();
+    flate2::read::MultiGzDecoder::new(gz).take(MAX_INFLATED).read_to_end(out).map_err(|e| CutoutError::BadGzip(e.to_string()))?;
+    Ok(())
 }
 
 /// Where along one axis a clipped image starts in the frame, and whether that was a guess.
@@ -115,7 +135,7 @@ fn axis_offset(extent: usize, position: Option<f32>, channel_size: f32) -> (usiz
     }
 }
 
-fn place_and_crop(image: &fits::Image, position: Position, spec: StampSpec, out: &mut [f32]) -> Result<u8, CutoutError> {
+fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, out: &mut [f32]) -> Result<u8, CutoutError> {
     let (width, height) = (image.width, image.height);
     if width > FRAME || height > FRAME {
         return Err(CutoutError::TooLarge { width, height });
@@ -136,7 +156,7 @@ fn place_and_crop(image: &fits::Image, position: Position, spec: StampSpec, out:
             let source_col = (start + c).checked_sub(x0).filter(|col| *col < width);
             *pixel = match (source_row, source_col) {
                 (Some(row), Some(col)) => {
-                    let value = image.pixels[row * width + col];
+                    let value = image.pixel(row, col);
                     if value.is_nan() {
                         flags |= FLAG_HAD_NAN;
                         spec.fill()

@@ -31,15 +31,36 @@ pub enum FitsError {
     Truncated { got: usize, expected: usize, width: usize, height: usize },
 }
 
-/// A decoded image: `height` rows of `width` pixels (rows are NAXIS2, columns NAXIS1).
+/// An image inside a FITS file's bytes: `height` rows of `width` pixels (rows are NAXIS2,
+/// columns NAXIS1). Pixels are read where they lie, so a crop converts only what it keeps.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Image {
+pub struct Image<'a> {
     /// NAXIS1: columns (x).
     pub width: usize,
     /// NAXIS2: rows (y).
     pub height: usize,
-    /// Row-major pixels, `pixels[row * width + col]`.
-    pub pixels: Vec<f32>,
+    data: &'a [u8],
+    scale: Option<(f64, f64)>,
+}
+
+impl Image<'_> {
+    /// The pixel at (`row`, `col`), both in range.
+    #[must_use]
+    pub fn pixel(&self, row: usize, col: usize) -> f32 {
+        let at = 4 * (row * self.width + col);
+        let value = f32::from_be_bytes([self.data[at], self.data[at + 1], self.data[at + 2], self.data[at + 3]]);
+        match self.scale {
+            #[allow(clippy::cast_possible_truncation)] // scaled values are float32 by definition of BITPIX -32
+            Some((bscale, bzero)) => (f64::from(value) * bscale + bzero) as f32,
+            None => value,
+        }
+    }
+
+    /// Every pixel, row-major.
+    #[must_use]
+    pub fn pixels(&self) -> Vec<f32> {
+        (0..self.height).flat_map(|r| (0..self.width).map(move |c| (r, c))).map(|(r, c)| self.pixel(r, c)).collect()
+    }
 }
 
 struct Header {
@@ -56,7 +77,7 @@ struct Header {
 ///
 /// # Errors
 /// Not FITS, not a 2-D float32 image, or truncated.
-pub fn read_image(file: &[u8]) -> Result<Image, FitsError> {
+pub fn read_image(file: &[u8]) -> Result<Image<'_>, FitsError> {
     let header = read_header(file)?;
     if header.bitpix != -32 {
         return Err(FitsError::UnsupportedBitpix(header.bitpix));
@@ -69,20 +90,8 @@ pub fn read_image(file: &[u8]) -> Result<Image, FitsError> {
     if data.len() < count * 4 {
         return Err(FitsError::Truncated { got: data.len(), expected: count * 4, width: header.width, height: header.height });
     }
-    let scaled = header.bscale != 1.0 || header.bzero != 0.0;
-    let pixels = data[..count * 4]
-        .chunks_exact(4)
-        .map(|b| {
-            let value = f32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-            #[allow(clippy::cast_possible_truncation)] // scaled values are float32 by definition of BITPIX -32
-            if scaled {
-                (f64::from(value) * header.bscale + header.bzero) as f32
-            } else {
-                value
-            }
-        })
-        .collect();
-    Ok(Image { width: header.width, height: header.height, pixels })
+    let scale = (header.bscale != 1.0 || header.bzero != 0.0).then_some((header.bscale, header.bzero));
+    Ok(Image { width: header.width, height: header.height, data: &data[..count * 4], scale })
 }
 
 fn read_header(file: &[u8]) -> Result<Header, FitsError> {
@@ -162,9 +171,10 @@ pub(crate) mod tests {
     #[test]
     fn reads_free_format_header_and_big_endian_pixels() {
         let pixels: Vec<f32> = (0..12).map(|i| i as f32 - 3.5).collect();
-        let image = read_image(&fits_bytes(4, 3, &pixels)).unwrap();
+        let file = fits_bytes(4, 3, &pixels);
+        let image = read_image(&file).unwrap();
         assert_eq!((image.width, image.height), (4, 3));
-        assert_eq!(image.pixels, pixels);
+        assert_eq!(image.pixels(), pixels);
     }
 
     #[test]

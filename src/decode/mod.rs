@@ -10,7 +10,9 @@ pub mod avro;
 pub mod cutout;
 pub mod fits;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::catalog::{Layout, Packed, Scalar};
@@ -78,12 +80,17 @@ pub struct AlertSchema {
     pub version: Option<String>,
 }
 
+/// A thread's most recent schema: (decoder id, schema text, compiled schema).
+type LastSchema = (usize, Vec<u8>, Arc<AlertSchema>);
+
 /// Decodes alerts; shares compiled schemas between threads.
 pub struct Decoder {
     layout: &'static Layout,
     spec: StampSpec,
     schemas: RwLock<HashMap<Vec<u8>, Arc<AlertSchema>>>,
     columns: Columns,
+    /// Tells decoders apart in the per-thread schema cache.
+    id: usize,
 }
 
 /// Indices of the columns the decoder fills itself.
@@ -118,7 +125,8 @@ impl Decoder {
             ypos: index("ypos"),
             source_chars,
         };
-        Decoder { layout, spec, schemas: RwLock::new(HashMap::new()), columns }
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+        Decoder { layout, spec, schemas: RwLock::new(HashMap::new()), columns, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The stamp specification in use.
@@ -163,6 +171,24 @@ impl Decoder {
     }
 
     fn schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, AvroError> {
+        thread_local! {
+            /// The schema this thread saw last, by decoder: nights are written with one schema, so
+            /// one comparison of the text usually replaces hashing ~20 KB of JSON per file.
+            static LAST: RefCell<Option<LastSchema>> = const { RefCell::new(None) };
+        }
+        let hit = LAST.with_borrow(|last| match last {
+            Some((id, text, schema)) if *id == self.id && text.as_slice() == json => Some(Arc::clone(schema)),
+            _ => None,
+        });
+        if let Some(schema) = hit {
+            return Ok(schema);
+        }
+        let schema = self.shared_schema(json)?;
+        LAST.with_borrow_mut(|last| *last = Some((self.id, json.to_vec(), Arc::clone(&schema))));
+        Ok(schema)
+    }
+
+    fn shared_schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, AvroError> {
         if let Some(found) = self.schemas.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(json) {
             return Ok(Arc::clone(found));
         }
