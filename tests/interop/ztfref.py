@@ -1,0 +1,311 @@
+"""Reference decoding of ZTF alerts with fastavro + astropy, written from the store specification.
+
+Everything the interop tests compare the Rust-built store against comes from here: which inputs
+are bad, the stamp rule (centre crop, edge placement, NaN policy, flags) and the catalog row
+(column list from schemas/catalog.tsv, missing values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import fastavro
+import numpy as np
+from astropy.io import fits
+
+FRAME = 63  # full cutout side
+CUTOUTS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+CHANNELS = ["science", "template", "difference"]
+# A CCD readout channel is 3072 columns x 3080 rows; an edge cutout near the high edge is
+# clipped on its high side (placed at offset 0), otherwise on its low side.
+X_SPLIT = 1536.0
+Y_SPLIT = 1540.0
+
+FLAG_EDGE = 1
+FLAG_NAN = 2
+FLAG_GUESSED = 4
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------------------------
+# catalog.tsv
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str
+    missing: str
+    source: str
+    description: str
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def kind(self) -> str:
+        return self.np_dtype.kind  # 'f', 'i', 'u', 'U'
+
+    def missing_value(self):
+        k = self.kind
+        if k == "f":
+            return float("nan")
+        if k in "iu":
+            return int(self.missing)
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def catalog_columns() -> tuple[Column, ...]:
+    cols = []
+    for line in (REPO / "schemas" / "catalog.tsv").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, dtype, missing, source, description = line.split("\t")
+        cols.append(Column(name, dtype, missing, source, description))
+    return tuple(cols)
+
+
+def catalog_dtype() -> np.dtype:
+    return np.dtype([(c.name, c.dtype) for c in catalog_columns()])
+
+
+# ----------------------------------------------------------------------------------------------
+# reading alerts
+
+
+class BadAlert(Exception):
+    """An input the store must reject. `kind` is one of 'corrupt', 'jpeg', 'null-cutout'."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def read_record(data: bytes) -> dict:
+    """The single record of one Avro container; any decode error (even after the record was
+    returned, as fastavro does on a bad trailing sync marker) makes the file corrupt."""
+    try:
+        records = list(fastavro.reader(io.BytesIO(data)))
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a corrupt container
+        raise BadAlert("corrupt", f"{type(exc).__name__}: {exc}") from exc
+    if len(records) != 1:
+        raise BadAlert("corrupt", f"{len(records)} records")
+    return records[0]
+
+
+def decode_cutout(stamp: bytes) -> np.ndarray:
+    """gzip'd FITS → float32 image, numpy (rows = NAXIS2, cols = NAXIS1)."""
+    if stamp[:3] == b"\xff\xd8\xff":
+        raise BadAlert("jpeg", "JPEG cutout")
+    raw = gzip.decompress(stamp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'SIMPLE  =  T' is not in fixed format
+        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
+            data = hdul[0].data
+            assert hdul[0].header["BITPIX"] == -32
+            return np.array(data, dtype="<f4")
+
+
+@dataclasses.dataclass
+class Alert:
+    record: dict
+    cutouts: list  # three float32 images, science/template/difference
+
+    @property
+    def candid(self) -> int:
+        return int(self.record["candid"])
+
+
+def parse_alert(data: bytes) -> Alert:
+    record = read_record(data)
+    cutouts = []
+    for name in CUTOUTS:
+        c = record.get(name)
+        if c is None or c.get("stampData") is None:
+            raise BadAlert("null-cutout", f"{name} is null")
+        cutouts.append(decode_cutout(c["stampData"]))
+    return Alert(record, cutouts)
+
+
+@functools.lru_cache(maxsize=None)
+def alert_from_file(path: str) -> Alert:
+    return parse_alert(Path(path).read_bytes())
+
+
+def classify_file(path: Path) -> str | None:
+    """None for a good alert, else the BadAlert kind."""
+    try:
+        alert_from_file(str(path))
+    except BadAlert as exc:
+        return exc.kind
+    return None
+
+
+def walk(root: Path) -> list[Path]:
+    """.avro files under root in the order a sorted recursive walk gives (component-wise)."""
+    return sorted(root.rglob("*.avro"), key=lambda p: p.parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# stamp rule
+
+
+def _isnan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def place_in_frame(img: np.ndarray, xpos, ypos, fill: float):
+    """Put a (possibly clipped) cutout into the 63x63 frame.
+
+    Returns (frame, is_data mask, edge, guessed). guessed is True when an axis is clipped and
+    its position is missing (null or NaN); the image is then placed as for the high edge
+    (offset 0), as the store's `stamp_flags` attribute documents."""
+    h, w = img.shape
+    if h > FRAME or w > FRAME:
+        raise AssertionError(f"cutout larger than {FRAME}: {img.shape}")
+    guessed = False
+
+    def offset(size, pos, split):
+        nonlocal guessed
+        if size == FRAME:
+            return 0
+        if _isnan(pos):
+            guessed = True
+            return 0
+        return 0 if float(pos) > split else FRAME - size
+
+    x0 = offset(w, xpos, X_SPLIT)
+    y0 = offset(h, ypos, Y_SPLIT)
+    frame = np.full((FRAME, FRAME), fill, dtype="<f4")
+    mask = np.zeros((FRAME, FRAME), dtype=bool)
+    frame[y0 : y0 + h, x0 : x0 + w] = img
+    mask[y0 : y0 + h, x0 : x0 + w] = True
+    edge = (h, w) != (FRAME, FRAME)
+    return frame, mask, edge, guessed
+
+
+@dataclasses.dataclass
+class ExpectedStamp:
+    pixels: np.ndarray  # (3, S, S) float32
+    flags: int
+
+
+def expected_stamp(alert: Alert, size: int, keep_nan: bool) -> ExpectedStamp:
+    assert size % 2 == 1 and 1 <= size <= FRAME
+    o = (FRAME - size) // 2
+    cand = alert.record["candidate"]
+    fill = float("nan") if keep_nan else 0.0
+    out = np.empty((3, size, size), dtype="<f4")
+    flags = 0
+    for ch, img in enumerate(alert.cutouts):
+        frame, mask, edge, guessed = place_in_frame(img, cand.get("xpos"), cand.get("ypos"), fill)
+        crop = frame[o : o + size, o : o + size]
+        crop_mask = mask[o : o + size, o : o + size]
+        if edge:
+            flags |= FLAG_EDGE
+        if guessed:
+            flags |= FLAG_GUESSED
+        if np.isnan(crop[crop_mask]).any():
+            flags |= FLAG_NAN
+        if not keep_nan:
+            crop = np.where(np.isnan(crop), np.float32(0), crop)
+        out[ch] = crop
+    return ExpectedStamp(out, flags)
+
+
+# ----------------------------------------------------------------------------------------------
+# catalog rule
+
+
+# Derived columns that hold their missing value unless a build is given class labels.
+UNLABELED_COLUMNS = ("label", "label_code")
+
+
+def _lookup(record: dict, source: str):
+    if source.startswith("alert."):
+        return record.get(source[len("alert.") :])
+    if source.startswith("candidate."):
+        cand = record.get("candidate") or {}
+        return cand.get(source[len("candidate.") :])
+    raise KeyError(source)
+
+
+def _array_len(record: dict, key: str):
+    v = record.get(key)
+    return None if v is None else len(v)
+
+
+def expected_row(alert: Alert, source: str, flags: int) -> dict:
+    """Column name → expected value (missing values already applied)."""
+    row = {}
+    rec = alert.record
+    for col in catalog_columns():
+        if col.name == "source":
+            v = source[-128:]
+        elif col.name == "stamp_flags":
+            v = flags
+        elif col.name == "n_prv_candidates":
+            v = _array_len(rec, "prv_candidates")
+        elif col.name == "n_fp_hists":
+            v = _array_len(rec, "fp_hists")
+        elif col.name in UNLABELED_COLUMNS:
+            v = None  # no labels CSV is given to the builds under test
+        elif col.source == "derived":
+            raise KeyError(f"no reference rule for derived column {col.name!r}")
+        else:
+            v = _lookup(rec, col.source)
+        if v is None:
+            v = col.missing_value()
+        row[col.name] = v
+    return row
+
+
+def expected_catalog(rows: list[dict]) -> np.ndarray:
+    """Rows (dicts from expected_row) as an array of the catalog dtype."""
+    dt = catalog_dtype()
+    arr = np.zeros(len(rows), dtype=dt)
+    for col in catalog_columns():
+        values = [r[col.name] for r in rows]
+        if col.kind == "U":
+            width = col.np_dtype.itemsize // 4
+            for v in values:
+                assert len(v) <= width, f"{col.name}: {v!r} longer than {width}"
+        arr[col.name] = np.array(values, dtype=object).astype(col.np_dtype) if values else []
+    return arr
+
+
+def field_mismatches(actual: np.ndarray, expected: np.ndarray, name: str) -> np.ndarray:
+    """Row indices where one field differs (NaN equals NaN)."""
+    a = actual[name]
+    e = expected[name]
+    if a.dtype.kind == "f":
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+    else:
+        same = a == e
+    return np.nonzero(~same)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# raw store files (what the binary wrote, independent of zarr-python)
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_rejects(store: Path) -> list[dict]:
+    p = Path(store) / "rejects.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
