@@ -59,7 +59,11 @@ pub enum LabelError {
 /// Labels ready to apply: objectId → code, and code → name.
 #[derive(Debug, Clone)]
 pub struct Labels {
-    by_object: HashMap<String, i16>,
+    /// objectId → index into the CSV's distinct class names (a small integer, not a string per
+    /// object: the unlabeled set has ~870,000 objects).
+    by_object: HashMap<Box<str>, u32>,
+    /// Code of each of the CSV's distinct class names.
+    code_of_class: Vec<i16>,
     names: Vec<String>,
     /// What the store records about where the labels came from.
     pub provenance: Value,
@@ -74,44 +78,40 @@ impl Labels {
         let path = &options.csv;
         let file = File::open(path).map_err(|source| LabelError::Io { path: path.clone(), source })?;
         let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
-        let (classes_by_object, class_column) = read_classes(path, options, &mut hashing)?;
+        let csv = read_classes(path, options, &mut hashing)?;
         let sha256 = format!("{:x}", hashing.hasher.finalize());
-        let names = code_names(options, classes_by_object.values());
+        let names = code_names(options, csv.class_names.iter());
         if names.len() > usize::try_from(i16::MAX).unwrap_or(usize::MAX) {
             return Err(LabelError::TooManyClasses { path: path.clone() });
         }
         let code_of: HashMap<&str, i16> =
             names.iter().enumerate().map(|(i, n)| (n.as_str(), i16::try_from(i).unwrap_or(i16::MAX))).collect();
         let other_code = code_of.get(options.other.as_str()).copied();
-        let by_object = classes_by_object
-            .iter()
-            .map(|(object, class)| {
-                let code = code_of.get(class.as_str()).copied().or(other_code).unwrap_or(UNLABELED_CODE);
-                (object.clone(), code)
-            })
-            .collect();
+        let code_of_class =
+            csv.class_names.iter().map(|class| code_of.get(class.as_str()).copied().or(other_code).unwrap_or(UNLABELED_CODE)).collect();
         let provenance = json!({
             "csv": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             "sha256": sha256,
             "id_column": options.id_column,
-            "class_column": class_column,
+            "class_column": csv.class_column,
             "classes": names.iter().enumerate().map(|(i, n)| (i.to_string(), Value::String(n.clone()))).collect::<serde_json::Map<_, _>>(),
             "mapping": match &options.classes {
                 Some(kept) => json!({"kept": kept, "other": options.other}),
                 None => json!("original class names"),
             },
-            "objects_in_csv": classes_by_object.len(),
+            "objects_in_csv": csv.by_object.len(),
             "unlabeled": {"label": "", "label_code": UNLABELED_CODE},
         });
-        Ok(Labels { by_object, names, provenance })
+        Ok(Labels { by_object: csv.by_object, code_of_class, names, provenance })
     }
 
     /// The (label, code) of an object; `("", -1)` when the CSV does not have it.
     #[must_use]
     pub fn lookup(&self, object_id: &str) -> (&str, i16) {
-        match self.by_object.get(object_id) {
-            Some(&code) => (self.names.get(usize::try_from(code).unwrap_or(usize::MAX)).map_or("", String::as_str), code),
-            None => ("", UNLABELED_CODE),
+        let code = self.by_object.get(object_id).map_or(UNLABELED_CODE, |class| self.code_of_class[*class as usize]);
+        match usize::try_from(code) {
+            Ok(index) => (self.names.get(index).map_or("", String::as_str), code),
+            Err(_) => ("", UNLABELED_CODE),
         }
     }
 
@@ -152,9 +152,14 @@ fn code_names<'a>(options: &LabelOptions, classes: impl Iterator<Item = &'a Stri
     }
 }
 
-type Classes = (HashMap<String, String>, String);
+/// What a labels CSV says: each object's class (as an index into the distinct class names).
+struct CsvClasses {
+    by_object: HashMap<Box<str>, u32>,
+    class_names: Vec<String>,
+    class_column: String,
+}
 
-fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> Result<Classes, LabelError> {
+fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> Result<CsvClasses, LabelError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
     let row_error = |e: csv::Error| LabelError::Row {
         path: path.to_path_buf(),
@@ -175,7 +180,9 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
     };
     let wanted = options.class_column.clone().map_or_else(|| CLASS_COLUMNS.map(|c| format!("`{c}`")).join(" or "), |c| format!("`{c}`"));
     let class = class.ok_or_else(|| LabelError::Column { path: path.to_path_buf(), wanted, found: found() })?;
-    let mut classes: HashMap<String, String> = HashMap::new();
+    let mut by_object: HashMap<Box<str>, u32> = HashMap::new();
+    let mut class_names: Vec<String> = Vec::new();
+    let mut class_index: HashMap<String, u32> = HashMap::new();
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(row_error)? {
         let line = record.position().map_or(0, csv::Position::line);
@@ -184,23 +191,32 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
         if object.is_empty() {
             return Err(LabelError::Row { path: path.to_path_buf(), line, reason: format!("empty `{}`", options.id_column) });
         }
-        match classes.get(object) {
-            Some(earlier) if earlier != label => {
+        let class_id = match class_index.get(label) {
+            Some(id) => *id,
+            None => {
+                let id = u32::try_from(class_names.len()).map_err(|_| LabelError::TooManyClasses { path: path.to_path_buf() })?;
+                class_names.push(label.to_string());
+                class_index.insert(label.to_string(), id);
+                id
+            }
+        };
+        match by_object.get(object) {
+            Some(earlier) if *earlier != class_id => {
                 return Err(LabelError::Conflict {
                     path: path.to_path_buf(),
                     line,
                     object: object.into(),
                     class: label.into(),
-                    earlier: earlier.clone(),
+                    earlier: class_names[*earlier as usize].clone(),
                 })
             }
             Some(_) => {}
             None => {
-                classes.insert(object.to_string(), label.to_string());
+                by_object.insert(object.into(), class_id);
             }
         }
     }
-    Ok((classes, class_name))
+    Ok(CsvClasses { by_object, class_names, class_column: class_name })
 }
 
 /// Hashes what passes through it, so the checksum costs no second read of a large CSV.

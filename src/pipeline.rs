@@ -7,9 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -24,8 +23,9 @@ use crate::report::Progress;
 use crate::source::{self, Item, Plan};
 use crate::store::{utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 
-/// Items decoded together; large enough to keep every core busy, small enough to bound memory.
-const BATCH: usize = 256;
+/// Items decoded together: large enough that the hand-over between stages is rare (64 measured
+/// far slower than 512), small enough to bound memory (archive members wait here as bytes).
+const BATCH: usize = 512;
 
 /// A validated build: everything `build` needs, checked before any input is read.
 #[derive(Debug, Clone)]
@@ -157,47 +157,22 @@ impl ChunkBuffer {
     }
 }
 
-/// Chunks being compressed and written on the pool while decoding goes on; a few at most, so
-/// memory stays bounded if the disk is slow.
+/// Compresses and writes full chunks. It runs on the ordering thread, beside the pool's
+/// workers: spawning chunk writes onto the pool measured slower (the workers then wait on the
+/// decode batches they were pulled away from).
 struct ChunkWriter<'t> {
     transaction: &'t Transaction,
     itemsize: usize,
     stamp_floats: usize,
-    in_flight: AtomicUsize,
-    error: Mutex<Option<StoreError>>,
 }
 
-/// Chunks compressing at once before the next one is written on the submitting thread.
-const MAX_IN_FLIGHT: usize = 4;
-
-impl<'t> ChunkWriter<'t> {
-    fn submit<'s>(&'s self, tasks: &rayon::Scope<'s>, chunk: ChunkBuffer)
-    where
-        't: 's,
-    {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            self.write(chunk);
-            return;
-        }
-        tasks.spawn(move |_| self.write(chunk));
-    }
-
+impl ChunkWriter<'_> {
     /// Pad to whole-chunk length (Zarr v2 chunks are always full size), compress, write.
-    fn write(&self, mut chunk: ChunkBuffer) {
+    fn write(&self, mut chunk: ChunkBuffer) -> Result<(), StoreError> {
         chunk.catalog.resize(chunk.capacity * self.itemsize, 0);
         chunk.stamps.resize(chunk.capacity * self.stamp_floats, 0.0);
         let stamps: Vec<u8> = chunk.stamps.iter().flat_map(|p| p.to_le_bytes()).collect();
-        if let Err(error) = self.transaction.write_chunk(chunk.index, &chunk.catalog, &stamps) {
-            self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(error);
-        }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        match self.error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        self.transaction.write_chunk(chunk.index, &chunk.catalog, &stamps)
     }
 }
 
@@ -369,37 +344,28 @@ fn run(
         Some(partial) => ChunkBuffer::resume(partial, settings.chunk_rows),
         None => ChunkBuffer::new(collector.stats.rows_before / settings.chunk_rows, settings.chunk_rows),
     };
-    let writer = ChunkWriter {
-        transaction,
-        itemsize: layout.itemsize(),
-        stamp_floats: 3 * spec.pixels(),
-        in_flight: AtomicUsize::new(0),
-        error: Mutex::new(None),
-    };
-    let (items, reader) = source::stream(config.plan.inputs.clone(), 2 * BATCH);
+    let writer = ChunkWriter { transaction, itemsize: layout.itemsize(), stamp_floats: 3 * spec.pixels() };
+    let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
     let decoder = Decoder::new(spec);
-    // Three stages overlap: the reader thread fills `items`; a decode thread turns batches into
-    // alerts on the pool; this thread puts them in order, and full chunks go back to the pool to
-    // be compressed and written while decoding goes on.
-    let outcome = std::thread::scope(|threads| {
+    // Three stages overlap: the reader thread lists files and streams archives into `items`; a
+    // decode thread has batches read and decoded on the pool; this thread puts the alerts in
+    // order and compresses and writes each chunk as it fills.
+    let outcome = std::thread::scope(|threads| -> Result<(), BuildError> {
         let (decoded_tx, decoded_rx) = sync_channel::<Vec<Decoded>>(2);
         let decoder = &decoder;
         threads.spawn(move || decode_stage(&items, decoder, pool, &decoded_tx));
-        pool.in_place_scope(|tasks| -> Result<(), BuildError> {
-            let mut full = Vec::new();
-            for batch in decoded_rx {
-                let count = batch.len() as u64;
-                for decoded in batch {
-                    collector.take(decoded, &mut full)?;
-                }
-                for chunk in full.drain(..) {
-                    writer.submit(tasks, chunk);
-                }
-                progress.advance(count, collector.stats.written);
-                writer.check()?;
+        let mut full = Vec::new();
+        for batch in decoded_rx {
+            let count = batch.len() as u64;
+            for decoded in batch {
+                collector.take(decoded, &mut full)?;
             }
-            Ok(())
-        })
+            for chunk in full.drain(..) {
+                writer.write(chunk)?;
+            }
+            progress.advance(count, collector.stats.written);
+        }
+        Ok(())
     });
     let _ = reader.join();
     outcome?;
@@ -412,9 +378,8 @@ fn run(
         return Ok((stats, None)); // nothing new: leave the store exactly as it was
     }
     if chunk.rows > 0 {
-        writer.write(chunk);
+        writer.write(chunk)?;
     }
-    writer.check()?;
     stats.committed = true;
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
@@ -438,16 +403,12 @@ fn decode_stage(items: &Receiver<Item>, decoder: &Decoder, pool: &rayon::ThreadP
         if batch.is_empty() {
             return;
         }
-        let results: Vec<Vec<Result<Alert, Reject>>> = pool.install(|| batch.par_iter().map(|item| decode_item(decoder, item)).collect());
+        let results: Vec<(u64, Vec<Result<Alert, Reject>>)> =
+            pool.install(|| batch.par_iter().map(|item| decode_item(decoder, item)).collect());
         let batch = batch
             .into_iter()
             .zip(results)
-            .map(|(item, results)| Decoded {
-                input: item.input,
-                size: item.bytes.as_ref().map_or(0, |b| b.len() as u64),
-                name: item.name,
-                results,
-            })
+            .map(|(item, (size, results))| Decoded { input: item.input, size, name: item.name, results })
             .collect();
         if decoded.send(batch).is_err() {
             return;
@@ -474,10 +435,11 @@ fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), B
     }
 }
 
-fn decode_item(decoder: &Decoder, item: &Item) -> Vec<Result<Alert, Reject>> {
-    match &item.bytes {
-        Ok(bytes) => decoder.decode_file(&item.name, bytes),
-        Err(reason) => vec![Err(Reject { kind: "unreadable", reason: reason.clone() })],
+/// Read (if still to be read) and decode one item; returns its size in bytes and its alerts.
+fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
+    match item.load() {
+        Ok(bytes) => (bytes.len() as u64, decoder.decode_file(&item.name, &bytes)),
+        Err(reason) => (0, vec![Err(Reject { kind: "unreadable", reason })]),
     }
 }
 

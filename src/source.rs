@@ -107,15 +107,41 @@ fn walk(folder: &Path, plan: &mut Plan) -> Result<(), InputError> {
     Ok(())
 }
 
-/// One alert file's bytes, or why they could not be read.
+/// What an item holds: an archive member's bytes (already read from the stream), a file still
+/// to be read, or why it cannot be read.
+#[derive(Debug)]
+pub enum Payload {
+    /// The bytes, read.
+    Bytes(Vec<u8>),
+    /// A file to read with [`Item::load`] — on a worker thread, so that files are read in parallel.
+    File(PathBuf),
+    /// Why it could not be read.
+    Unreadable(String),
+}
+
+/// One alert file (or archive member), in input order.
 #[derive(Debug)]
 pub struct Item {
     /// Index of the input (in the plan) this item was read from.
     pub input: usize,
     /// `path` for files, `archive:member` for archive members.
     pub name: String,
-    /// The file's bytes, or why they could not be read.
-    pub bytes: Result<Vec<u8>, String>,
+    /// Its content, or where to read it from.
+    pub payload: Payload,
+}
+
+impl Item {
+    /// The item's bytes (reading the file now if need be), or why they cannot be had.
+    ///
+    /// # Errors
+    /// The file cannot be read, or the archive broke before this member.
+    pub fn load(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+        match &self.payload {
+            Payload::Bytes(bytes) => Ok(bytes.as_slice().into()),
+            Payload::File(path) => std::fs::read(path).map(Into::into).map_err(|e| format!("cannot read file: {e}")),
+            Payload::Unreadable(reason) => Err(reason.clone()),
+        }
+    }
 }
 
 /// Start reading `inputs` on a background thread; at most `capacity` items wait in memory.
@@ -141,7 +167,7 @@ fn display(path: &Path) -> String {
 }
 
 fn read_file(input: usize, path: &Path) -> Item {
-    Item { input, name: display(path), bytes: std::fs::read(path).map_err(|e| format!("cannot read file: {e}")) }
+    Item { input, name: display(path), payload: Payload::File(path.to_path_buf()) }
 }
 
 /// Send every `.avro` member of an archive; an archive that breaks part-way is reported as one
@@ -150,19 +176,19 @@ fn read_archive(input: usize, path: &Path, send: &mut dyn FnMut(Item) -> bool) -
     let name = display(path);
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) => return send(Item { input, name, bytes: Err(format!("cannot open archive: {e}")) }),
+        Err(e) => return send(Item { input, name, payload: Payload::Unreadable(format!("cannot open archive: {e}")) }),
     };
     let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
     let mut archive = tar::Archive::new(gz);
     let entries = match archive.entries() {
         Ok(entries) => entries,
-        Err(e) => return send(Item { input, name, bytes: Err(format!("not a readable .tar.gz: {e}")) }),
+        Err(e) => return send(Item { input, name, payload: Payload::Unreadable(format!("not a readable .tar.gz: {e}")) }),
     };
     let mut members = 0usize;
     for entry in entries {
         let mut entry = match entry {
             Ok(entry) => entry,
-            Err(e) => return send(Item { input, name, bytes: Err(archive_break(members, &e)) }),
+            Err(e) => return send(Item { input, name, payload: Payload::Unreadable(archive_break(members, &e)) }),
         };
         if !entry.header().entry_type().is_file() {
             continue;
@@ -175,10 +201,10 @@ fn read_archive(input: usize, path: &Path, send: &mut dyn FnMut(Item) -> bool) -
         let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
         let item_name = format!("{name}:{member}");
         let item = match entry.read_to_end(&mut bytes) {
-            Ok(_) => Item { input, name: item_name, bytes: Ok(bytes) },
-            Err(e) => Item { input, name: item_name, bytes: Err(archive_break(members - 1, &e)) },
+            Ok(_) => Item { input, name: item_name, payload: Payload::Bytes(bytes) },
+            Err(e) => Item { input, name: item_name, payload: Payload::Unreadable(archive_break(members - 1, &e)) },
         };
-        let broken = item.bytes.is_err();
+        let broken = matches!(item.payload, Payload::Unreadable(_));
         if !send(item) {
             return false;
         }
