@@ -8,7 +8,7 @@ What users run today, in one process: for every alert file under FOLDER (sorted;
 the FITS file with astropy.io.fits, convert to float32, crop the centre [21:42, 21:42], set NaN to
 0; collect the candidate fields into a row of a numpy structured array whose dtype is built from
 the first alert's candidate schema (null -> NaN for floats, -1 for integers, '' for strings).
-Every 1000 alerts the rows are written with zarr-python (3.x, Zarr v2 format, zstd level 3, 1000
+Every 1000 alerts the rows are written with zarr-python (3.x, Zarr v2 format, zstd level 1, 1000
 rows per chunk, like ztf2zarr's defaults) into OUT.zarr: `stamps` (N, 3, 21, 21) float32 and
 `catalog` (N,) structured; the metadata is consolidated at the end.
 
@@ -105,7 +105,7 @@ def main():
     capacity = len(files)  # one alert per file, as ZTF publishes them (grown if not)
 
     root = zarr.open_group(args.out, mode="w", zarr_format=2)
-    compressor = numcodecs.Zstd(level=3)
+    compressor = numcodecs.Zstd(level=1)
     stamps_out = None
     catalog_out = None
     columns = None

@@ -109,7 +109,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub strict: bool,
 
-    /// zstd level for the chunks (1..=22) [new store default: 3].
+    /// zstd level for the chunks (1..=22) [new store default: 1].
     #[arg(long, value_name = "LEVEL")]
     pub zstd_level: Option<i32>,
 

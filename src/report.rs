@@ -91,6 +91,14 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize
             stats.truncated[0].1.join(", ")
         );
     }
+    if stats.unlabeled_append {
+        let _ = writeln!(
+            out,
+            "  warning     the store is labeled but no --labels was given: the {} new alerts are unlabeled (run `ztf2zarr label {} --labels …`)",
+            stats.written,
+            store.display()
+        );
+    }
     if !stats.unmapped_fields.is_empty() {
         let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
     }

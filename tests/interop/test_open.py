@@ -140,13 +140,13 @@ def test_array_metadata_on_disk(real_default):
     assert st["shape"] == [N_REAL, 3, 21, 21]
     assert st["chunks"] == [1000, 3, 21, 21]
     assert st["dtype"] == "<f4"
-    assert st["compressor"] == {"id": "zstd", "level": 3}
+    assert st["compressor"] == {"id": "zstd", "level": 1}
     assert st["order"] == "C"
     cat = ztfref.read_json(store / "catalog" / ".zarray")
     assert cat["zarr_format"] == 2
     assert cat["shape"] == [N_REAL]
     assert cat["chunks"] == [1000]
-    assert cat["compressor"] == {"id": "zstd", "level": 3}
+    assert cat["compressor"] == {"id": "zstd", "level": 1}
     assert [list(f) for f in cat["dtype"]] == [[c.name, c.dtype] for c in ztfref.catalog_columns()]
     # packed: the item size is the sum of the field sizes
     assert np.dtype([tuple(f) for f in cat["dtype"]]).itemsize == sum(

@@ -191,3 +191,15 @@ fn splits_are_disjoint_by_object_stratified_and_reproducible() {
     }
     assert!(per_label.values().all(|n| *n <= 25), "{per_label:?}");
 }
+
+#[test]
+fn appending_unlabeled_alerts_to_a_labeled_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("labels.csv");
+    std::fs::write(&csv, "oid,predicted_class\nZTF20aaaaaaa,QSO\n").unwrap();
+    let store = dir.path().join("s.zarr");
+    let night = real_alerts().join("kowalski-20200202");
+    ztf2zarr_ok(["build", night.to_str().unwrap(), "-o", store.to_str().unwrap(), "--labels", csv.to_str().unwrap()]);
+    let summary = ztf2zarr_ok(["build", real_alerts().join("boom").to_str().unwrap(), "-o", store.to_str().unwrap()]);
+    assert!(summary.contains("the 1 new alerts are unlabeled"), "{summary}");
+}
