@@ -9,6 +9,7 @@
 //! `catalog` owns the column model (declared in `schemas/catalog.tsv`); `cmd` holds one file per
 //! subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
 
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod cmd;

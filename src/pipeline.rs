@@ -21,7 +21,7 @@ use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
 use crate::report::Progress;
 use crate::source::{self, Item, Plan};
-use crate::store::{utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
+use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
 /// far slower than 512), small enough to bound memory (archive members wait here as bytes).
@@ -480,15 +480,11 @@ fn run_record(config: &BuildConfig, stats: &Stats, started_at: &str) -> serde_js
             })
         })
         .collect();
-    json!({
-        "tool": format!("ztf2zarr {}", env!("CARGO_PKG_VERSION")),
-        "started": started_at,
-        "finished": utc_now(),
+    let details = json!({
         "labels": config.labels.as_ref().map(|l| l.provenance["csv"].clone()),
-        "rows_before": stats.rows_before,
-        "rows_after": stats.rows_before + stats.written,
         "inputs": inputs,
-    })
+    });
+    store::run_record(started_at, stats.rows_before, stats.rows_before + stats.written, details)
 }
 
 fn rejects_jsonl(rejects: &[RejectRecord]) -> String {

@@ -2,8 +2,9 @@
 //! `.tar.gz` archives) and reading them, in order, as named byte buffers. Archives are streamed
 //! member by member, never extracted to disk. This module never parses Avro.
 //!
-//! Reading runs on its own thread and hands items over a bounded channel, so disk reads and the
-//! archive's inflate overlap with decoding while memory stays bounded.
+//! A reader thread hands items over a bounded channel, in input order: a loose file as its path
+//! (read later by [`Item::load`] on a worker, so files are read in parallel), an archive member
+//! as its bytes (the archive is one gzip stream, inflated here while the workers decode).
 
 use std::fs::File;
 use std::io::{BufReader, Read};

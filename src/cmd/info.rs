@@ -7,12 +7,10 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::ExitStatus;
+use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
-use crate::store::{civil_from_days, StoreReader, REJECTS};
-
-/// Julian date of 1970-01-01T00:00 UTC.
-const UNIX_EPOCH_JD: f64 = 2_440_587.5;
+use crate::store::{StoreReader, REJECTS};
 
 /// Run `info`.
 ///
@@ -42,7 +40,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         if let Some(offset) = jd {
             let value = f64::from_le_bytes(row[offset..offset + 8].try_into()?);
             if value.is_finite() {
-                *nights.entry(utc_date(value)).or_default() += 1;
+                *nights.entry(jd_to_date(value)).or_default() += 1;
             }
         }
         if let Some(c) = column("schemavsn") {
@@ -77,14 +75,6 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "splits": reader.root_attrs().get("splits").map(|_| split_sizes(root)),
         "runs": reader.runs()?,
     }))
-}
-
-/// The UTC calendar date of a Julian date.
-fn utc_date(jd: f64) -> String {
-    #[allow(clippy::cast_possible_truncation)] // a JD within the calendar's range
-    let days = (jd - UNIX_EPOCH_JD).floor() as i64;
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Rows in each split index array, from their `.zarray` shapes.
@@ -176,15 +166,4 @@ fn describe_run(run: &Value) -> String {
         })
         .collect();
     inputs.join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn julian_dates_become_utc_dates() {
-        assert_eq!(utc_date(2_451_544.5), "2000-01-01");
-        assert_eq!(utc_date(2_458_881.9), "2020-02-02");
-    }
 }

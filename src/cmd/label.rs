@@ -11,7 +11,7 @@ use super::ExitStatus;
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels};
-use crate::store::{utc_now, Commit, Purpose, Requested, StoreError, Transaction};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction};
 
 /// Read the labels the options name, if any.
 ///
@@ -43,24 +43,8 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     match relabel(&transaction, &labels) {
         Ok(counts) => {
             let rows = transaction.committed().map_or(0, |c| c.rows);
-            let run = json!({
-                "tool": format!("ztf2zarr {}", env!("CARGO_PKG_VERSION")),
-                "started": started,
-                "finished": utc_now(),
-                "relabel": labels.provenance["csv"],
-                "rows_before": rows,
-                "rows_after": rows,
-                "labeled": counts.labeled,
-            });
-            let commit = Commit {
-                rows,
-                new_candids: Vec::new(),
-                column_docs: Vec::new(),
-                new_rejects: String::new(),
-                run,
-                labels: Some(labels.provenance.clone()),
-                extra_metadata: None,
-            };
+            let run = run_record(&started, rows, rows, json!({"relabel": labels.provenance["csv"], "labeled": counts.labeled}));
+            let commit = Commit { labels: Some(labels.provenance.clone()), ..Commit::same_rows(rows, run) };
             transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{}`", args.store.display()))?;
             println!(
                 "ztf2zarr label → {}\n  labeled     {} of {rows} alerts ({} of {} objects found in {})\n  classes     {}",

@@ -8,7 +8,7 @@ use super::ExitStatus;
 use crate::catalog::Layout;
 use crate::cli::SplitArgs;
 use crate::split::{assign, SplitOptions, Splits, SPLIT_NAMES};
-use crate::store::{utc_now, Commit, Purpose, Requested, Transaction, SPLITS};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, SPLITS};
 
 /// Rows per chunk of a split index array (8 MB of int64).
 const INDEX_CHUNK: usize = 1 << 20;
@@ -43,23 +43,8 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     };
     let rows = transaction.committed().map_or(0, |c| c.rows);
     let sizes: Vec<usize> = splits.rows.iter().map(Vec::len).collect();
-    let run = json!({
-        "tool": format!("ztf2zarr {}", env!("CARGO_PKG_VERSION")),
-        "started": started,
-        "finished": utc_now(),
-        "split": {"seed": args.seed, "train": sizes[0], "val": sizes[1], "test": sizes[2]},
-        "rows_before": rows,
-        "rows_after": rows,
-    });
-    let commit = Commit {
-        rows,
-        new_candids: Vec::new(),
-        column_docs: Vec::new(),
-        new_rejects: String::new(),
-        run,
-        labels: None,
-        extra_metadata: Some(extra),
-    };
+    let run = run_record(&started, rows, rows, json!({"split": {"seed": args.seed, "train": sizes[0], "val": sizes[1], "test": sizes[2]}}));
+    let commit = Commit { extra_metadata: Some(extra), ..Commit::same_rows(rows, run) };
     transaction.commit(commit).with_context(|| format!("cannot commit the splits to `{}`", args.store.display()))?;
     print!("{}", summary(args, &splits));
     Ok(ExitStatus::Success)

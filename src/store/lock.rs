@@ -49,7 +49,7 @@ impl StoreLock {
         }
         let _ = file.set_len(0);
         let _ = file.rewind();
-        let _ = writeln!(file, "pid {} since {}", std::process::id(), super::metadata::utc_now());
+        let _ = writeln!(file, "pid {} since {}", std::process::id(), crate::calendar::utc_now());
         Ok(StoreLock { file })
     }
 }

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use thiserror::Error;
 
+pub use crate::calendar::utc_now;
 pub use lock::{lock_path, StoreLock};
-pub use metadata::{civil_from_days, utc_now, StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
+pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
 pub use reader::{read_json, ReadError, StoreReader};
 
 /// A failure to write the store; always names the path.
@@ -148,6 +149,39 @@ pub struct Commit {
     pub labels: Option<Value>,
     /// New metadata documents besides stamps and catalog (None: keep the store's).
     pub extra_metadata: Option<Vec<(String, Value)>>,
+}
+
+impl Commit {
+    /// A commit that keeps the store's rows and changes what describes them (labels, splits).
+    #[must_use]
+    pub fn same_rows(rows: usize, run: Value) -> Commit {
+        Commit {
+            rows,
+            new_candids: Vec::new(),
+            column_docs: Vec::new(),
+            new_rejects: String::new(),
+            run,
+            labels: None,
+            extra_metadata: None,
+        }
+    }
+}
+
+/// A provenance record for `ztf2zarr.runs`: tool, start and end time, rows before and after,
+/// and what the command did (`details`, merged in).
+#[must_use]
+pub fn run_record(started: &str, rows_before: usize, rows_after: usize, details: Value) -> Value {
+    let mut record = serde_json::json!({
+        "tool": format!("ztf2zarr {}", env!("CARGO_PKG_VERSION")),
+        "started": started,
+        "finished": utc_now(),
+        "rows_before": rows_before,
+        "rows_after": rows_after,
+    });
+    if let (Some(record), Value::Object(details)) = (record.as_object_mut(), details) {
+        record.extend(details);
+    }
+    record
 }
 
 /// One build's changes to one store, published atomically by [`Transaction::commit`].

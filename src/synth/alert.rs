@@ -9,6 +9,7 @@ use super::avro::{self, RecordBuilder, SchemaMismatch};
 use super::fits::gzip_fits;
 use super::pixels::{render_cutouts, CutoutPlan, Image, NanMask, CCD_HEIGHT, CCD_WIDTH, CUTOUT_CENTRE, CUTOUT_SIDE};
 use super::{has_nan_pixels, SynthConfig, ALERTS_PER_OBJECT, EDGE_INDEX};
+use crate::calendar::civil_from_days;
 use crate::rng::{mix64, Rng};
 
 /// Tags of the independent random streams. Each kind of content draws from its own stream, so a
@@ -694,20 +695,6 @@ fn calendar(jd: f64) -> (i64, u32, u32, f64) {
 
 fn calendar_year(jd: f64) -> i64 {
     calendar(jd).0
-}
-
-/// Proleptic Gregorian date of a day count from 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
