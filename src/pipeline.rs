@@ -16,7 +16,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::catalog::Layout;
-use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN};
+use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
 use crate::report::Progress;
@@ -96,8 +96,8 @@ pub struct Stats {
     pub rejects: Vec<RejectRecord>,
     /// Per path given, in order.
     pub per_input: Vec<InputCounts>,
-    /// Rows with each stamp flag: edge placed, had NaN, edge guessed.
-    pub flagged: [usize; 3],
+    /// Rows with each stamp flag: edge placed, had NaN, edge guessed, masked pixels.
+    pub flagged: [usize; 4],
     /// Rows whose string values were cut to the column width: (source, columns).
     pub truncated: Vec<(String, Vec<String>)>,
     /// Schema versions seen, with the number of alerts written with each.
@@ -446,7 +446,7 @@ fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject
 fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Alert, name: &str, layout: &Layout) {
     stats.written += 1;
     let flags = layout.index_of("stamp_flags").and_then(|c| layout.read_i64(&alert.row, c)).unwrap_or(0);
-    for (slot, bit) in [FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_EDGE_GUESSED].into_iter().enumerate() {
+    for (slot, bit) in [FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_EDGE_GUESSED, FLAG_MASKED].into_iter().enumerate() {
         if flags & i64::from(bit) != 0 {
             stats.flagged[slot] += 1;
         }

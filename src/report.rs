@@ -78,8 +78,8 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize
     if !stats.rejects.is_empty() {
         let _ = writeln!(out, "      (all reasons: {})", store.join("rejects.jsonl").display());
     }
-    let [edge, nan, guessed] = stats.flagged;
-    let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}");
+    let [edge, nan, guessed, masked] = stats.flagged;
+    let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}, masked-pixels {masked}");
     let versions: Vec<String> = stats.schema_versions.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
     let _ = writeln!(out, "  schemas     {}", if versions.is_empty() { "-".into() } else { versions.join(", ") });
     if !stats.truncated.is_empty() {

@@ -30,6 +30,11 @@ pub const FLAG_EDGE_PLACED: u8 = 1;
 pub const FLAG_HAD_NAN: u8 = 2;
 /// `stamp_flags` bit: edge placement had no `xpos`/`ypos` and assumed the high edge.
 pub const FLAG_EDGE_GUESSED: u8 = 4;
+/// `stamp_flags` bit: a stored stamp pixel holds ZTF's masked-pixel value (−3.4028235e38, the
+/// most negative float32; any value ≤ [`MASKED_AT_OR_BELOW`] counts). Kept as it is.
+pub const FLAG_MASKED: u8 = 8;
+/// Pixels at or below this are ZTF's masked-pixel marker, not data.
+pub const MASKED_AT_OR_BELOW: f32 = -1e30;
 
 /// How stamps are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +166,9 @@ fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, 
                         flags |= FLAG_HAD_NAN;
                         spec.fill()
                     } else {
+                        if value <= MASKED_AT_OR_BELOW {
+                            flags |= FLAG_MASKED;
+                        }
                         value
                     }
                 }
@@ -226,6 +234,17 @@ mod tests {
         let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
         assert_eq!(flags, FLAG_HAD_NAN);
         assert_eq!(out[10 * 21 + 10], 0.0);
+    }
+
+    #[test]
+    fn masked_pixels_are_kept_and_flagged() {
+        let mut pixels = vec![1.0; 63 * 63];
+        pixels[31 * 63 + 30] = f32::MIN;
+        let gz = gzip(&fits_bytes(63, 63, &pixels));
+        let mut out = vec![0.0; 21 * 21];
+        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
+        assert_eq!(flags, FLAG_MASKED);
+        assert_eq!(out[10 * 21 + 9], f32::MIN);
     }
 
     #[test]

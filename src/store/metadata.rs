@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{Settings, SPLITS};
 use crate::catalog::Layout;
-use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN};
+use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
 
 /// Name of the stamps array.
 pub const STAMPS: &str = "stamps";
@@ -115,6 +115,7 @@ impl StoreMetadata {
                     FLAG_EDGE_PLACED.to_string(): "edge cutout (smaller than 63x63, clipped at a CCD edge) placed in the 63x63 frame; pixels beyond the edge hold the fill value",
                     FLAG_HAD_NAN.to_string(): "a stored stamp pixel was NaN in the cutout",
                     FLAG_EDGE_GUESSED.to_string(): "edge placement assumed the high edge because xpos/ypos was missing",
+                    FLAG_MASKED.to_string(): "a stored stamp pixel holds ZTF's masked-pixel value (-3.4028235e38, any value <= -1e30), kept as it is",
                 },
                 "missing_values": missing,
                 "labels": self.labels,

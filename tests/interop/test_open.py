@@ -79,7 +79,7 @@ def test_group_attrs(real_default):
     assert meta["stamp_size"] == 21
     assert meta["nan_policy"] == "zero"
     assert isinstance(meta["version"], str) and meta["version"]
-    assert set(meta["stamp_flags"]) == {"1", "2", "4"}
+    assert set(meta["stamp_flags"]) == {"1", "2", "4", "8"}
     assert all(isinstance(v, str) and v for v in meta["stamp_flags"].values())
     assert isinstance(meta["missing_values"], dict) and meta["missing_values"]
 

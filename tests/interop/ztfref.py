@@ -31,6 +31,7 @@ Y_SPLIT = 1540.0
 FLAG_EDGE = 1
 FLAG_NAN = 2
 FLAG_GUESSED = 4
+FLAG_MASKED = 8  # a kept pixel holds ZTF's masked value, -3.4028235e38 (any value <= -1e30)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -218,6 +219,8 @@ def expected_stamp(alert: Alert, size: int, keep_nan: bool) -> ExpectedStamp:
             flags |= FLAG_GUESSED
         if np.isnan(crop[crop_mask]).any():
             flags |= FLAG_NAN
+        if (crop[crop_mask] <= np.float32(-1e30)).any():
+            flags |= FLAG_MASKED
         if not keep_nan:
             crop = np.where(np.isnan(crop), np.float32(0), crop)
         out[ch] = crop
