@@ -65,6 +65,8 @@ pub struct Labels {
     /// Code of each of the CSV's distinct class names.
     code_of_class: Vec<i16>,
     names: Vec<String>,
+    /// Catalog columns (objectId, label, label_code), looked up once rather than per row.
+    columns: Option<(usize, usize, usize)>,
     /// What the store records about where the labels came from.
     pub provenance: Value,
 }
@@ -102,7 +104,12 @@ impl Labels {
             "objects_in_csv": csv.by_object.len(),
             "unlabeled": {"label": "", "label_code": UNLABELED_CODE},
         });
-        Ok(Labels { by_object: csv.by_object, code_of_class, names, provenance })
+        let layout = Layout::builtin();
+        let columns = match (layout.index_of("objectId"), layout.index_of("label"), layout.index_of("label_code")) {
+            (Some(object), Some(label), Some(code)) => Some((object, label, code)),
+            _ => None,
+        };
+        Ok(Labels { by_object: csv.by_object, code_of_class, names, columns, provenance })
     }
 
     /// The (label, code) of an object; `("", -1)` when the CSV does not have it.
@@ -118,11 +125,7 @@ impl Labels {
     /// Set the `label` and `label_code` columns of a packed catalog row from its `objectId`.
     /// Returns whether the object was found.
     pub fn apply(&self, layout: &Layout, row: &mut [u8]) -> bool {
-        let (Some(object), Some(label), Some(code)) =
-            (layout.index_of("objectId"), layout.index_of("label"), layout.index_of("label_code"))
-        else {
-            return false;
-        };
+        let Some((object, label, code)) = self.columns else { return false };
         let object_id = layout.read_str(row, object).unwrap_or_default();
         let (name, value) = self.lookup(&object_id);
         // Class names longer than the column are cut; the code stays exact.

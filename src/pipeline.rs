@@ -16,7 +16,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::catalog::Layout;
-use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
+use crate::decode::cutout::STAMP_FLAGS;
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
 use crate::report::Progress;
@@ -97,7 +97,7 @@ pub struct Stats {
     /// Per path given, in order.
     pub per_input: Vec<InputCounts>,
     /// Rows with each stamp flag: edge placed, had NaN, edge guessed, masked pixels.
-    pub flagged: [usize; 4],
+    pub flagged: [usize; STAMP_FLAGS.len()],
     /// Rows whose string values were cut to the column width: (source, columns).
     pub truncated: Vec<(String, Vec<String>)>,
     /// Schema versions seen, with the number of alerts written with each.
@@ -225,7 +225,7 @@ struct Collector<'c> {
 }
 
 impl Collector<'_> {
-    /// Take one decoded input's alerts in order; returns a chunk that became full.
+    /// Take one decoded input's alerts in order; chunks that become full go to `full`.
     fn take(&mut self, decoded: Decoded, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
         let origin = self.config.plan.origins[decoded.input];
         self.stats.items += 1;
@@ -326,23 +326,22 @@ fn run(
     let layout = Layout::builtin();
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
+    let rows_before = transaction.committed().map_or(0, |c| c.rows);
+    let mut seen = CandidSet::default();
+    seen.extend(transaction.committed().iter().flat_map(|c| &c.candids));
+    let chunk = match transaction.take_partial() {
+        Some(partial) => ChunkBuffer::resume(partial, settings.chunk_rows),
+        None => ChunkBuffer::new(rows_before / settings.chunk_rows, settings.chunk_rows),
+    };
     let mut collector = Collector {
         config,
         layout,
-        stats: Stats { per_input: vec![InputCounts::default(); config.given.len()], ..Stats::default() },
-        seen: CandidSet::default(),
+        stats: Stats { per_input: vec![InputCounts::default(); config.given.len()], rows_before, ..Stats::default() },
+        seen,
         docs: ColumnDocs { docs: vec![None; layout.columns().len()], seen: HashSet::new() },
         versions: HashMap::new(),
         new_candids: Vec::new(),
-        chunk: ChunkBuffer::new(0, settings.chunk_rows),
-    };
-    if let Some(committed) = transaction.committed() {
-        collector.stats.rows_before = committed.rows;
-        collector.seen.extend(&committed.candids);
-    }
-    collector.chunk = match transaction.take_partial() {
-        Some(partial) => ChunkBuffer::resume(partial, settings.chunk_rows),
-        None => ChunkBuffer::new(collector.stats.rows_before / settings.chunk_rows, settings.chunk_rows),
+        chunk,
     };
     let writer = ChunkWriter { transaction, itemsize: layout.itemsize(), stamp_floats: 3 * spec.pixels() };
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
@@ -446,7 +445,7 @@ fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject
 fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Alert, name: &str, layout: &Layout) {
     stats.written += 1;
     let flags = layout.index_of("stamp_flags").and_then(|c| layout.read_i64(&alert.row, c)).unwrap_or(0);
-    for (slot, bit) in [FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_EDGE_GUESSED, FLAG_MASKED].into_iter().enumerate() {
+    for (slot, (bit, _)) in STAMP_FLAGS.into_iter().enumerate() {
         if flags & i64::from(bit) != 0 {
             stats.flagged[slot] += 1;
         }

@@ -10,6 +10,7 @@ use super::ExitStatus;
 use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
+use crate::decode::cutout::STAMP_FLAGS;
 use crate::store::{StoreReader, REJECTS};
 
 /// Run `info`.
@@ -34,8 +35,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
     let mut nights: BTreeMap<String, usize> = BTreeMap::new();
     let mut versions: BTreeMap<String, usize> = BTreeMap::new();
     let mut labels: BTreeMap<String, usize> = BTreeMap::new();
-    let mut flags: BTreeMap<&str, usize> =
-        [("edge_placed", 0), ("had_nan", 0), ("edge_guessed", 0), ("masked_pixels", 0)].into_iter().collect();
+    let mut flags: BTreeMap<&str, usize> = STAMP_FLAGS.iter().map(|(_, name)| (*name, 0)).collect();
     let jd = column("jd").map(|c| layout.columns()[c].offset);
     for row in &rows {
         if let Some(offset) = jd {
@@ -52,8 +52,8 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
             *labels.entry(layout.read_str(row, c).unwrap_or_default()).or_default() += 1;
         }
         let bits = column("stamp_flags").and_then(|c| layout.read_i64(row, c)).unwrap_or(0);
-        for (bit, name) in [(1, "edge_placed"), (2, "had_nan"), (4, "edge_guessed"), (8, "masked_pixels")] {
-            if bits & bit != 0 {
+        for (bit, name) in STAMP_FLAGS {
+            if bits & i64::from(bit) != 0 {
                 *flags.entry(name).or_default() += 1;
             }
         }
