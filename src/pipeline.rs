@@ -53,6 +53,8 @@ pub struct RejectRecord {
     pub kind: &'static str,
     /// The reason.
     pub reason: String,
+    /// Alert records it stands for (1, or a whole block's or file's count).
+    pub records: usize,
 }
 
 /// An alert skipped because its candid was already stored or already seen in this build.
@@ -110,6 +112,14 @@ pub struct Stats {
     pub committed: bool,
     /// Wall time.
     pub elapsed: Duration,
+}
+
+impl Stats {
+    /// Alert records rejected (a reject line may stand for many records).
+    #[must_use]
+    pub fn rejected(&self) -> usize {
+        self.rejects.iter().map(|r| r.records).sum()
+    }
 }
 
 /// Why a build stopped.
@@ -239,8 +249,13 @@ impl Collector<'_> {
                     if self.config.strict {
                         return Err(BuildError::Strict { input: decoded.name, reason: reject.reason });
                     }
-                    self.stats.per_input[origin].rejected += 1;
-                    self.stats.rejects.push(RejectRecord { source: decoded.name.clone(), kind: reject.kind, reason: reject.reason });
+                    self.stats.per_input[origin].rejected += reject.records;
+                    self.stats.rejects.push(RejectRecord {
+                        source: decoded.name.clone(),
+                        kind: reject.kind,
+                        reason: reject.reason,
+                        records: reject.records,
+                    });
                     continue;
                 }
             };
@@ -438,7 +453,7 @@ fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), B
 fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
     match item.load() {
         Ok(bytes) => (bytes.len() as u64, decoder.decode_file(&item.name, &bytes)),
-        Err(reason) => (0, vec![Err(Reject { kind: "unreadable", reason })]),
+        Err(reason) => (0, vec![Err(Reject::new("unreadable", reason))]),
     }
 }
 
@@ -487,5 +502,14 @@ fn run_record(config: &BuildConfig, stats: &Stats, started_at: &str) -> serde_js
 }
 
 fn rejects_jsonl(rejects: &[RejectRecord]) -> String {
-    rejects.iter().map(|r| serde_json::json!({"source": r.source, "kind": r.kind, "reason": r.reason}).to_string() + "\n").collect()
+    rejects
+        .iter()
+        .map(|r| {
+            let mut line = serde_json::json!({"source": r.source, "kind": r.kind, "reason": r.reason});
+            if r.records != 1 {
+                line["records"] = r.records.into();
+            }
+            line.to_string() + "\n"
+        })
+        .collect()
 }

@@ -70,7 +70,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize
         let _ = writeln!(out, "      {}: candid {}", duplicate.source, duplicate.candid);
     }
     more(&mut out, stats.duplicates.len());
-    let _ = writeln!(out, "  rejected    {}{}", stats.rejects.len(), reject_kinds(stats));
+    let _ = writeln!(out, "  rejected    {}{}", stats.rejected(), reject_kinds(stats));
     for reject in stats.rejects.iter().take(SHOWN) {
         let _ = writeln!(out, "      {}: {}", reject.source, reject.reason);
     }
@@ -117,8 +117,8 @@ fn reject_kinds(stats: &Stats) -> String {
     let mut kinds: Vec<(&str, usize)> = Vec::new();
     for reject in &stats.rejects {
         match kinds.iter_mut().find(|(k, _)| *k == reject.kind) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((reject.kind, 1)),
+            Some((_, n)) => *n += reject.records,
+            None => kinds.push((reject.kind, reject.records)),
         }
     }
     if kinds.is_empty() {

@@ -44,11 +44,27 @@ pub struct Reject {
     pub kind: &'static str,
     /// The full reason, for the user.
     pub reason: String,
+    /// How many alert records this reject stands for: 1, or more when a whole block or file of
+    /// records is rejected at once (one line in `rejects.jsonl`, every record counted).
+    pub records: usize,
 }
 
 impl Reject {
+    /// A reject of one record (or of a file that holds one).
+    #[must_use]
+    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Reject { kind, reason: reason.into(), records: 1 }
+    }
+
+    /// The same reject, standing for `records` alert records.
+    #[must_use]
+    pub fn for_records(mut self, records: usize) -> Self {
+        self.records = records;
+        self
+    }
+
     fn avro(error: &AvroError) -> Self {
-        Reject { kind: "corrupt-avro", reason: format!("corrupt Avro: {error}") }
+        Reject::new("corrupt-avro", format!("corrupt Avro: {error}"))
     }
 }
 
@@ -165,7 +181,7 @@ impl Decoder {
             }
         }
         if results.is_empty() {
-            results.push(Err(Reject { kind: "corrupt-avro", reason: "container holds no records".into() }));
+            results.push(Err(Reject::new("corrupt-avro", "container holds no records")));
         }
         results
     }
@@ -267,7 +283,7 @@ impl Decoder {
                     if let Node::Union(branches) = schema.node(field.node) {
                         let branch = cursor.branch(branches.len())?;
                         if schema.node(branches[branch]) == &Node::Null {
-                            problem.get_or_insert(Reject { kind: "bad-value", reason: "candidate is null".into() });
+                            problem.get_or_insert(Reject::new("bad-value", "candidate is null"));
                             continue;
                         }
                     }
@@ -299,7 +315,7 @@ impl Decoder {
         }
         let candid = match candid {
             Some(Scalar::Int(candid)) => candid,
-            _ => return Ok(Err(Reject { kind: "bad-value", reason: "alert has no integer candid".into() })),
+            _ => return Ok(Err(Reject::new("bad-value", "alert has no integer candid"))),
         };
         Ok(self.finish(compiled, row, candid, cutouts, name, truncated))
     }
@@ -309,7 +325,7 @@ impl Decoder {
             Ok(Packed::Exact) => {}
             Ok(Packed::Truncated) => truncated.push(self.layout.columns()[col].name.clone()),
             Err(error) => {
-                problem.get_or_insert(Reject { kind: "bad-value", reason: error.to_string() });
+                problem.get_or_insert(Reject::new("bad-value", error.to_string()));
             }
         }
     }
@@ -325,18 +341,18 @@ impl Decoder {
     ) -> Result<Alert, Reject> {
         let columns = &self.columns;
         // candid may have come only from candidate.candid (never in ZTF, but cheap to allow).
-        self.layout.pack(&mut row, columns.candid, Scalar::Int(candid)).map_err(|e| Reject { kind: "bad-value", reason: e.to_string() })?;
+        self.layout.pack(&mut row, columns.candid, Scalar::Int(candid)).map_err(|e| Reject::new("bad-value", e.to_string()))?;
         let position = Position { x: self.read_f32(&row, columns.xpos), y: self.read_f32(&row, columns.ypos) };
         let pixels = self.spec.pixels();
         let mut stamps = vec![0.0; 3 * pixels];
         let mut flags = 0;
         for (channel, bytes) in cutouts.iter().enumerate() {
             let Some(bytes) = bytes else {
-                return Err(Reject { kind: "null-cutout", reason: format!("{} is null", CUTOUTS[channel]) });
+                return Err(Reject::new("null-cutout", format!("{} is null", CUTOUTS[channel])));
             };
             let out = &mut stamps[channel * pixels..(channel + 1) * pixels];
             flags |= cutout::decode_into(bytes, position, self.spec, out)
-                .map_err(|e| Reject { kind: "bad-cutout", reason: format!("{} {e}", CUTOUTS[channel]) })?;
+                .map_err(|e| Reject::new("bad-cutout", format!("{} {e}", CUTOUTS[channel])))?;
         }
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
         let source = tail_chars(name, columns.source_chars);
