@@ -120,6 +120,18 @@ pub struct BuildArgs {
     /// Label the new alerts from a classifier CSV (see `ztf2zarr label --help`).
     #[command(flatten)]
     pub labels: LabelSource,
+
+    /// Queue behind another writer of the store.
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `--wait[=SECONDS]`, for every command that writes a store.
+#[derive(Debug, Args)]
+pub struct WaitArg {
+    /// If another ztf2zarr is writing the store, wait for it (at most SECONDS, if given) instead of stopping at once.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+    pub wait: Option<Option<u64>>,
 }
 
 /// Where labels come from and how classes map to codes.
@@ -155,6 +167,10 @@ pub struct LabelArgs {
     /// Labels and class mapping (--labels is required here).
     #[command(flatten)]
     pub source: LabelSource,
+
+    /// Queue behind another writer of the store.
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// Options of `ztf2zarr split`.
@@ -190,6 +206,10 @@ pub struct SplitArgs {
     /// Leave out unlabeled alerts.
     #[arg(long)]
     pub labeled_only: bool,
+
+    /// Queue behind another writer of the store.
+    #[command(flatten)]
+    pub wait: WaitArg,
 }
 
 /// Options of `ztf2zarr generate`.

@@ -12,7 +12,7 @@ use crate::decode::cutout::FRAME;
 use crate::pipeline::{self, BuildConfig};
 use crate::report::{self, Progress};
 use crate::source::{self, Input};
-use crate::store::Requested;
+use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
 
 /// Run `build`.
 ///
@@ -34,6 +34,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         plan: Arc::new(plan),
         output: args.output.clone(),
         requested: Requested {
+            wait: Wait::from_option(args.wait.wait),
             stamp_size: args.stamp_size,
             keep_nan: args.keep_nan,
             chunk_rows: args.chunk_rows,
@@ -55,6 +56,12 @@ fn validate(args: &BuildArgs) -> anyhow::Result<()> {
     }
     if args.chunk_rows == Some(0) {
         bail!("--chunk-rows must be at least 1");
+    }
+    if let Some(rows) = args.chunk_rows {
+        let side = args.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE);
+        if !chunk_fits(rows, side) {
+            bail!("--chunk-rows {rows} makes stamp chunks larger than {} MiB; choose fewer rows", MAX_CHUNK_BYTES >> 20);
+        }
     }
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");

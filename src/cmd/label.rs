@@ -11,7 +11,7 @@ use super::ExitStatus;
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels};
-use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait};
 
 /// Read the labels the options name, if any.
 ///
@@ -39,7 +39,11 @@ pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
 pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     let Some(labels) = load(&args.source)? else { bail!("--labels FILE.csv is required") };
     let started = utc_now();
-    let transaction = Transaction::begin(&args.store, Requested::default(), Purpose::RewriteCatalog)?;
+    let transaction = Transaction::begin(
+        &args.store,
+        Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
+        Purpose::RewriteCatalog,
+    )?;
     match relabel(&transaction, &labels) {
         Ok(counts) => {
             let rows = transaction.committed().map_or(0, |c| c.rows);

@@ -8,7 +8,7 @@ use super::ExitStatus;
 use crate::catalog::Layout;
 use crate::cli::SplitArgs;
 use crate::split::{assign, SplitOptions, Splits, SPLIT_NAMES};
-use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, SPLITS};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
 
 /// Rows per chunk of a split index array (8 MB of int64).
 const INDEX_CHUNK: usize = 1 << 20;
@@ -29,7 +29,11 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
         labeled_only: args.labeled_only,
     };
     let started = utc_now();
-    let transaction = Transaction::begin(&args.store, Requested::default(), Purpose::ReplaceSplits)?;
+    let transaction = Transaction::begin(
+        &args.store,
+        Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
+        Purpose::ReplaceSplits,
+    )?;
     let result = compute(&transaction, &options).and_then(|splits| {
         let extra = write_arrays(&transaction, &splits, &options)?;
         Ok((splits, extra))

@@ -6,7 +6,14 @@
 //! staging folder beside the store (committed chunks hard-linked, new and rewritten chunks
 //! written, then all metadata), and published with one atomic `renameat2(RENAME_EXCHANGE)` — or
 //! one `rename` for a new store. A reader, or a build killed at any moment, sees the old store or
-//! the new one, never a mix; a leftover staging folder is removed by the next build.
+//! the new one, never a mix; a leftover staging folder is removed by the next build. Every file
+//! and folder of the staging tree is synced before the exchange and the parent folder after it,
+//! so a power cut cannot publish a store whose files are empty.
+//!
+//! A store is always written through its real path ([`resolve`]): a symlinked store is locked
+//! and published where it lives, and the link stays a link. Besides errors, this module prints
+//! two things itself on stderr: that it waits for another writer's lock, and a warning when the
+//! old tree cannot be removed after a publish (the store is then already committed).
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
 mod lock;
@@ -14,27 +21,37 @@ mod metadata;
 mod reader;
 pub mod verify;
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use thiserror::Error;
 
 pub use crate::calendar::utc_now;
-pub use lock::{lock_path, StoreLock};
+pub use lock::{lock_path, resolve, StoreLock, Wait};
 pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
 pub use reader::{read_json, ReadError, StoreReader};
 
 /// A failure to write the store; always names the path.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// Another process is writing the store.
-    #[error("`{store}` is being written by another ztf2zarr ({holder}); wait for it to finish")]
-    Locked { store: PathBuf, holder: String },
+    /// Another process is writing the store (and still was after `waited` seconds, if given).
+    #[error("`{store}` is being written by another ztf2zarr ({holder}); {}", waited_text(*.waited))]
+    Locked { store: PathBuf, holder: String, waited: Option<u64> },
     /// The lock file cannot be created (e.g. the folder is not writable).
-    #[error("cannot lock store `{store}` (lock file `{path}`): {source}")]
+    #[error("cannot write the store `{store}`: cannot create its lock file `{path}` ({source})")]
     Lock { store: PathBuf, path: PathBuf, source: std::io::Error },
+    /// The store's path cannot be resolved to a real path (symlink loop, missing parent).
+    #[error("cannot resolve the store path `{store}`: {source}")]
+    Resolve { store: PathBuf, source: std::io::Error },
+    /// The folder that holds (or will hold) the store cannot take new files.
+    #[error("cannot write the store `{store}`: `{folder}` is not a writable folder ({source})")]
+    Unwritable { store: PathBuf, folder: PathBuf, source: std::io::Error },
+    /// There is no store at the path (to label or split).
+    #[error("`{0}`: no store there (build one first with `ztf2zarr build ... -o {0}`)")]
+    Missing(PathBuf),
     /// The output exists and is not a store this tool wrote.
     #[error("`{0}` exists and is not a ztf2zarr store (no .zgroup / stamps / catalog); choose another path")]
     NotAStore(PathBuf),
@@ -52,10 +69,19 @@ pub enum StoreError {
     Compress { path: PathBuf, source: std::io::Error },
 }
 
-/// The options that fix a store's layout, as requested on the command line (None: the store's,
-/// or the default for a new store).
+fn waited_text(waited: Option<u64>) -> String {
+    match waited {
+        None => "wait for it to finish, or give --wait to queue behind it".into(),
+        Some(seconds) => format!("still locked after it waited {seconds} s"),
+    }
+}
+
+/// What the command line asks of the store: the options that fix its layout (None: the store's,
+/// or the default for a new store), and how long to wait for another writer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Requested {
+    /// `--wait[=SECONDS]`
+    pub wait: Wait,
     /// `--stamp-size`
     pub stamp_size: Option<usize>,
     /// `--keep-nan`
@@ -77,6 +103,19 @@ pub struct Settings {
     pub chunk_rows: usize,
     /// zstd level of the chunks.
     pub zstd_level: i32,
+}
+
+/// The largest uncompressed chunk (of either array) a store may have: bounds the memory a read
+/// or a build reserves for one chunk, whatever a damaged `.zarray` says.
+pub const MAX_CHUNK_BYTES: usize = 1 << 30;
+
+/// Whether chunks of `chunk_rows` rows of `stamp_size`² stamps stay within [`MAX_CHUNK_BYTES`]
+/// (the stamps chunk is always the larger of the two).
+#[must_use]
+pub fn chunk_fits(chunk_rows: usize, stamp_size: usize) -> bool {
+    let row_bytes = 3 * stamp_size * stamp_size * 4;
+    let catalog_row = crate::catalog::Layout::builtin().itemsize();
+    chunk_rows.checked_mul(row_bytes.max(catalog_row)).is_some_and(|bytes| bytes <= MAX_CHUNK_BYTES)
 }
 
 /// Defaults for a new store.
@@ -196,21 +235,23 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// Lock `target`, tidy what a killed build left, read the committed state (if the store
-    /// exists), check the requested options against it, and prepare the staging folder.
+    /// Resolve `target` to the real store, refuse a path that is not a store this tool writes
+    /// (before any lock file is made), lock it, tidy what a killed build left, read the committed
+    /// state (if the store exists), check the requested options against it, and prepare the
+    /// staging folder — all before any input is read.
     ///
     /// # Errors
-    /// Locked, not a store, incompatible options, or I/O failure.
+    /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
     pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
-        }
-        let lock = StoreLock::acquire(target)?;
-        recover(target)?;
-        let staging = lock::sibling(target, "staging");
-        let committed_reader = open_existing(target)?;
+        let resolved = resolve_target(target, purpose)?;
+        refuse_what_is_not_a_store(&resolved, purpose)?;
+        let lock = StoreLock::acquire_waiting(&resolved, requested.wait)?;
+        let target = lock.store().to_path_buf();
+        recover(&target)?;
+        let staging = lock::sibling(&target, "staging");
+        let committed_reader = open_existing(&target)?;
         let settings = match &committed_reader {
-            Some(reader) => check_compatible(target, reader.settings(), requested)?,
+            Some(reader) => check_compatible(&target, reader.settings(), requested)?,
             None => Settings {
                 stamp_size: requested.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE),
                 keep_nan: requested.keep_nan,
@@ -219,16 +260,20 @@ impl Transaction {
             },
         };
         if purpose != Purpose::Append && committed_reader.is_none() {
-            return Err(StoreError::NotAStore(target.to_path_buf()));
+            return Err(StoreError::NotAStore(target));
         }
         for folder in [staging.clone(), staging.join(STAMPS), staging.join(CATALOG)] {
-            std::fs::create_dir_all(&folder).map_err(|source| StoreError::Write { path: folder.clone(), source })?;
+            std::fs::create_dir_all(&folder).map_err(|source| StoreError::Unwritable {
+                store: target.clone(),
+                folder: folder.clone(),
+                source,
+            })?;
         }
         let committed = match &committed_reader {
-            Some(reader) => Some(stage_existing(reader, target, &staging, purpose)?),
+            Some(reader) => Some(stage_existing(reader, &target, &staging, purpose)?),
             None => None,
         };
-        Ok(Transaction { target: target.to_path_buf(), staging, settings, committed, reader: committed_reader, _lock: lock })
+        Ok(Transaction { target, staging, settings, committed, reader: committed_reader, _lock: lock })
     }
 
     /// The committed store, for reading what a rewrite starts from.
@@ -291,7 +336,7 @@ impl Transaction {
     fn write_compressed(&self, path: &Path, raw: &[u8]) -> Result<(), StoreError> {
         let compressed = zstd::bulk::compress(raw, self.settings.zstd_level)
             .map_err(|source| StoreError::Compress { path: path.to_path_buf(), source })?;
-        std::fs::write(path, compressed).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+        write_file(path, &compressed)
     }
 
     /// Write the candid index, the rejects log and every metadata file (`.zmetadata` last) into
@@ -322,6 +367,7 @@ impl Transaction {
             write_file(&path, pretty(value).as_bytes())?;
         }
         write_file(&self.staging.join(".zmetadata"), pretty(&metadata::consolidated(&files)).as_bytes())?;
+        sync_folders(&self.staging)?;
         fault_point("before-publish");
         publish(&self.staging, &self.target, self.committed.is_some())?;
         fault_point("after-publish");
@@ -344,25 +390,99 @@ fn fault_point(name: &str) {
 }
 
 /// Undo what a killed build left behind: a staging folder (never published), or a store moved
-/// aside by the non-atomic fallback of `publish`.
+/// aside by the non-atomic fallback of `publish`; and remove old trees an earlier build could not.
 fn recover(target: &Path) -> Result<(), StoreError> {
     let staging = lock::sibling(target, "staging");
     let previous = lock::sibling(target, "previous");
     if previous.exists() {
         if target.exists() {
-            remove_tree(&previous)?;
+            discard(target, &previous)?;
         } else {
             std::fs::rename(&previous, target).map_err(|source| StoreError::Write { path: target.to_path_buf(), source })?;
         }
     }
     if staging.exists() {
-        remove_tree(&staging)?;
+        discard(target, &staging)?;
+    }
+    for trash in trash_folders(target) {
+        if let Err(error) = remove_tree(&trash) {
+            warn_left(&trash, &error);
+        }
     }
     Ok(())
 }
 
+/// Remove a tree this build needs out of the way; if it cannot be removed, move it aside to a
+/// trash folder beside the store (removed by a later build) with a warning, so that one stuck
+/// tree never fails every later build.
+fn discard(target: &Path, tree: &Path) -> Result<(), StoreError> {
+    let Err(error) = remove_tree(tree) else { return Ok(()) };
+    let trash = lock::sibling(target, &format!("trash.{}", std::process::id()));
+    std::fs::rename(tree, &trash).map_err(|_| error)?;
+    warn_left(&trash, &StoreError::Write { path: tree.to_path_buf(), source: std::io::Error::other("could not be removed") });
+    Ok(())
+}
+
+/// Trash folders beside the store (`.<name>.trash.<pid>`).
+fn trash_folders(target: &Path) -> Vec<PathBuf> {
+    let prefix = lock::sibling(target, "trash.").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some(parent) = target.parent() else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
+    entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect()
+}
+
+fn warn_left(tree: &Path, error: &StoreError) {
+    eprintln!("warning: {error}; the store is sound, and a later build removes `{}`", tree.display());
+}
+
 fn remove_tree(path: &Path) -> Result<(), StoreError> {
     std::fs::remove_dir_all(path).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+}
+
+/// The real path of `target`. For a build into a store not yet made, the parent folders are
+/// created first, so that the new store's folder can be resolved.
+fn resolve_target(target: &Path, purpose: Purpose) -> Result<PathBuf, StoreError> {
+    let resolve_error = |source| StoreError::Resolve { store: target.to_path_buf(), source };
+    match resolve(target) {
+        Ok(path) => Ok(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && purpose == Purpose::Append => {
+            let parent = lexical_parent(target);
+            std::fs::create_dir_all(&parent).map_err(|source| StoreError::Unwritable {
+                store: target.to_path_buf(),
+                folder: parent.clone(),
+                source,
+            })?;
+            resolve(target).map_err(resolve_error)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(StoreError::Unwritable { store: target.to_path_buf(), folder: lexical_parent(target), source: error })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing(target.to_path_buf())),
+        Err(error) => Err(resolve_error(error)),
+    }
+}
+
+fn lexical_parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuse, before a lock file is made beside it, a path that this transaction would not write:
+/// a file, a folder of other things, or (to label or split) no store at all. The same checks run
+/// again under the lock, where they decide.
+fn refuse_what_is_not_a_store(target: &Path, purpose: Purpose) -> Result<(), StoreError> {
+    match std::fs::metadata(target) {
+        Err(_) if purpose != Purpose::Append => Err(StoreError::Missing(target.to_path_buf())),
+        Err(_) => Ok(()),
+        Ok(meta) if !meta.is_dir() => Err(StoreError::NotAStore(target.to_path_buf())),
+        Ok(_) => open_existing(target).map(|_| ()).or_else(|error| match error {
+            // A damaged store is reported under the lock (a writer may be publishing it right now).
+            StoreError::Read(_) => Ok(()),
+            other => Err(other),
+        }),
+    }
 }
 
 /// The existing store at `target`, if there is one (an empty folder counts as none).
@@ -470,11 +590,48 @@ fn link(from: &Path, to: &Path) -> Result<(), StoreError> {
 fn append_candids(path: &Path, candids: &[i64]) -> Result<(), StoreError> {
     let fail = |source| StoreError::Write { path: path.to_path_buf(), source };
     let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
-    file.write_all(&candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).map_err(fail)
+    file.write_all(&candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).map_err(fail)?;
+    sync(&file).map_err(fail)
 }
 
+/// Write a new file of the staging tree and sync it to the disk.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    std::fs::write(path, bytes).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+    let fail = |source| StoreError::Write { path: path.to_path_buf(), source };
+    let mut file = File::create(path).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    sync(&file).map_err(fail)
+}
+
+/// Whether files and folders are synced: always, except when `ZTF2ZARR_NO_SYNC` is set, which
+/// only `scripts/bench_durability` does, to measure what the syncs cost.
+fn syncing() -> bool {
+    static SYNCING: OnceLock<bool> = OnceLock::new();
+    *SYNCING.get_or_init(|| std::env::var_os("ZTF2ZARR_NO_SYNC").is_none())
+}
+
+fn sync(file: &File) -> std::io::Result<()> {
+    if syncing() {
+        file.sync_all()
+    } else {
+        Ok(())
+    }
+}
+
+/// Sync a folder, so that the entries made in it (new files, links, renames) reach the disk.
+fn sync_folder(folder: &Path) -> Result<(), StoreError> {
+    File::open(folder).and_then(|f| sync(&f)).map_err(|source| StoreError::Write { path: folder.to_path_buf(), source })
+}
+
+/// Sync every folder of a tree, deepest first (the files themselves were synced when written).
+fn sync_folders(root: &Path) -> Result<(), StoreError> {
+    let entries = std::fs::read_dir(root).map_err(|source| StoreError::Write { path: root.to_path_buf(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Write { path: root.to_path_buf(), source })?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            sync_folders(&entry.path())?;
+        }
+    }
+    sync_folder(root)
 }
 
 fn pretty(value: &Value) -> String {
@@ -486,23 +643,52 @@ fn pretty(value: &Value) -> String {
 /// Make the staging folder the store. A new store is one `rename`. An existing one is swapped
 /// with `renameat2(RENAME_EXCHANGE)`, atomic for every reader; where the file system cannot do
 /// that, the old store is moved aside first (a reader may then briefly find no store, never a
-/// mixed one, and `recover` puts it back if we die in between).
+/// mixed one, and `recover` puts it back if we die in between). The parent folder is synced
+/// after the swap, so that the published store survives a power cut. Removing the old tree
+/// afterwards is tidying: a failure there is a warning, and the next build removes it.
 fn publish(staging: &Path, target: &Path, existed: bool) -> Result<(), StoreError> {
     let fail = |source| StoreError::Write { path: target.to_path_buf(), source };
+    let parent = lexical_parent(target);
     if !existed {
         if target.exists() {
             std::fs::remove_dir(target).map_err(fail)?; // the empty folder the user named
         }
-        return std::fs::rename(staging, target).map_err(fail);
+        std::fs::rename(staging, target).map_err(fail)?;
+        return sync_folder(&parent);
     }
     if exchange(staging, target).is_ok() {
+        sync_folder(&parent)?;
+        fault_point("after-exchange");
         // `staging` now holds the old store: its files are all still linked from the new one or replaced.
-        return remove_tree(staging);
+        tidy(staging);
+        return Ok(());
     }
     let previous = lock::sibling(target, "previous");
     std::fs::rename(target, &previous).map_err(fail)?;
     std::fs::rename(staging, target).map_err(fail)?;
-    remove_tree(&previous)
+    sync_folder(&parent)?;
+    tidy(&previous);
+    Ok(())
+}
+
+/// Remove the old tree after a publish; the store is committed already, so a failure is only
+/// a warning (the next build's `recover` removes what is left).
+fn tidy(old: &Path) {
+    let result = match injected_failure("tidy") {
+        Some(source) => Err(StoreError::Write { path: old.to_path_buf(), source }),
+        None => remove_tree(old),
+    };
+    if let Err(error) = result {
+        warn_left(old, &error);
+    }
+}
+
+/// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
+/// how a failure there is handled where a real one cannot be made on demand.
+fn injected_failure(name: &str) -> Option<std::io::Error> {
+    std::env::var_os("ZTF2ZARR_FAULT")
+        .is_some_and(|v| v == name)
+        .then(|| std::io::Error::other(format!("failure injected by ZTF2ZARR_FAULT={name}")))
 }
 
 #[cfg(target_os = "linux")]

@@ -1,13 +1,18 @@
 //! Reading a store back: settings and shapes from the metadata, catalog rows, stamps and candids
 //! from the chunks. Used by appends (the committed state), `info`, `verify` and the tests.
+//!
+//! Opening a store checks what a damaged metadata file could make unbounded before anything
+//! is allocated or looped over: the shape against the chunk files present, the chunk size
+//! against [`MAX_CHUNK_BYTES`], and the candid index's length against the rows.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use thiserror::Error;
 
-use super::{Settings, CANDIDS, CATALOG, STAMPS};
+use super::{chunk_fits, Settings, CANDIDS, CATALOG, MAX_CHUNK_BYTES, STAMPS};
 use crate::catalog::Layout;
+use crate::decode::cutout::FRAME;
 
 /// A failure to read a store; names the file.
 #[derive(Debug, Error)]
@@ -32,12 +37,25 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// Open the store at `root`: reads the arrays' `.zarray` and the root `.zattrs`, and checks
-    /// that the catalog's columns are this build's.
+    /// Open the store at `root`: reads the arrays' `.zarray` and the root `.zattrs`, checks
+    /// that they describe a store this version can read (see [`StoreReader::open_metadata`]),
+    /// and that the candid index, if there is one, holds one candid per row.
     ///
     /// # Errors
-    /// Missing or unreadable metadata, shapes that disagree, or a different column set.
+    /// Missing, unreadable or damaged metadata, or a damaged candid index.
     pub fn open(root: &Path) -> Result<Self, ReadError> {
+        let reader = Self::open_metadata(root)?;
+        reader.check_candid_index()?;
+        Ok(reader)
+    }
+
+    /// Open the store at `root` from its metadata alone: shapes that agree, chunks of a size
+    /// that can be held in memory, the last chunk file of both arrays present (so the row count
+    /// is backed by files, not only by a number), the dtypes and columns of this version.
+    ///
+    /// # Errors
+    /// Missing, unreadable or damaged metadata.
+    pub fn open_metadata(root: &Path) -> Result<Self, ReadError> {
         let stamps_path = root.join(STAMPS).join(".zarray");
         let catalog_path = root.join(CATALOG).join(".zarray");
         let stamps = read_json(&stamps_path)?;
@@ -55,6 +73,18 @@ impl StoreReader {
         let chunk_rows = chunks[0];
         if chunk_rows == 0 {
             return Err(invalid(&stamps_path, "chunks of 0 rows".into()));
+        }
+        if stamp_size == 0 || stamp_size > FRAME {
+            return Err(invalid(&stamps_path, format!("stamps of {stamp_size}x{stamp_size} pixels (this tool writes 1 to {FRAME})")));
+        }
+        if !chunk_fits(chunk_rows, stamp_size) {
+            return Err(invalid(
+                &stamps_path,
+                format!("chunks of {chunk_rows} rows exceed {} MiB (the largest chunk this tool writes or reads)", MAX_CHUNK_BYTES >> 20),
+            ));
+        }
+        if stamps["dtype"] != "<f4" {
+            return Err(invalid(&stamps_path, format!("dtype {} is not \"<f4\" (little-endian float32)", stamps["dtype"])));
         }
         if dims(&catalog, "shape") != [rows] || dims(&catalog, "chunks") != [chunk_rows] {
             return Err(invalid(
@@ -75,6 +105,7 @@ impl StoreReader {
                     .into(),
             ));
         }
+        check_last_chunk(root, rows, chunk_rows)?;
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
         Ok(StoreReader {
@@ -206,24 +237,60 @@ impl StoreReader {
         Ok(rows)
     }
 
-    /// The committed candids in row order: from the candid index when it covers every row, else
-    /// read from the catalog (a store written before the index, or an index that was lost).
+    /// The committed candids in row order: from the candid index, or read from the catalog
+    /// when there is no index (a store written before it, or an index deleted to be rebuilt).
     ///
     /// # Errors
-    /// Unreadable index and catalog.
+    /// A damaged index, or an unreadable catalog.
     pub fn candids(&self) -> Result<Vec<i64>, ReadError> {
-        if let Some(candids) = self.indexed_candids() {
-            return Ok(candids);
+        match self.indexed_candids()? {
+            Some(candids) => Ok(candids),
+            None => self.catalog_candids(),
         }
-        self.catalog_candids()
     }
 
-    /// The candid index's first `rows` entries, if the index has that many.
-    #[must_use]
-    pub fn indexed_candids(&self) -> Option<Vec<i64>> {
-        let bytes = std::fs::read(self.root.join(CANDIDS)).ok()?;
-        (bytes.len() >= self.rows * 8)
-            .then(|| bytes[..self.rows * 8].chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
+    /// Check the candid index's length without reading it: a whole number of 8-byte candids,
+    /// one per row. A missing index is fine (the next build rebuilds it from the catalog).
+    ///
+    /// # Errors
+    /// An index of another length, or one that cannot be examined.
+    pub fn check_candid_index(&self) -> Result<(), ReadError> {
+        let path = self.root.join(CANDIDS);
+        let bytes = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(ReadError::Io { path, source }),
+        };
+        let damaged = |what: String| ReadError::Invalid {
+            path: path.clone(),
+            reason: format!(
+                "the candid index is damaged: {what}; `ztf2zarr verify` cross-checks it against the catalog, and deleting the \
+                 file lets the next build rebuild it from the catalog"
+            ),
+        };
+        if bytes % 8 != 0 {
+            return Err(damaged(format!("it holds {bytes} bytes, not a whole number of 8-byte candids")));
+        }
+        if bytes / 8 != self.rows as u64 {
+            return Err(damaged(format!("it holds {} candids for {} rows", bytes / 8, self.rows)));
+        }
+        Ok(())
+    }
+
+    /// The candid index, one candid per row (None: there is no index).
+    ///
+    /// # Errors
+    /// An index of the wrong length, or unreadable.
+    pub fn indexed_candids(&self) -> Result<Option<Vec<i64>>, ReadError> {
+        let path = self.root.join(CANDIDS);
+        if !path.exists() {
+            return Ok(None);
+        }
+        self.check_candid_index()?;
+        let bytes = std::fs::read(&path).map_err(|source| ReadError::Io { path: path.clone(), source })?;
+        Ok(Some(
+            bytes.chunks_exact(8).take(self.rows).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])).collect(),
+        ))
     }
 
     /// The candids as the catalog holds them.
@@ -250,8 +317,38 @@ pub fn read_json(path: &Path) -> Result<Value, ReadError> {
     serde_json::from_slice(&text).map_err(|e| ReadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })
 }
 
+/// The row count must be backed by chunk files: the last chunk of both arrays is present.
+fn check_last_chunk(root: &Path, rows: usize, chunk_rows: usize) -> Result<(), ReadError> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let last = (rows - 1) / chunk_rows;
+    for path in [root.join(CATALOG).join(last.to_string()), root.join(STAMPS).join(format!("{last}.0.0.0"))] {
+        if !path.is_file() {
+            return Err(ReadError::Invalid {
+                path: root.join(STAMPS).join(".zarray"),
+                reason: format!(
+                    "the shape says {rows} rows in {} chunks of {chunk_rows}, but the last chunk `{}` is missing (damaged metadata or chunks)",
+                    last + 1,
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn read_chunk(path: &Path, expected: usize) -> Result<Vec<u8>, ReadError> {
     let compressed = std::fs::read(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+    // A frame that declares another size is refused before memory is reserved for it.
+    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&compressed) {
+        if declared != expected as u64 {
+            return Err(ReadError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("chunk holds {declared} bytes, expected {expected}"),
+            });
+        }
+    }
     let raw = zstd::bulk::decompress(&compressed, expected)
         .map_err(|e| ReadError::Invalid { path: path.to_path_buf(), reason: format!("chunk does not decompress: {e}") })?;
     if raw.len() != expected {
