@@ -64,6 +64,9 @@ pub enum StoreError {
     /// A file or folder could not be written.
     #[error("cannot write `{path}`: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    /// A file or folder could not be removed.
+    #[error("cannot remove `{path}`: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
     /// zstd failed to compress a chunk.
     #[error("cannot compress chunk `{path}`: {source}")]
     Compress { path: PathBuf, source: std::io::Error },
@@ -418,8 +421,10 @@ fn recover(target: &Path) -> Result<(), StoreError> {
 fn discard(target: &Path, tree: &Path) -> Result<(), StoreError> {
     let Err(error) = remove_tree(tree) else { return Ok(()) };
     let trash = lock::sibling(target, &format!("trash.{}", std::process::id()));
-    std::fs::rename(tree, &trash).map_err(|_| error)?;
-    warn_left(&trash, &StoreError::Write { path: tree.to_path_buf(), source: std::io::Error::other("could not be removed") });
+    if std::fs::rename(tree, &trash).is_err() {
+        return Err(error); // the removal's error says more than the rename's
+    }
+    warn_left(&trash, &error);
     Ok(())
 }
 
@@ -436,7 +441,7 @@ fn warn_left(tree: &Path, error: &StoreError) {
 }
 
 fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    std::fs::remove_dir_all(path).map_err(|source| StoreError::Write { path: path.to_path_buf(), source })
+    std::fs::remove_dir_all(path).map_err(|source| StoreError::Remove { path: path.to_path_buf(), source })
 }
 
 /// The real path of `target`. For a build into a store not yet made, the parent folders are
@@ -675,7 +680,7 @@ fn publish(staging: &Path, target: &Path, existed: bool) -> Result<(), StoreErro
 /// a warning (the next build's `recover` removes what is left).
 fn tidy(old: &Path) {
     let result = match injected_failure("tidy") {
-        Some(source) => Err(StoreError::Write { path: old.to_path_buf(), source }),
+        Some(source) => Err(StoreError::Remove { path: old.to_path_buf(), source }),
         None => remove_tree(old),
     };
     if let Err(error) = result {

@@ -4,4 +4,5 @@ mod append;
 mod build;
 mod label;
 mod samples;
+mod store;
 mod util;
