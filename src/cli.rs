@@ -50,7 +50,8 @@ and in STORE/rejects.jsonl); the build still succeeds unless --strict is given.
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows
 become visible all at once when the build commits (a build that is interrupted leaves the store
 as it was). Options that fix the layout (--stamp-size, --chunk-rows, --keep-nan, --zstd-level)
-are the store's; giving a different value is refused.";
+are the store's; giving a different value is refused. One ztf2zarr writes a store at a time: a
+build that finds it being written stops at once, or with --wait queues behind the other one.";
 
 const LABEL_EXAMPLES: &str = "\
 Examples:

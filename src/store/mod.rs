@@ -1,6 +1,6 @@
 //! The Zarr v2 store on disk: the hierarchy (`.zgroup`, `stamps/`, `catalog/`), chunk files, the
 //! `.zarray`/`.zattrs` metadata, consolidated `.zmetadata`, the candid index and the rejects log,
-//! the lock, and the commit protocol. Nothing else touches files inside a store.
+//! the lock, and the commit protocol. Nothing outside `store/` touches files inside a store.
 //!
 //! Every build is a [`Transaction`]: under the store's lock, the new state is assembled in a
 //! staging folder beside the store (committed chunks hard-linked, new and rewritten chunks
@@ -50,7 +50,7 @@ pub enum StoreError {
     #[error("cannot write the store `{store}`: `{folder}` is not a writable folder ({source})")]
     Unwritable { store: PathBuf, folder: PathBuf, source: std::io::Error },
     /// There is no store at the path (to label or split).
-    #[error("`{0}`: no store there (build one first with `ztf2zarr build ... -o {0}`)")]
+    #[error("no store at `{0}`: nothing to label or split there (build one with `ztf2zarr build INPUT -o STORE`)")]
     Missing(PathBuf),
     /// The output exists and is not a store this tool wrote.
     #[error("`{0}` exists and is not a ztf2zarr store (no .zgroup / stamps / catalog); choose another path")]

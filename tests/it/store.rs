@@ -135,7 +135,7 @@ fn a_refused_write_leaves_no_lock_file() {
         let output = ztf2zarr(&args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = text(&output.stderr);
-        assert!(stderr.contains("no store there") && stderr.contains("none.zarr"), "{stderr}");
+        assert!(stderr.contains("no store at") && stderr.contains("none.zarr"), "{stderr}");
     }
     assert_eq!(names_in(dir.path()), ["labels.csv", "notes.txt", "photos"]);
     assert_eq!(names_in(&folder), ["a.jpg"]);
