@@ -333,7 +333,8 @@ fn the_benchmark_switch_that_skips_syncs_writes_the_same_bytes() {
             if no_sync {
                 command.env("ZTF2ZARR_NO_SYNC", "1");
             }
-            assert!(command.status().unwrap().success());
+            let output = command.output().unwrap();
+            assert!(output.status.success(), "{}", text(&output.stderr));
         }
         trees.push(tree_bytes(&store));
     }
