@@ -2,6 +2,10 @@
 //! `.tar.gz` archives) and reading them, in order, as named byte buffers. Archives are streamed
 //! member by member, never extracted to disk. This module never parses Avro.
 //!
+//! Discovery follows symbolic links but reads each file and walks each folder once, by (device,
+//! inode), and lists, with the reason, every path it does not read (other files, FIFOs, sockets,
+//! devices, link loops, repeats); nothing but a regular file is ever opened.
+//!
 //! A reader thread hands items over a bounded channel, in input order: a loose file as its path
 //! (read later by [`Item::load`] on a worker, so files are read in parallel), an archive member
 //! as its bytes (the archive is one gzip stream, inflated here while the workers decode).
