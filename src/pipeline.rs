@@ -134,6 +134,9 @@ pub enum BuildError {
     /// `--strict` and an input was rejected.
     #[error("--strict: `{input}` rejected: {reason} (the store was not changed)")]
     Strict { input: String, reason: String },
+    /// The thread reading the inputs failed: what it would have handed over is unknown.
+    #[error("reading the inputs failed: {reason} (the store was not changed)")]
+    Reader { reason: String },
 }
 
 /// Rows waiting to fill one chunk.
@@ -381,16 +384,19 @@ fn run(
         }
         Ok(())
     });
-    let _ = reader.join();
+    let read = join_reader(reader);
     outcome?;
+    read?;
     let Collector { mut stats, docs, versions, new_candids, chunk, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
     versions.sort();
     stats.schema_versions = versions;
-    if stats.written == 0 && transaction.committed().is_some() {
+    if stats.written == 0 && stats.rejects.is_empty() && transaction.committed().is_some() {
         stats.elapsed = started.elapsed();
         return Ok((stats, None)); // nothing new: leave the store exactly as it was
     }
+    // From here on the run is committed, even with no new row: its rejects and its run record
+    // must reach the store, or the user is told of rejects the store does not keep.
     if chunk.rows > 0 {
         writer.write(chunk)?;
     }
@@ -408,6 +414,19 @@ fn run(
         extra_metadata: None,
     };
     Ok((stats, Some(commit)))
+}
+
+/// Wait for the reader thread. A panic there means inputs may be missing from what was read,
+/// so it fails the build rather than leaving a store that silently lacks them.
+fn join_reader(reader: std::thread::JoinHandle<()>) -> Result<(), BuildError> {
+    reader.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        BuildError::Reader { reason: format!("the reader thread panicked: {message}") }
+    })
 }
 
 /// Decode batches of items on the pool, in order, until the inputs end or the consumer stops.

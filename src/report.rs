@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::pipeline::Stats;
+use crate::source::Ignored;
 
 /// Most reject and duplicate lines shown in the summary; the rest are in `rejects.jsonl`.
 const SHOWN: usize = 12;
@@ -50,15 +51,13 @@ impl Progress {
 
 /// The build summary, as printed on stdout.
 #[must_use]
-pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize) -> String {
+pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ignored]) -> String {
     let mut out = String::new();
     let seconds = stats.elapsed.as_secs_f64().max(1e-9);
     let megabytes = stats.bytes as f64 / 1e6;
     let _ = writeln!(out, "ztf2zarr build → {}", store.display());
     let _ = writeln!(out, "  read        {} alert files ({megabytes:.1} MB)", stats.items);
-    if ignored > 0 {
-        let _ = writeln!(out, "  ignored     {ignored} files in the given folders that are not .avro or .tar.gz");
-    }
+    ignored_lines(&mut out, ignored);
     let rows_after = stats.rows_before + stats.written;
     if stats.committed {
         let _ = writeln!(out, "  written     {} alerts (store rows {} → {rows_after})", stats.written, stats.rows_before);
@@ -105,6 +104,26 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: usize
     let rate = stats.items as f64 / seconds;
     let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
     out
+}
+
+/// Paths found and not read: counts by reason, then the first few with their reason.
+fn ignored_lines(out: &mut String, ignored: &[Ignored]) {
+    if ignored.is_empty() {
+        return;
+    }
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for entry in ignored {
+        match kinds.iter_mut().find(|(k, _)| *k == entry.reason.kind()) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((entry.reason.kind(), 1)),
+        }
+    }
+    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(out, "  ignored     {} paths not read ({})", ignored.len(), parts.join(", "));
+    for entry in ignored.iter().take(SHOWN) {
+        let _ = writeln!(out, "      {}: {}", entry.path.display(), entry.reason);
+    }
+    more(out, ignored.len());
 }
 
 fn more(out: &mut String, total: usize) {

@@ -2,12 +2,18 @@
 //! `.tar.gz` archives) and reading them, in order, as named byte buffers. Archives are streamed
 //! member by member, never extracted to disk. This module never parses Avro.
 //!
+//! Discovery follows symbolic links but reads each file and walks each folder once, by (device,
+//! inode), and lists, with the reason, every path it does not read (other files, FIFOs, sockets,
+//! devices, link loops, repeats); nothing but a regular file is ever opened.
+//!
 //! A reader thread hands items over a bounded channel, in input order: a loose file as its path
 //! (read later by [`Item::load`] on a worker, so files are read in parallel), an archive member
 //! as its bytes (the archive is one gzip stream, inflated here while the workers decode).
 
-use std::fs::File;
+use std::collections::HashMap;
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io::{BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
@@ -36,7 +42,7 @@ impl Input {
 /// An input path that cannot be used at all (nothing has been read yet).
 #[derive(Debug, Error)]
 pub enum InputError {
-    /// The path does not exist or cannot be inspected.
+    /// The path does not exist or cannot be inspected (e.g. longer than the system allows).
     #[error("input `{path}`: {source}")]
     Inaccessible { path: PathBuf, source: std::io::Error },
     /// A folder that cannot be listed.
@@ -44,33 +50,98 @@ pub enum InputError {
     Unlistable { path: PathBuf, source: std::io::Error },
 }
 
-/// What discovery found: inputs in order, plus files in folders that are not alerts.
+/// Why a path found in a folder (or given) is not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// A file whose name is not `.avro`, `.tar.gz` or `.tgz`.
+    NotAlert,
+    /// A named pipe: opening it would wait for a writer.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character or block device.
+    Device,
+    /// A symbolic link that leads back into a folder being walked, or to itself.
+    SymlinkLoop,
+    /// A symbolic link to nothing.
+    BrokenLink,
+    /// The same file (hard or symbolic link) as one already in the plan: read once.
+    SameFile(PathBuf),
+    /// The same folder (through a symbolic link) as one already walked: walked once.
+    SameFolder(PathBuf),
+}
+
+impl Skip {
+    /// A short name for the summary's counts.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Skip::NotAlert => "not an alert file",
+            Skip::Fifo => "FIFO",
+            Skip::Socket => "socket",
+            Skip::Device => "device",
+            Skip::SymlinkLoop => "symlink loop",
+            Skip::BrokenLink => "broken symlink",
+            Skip::SameFile(_) => "same file",
+            Skip::SameFolder(_) => "same folder",
+        }
+    }
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::NotAlert => f.write_str("not an alert file (.avro, .tar.gz, .tgz)"),
+            Skip::Fifo => f.write_str("a FIFO (named pipe), not a file: never opened"),
+            Skip::Socket => f.write_str("a socket, not a file: never opened"),
+            Skip::Device => f.write_str("a device, not a file: never opened"),
+            Skip::SymlinkLoop => f.write_str("a symbolic link loop (leads back to a folder being walked)"),
+            Skip::BrokenLink => f.write_str("a symbolic link to nothing"),
+            Skip::SameFile(first) => write!(f, "the same file as `{}` (read once)", first.display()),
+            Skip::SameFolder(first) => write!(f, "the same folder as `{}` (walked once)", first.display()),
+        }
+    }
+}
+
+/// A path that discovery found and will not read, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// The path, as the walk reached it.
+    pub path: PathBuf,
+    /// Why it is not read.
+    pub reason: Skip,
+}
+
+/// What discovery found: inputs in order, plus paths that will not be read and why.
 #[derive(Debug, Default)]
 pub struct Plan {
     /// Inputs in the order they will be read.
     pub inputs: Vec<Input>,
     /// For each input, the index of the path the user gave that it came from.
     pub origins: Vec<usize>,
-    /// Files inside given folders that were not `.avro` or `.tar.gz` (not read).
-    pub ignored: Vec<PathBuf>,
+    /// Paths found (or given) that are not read, with the reason.
+    pub ignored: Vec<Ignored>,
 }
 
 /// Resolve the user's paths into inputs, checking every path before anything is read.
 ///
+/// Symbolic links are followed, but every file and folder is identified by its (device, inode):
+/// a folder is walked once and a file read once however many links lead to it, and a link back
+/// into a folder being walked is a loop, listed and not followed. FIFOs, sockets and devices are
+/// listed and never opened.
+///
 /// # Errors
-/// A path that does not exist, or a folder that cannot be listed.
+/// A path that does not exist or cannot be inspected (e.g. too long), or a folder that cannot be
+/// listed: the build must not go on without part of what was asked for.
 pub fn discover(paths: &[PathBuf]) -> Result<Plan, InputError> {
-    let mut plan = Plan::default();
+    let mut walk = Walk::default();
     for (origin, path) in paths.iter().enumerate() {
+        // A path the user gave is taken for what it points to; a broken or looping link is an error.
         let meta = std::fs::metadata(path).map_err(|source| InputError::Inaccessible { path: path.clone(), source })?;
-        if meta.is_dir() {
-            walk(path, &mut plan)?;
-        } else {
-            plan.inputs.push(classify(path).unwrap_or_else(|| Input::File(path.clone())));
-        }
-        plan.origins.resize(plan.inputs.len(), origin);
+        walk.add(path.clone(), &meta, true)?;
+        walk.plan.origins.resize(walk.plan.inputs.len(), origin);
     }
-    Ok(plan)
+    Ok(walk.plan)
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -88,24 +159,137 @@ fn classify(path: &Path) -> Option<Input> {
     }
 }
 
-fn walk(folder: &Path, plan: &mut Plan) -> Result<(), InputError> {
-    let unlistable = |source| InputError::Unlistable { path: folder.to_path_buf(), source };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map_err(unlistable)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(unlistable)?;
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, plan)?;
-        } else if let Some(input) = classify(&path) {
-            plan.inputs.push(input);
-        } else {
-            plan.ignored.push(path);
+/// What is neither a folder nor a regular file, and so is never opened.
+fn special(file_type: FileType) -> Option<Skip> {
+    if file_type.is_fifo() {
+        Some(Skip::Fifo)
+    } else if file_type.is_socket() {
+        Some(Skip::Socket)
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        Some(Skip::Device)
+    } else {
+        None
+    }
+}
+
+/// (device, inode): what makes two paths the same file or folder.
+type FileId = (u64, u64);
+
+fn file_id(meta: &Metadata) -> FileId {
+    (meta.dev(), meta.ino())
+}
+
+/// The state of one discovery: the plan so far, and every file and folder already reached.
+#[derive(Default)]
+struct Walk {
+    plan: Plan,
+    files: HashMap<FileId, PathBuf>,
+    folders: HashMap<FileId, PathBuf>,
+    /// The folders from the given path down to the one being listed.
+    open: Vec<FileId>,
+}
+
+impl Walk {
+    /// List `path` as not read; the walk goes on.
+    fn ignore(&mut self, path: PathBuf, reason: Skip) -> Result<(), InputError> {
+        self.plan.ignored.push(Ignored { path, reason });
+        Ok(())
+    }
+
+    /// One entry of a folder: what it is, without opening it (links are followed by `metadata`).
+    fn visit(&mut self, path: PathBuf) -> Result<(), InputError> {
+        let inaccessible = |path: &Path, source| InputError::Inaccessible { path: path.to_path_buf(), source };
+        let own = std::fs::symlink_metadata(&path).map_err(|source| inaccessible(&path, source))?;
+        if !own.file_type().is_symlink() {
+            return self.add(path, &own, false);
+        }
+        match std::fs::metadata(&path) {
+            Ok(target) => self.add(path, &target, false),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => self.ignore(path, Skip::SymlinkLoop),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.ignore(path, Skip::BrokenLink),
+            Err(source) => Err(inaccessible(&path, source)),
         }
     }
-    Ok(())
+
+    /// A path whose type is known. A file the user named is read whatever its name; one found in
+    /// a folder only when its name says it is an alert file or an archive.
+    fn add(&mut self, path: PathBuf, meta: &Metadata, given: bool) -> Result<(), InputError> {
+        if meta.is_dir() {
+            return self.folder(path, meta);
+        }
+        if let Some(reason) = special(meta.file_type()) {
+            return self.ignore(path, reason);
+        }
+        let input = match classify(&path) {
+            Some(input) => input,
+            None if given => Input::File(path.clone()),
+            None => return self.ignore(path, Skip::NotAlert),
+        };
+        if let Some(first) = self.files.get(&file_id(meta)) {
+            let reason = Skip::SameFile(first.clone());
+            return self.ignore(path, reason);
+        }
+        self.files.insert(file_id(meta), path);
+        self.plan.inputs.push(input);
+        Ok(())
+    }
+
+    /// Walk a folder in sorted order, unless it is already open (a loop) or already walked.
+    fn folder(&mut self, path: PathBuf, meta: &Metadata) -> Result<(), InputError> {
+        let id = file_id(meta);
+        if self.open.contains(&id) {
+            return self.ignore(path, Skip::SymlinkLoop);
+        }
+        if let Some(first) = self.folders.get(&id) {
+            let reason = Skip::SameFolder(first.clone());
+            return self.ignore(path, reason);
+        }
+        self.folders.insert(id, path.clone());
+        let unlistable = |source| InputError::Unlistable { path: path.clone(), source };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(unlistable)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(unlistable)?;
+        entries.sort();
+        self.open.push(id);
+        for entry in entries {
+            self.visit(entry)?;
+        }
+        self.open.pop();
+        Ok(())
+    }
+}
+
+/// Read a loose alert file, refusing anything but a regular file: the path is checked at
+/// discovery, but may have been replaced since (by a FIFO, which would block a plain open, or
+/// a folder). `O_NONBLOCK` makes opening a FIFO return at once; the type is then checked on
+/// the open file itself, so nothing can change between the check and the read.
+///
+/// # Errors
+/// The file cannot be opened or read, or is no longer a regular file.
+pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a folder".to_string()
+        } else {
+            special(meta.file_type()).map_or("not a regular file".into(), |s| s.kind().to_string())
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no longer a regular file ({what})")));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Panic on the reader thread when `ZTF2ZARR_FAULT=reader-panic` (after the first input has
+/// been handed over): lets the tests check that a reader that fails fails the build.
+fn reader_fault_point() {
+    if std::env::var_os("ZTF2ZARR_FAULT").is_some_and(|v| v == "reader-panic") {
+        panic!("fault point reader-panic");
+    }
 }
 
 /// What an item holds: an archive member's bytes (already read from the stream), a file still
@@ -139,7 +323,7 @@ impl Item {
     pub fn load(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
         match &self.payload {
             Payload::Bytes(bytes) => Ok(bytes.as_slice().into()),
-            Payload::File(path) => std::fs::read(path).map(Into::into).map_err(|e| format!("cannot read file: {e}")),
+            Payload::File(path) => read_regular_file(path).map(Into::into).map_err(|e| format!("cannot read file: {e}")),
             Payload::Unreadable(reason) => Err(reason.clone()),
         }
     }
@@ -158,6 +342,7 @@ pub fn stream(inputs: Vec<Input>, capacity: usize) -> (Receiver<Item>, JoinHandl
             if !keep_going {
                 return; // the consumer stopped (e.g. --strict hit a reject)
             }
+            reader_fault_point();
         }
     });
     (receiver, handle)
@@ -236,6 +421,21 @@ mod tests {
         assert_eq!(names, [PathBuf::from("1.avro"), "b/2.avro".into(), "night.tar.gz".into()]);
         assert!(matches!(plan.inputs[2], Input::Archive(_)));
         assert_eq!(plan.ignored.len(), 1);
+    }
+
+    #[test]
+    fn a_path_that_is_no_longer_a_regular_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.avro");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+        let err = read_regular_file(&fifo).unwrap_err();
+        assert!(err.to_string().contains("no longer a regular file (FIFO)"), "{err}");
+        let err = read_regular_file(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("(a folder)"), "{err}");
+        std::fs::write(dir.path().join("a.avro"), b"bytes").unwrap();
+        assert_eq!(read_regular_file(&dir.path().join("a.avro")).unwrap(), b"bytes");
     }
 
     #[test]

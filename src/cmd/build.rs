@@ -28,7 +28,6 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("cannot start worker threads")?;
     let all_files = plan.inputs.iter().all(|i| matches!(i, Input::File(_)));
     let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal(), all_files.then_some(plan.inputs.len() as u64));
-    let ignored = plan.ignored.len();
     let config = BuildConfig {
         given: args.inputs.clone(),
         plan: Arc::new(plan),
@@ -46,7 +45,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();
     let stats = result?;
-    print!("{}", report::build_summary(&stats, &args.output, threads, ignored));
+    print!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
     Ok(ExitStatus::Success)
 }
 

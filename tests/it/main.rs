@@ -2,6 +2,7 @@
 
 mod append;
 mod build;
+mod folders;
 mod label;
 mod samples;
 mod store;
