@@ -9,6 +9,7 @@
 //! the new one, never a mix; a leftover staging folder is removed by the next build.
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
+mod codec;
 mod lock;
 mod metadata;
 mod reader;
@@ -22,6 +23,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 pub use crate::calendar::utc_now;
+pub use codec::StampFilter;
 pub use lock::{lock_path, StoreLock};
 pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
 pub use reader::{read_json, ReadError, StoreReader};
@@ -77,6 +79,8 @@ pub struct Settings {
     pub chunk_rows: usize,
     /// zstd level of the chunks.
     pub zstd_level: i32,
+    /// Filter of the stamp chunks before zstd (`stamps/.zarray` `filters`).
+    pub stamp_filter: StampFilter,
 }
 
 /// Defaults for a new store.
@@ -216,6 +220,7 @@ impl Transaction {
                 keep_nan: requested.keep_nan,
                 chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
+                stamp_filter: StampFilter::NEW_STORE,
             },
         };
         if purpose != Purpose::Append && committed_reader.is_none() {
@@ -283,7 +288,7 @@ impl Transaction {
     /// Compression or file I/O failure.
     pub fn write_chunk(&self, index: usize, catalog: &[u8], stamps: &[u8]) -> Result<(), StoreError> {
         self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)?;
-        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), stamps)?;
+        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), &self.settings.stamp_filter.encode(stamps))?;
         fault_point("after-chunk");
         Ok(())
     }
