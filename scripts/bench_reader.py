@@ -4,7 +4,8 @@ per alert read in shuffled order, and against a sequential scan of the stamps.
 
 Usage (with the package installed, e.g. the repository's .venv after scripts/test):
     .venv/bin/python scripts/bench_reader.py [--count 20000] [--workdir DIR] [--batch-size 256]
-                                             [--buffer-mb 256] [--chunk-rows N] [--repeat 3]
+                                             [--buffer-mb 256] [--small-buffer-mb 32]
+                                             [--chunk-rows N] [--repeat 3]
 
 Steps: `ztf2zarr generate` makes COUNT synthetic alerts and the release binary builds a store
 from them (both cached in WORKDIR, keyed by COUNT and chunk rows); the benchmark writes the
@@ -12,9 +13,11 @@ stamps once more as one (3, 21, 21) `.npy` per alert. Every measurement runs in 
 on a warm page cache (one untimed pass first), and gives samples/s (best of --repeat):
   reader, 1 worker     one epoch of ztf2zarr.batches (shuffled chunks, shuffle buffer)
   reader, 2 workers    two processes, worker 0 and 1 of 2, at once: rows / wall time
+  reader, small buffer one worker with --small-buffer-mb (default 32)
   .npy per alert       np.load of every file in shuffled order, stacked into batches
   sequential scan      zarr-python reading `stamps` chunk by chunk, in order
-and the peak RSS of the reader process above what it held before its first batch.
+and the peak RSS of the reader process above what it held before reading its first chunk, once
+with the default buffer and once with --small-buffer-mb (memory follows the buffer, not the store).
 Exit status 0 when every step ran (whether or not a target was met).
 """
 
@@ -38,9 +41,10 @@ PROGRAMS = {
 import json, resource, sys, time
 import numpy as np, ztf2zarr
 store, batch, buffer_mb, worker, workers, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+ztf2zarr.Store(store)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # imports done, no chunk read yet
 for b in ztf2zarr.batches(store, batch_size=batch, buffer_mb=buffer_mb, epoch=99, worker=worker, num_workers=workers):
-    pass  # warm the page cache and the imports
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pass  # warm the page cache
 while time.time() < start_at:
     time.sleep(0.001)
 t0 = time.time(); n = 0
@@ -125,9 +129,9 @@ def result(process: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def reader(store, args, workers: int) -> dict:
-    start_at = time.time() + 3.0 + 0.02 * args.count / 1000  # after every process has warmed up
-    runs = [run_program("reader", store, args.batch_size, args.buffer_mb, w, workers, start_at) for w in range(workers)]
+def reader(store, args, workers: int, buffer_mb: float) -> dict:
+    start_at = time.time() + 3.0 + 0.2 * args.count / 1000  # after every process has warmed up
+    runs = [run_program("reader", store, args.batch_size, buffer_mb, w, workers, start_at) for w in range(workers)]
     parts = [result(p) for p in runs]
     rows = sum(p["rows"] for p in parts)
     seconds = max(p["end"] for p in parts) - min(p["start"] for p in parts)
@@ -152,6 +156,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--buffer-mb", type=float, default=None, help="default: ztf2zarr.DEFAULT_BUFFER_MB")
     parser.add_argument("--chunk-rows", type=int, default=None, help="default: the build's default")
+    parser.add_argument("--small-buffer-mb", type=float, default=32.0, help="a second buffer size, to show memory follows it")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "ztf2zarr")
     args = parser.parse_args()
@@ -166,9 +171,11 @@ def main() -> int:
     load = os.getloadavg()
     log(f"measuring on {info.rows} rows, chunks of {info.chunk_rows}, buffer {args.buffer_mb} MB "
         f"({ztf2zarr.buffer_rows(store, args.buffer_mb, args.batch_size)} rows); load {load[0]:.1f}")
+    small = args.small_buffer_mb
     results = {
-        "reader, 1 worker": best(lambda: reader(store, args, 1), args.repeat),
-        "reader, 2 workers": best(lambda: reader(store, args, 2), args.repeat),
+        "reader, 1 worker": best(lambda: reader(store, args, 1, args.buffer_mb), args.repeat),
+        "reader, 2 workers": best(lambda: reader(store, args, 2, args.buffer_mb), args.repeat),
+        f"reader, 1 worker, {small:g} MB buffer": best(lambda: reader(store, args, 1, small), args.repeat),
         ".npy per alert, shuffled": best(lambda: simple("npy", npy, args.batch_size), args.repeat),
         "sequential scan (zarr-python)": best(lambda: simple("scan", store), args.repeat),
     }

@@ -136,10 +136,12 @@ class Store:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.path = path
         local = isinstance(path, (str, os.PathLike)) and Path(path).is_dir()
+        if not local and isinstance(path, (str, os.PathLike)) and "://" not in str(path):
+            raise FileNotFoundError(f"{path}: no such store folder")
         if engine == "auto":
             engine = "direct" if local else "zarr"
         if engine == "direct" and not local:
-            raise FileNotFoundError(f"{path}: no such store folder (the direct engine reads local stores)")
+            raise ValueError(f"{path}: the direct engine reads local store folders; use engine='zarr'")
         self.engine = engine
         if engine == "direct":
             self._open_direct(Path(path))
@@ -218,6 +220,12 @@ class Store:
     def scratch(self) -> dict:
         """Reusable decode buffers for one chunk of both arrays (see `read`)."""
         return {STAMPS: self.stamps.scratch(), CATALOG: self.catalog.scratch()}
+
+    def labels_of(self, index: int, local: np.ndarray | None) -> np.ndarray:
+        """The label codes of the selected rows of chunk `index` (the catalog chunk only)."""
+        start, stop = self.chunk_span(index)
+        codes = self.catalog.chunk(index)[: stop - start]["label_code"]
+        return codes if local is None else codes[local]
 
     def read(self, index: int, local: np.ndarray | None, fields: tuple, scratch: dict | None = None) -> Chunk:
         """Chunk `index`, read once: the rows at positions `local` within it (None: every row).

@@ -102,6 +102,20 @@ def test_workers_share_the_rows_without_overlap(store, split, workers):
     assert all(not (a & b) for i, a in enumerate(chunks) for b in chunks[i + 1 :]), "a chunk was read by two workers"
 
 
+def test_an_abandoned_epoch_leaves_nothing_behind_for_the_next(store):
+    """The next epoch reuses the last one's memory: rows of an epoch left half-read must not
+    reappear, and values must still be the rows' own."""
+    stamps = open_root(store)["stamps"][:]
+    for prefetch in (0, 2):
+        first = ztf2zarr.batches(store, batch_size=40, seed=1, buffer_mb=0.5, prefetch=prefetch)
+        next(first)
+        first.close()
+        got = list(ztf2zarr.batches(store, batch_size=40, seed=1, epoch=3, buffer_mb=0.5, prefetch=prefetch))
+        assert sorted(epoch_rows(got).tolist()) == list(range(ALERTS))
+        for batch in got:
+            np.testing.assert_array_equal(batch["stamps"], stamps[batch["row"]])
+
+
 def test_worker_chunks_deal_the_epoch_order_round_robin():
     order = ztf2zarr.epoch_chunks(range(10), seed=4, epoch=0)
     assert sorted(order.tolist()) == list(range(10))
@@ -150,8 +164,11 @@ def test_bad_arguments_are_refused_with_the_reason(store, tmp_path):
         next(ztf2zarr.batches(store, split="holdout"))
     with pytest.raises(ValueError, match="batch_size"):
         next(ztf2zarr.batches(store, batch_size=0))
-    with pytest.raises(FileNotFoundError, match="missing.zarr"):
-        next(ztf2zarr.batches(tmp_path / "missing.zarr", engine="direct"))
+    for engine in ("auto", "direct", "zarr"):
+        with pytest.raises(FileNotFoundError, match="missing.zarr: no such store folder"):
+            next(ztf2zarr.batches(tmp_path / "missing.zarr", engine=engine))
+    with pytest.raises(ValueError, match="engine must be one of"):
+        next(ztf2zarr.batches(store, engine="fast"))
 
 
 def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
