@@ -4,9 +4,9 @@ An epoch visits the chunks that hold selected rows in an order shuffled by (seed
 chunks are dealt round-robin to the workers. Each worker pours its chunks' selected rows into a
 shuffle buffer of bounded size (`buffer_mb`); once it holds that many rows, each batch is drawn
 at random from all of them and the next chunk is read when it runs low. So every batch is drawn
-from the rows of at least as many chunks as the buffer holds, every selected row comes out once, and
-only the worker's last batch can be short. Random single-row reads, by contrast, decompress a whole
-chunk per row (about 1 ms each in zarr-python 3).
+from the rows of at least as many chunks as the buffer holds, every selected row comes out
+once, and only the worker's last batch can be short. Random single-row reads, by contrast,
+decompress a whole chunk per row (about 1 ms each in zarr-python 3).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from ._store import Chunk, Store
 #: Default shuffle-buffer size in MB (10**6 bytes): with 21×21 stamps about 48,000 rows, 48 chunks
 #: of 1,000 rows.
 DEFAULT_BUFFER_MB = 256
-RESERVED = ("stamps", "row", "label_code")
 
 
 def epoch_chunks(chunks: Sequence[int], seed: int, epoch: int) -> np.ndarray:
@@ -40,8 +39,9 @@ def worker_chunks(ordered: Sequence[int], worker: int, num_workers: int) -> np.n
 
 
 def _selection(store: Store, split, labels) -> tuple:
-    """The chunks holding selected rows, and for each chunk the selected positions within it
-    (None: all of its rows). Label selection happens when a chunk is read (`label_codes`)."""
+    """The chunks holding selected rows; for each chunk of a split, the selected positions
+    within it (a chunk not in the dict: all of its rows); and the label codes to keep (None:
+    all), which are applied as each chunk is read."""
     if split is None:
         return np.arange(store.n_chunks), {}, _label_codes(store, labels)
     rows = store.split_rows(split)
