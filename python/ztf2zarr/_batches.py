@@ -102,35 +102,48 @@ _spare = _Spare()
 
 
 class _Buffer:
-    """Preallocated arrays holding up to `capacity` + one chunk of rows. Each batch is drawn
-    uniformly from every row held, and the holes it leaves are filled from the end."""
+    """Preallocated arrays with room for `capacity` + one chunk of rows. Each batch is drawn
+    uniformly from every row held; the slots it frees take the next chunk's rows, so a row is
+    copied once in and once out (only the slot numbers move)."""
 
     def __init__(self, capacity: int, chunk_rows: int, template: Chunk):
-        size = capacity + chunk_rows
+        self.size = capacity + chunk_rows
         self.capacity = capacity
-        self.n = 0
-        self.arrays = {"stamps": np.empty((size, *template.stamps.shape[1:]), template.stamps.dtype),
-                       "row": np.empty(size, np.int64)}
+        self.arrays = {"stamps": np.empty((self.size, *template.stamps.shape[1:]), template.stamps.dtype),
+                       "row": np.empty(self.size, np.int64)}
         for name, values in template.fields.items():
-            self.arrays[name] = np.empty(size, values.dtype)
+            self.arrays[name] = np.empty(self.size, values.dtype)
+        self.held = np.empty(self.size, np.int64)  # held[:n]: the slots holding rows
+        self.free = np.empty(self.size, np.int64)  # free[:n_free]: the empty slots
+        self.empty()
+
+    def empty(self):
+        self.n = 0
+        self.free[:] = np.arange(self.size)[::-1]  # taken from the end: slots 0, 1, 2, … first
+        self.n_free = self.size
 
     def add(self, chunk: Chunk, keep: np.ndarray | None):
         parts = {"stamps": chunk.stamps, "row": chunk.row, **chunk.fields}
         count = len(chunk.row) if keep is None else int(keep.sum())
+        slots = self.free[self.n_free - count : self.n_free][::-1]
         for name, values in parts.items():
-            self.arrays[name][self.n : self.n + count] = values if keep is None else values[keep]
+            self.arrays[name][slots] = values if keep is None else values[keep]
+        self.held[self.n : self.n + count] = slots
         self.n += count
+        self.n_free -= count
 
     def take(self, size: int, rng: np.random.Generator) -> dict:
-        """Remove `size` rows chosen at random and return them as a batch."""
+        """Remove `size` rows chosen at random and return them as a batch, in random order."""
         n = self.n
-        taken = np.sort(rng.choice(n, size, replace=False))
-        batch = {name: array[taken] for name, array in self.arrays.items()}
-        holes = taken[taken < n - size]
-        movers = np.setdiff1d(np.arange(n - size, n), taken, assume_unique=True)
-        for array in self.arrays.values():
-            array[holes] = array[movers]
+        picked = rng.choice(n, size, replace=False)
+        slots = self.held[picked]
+        batch = {name: array[slots] for name, array in self.arrays.items()}
+        holes = picked[picked < n - size]
+        movers = np.setdiff1d(np.arange(n - size, n), picked, assume_unique=True)
+        self.held[holes] = self.held[movers]
         self.n = n - size
+        self.free[self.n_free : self.n_free + size] = slots
+        self.n_free += size
         return batch
 
 
@@ -242,7 +255,7 @@ def batches(
         for chunk in _read_ahead(store, mine, local, fields, prefetch):
             if buffer is None:
                 buffer = _spare.take(key, lambda: _Buffer(capacity, store.chunk_rows, chunk))
-                buffer.n = 0
+                buffer.empty()
             buffer.add(chunk, None if codes is None else np.isin(chunk.fields["label_code"], codes))
             while buffer.n >= buffer.capacity:
                 yield buffer.take(batch_size, rng)
