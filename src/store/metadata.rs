@@ -44,7 +44,7 @@ impl StoreMetadata {
             (format!("{CATALOG}/.zarray"), self.catalog_zarray()),
             (format!("{CATALOG}/.zattrs"), self.catalog_zattrs()),
         ];
-        files.extend(self.extra.iter().cloned());
+        files.extend(with_dimensions(&self.extra));
         files.push((".zgroup".into(), json!({"zarr_format": 2})));
         files.push((".zattrs".into(), self.root_zattrs()));
         files
@@ -62,16 +62,18 @@ impl StoreMetadata {
             "chunks": [self.settings.chunk_rows, 3, s, s],
             "dtype": "<f4",
             "compressor": self.compressor(),
-            "fill_value": 0.0,
+            // Every chunk is written, so no fill value is ever read; and xarray would mask a
+            // fill value of 0.0, turning the stored zeros (NaN replacements, edge padding) to NaN.
+            "fill_value": null,
             "order": "C",
-            "filters": null,
+            "filters": self.settings.stamp_filter.zarray_value(),
             "dimension_separator": ".",
         })
     }
 
     fn stamps_zattrs(&self) -> Value {
         json!({
-            "_ARRAY_DIMENSIONS": ["alert", "channel", "y", "x"],
+            DIMENSIONS: ["alert", "channel", "y", "x"],
             "channels": ["science", "template", "difference"],
             "stamp_size": self.settings.stamp_size,
             "crop": crop_text(self.settings.stamp_size),
@@ -97,7 +99,10 @@ impl StoreMetadata {
 
     fn catalog_zattrs(&self) -> Value {
         let columns = Layout::builtin().columns();
-        Value::Object(columns.iter().zip(&self.column_docs).map(|(c, doc)| (c.name.clone(), Value::String(doc.clone()))).collect())
+        let mut attrs = Map::new();
+        attrs.insert(DIMENSIONS.into(), json!(["alert"]));
+        attrs.extend(columns.iter().zip(&self.column_docs).map(|(c, doc)| (c.name.clone(), Value::String(doc.clone()))));
+        Value::Object(attrs)
     }
 
     fn root_zattrs(&self) -> Value {
@@ -129,6 +134,45 @@ impl StoreMetadata {
     }
 }
 
+/// The attribute naming an array's dimensions, which xarray requires of every array it opens.
+const DIMENSIONS: &str = "_ARRAY_DIMENSIONS";
+
+/// `extra` with dimension names on every array that lacks them (stores written before they were
+/// added get them at their next commit) and no fill value. A 1-D array `splits/train` gets `["train_index"]`: the
+/// three splits differ in length, so one shared dimension name would stop
+/// `xarray.open_zarr(store, group="splits")`.
+fn with_dimensions(extra: &[(String, Value)]) -> Vec<(String, Value)> {
+    let mut files = Vec::with_capacity(extra.len() + 1);
+    for (key, value) in extra {
+        let Some(array) = key.strip_suffix("/.zarray") else {
+            if !(key.ends_with("/.zattrs") && extra.iter().any(|(k, _)| k.strip_suffix("/.zarray") == key.strip_suffix("/.zattrs"))) {
+                files.push((key.clone(), value.clone()));
+            }
+            continue;
+        };
+        let mut zarray = value.clone();
+        // As for stamps: every chunk is written, and xarray would mask a fill value (row 0 of
+        // a split would become NaN).
+        zarray["fill_value"] = Value::Null;
+        files.push((key.clone(), zarray));
+        let zattrs_key = format!("{array}/.zattrs");
+        let mut attrs = extra.iter().find(|(k, _)| *k == zattrs_key).map_or_else(|| json!({}), |(_, v)| v.clone());
+        if let Value::Object(map) = &mut attrs {
+            if !map.contains_key(DIMENSIONS) {
+                let name = array.rsplit('/').next().unwrap_or(array);
+                let rank = value["shape"].as_array().map_or(1, Vec::len);
+                let dims: Vec<String> = match rank {
+                    1 => vec![format!("{name}_index")],
+                    _ => (0..rank).map(|axis| format!("{name}_dim{axis}")).collect(),
+                };
+                map.insert(DIMENSIONS.into(), json!(dims));
+            }
+        }
+        files.push((zattrs_key, attrs));
+    }
+    files
+}
+
 fn crop_text(size: usize) -> String {
     let start = (63 - size) / 2;
     format!("centre [{start}:{end}, {start}:{end}] of the 63x63 cutout", end = start + size)
@@ -155,4 +199,36 @@ fn nan_text(keep_nan: bool) -> &'static str {
 pub fn consolidated(files: &[(String, Value)]) -> Value {
     let metadata: Map<String, Value> = files.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     json!({"metadata": metadata, "zarr_consolidated_format": 1})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_arrays_get_their_own_dimension_and_keep_their_attrs() {
+        let extra = vec![
+            ("splits/.zgroup".to_string(), json!({"zarr_format": 2})),
+            ("splits/train/.zarray".to_string(), json!({"shape": [8]})),
+            ("splits/train/.zattrs".to_string(), json!({"description": "train rows"})),
+            ("splits/val/.zarray".to_string(), json!({"shape": [2]})),
+        ];
+        let files: Map<String, Value> = with_dimensions(&extra).into_iter().collect();
+        assert_eq!(files.len(), 5, "{files:?}");
+        assert_eq!(files["splits/train/.zattrs"], json!({"description": "train rows", DIMENSIONS: ["train_index"]}));
+        assert_eq!(files["splits/val/.zattrs"], json!({DIMENSIONS: ["val_index"]}));
+        assert_eq!(files["splits/.zgroup"], json!({"zarr_format": 2}));
+    }
+
+    #[test]
+    fn dimension_names_already_given_are_kept() {
+        let extra = vec![
+            ("a/.zarray".to_string(), json!({"shape": [3, 4]})),
+            ("a/.zattrs".to_string(), json!({DIMENSIONS: ["p", "q"]})),
+            ("b/.zarray".to_string(), json!({"shape": [3, 4]})),
+        ];
+        let files: Map<String, Value> = with_dimensions(&extra).into_iter().collect();
+        assert_eq!(files["a/.zattrs"][DIMENSIONS], json!(["p", "q"]));
+        assert_eq!(files["b/.zattrs"][DIMENSIONS], json!(["b_dim0", "b_dim1"]));
+    }
 }

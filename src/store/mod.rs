@@ -16,6 +16,7 @@
 //! old tree cannot be removed after a publish (the store is then already committed).
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
+mod codec;
 mod lock;
 mod metadata;
 mod reader;
@@ -30,6 +31,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 pub use crate::calendar::utc_now;
+pub use codec::StampFilter;
 pub use lock::{lock_path, resolve, StoreLock, Wait};
 pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
 pub use reader::{read_json, ReadError, StoreReader};
@@ -106,6 +108,8 @@ pub struct Settings {
     pub chunk_rows: usize,
     /// zstd level of the chunks.
     pub zstd_level: i32,
+    /// Filter of the stamp chunks before zstd (`stamps/.zarray` `filters`).
+    pub stamp_filter: StampFilter,
 }
 
 /// The largest uncompressed chunk (of either array) a store may have: bounds the memory a read
@@ -260,6 +264,7 @@ impl Transaction {
                 keep_nan: requested.keep_nan,
                 chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
+                stamp_filter: StampFilter::NEW_STORE,
             },
         };
         if purpose != Purpose::Append && committed_reader.is_none() {
@@ -331,7 +336,7 @@ impl Transaction {
     /// Compression or file I/O failure.
     pub fn write_chunk(&self, index: usize, catalog: &[u8], stamps: &[u8]) -> Result<(), StoreError> {
         self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)?;
-        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), stamps)?;
+        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), &self.settings.stamp_filter.encode(stamps))?;
         fault_point("after-chunk");
         Ok(())
     }

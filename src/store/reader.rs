@@ -108,10 +108,11 @@ impl StoreReader {
         check_last_chunk(root, rows, chunk_rows)?;
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
+        let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| invalid(&stamps_path, reason))?;
         Ok(StoreReader {
             root: root.to_path_buf(),
             rows,
-            settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level },
+            settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter },
             itemsize: layout.itemsize(),
             catalog_zarray: catalog,
             root_attrs,
@@ -204,7 +205,10 @@ impl StoreReader {
     pub fn chunk_bytes(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
         let rows = self.settings.chunk_rows;
         let catalog = read_chunk(&self.root.join(CATALOG).join(index.to_string()), rows * self.itemsize)?;
-        let stamps = read_chunk(&self.root.join(STAMPS).join(format!("{index}.0.0.0")), rows * self.stamp_row_bytes())?;
+        let stamps = self
+            .settings
+            .stamp_filter
+            .decode(read_chunk(&self.root.join(STAMPS).join(format!("{index}.0.0.0")), rows * self.stamp_row_bytes())?);
         Ok((catalog, stamps))
     }
 
@@ -229,7 +233,10 @@ impl StoreReader {
         let row_bytes = self.stamp_row_bytes();
         let mut rows = Vec::with_capacity(self.rows);
         for chunk in 0..self.chunks() {
-            let raw = read_chunk(&self.root.join(STAMPS).join(format!("{chunk}.0.0.0")), self.settings.chunk_rows * row_bytes)?;
+            let raw = self
+                .settings
+                .stamp_filter
+                .decode(read_chunk(&self.root.join(STAMPS).join(format!("{chunk}.0.0.0")), self.settings.chunk_rows * row_bytes)?);
             for row in raw.chunks_exact(row_bytes).take(self.rows - rows.len()) {
                 rows.push(row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
             }

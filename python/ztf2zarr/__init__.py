@@ -1,0 +1,21 @@
+"""Training reads from ztf2zarr stores.
+
+`batches(store, …)` yields shuffled batches of numpy arrays (`stamps`, `row`, `label_code` and
+the catalog columns asked for), reading each chunk of the store exactly once per epoch.
+`TorchBatches` wraps it as a PyTorch `IterableDataset` (torch is imported only when it is
+used). The store itself is written by the `ztf2zarr` command-line tool.
+"""
+
+from ._batches import DEFAULT_BUFFER_MB, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks
+from ._store import Store
+
+__all__ = ["DEFAULT_BUFFER_MB", "Store", "buffer_rows", "TorchBatches", "batches", "count_rows", "epoch_chunks", "worker_chunks"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "TorchBatches":  # imports torch, so only on demand
+        from .torchdata import TorchBatches
+
+        return TorchBatches
+    raise AttributeError(f"module 'ztf2zarr' has no attribute {name!r}")

@@ -1,0 +1,244 @@
+"""Reading whole chunks of a ztf2zarr store: the `stamps` rows and the `catalog` fields of one
+chunk, and the row-index arrays of `splits/`.
+
+Two engines give the same arrays. `direct` reads a local store's chunk files and decodes them
+with numcodecs as each array's `.zarray` says (compressor, filters, dtype, chunk shape, key
+separator, fill value for a missing chunk); it skips zarr-python's per-call machinery and is
+what a local store uses. `zarr` goes through zarr-python (2.18 or 3.x) and serves any store
+zarr-python opens (for example a URL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+STAMPS = "stamps"
+CATALOG = "catalog"
+SPLITS = "splits"
+ENGINES = ("auto", "direct", "zarr")
+
+
+def _dtype(spec) -> np.dtype:
+    if isinstance(spec, list):
+        return np.dtype([tuple(field) for field in spec])
+    return np.dtype(spec)
+
+
+class _DirectArray:
+    """One Zarr v2 array of a local directory store, decoded chunk by chunk with numcodecs."""
+
+    def __init__(self, folder: Path, zarray: dict):
+        import numcodecs
+
+        if zarray.get("zarr_format") != 2:
+            raise ValueError(f"{folder}/.zarray: not a Zarr v2 array")
+        if zarray.get("order", "C") != "C":
+            raise ValueError(f"{folder}/.zarray: order {zarray['order']!r} (only C order is read directly)")
+        self.folder = folder
+        self.shape = tuple(zarray["shape"])
+        self.chunks = tuple(zarray["chunks"])
+        self.dtype = _dtype(zarray["dtype"])
+        self.separator = zarray.get("dimension_separator") or "."
+        compressor = zarray.get("compressor")
+        self.compressor = numcodecs.get_codec(compressor) if compressor else None
+        self.filters = [numcodecs.get_codec(f) for f in zarray.get("filters") or []]
+        fill = zarray.get("fill_value")
+        self.fill = 0 if fill is None or self.dtype.fields else fill
+
+    @property
+    def chunk_bytes(self) -> int:
+        return int(np.prod(self.chunks)) * self.dtype.itemsize
+
+    def scratch(self) -> list:
+        """Two buffers of one decoded chunk, for `chunk(…, scratch)` to decode into."""
+        return [np.empty(self.chunk_bytes, np.uint8), np.empty(self.chunk_bytes, np.uint8)]
+
+    def chunk(self, index: int, scratch: list | None = None) -> np.ndarray:
+        """The whole chunk `index` along axis 0 (padding rows included), decoded. With
+        `scratch`, it is decoded into those buffers and the result is a view of them: reusing
+        memory spares the page faults of two fresh chunk-sized allocations per chunk, which
+        measured as long as the decompression itself."""
+        key = self.separator.join([str(index)] + ["0"] * (len(self.shape) - 1))
+        path = self.folder / key
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return np.full(self.chunks, self.fill, dtype=self.dtype)
+        try:
+            step = 0
+            if self.compressor is not None:
+                data = self._decode(self.compressor, data, scratch, step)
+                step += 1
+            for codec in reversed(self.filters):
+                data = self._decode(codec, data, scratch, step)
+                step += 1
+        except Exception as error:  # numcodecs raises RuntimeError, ValueError, …
+            raise ValueError(f"{path}: chunk does not decode ({error})") from error
+        flat = np.frombuffer(memoryview(data), dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
+        raw = flat.reshape(-1).view(np.uint8)
+        if raw.nbytes != self.chunk_bytes:
+            raise ValueError(f"{path}: chunk decodes to {raw.nbytes} bytes, expected {self.chunk_bytes}")
+        return raw.view(self.dtype).reshape(self.chunks)
+
+    @staticmethod
+    def _decode(codec, data, scratch, step):
+        if scratch is None:
+            return codec.decode(data)
+        return codec.decode(data, out=scratch[step % 2])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a 1-D array, reading the chunks that hold them."""
+        size = self.chunks[0]
+        parts = [self.chunk(c)[max(start - c * size, 0) : stop - c * size] for c in range(start // size, -(-stop // size))]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
+
+
+class _ZarrArray:
+    """The same interface through zarr-python."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.chunks = tuple(array.chunks)
+        self.dtype = array.dtype
+
+    def scratch(self):
+        return None
+
+    def chunk(self, index: int, scratch=None) -> np.ndarray:
+        size = self.chunks[0]
+        return np.asarray(self.array[index * size : min((index + 1) * size, self.shape[0])])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+
+@dataclass
+class Chunk:
+    """The selected rows of one chunk: their store rows, stamps and catalog fields."""
+
+    index: int
+    row: np.ndarray
+    stamps: np.ndarray
+    fields: dict
+
+
+class Store:
+    """An open store: shapes, chunking, label classes, splits, and whole-chunk reads."""
+
+    def __init__(self, path, engine: str = "auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        self.path = path
+        local = isinstance(path, (str, os.PathLike)) and Path(path).is_dir()
+        if not local and isinstance(path, (str, os.PathLike)) and "://" not in str(path):
+            raise FileNotFoundError(f"{path}: no such store folder")
+        if engine == "auto":
+            engine = "direct" if local else "zarr"
+        if engine == "direct" and not local:
+            raise ValueError(f"{path}: the direct engine reads local store folders; use engine='zarr'")
+        self.engine = engine
+        if engine == "direct":
+            self._open_direct(Path(path))
+        else:
+            self._open_zarr(path)
+        self.rows = self.stamps.shape[0]
+        self.chunk_rows = self.stamps.chunks[0]
+        if self.catalog.shape[0] != self.rows or self.catalog.chunks[0] != self.chunk_rows:
+            raise ValueError(f"{path}: catalog and stamps disagree in rows or chunking")
+        self.n_chunks = -(-self.rows // self.chunk_rows)
+
+    def _open_direct(self, root: Path):
+        metadata = self._metadata(root)
+        for key in (".zgroup", f"{STAMPS}/.zarray", f"{CATALOG}/.zarray"):
+            if key not in metadata:
+                raise ValueError(f"{root}: not a ztf2zarr store (no {key})")
+        self.attrs = metadata.get(".zattrs", {})
+        self.stamps = _DirectArray(root / STAMPS, metadata[f"{STAMPS}/.zarray"])
+        self.catalog = _DirectArray(root / CATALOG, metadata[f"{CATALOG}/.zarray"])
+        self._split_arrays = {
+            key.split("/")[1]: _DirectArray(root / key.rsplit("/", 1)[0], value)
+            for key, value in metadata.items()
+            if key.startswith(f"{SPLITS}/") and key.endswith("/.zarray") and key.count("/") == 2
+        }
+
+    @staticmethod
+    def _metadata(root: Path) -> dict:
+        consolidated = root / ".zmetadata"
+        if consolidated.is_file():
+            return json.loads(consolidated.read_text())["metadata"]
+        metadata = {}
+        for file in root.rglob(".z*"):
+            if file.name in (".zgroup", ".zattrs", ".zarray"):
+                metadata[file.relative_to(root).as_posix()] = json.loads(file.read_text())
+        return metadata
+
+    def _open_zarr(self, path):
+        import zarr
+
+        root = zarr.open(str(path) if isinstance(path, os.PathLike) else path, mode="r")
+        self.attrs = dict(root.attrs)
+        self.stamps = _ZarrArray(root[STAMPS])
+        self.catalog = _ZarrArray(root[CATALOG])
+        self._split_arrays = {}
+        if SPLITS in root:
+            self._split_arrays = {name: _ZarrArray(root[f"{SPLITS}/{name}"]) for name in ("train", "val", "test") if name in root[SPLITS]}
+
+    @property
+    def columns(self) -> tuple:
+        """The catalog's column names."""
+        return tuple(self.catalog.dtype.names)
+
+    @property
+    def classes(self) -> dict:
+        """label_code → label, from the root attrs ({} for an unlabeled store)."""
+        labels = (self.attrs.get("ztf2zarr") or {}).get("labels") or {}
+        return {int(code): name for code, name in (labels.get("classes") or {}).items()}
+
+    @property
+    def splits(self) -> tuple:
+        return tuple(self._split_arrays)
+
+    def split_rows(self, name: str) -> np.ndarray:
+        """The row indices of `splits/NAME`, ascending."""
+        if name not in self._split_arrays:
+            have = ", ".join(self._split_arrays) or "none: run `ztf2zarr split` first"
+            raise KeyError(f"{self.path}: no split {name!r} (splits: {have})")
+        array = self._split_arrays[name]
+        return np.asarray(array.rows(0, array.shape[0]), dtype=np.int64)
+
+    def chunk_span(self, index: int) -> tuple:
+        """Store rows [start, stop) held by chunk `index`."""
+        start = index * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.rows)
+
+    def scratch(self) -> dict:
+        """Reusable decode buffers for one chunk of both arrays (see `read`)."""
+        return {STAMPS: self.stamps.scratch(), CATALOG: self.catalog.scratch()}
+
+    def labels_of(self, index: int, local: np.ndarray | None) -> np.ndarray:
+        """The label codes of the selected rows of chunk `index` (the catalog chunk only)."""
+        start, stop = self.chunk_span(index)
+        codes = self.catalog.chunk(index)[: stop - start]["label_code"]
+        return codes if local is None else codes[local]
+
+    def read(self, index: int, local: np.ndarray | None, fields: tuple, scratch: dict | None = None) -> Chunk:
+        """Chunk `index`, read once: the rows at positions `local` within it (None: every row).
+        With `scratch` (from `scratch()`), the stamps may be a view of it: copy them out
+        before the scratch is used again."""
+        start, stop = self.chunk_span(index)
+        count = stop - start
+        scratch = scratch or {}
+        stamps = self.stamps.chunk(index, scratch.get(STAMPS))[:count]
+        catalog = self.catalog.chunk(index, scratch.get(CATALOG))[:count]
+        if local is not None:
+            stamps, catalog = stamps[local], catalog[local]
+            row = start + local.astype(np.int64)
+        else:
+            row = np.arange(start, stop, dtype=np.int64)
+        return Chunk(index, row, stamps, {f: np.ascontiguousarray(catalog[f]) for f in fields})

@@ -1,0 +1,221 @@
+"""ztf2zarr.batches, the training reader: every selected row once per epoch (whole store, splits,
+labels, one and several workers), reproducible orders, mixing across chunks, the values
+themselves, and the worker division used by the PyTorch wrapper (tested without torch)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import ztf2zarr
+from conftest import open_root, run
+
+CHUNK = 16
+ALERTS = 400
+#: Bytes of one buffered row with no extra column: stamps (3·21·21 float32), row, label_code.
+ROW_BYTES = 3 * 21 * 21 * 4 + 8 + 2
+
+
+@pytest.fixture(scope="session")
+def store(binary, tmp_path_factory):
+    """400 synthetic labeled alerts in 16-row chunks (25 chunks), split 0.8/0.1/0.1."""
+    work = tmp_path_factory.mktemp("reader")
+    run(binary, ["generate", "-o", work / "alerts", "--count", ALERTS, "--labels", "labels.csv"], work).check()
+    labels = next((work / "alerts").rglob("labels.csv"))
+    path = work / "reader.zarr"
+    run(binary, ["build", work / "alerts", "-o", path, "--no-progress", "--chunk-rows", CHUNK, "--labels", labels], work).check()
+    run(binary, ["split", path, "--seed", "3"], work).check()
+    return path
+
+
+def epoch_rows(batch_list) -> np.ndarray:
+    return np.concatenate([b["row"] for b in batch_list])
+
+
+def assert_full_but_last(batch_list, size):
+    lengths = [len(b["row"]) for b in batch_list]
+    assert all(n == size for n in lengths[:-1]), lengths
+    assert 0 < lengths[-1] <= size, lengths
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_every_row_once_with_its_own_stamps_and_label(store, engine):
+    root = open_root(store)
+    stamps, catalog = root["stamps"][:], root["catalog"][:]
+    got = list(ztf2zarr.batches(store, batch_size=48, seed=1, buffer_mb=0.2, columns=("objectId", "magpsf"), engine=engine))
+    rows = epoch_rows(got)
+    assert sorted(rows.tolist()) == list(range(ALERTS))
+    assert_full_but_last(got, 48)
+    for batch in got:
+        assert batch["stamps"].dtype == np.float32 and batch["stamps"].shape[1:] == (3, 21, 21)
+        np.testing.assert_array_equal(batch["stamps"], stamps[batch["row"]])
+        np.testing.assert_array_equal(batch["label_code"], catalog["label_code"][batch["row"]])
+        np.testing.assert_array_equal(batch["objectId"], catalog["objectId"][batch["row"]])
+        np.testing.assert_array_equal(batch["magpsf"], catalog["magpsf"][batch["row"]])
+    assert ztf2zarr.count_rows(store) == ALERTS
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_split_gives_exactly_its_rows(store, split):
+    expected = open_root(store)[f"splits/{split}"][:]
+    assert len(expected) > 0
+    got = list(ztf2zarr.batches(store, batch_size=16, split=split, seed=2, buffer_mb=0.1))
+    assert sorted(epoch_rows(got).tolist()) == sorted(expected.tolist())
+    assert_full_but_last(got, 16)
+    assert ztf2zarr.count_rows(store, split=split) == len(expected)
+
+
+def test_labels_select_rows_by_name_or_code(store):
+    root = open_root(store)
+    codes = root["catalog"][:]["label_code"]
+    classes = {name: int(code) for code, name in root.attrs["ztf2zarr"]["labels"]["classes"].items()}
+    name, code = sorted(classes.items())[0]
+    by_name = epoch_rows(ztf2zarr.batches(store, batch_size=20, labels=name))
+    by_code = epoch_rows(ztf2zarr.batches(store, batch_size=20, labels=[code]))
+    expected = np.nonzero(codes == code)[0].tolist()
+    assert 0 < len(expected) < ALERTS
+    assert sorted(by_name.tolist()) == expected == sorted(by_code.tolist())
+    train = set(root["splits/train"][:].tolist())
+    both = epoch_rows(ztf2zarr.batches(store, batch_size=20, split="train", labels=name))
+    assert sorted(both.tolist()) == sorted(train & set(expected))
+    with pytest.raises(ValueError, match="no label 'nonesuch'"):
+        next(ztf2zarr.batches(store, labels="nonesuch"))
+
+
+@pytest.mark.parametrize("split", [None, "train"])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_share_the_rows_without_overlap(store, split, workers):
+    expected = open_root(store)["splits/train"][:].tolist() if split else list(range(ALERTS))
+    seen = []
+    for worker in range(workers):
+        got = list(ztf2zarr.batches(store, batch_size=24, split=split, seed=5, epoch=1, buffer_mb=0.2,
+                                    worker=worker, num_workers=workers))
+        assert_full_but_last(got, 24)
+        seen.append(epoch_rows(got))
+    allrows = np.concatenate(seen)
+    assert len(allrows) == len(set(allrows.tolist())), "a row came to two workers"
+    assert sorted(allrows.tolist()) == sorted(expected)
+    chunks = [set((s // CHUNK).tolist()) for s in seen]
+    assert all(not (a & b) for i, a in enumerate(chunks) for b in chunks[i + 1 :]), "a chunk was read by two workers"
+
+
+def test_an_abandoned_epoch_leaves_nothing_behind_for_the_next(store):
+    """The next epoch reuses the last one's memory: rows of an epoch left half-read must not
+    reappear, and values must still be the rows' own."""
+    stamps = open_root(store)["stamps"][:]
+    for prefetch in (0, 2):
+        first = ztf2zarr.batches(store, batch_size=40, seed=1, buffer_mb=0.5, prefetch=prefetch)
+        next(first)
+        first.close()
+        got = list(ztf2zarr.batches(store, batch_size=40, seed=1, epoch=3, buffer_mb=0.5, prefetch=prefetch))
+        assert sorted(epoch_rows(got).tolist()) == list(range(ALERTS))
+        for batch in got:
+            np.testing.assert_array_equal(batch["stamps"], stamps[batch["row"]])
+
+
+def test_worker_chunks_deal_the_epoch_order_round_robin():
+    order = ztf2zarr.epoch_chunks(range(10), seed=4, epoch=0)
+    assert sorted(order.tolist()) == list(range(10))
+    shares = [ztf2zarr.worker_chunks(order, i, 3).tolist() for i in range(3)]
+    assert shares == [order[0::3].tolist(), order[1::3].tolist(), order[2::3].tolist()]
+    assert sorted(sum(shares, [])) == list(range(10))
+    assert ztf2zarr.worker_chunks(order, 0, 1).tolist() == order.tolist()
+    with pytest.raises(ValueError):
+        ztf2zarr.worker_chunks(order, 3, 3)
+
+
+def test_same_seed_same_order_other_epoch_or_seed_another(store):
+    def order(**kw):
+        return epoch_rows(ztf2zarr.batches(store, batch_size=32, buffer_mb=0.2, **kw)).tolist()
+
+    first = order(seed=7, epoch=0)
+    assert order(seed=7, epoch=0) == first
+    assert order(seed=7, epoch=0, prefetch=0) == first, "prefetch changed the order"
+    assert order(seed=7, epoch=1) != first
+    assert order(seed=8, epoch=0) != first
+    assert sorted(order(seed=7, epoch=1)) == sorted(first)
+    epochs = ztf2zarr.epoch_chunks(range(25), 7, 0), ztf2zarr.epoch_chunks(range(25), 7, 1)
+    assert epochs[0].tolist() != epochs[1].tolist()
+
+
+def test_batches_mix_at_least_as_many_chunks_as_the_buffer_holds(store):
+    buffer_mb = 4 * CHUNK * ROW_BYTES / 1e6  # four chunks
+    capacity = ztf2zarr.buffer_rows(store, buffer_mb, batch_size=32)
+    assert capacity == 4 * CHUNK
+    held = capacity // CHUNK
+    got = list(ztf2zarr.batches(store, batch_size=32, seed=11, buffer_mb=buffer_mb))
+    # The batches after the last chunk was read come from a draining buffer: leave them out.
+    draining = -(-(capacity + CHUNK) // 32)
+    mixed = [len(np.unique(b["row"] // CHUNK)) for b in got[:-draining]]
+    assert len(mixed) >= 8
+    assert min(mixed) >= held, mixed
+    # A buffer of one chunk cannot mix: the same check then fails, so it measures something.
+    narrow = list(ztf2zarr.batches(store, batch_size=16, seed=11, buffer_mb=CHUNK * ROW_BYTES / 1e6))
+    assert min(len(np.unique(b["row"] // CHUNK)) for b in narrow[:-2]) < 4
+
+
+def test_bad_arguments_are_refused_with_the_reason(store, tmp_path):
+    with pytest.raises(ValueError, match="no catalog column 'nope'"):
+        next(ztf2zarr.batches(store, columns=["nope"]))
+    with pytest.raises(KeyError, match="no split 'holdout'"):
+        next(ztf2zarr.batches(store, split="holdout"))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(ztf2zarr.batches(store, batch_size=0))
+    for engine in ("auto", "direct", "zarr"):
+        with pytest.raises(FileNotFoundError, match="missing.zarr: no such store folder"):
+            next(ztf2zarr.batches(tmp_path / "missing.zarr", engine=engine))
+    with pytest.raises(ValueError, match="engine must be one of"):
+        next(ztf2zarr.batches(store, engine="fast"))
+
+
+def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    (broken / "stamps" / "3.0.0.0").write_bytes(b"not zstd at all")
+    with pytest.raises(ValueError, match=r"stamps/3\.0\.0\.0: chunk does not decode"):
+        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
+            pass
+
+
+def test_torch_wrapper_divides_chunks_among_dataloader_workers(store, monkeypatch):
+    """TorchBatches with a stand-in for torch (CI does not install it): each DataLoader worker
+    reads its own chunks, and all of them together every row once."""
+    current = {"info": None}
+    data = types.ModuleType("torch.utils.data")
+    data.IterableDataset = object
+    data.get_worker_info = lambda: current["info"]
+    fake = types.ModuleType("torch")
+    fake.from_numpy = lambda a: ("tensor", a)
+    fake.utils = types.ModuleType("torch.utils")
+    fake.utils.data = data
+    for name, module in {"torch": fake, "torch.utils": fake.utils, "torch.utils.data": data}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "ztf2zarr.torchdata", raising=False)
+
+    dataset = ztf2zarr.TorchBatches(store, batch_size=32, seed=3, columns=("objectId",), buffer_mb=0.2)
+    dataset.set_epoch(2)
+    rows = []
+    for worker in range(2):
+        current["info"] = types.SimpleNamespace(id=worker, num_workers=2)
+        for batch in dataset:
+            assert batch["stamps"][0] == "tensor" and batch["row"][0] == "tensor"
+            assert batch["objectId"].dtype.kind == "U"  # strings stay numpy
+            rows.append(batch["row"][1])
+    rows = np.concatenate(rows)
+    assert sorted(rows.tolist()) == list(range(ALERTS))
+    from ztf2zarr.torchdata import reader_slot
+
+    assert [reader_slot(w, 2, rank=r, world_size=2) for r in range(2) for w in range(2)] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+
+
+def test_import_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, ztf2zarr; list(ztf2zarr.epoch_chunks(range(3), 0, 0)); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
