@@ -9,6 +9,7 @@
 //! the new one, never a mix; a leftover staging folder is removed by the next build.
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
+pub mod inspect;
 mod lock;
 mod metadata;
 mod reader;

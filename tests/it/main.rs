@@ -3,5 +3,6 @@
 mod append;
 mod build;
 mod label;
+mod newcomer;
 mod samples;
 mod util;
