@@ -170,11 +170,7 @@ struct CsvClasses {
 
 fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> Result<CsvClasses, LabelError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-    let row_error = |e: csv::Error| LabelError::Row {
-        path: path.to_path_buf(),
-        line: e.position().map_or(0, csv::Position::line),
-        reason: e.to_string(),
-    };
+    let row_error = |e: csv::Error| csv_error(path, e);
     let headers = reader.headers().map_err(row_error)?.clone();
     if headers.iter().all(|h| h.trim().is_empty()) {
         return Err(LabelError::Empty { path: path.to_path_buf() });
@@ -235,6 +231,26 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
     Ok(CsvClasses { by_object, class_names, class_column: class_name })
 }
 
+/// A CSV reader error in our words: a read failure names the file (no line: nothing was parsed),
+/// a malformed row its line and what is wrong, without the csv crate's own position text.
+fn csv_error(path: &Path, error: csv::Error) -> LabelError {
+    let path = path.to_path_buf();
+    let line = error.position().map_or(0, csv::Position::line);
+    let text = error.to_string();
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => LabelError::Io { path, source },
+        csv::ErrorKind::UnequalLengths { expected_len, len, pos } => LabelError::Row {
+            path,
+            line: pos.map_or(line, |p| p.line()),
+            reason: format!("{len} fields where the lines before have {expected_len}"),
+        },
+        csv::ErrorKind::Utf8 { pos, err } => {
+            LabelError::Row { path, line: pos.map_or(line, |p| p.line()), reason: format!("field {} is not UTF-8 text", err.field() + 1) }
+        }
+        _ => LabelError::Row { path, line, reason: text },
+    }
+}
+
 /// Hashes what passes through it, so the checksum costs no second read of a large CSV.
 struct HashingReader<R> {
     inner: R,
@@ -289,7 +305,9 @@ mod tests {
     fn bad_csvs_name_the_line_or_column() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO,extra\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
-        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("line 3: 3 fields where the lines before have 2"), "{err}");
+        let err = Labels::load(&options(_d.path(), None)).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read labels") && !err.contains("line"), "a folder is unreadable, not a bad line: {err}");
         let (_d, path) = write("id,class\nZTF1,QSO\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
         assert!(err.contains("`oid`") && err.contains("columns: id, class"), "{err}");

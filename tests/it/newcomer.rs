@@ -271,3 +271,11 @@ fn stamp_flags_are_numbered_by_value_in_docs_attrs_and_info() {
         assert!(doc.contains(&format!("value {value}")) || doc.contains(&format!("| {value} |")), "docs name value {value}");
     }
 }
+
+#[test]
+fn split_help_says_what_stale_splits_mean_for_verify() {
+    let help = ztf2zarr_ok(["split", "--help"]);
+    for word in ["unlabeled", "--labeled-only", "stale", "WARNING", "splits_stale"] {
+        assert!(help.contains(word), "split --help lacks `{word}`:\n{help}");
+    }
+}
