@@ -71,7 +71,14 @@ Examples:
 
 Objects, not alerts, are assigned to splits (all alerts of an object land in the same split, so
 nothing leaks between them), separately within each label so every split keeps the class mix.
-The result is deterministic for a seed. Read it with root['splits/train'][:].";
+The result is deterministic for a seed. Read it with root['splits/train'][:].
+
+Split after labelling: an unlabeled store can be split (objects still never straddle splits),
+with a warning that nothing is stratified, and --labeled-only on it is refused. The splits record
+what they were made from; rows appended or labels changed later leave them stale, and `info`
+and `verify` say so. verify reports stale splits as a WARNING line and still exits 0 (they are
+not damage: every file is sound); run split again. Scripts can test `splits_stale` in
+`ztf2zarr info --json`.";
 
 const GENERATE_EXAMPLES: &str = "\
 Examples:

@@ -46,8 +46,14 @@ pub enum LabelError {
     #[error("labels `{path}` line {line}: {reason}")]
     Row { path: PathBuf, line: u64, reason: String },
     /// A needed column is missing.
-    #[error("labels `{path}` has no column {wanted} (columns: {found})")]
-    Column { path: PathBuf, wanted: String, found: String },
+    #[error("labels `{path}` has no column {wanted} (columns: {found}); name its column with {option}")]
+    Column { path: PathBuf, wanted: String, found: String, option: &'static str },
+    /// Not even a header line.
+    #[error("labels `{path}` is empty: expected a header line with the id column (--id-column, default oid) and the class column (--class-column), then one row per object")]
+    Empty { path: PathBuf },
+    /// A header line and nothing else.
+    #[error("labels `{path}` has a header line but no rows: there is no object to label")]
+    NoRows { path: PathBuf },
     /// One object with two different classes.
     #[error("labels `{path}` line {line}: object {object} is `{class}` here but `{earlier}` on an earlier line")]
     Conflict { path: PathBuf, line: u64, object: String, class: String, earlier: String },
@@ -164,25 +170,25 @@ struct CsvClasses {
 
 fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> Result<CsvClasses, LabelError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
-    let row_error = |e: csv::Error| LabelError::Row {
-        path: path.to_path_buf(),
-        line: e.position().map_or(0, csv::Position::line),
-        reason: e.to_string(),
-    };
+    let row_error = |e: csv::Error| csv_error(path, e);
     let headers = reader.headers().map_err(row_error)?.clone();
+    if headers.iter().all(|h| h.trim().is_empty()) {
+        return Err(LabelError::Empty { path: path.to_path_buf() });
+    }
     let found = || headers.iter().collect::<Vec<_>>().join(", ");
     let position = |name: &str| headers.iter().position(|h| h == name);
     let id = position(&options.id_column).ok_or_else(|| LabelError::Column {
         path: path.to_path_buf(),
         wanted: format!("`{}`", options.id_column),
         found: found(),
+        option: "--id-column",
     })?;
     let (class, class_name) = match &options.class_column {
         Some(name) => (position(name), name.clone()),
         None => CLASS_COLUMNS.iter().find_map(|n| position(n).map(|p| (Some(p), (*n).to_string()))).unwrap_or((None, String::new())),
     };
     let wanted = options.class_column.clone().map_or_else(|| CLASS_COLUMNS.map(|c| format!("`{c}`")).join(" or "), |c| format!("`{c}`"));
-    let class = class.ok_or_else(|| LabelError::Column { path: path.to_path_buf(), wanted, found: found() })?;
+    let class = class.ok_or_else(|| LabelError::Column { path: path.to_path_buf(), wanted, found: found(), option: "--class-column" })?;
     let mut by_object: HashMap<Box<str>, u32> = HashMap::new();
     let mut class_names: Vec<String> = Vec::new();
     let mut class_index: HashMap<String, u32> = HashMap::new();
@@ -219,7 +225,30 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
             }
         }
     }
+    if by_object.is_empty() {
+        return Err(LabelError::NoRows { path: path.to_path_buf() });
+    }
     Ok(CsvClasses { by_object, class_names, class_column: class_name })
+}
+
+/// A CSV reader error in our words: a read failure names the file (no line: nothing was parsed),
+/// a malformed row its line and what is wrong, without the csv crate's own position text.
+fn csv_error(path: &Path, error: csv::Error) -> LabelError {
+    let path = path.to_path_buf();
+    let line = error.position().map_or(0, csv::Position::line);
+    let text = error.to_string();
+    match error.into_kind() {
+        csv::ErrorKind::Io(source) => LabelError::Io { path, source },
+        csv::ErrorKind::UnequalLengths { expected_len, len, pos } => LabelError::Row {
+            path,
+            line: pos.map_or(line, |p| p.line()),
+            reason: format!("{len} fields where the lines before have {expected_len}"),
+        },
+        csv::ErrorKind::Utf8 { pos, err } => {
+            LabelError::Row { path, line: pos.map_or(line, |p| p.line()), reason: format!("field {} is not UTF-8 text", err.field() + 1) }
+        }
+        _ => LabelError::Row { path, line, reason: text },
+    }
 }
 
 /// Hashes what passes through it, so the checksum costs no second read of a large CSV.
@@ -276,13 +305,25 @@ mod tests {
     fn bad_csvs_name_the_line_or_column() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO,extra\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
-        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("line 3: 3 fields where the lines before have 2"), "{err}");
+        let err = Labels::load(&options(_d.path(), None)).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read labels") && !err.contains("line"), "a folder is unreadable, not a bad line: {err}");
         let (_d, path) = write("id,class\nZTF1,QSO\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
         assert!(err.contains("`oid`") && err.contains("columns: id, class"), "{err}");
         let (_d, path) = write("oid,label\nZTF1,QSO\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
         assert!(err.contains("`predicted_class` or `classALeRCE`"), "{err}");
+        let (_d, path) = write("id,predicted_class\nZTF1,QSO\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("--id-column") && !err.contains("--class-column"), "{err}");
+        let (_d, path) = write("oid,label\nZTF1,QSO\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("--class-column") && err.contains("columns: oid, label"), "{err}");
+        let (_d, path) = write("");
+        assert!(matches!(Labels::load(&options(&path, None)), Err(LabelError::Empty { .. })));
+        let (_d, path) = write("oid,predicted_class\n");
+        assert!(matches!(Labels::load(&options(&path, None)), Err(LabelError::NoRows { .. })));
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF1,AGN\n");
         let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("ZTF1"), "{err}");

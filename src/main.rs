@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match ztf2zarr::cmd::run(cli) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", ztf2zarr::cmd::error_text(&err));
             ExitCode::from(2)
         }
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::rng::{mix64, Rng};
@@ -33,6 +34,9 @@ pub enum SplitError {
     /// A negative or non-finite fraction, or fractions not summing to 1.
     #[error("--train/--val/--test must be between 0 and 1 and sum to 1 (got {0:?})")]
     Fractions([f64; 3]),
+    /// `--labeled-only` where no alert has a label: the splits would be empty.
+    #[error("--labeled-only: none of the {rows} alerts has a label, so every split would be empty; label the store first (ztf2zarr label STORE --labels FILE.csv)")]
+    NothingLabeled { rows: usize },
 }
 
 /// The result: row indices per split (ascending), and alert counts per (label, split).
@@ -53,6 +57,9 @@ pub fn assign(objects: &[String], labels: &[String], options: &SplitOptions) -> 
     let valid = options.fractions.iter().all(|f| f.is_finite() && (0.0..=1.0).contains(f)) && ((train + val + test) - 1.0).abs() < 1e-6;
     if !valid {
         return Err(SplitError::Fractions(options.fractions));
+    }
+    if options.labeled_only && labels.iter().all(String::is_empty) {
+        return Err(SplitError::NothingLabeled { rows: labels.len() });
     }
     // Objects in order of first appearance, with their rows; an object's label is its first row's.
     let mut index_of: HashMap<&str, usize> = HashMap::new();
@@ -97,6 +104,55 @@ pub fn assign(objects: &[String], labels: &[String], options: &SplitOptions) -> 
         rows.sort_unstable();
     }
     Ok(splits)
+}
+
+/// A digest of every row's (label, label_code), in row order: recorded when the splits are made,
+/// it tells later whether the labels of those rows have changed since (a relabel, or labels given
+/// to a store that was split unlabeled).
+#[must_use]
+pub fn labels_fingerprint<'a>(labels: impl IntoIterator<Item = (&'a str, i64)>) -> String {
+    let mut hasher = Sha256::new();
+    for (label, code) in labels {
+        hasher.update(code.to_le_bytes());
+        hasher.update(label.as_bytes());
+        hasher.update([0]); // ends the label, so ("ab", "c") and ("a", "bc") differ
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// What a store's splits were made from, as `splits/.zattrs` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitBasis {
+    /// Rows in the store when the splits were made.
+    pub rows: usize,
+    /// [`labels_fingerprint`] of those rows then (None: splits written before it was recorded).
+    pub labels_fingerprint: Option<String>,
+    /// Whether any of those rows had a label.
+    pub labeled: bool,
+}
+
+/// Why the splits no longer describe the store, one reason per line (empty: they still match).
+/// `fingerprint_now` is [`labels_fingerprint`] of the store's first `basis.rows` rows today.
+#[must_use]
+pub fn staleness(basis: &SplitBasis, rows_now: usize, fingerprint_now: Option<&str>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if rows_now > basis.rows {
+        let added = rows_now - basis.rows;
+        let (rows, were) = if added == 1 { ("row", "is") } else { ("rows", "are") };
+        reasons.push(format!("{added} {rows} added since the split {were} in no split"));
+    } else if rows_now < basis.rows {
+        reasons.push(format!("the splits index {} rows but the store has {rows_now}", basis.rows));
+    }
+    if let (Some(then), Some(now)) = (&basis.labels_fingerprint, fingerprint_now) {
+        if then != now {
+            reasons.push(if basis.labeled {
+                "labels changed since the split".to_string()
+            } else {
+                "labels given since the split, which was made from an unlabeled store (not stratified by label)".to_string()
+            });
+        }
+    }
+    reasons
 }
 
 /// Fisher–Yates with a stream seeded by the seed and the label, so classes shuffle independently.
@@ -195,6 +251,32 @@ mod tests {
             let row = usize::try_from(row).unwrap();
             assert!(row == 0 || objects[row - 1] != objects[row]);
         }
+    }
+
+    #[test]
+    fn staleness_names_rows_added_and_labels_changed() {
+        let rows = [("QSO", 0), ("", -1), ("YSO", 1)];
+        let then = labels_fingerprint(rows);
+        let basis = SplitBasis { rows: 3, labels_fingerprint: Some(then.clone()), labeled: true };
+        assert!(staleness(&basis, 3, Some(&then)).is_empty());
+        let added = staleness(&basis, 5, Some(&then));
+        assert!(added.len() == 1 && added[0].contains("2 rows added"), "{added:?}");
+        let relabeled = labels_fingerprint([("QSO", 0), ("AGN", 2), ("YSO", 1)]);
+        assert_ne!(relabeled, then);
+        let changed = staleness(&basis, 4, Some(&relabeled));
+        assert!(changed[0].contains("1 row added") && changed[1].contains("labels changed"), "{changed:?}");
+        let old = SplitBasis { labels_fingerprint: None, ..basis };
+        assert!(staleness(&old, 3, Some(&relabeled)).is_empty(), "unknown is not stale");
+        assert_ne!(labels_fingerprint([("ab", 0), ("c", 0)]), labels_fingerprint([("a", 0), ("bc", 0)]));
+    }
+
+    #[test]
+    fn labeled_only_without_labels_is_refused() {
+        let objects = vec!["ZTF1".to_string(), "ZTF2".to_string()];
+        let labels = vec![String::new(), String::new()];
+        let err = assign(&objects, &labels, &SplitOptions { labeled_only: true, ..options() }).unwrap_err();
+        assert_eq!(err, SplitError::NothingLabeled { rows: 2 });
+        assert!(assign(&objects, &labels, &options()).is_ok());
     }
 
     #[test]

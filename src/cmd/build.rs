@@ -46,6 +46,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     progress.finish();
     let stats = result?;
     print!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
+    if let Some(labels) = &config.labels {
+        let counts = if stats.committed { None } else { Some(super::label::Counts::default()) };
+        print!("{}", super::label::summary_of_new_rows(&args.output, stats.rows_before, labels, counts)?);
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -1,24 +1,27 @@
 //! `ztf2zarr info`: what a store holds — rows, size, nights covered, schema versions, labels,
-//! stamp flags and the builds that made it — for people, or as JSON for programs.
+//! stamp flags, splits (and whether they still match the store) and the builds that made it —
+//! for people, or as JSON for programs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::ExitStatus;
+use super::{counted, ExitStatus};
 use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
-use crate::store::{StoreReader, REJECTS};
+use crate::split::staleness;
+use crate::store::inspect::{disk_usage, open_store, rejects_logged, rows_fingerprint, split_basis, split_sizes, splits_attrs};
+use crate::store::StoreReader;
 
 /// Run `info`.
 ///
 /// # Errors
 /// The store cannot be read.
 pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
-    let reader = StoreReader::open(&args.store)?;
+    let reader = open_store(&args.store)?;
     let info = gather(&args.store, &reader)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -59,7 +62,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         }
     }
     let settings = reader.settings();
-    let rejects = std::fs::read_to_string(root.join(REJECTS)).map(|t| t.lines().count()).unwrap_or(0);
+    let splits = splits_attrs(root);
     Ok(json!({
         "store": root.display().to_string(),
         "rows": reader.rows(),
@@ -72,39 +75,35 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "schema_versions": versions,
         "labels": labels,
         "stamp_flags": flags,
-        "rejected_inputs": rejects,
-        "splits": reader.root_attrs().get("splits").map(|_| split_sizes(root)),
+        "rejected_inputs": rejects_logged(root),
+        "splits": splits.as_ref().map(|_| split_sizes(root)),
+        "splits_stale": splits.as_ref().map(|attrs| stale_reasons(attrs, &rows)),
         "runs": reader.runs()?,
     }))
 }
 
-/// Rows in each split index array, from their `.zarray` shapes.
-fn split_sizes(root: &Path) -> Value {
-    let sizes: serde_json::Map<String, Value> = crate::split::SPLIT_NAMES
-        .iter()
-        .filter_map(|name| {
-            let zarray = crate::store::read_json(&root.join(crate::store::SPLITS).join(name).join(".zarray")).ok()?;
-            Some(((*name).to_string(), zarray["shape"][0].clone()))
-        })
-        .collect();
-    Value::Object(sizes)
-}
-
-fn disk_usage(root: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
+/// Why the splits no longer match the store (empty: they do; also empty when the splits predate
+/// the record of what they were made from and nothing can be told).
+fn stale_reasons(attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
+    let Some(basis) = split_basis(attrs) else { return Vec::new() };
+    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(rows, basis.rows));
+    staleness(&basis, rows.len(), fingerprint.as_deref())
 }
 
 fn counts(map: &Value) -> String {
     let Some(map) = map.as_object().filter(|m| !m.is_empty()) else { return "-".into() };
     map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Alerts per label, the empty label shown as "(unlabeled)" as `split` shows it.
+fn label_counts(map: &Value) -> String {
+    let Some(map) = map.as_object().filter(|m| !m.is_empty()) else { return "-".into() };
+    map.iter().map(|(k, v)| format!("{} {v}", if k.is_empty() { "(unlabeled)" } else { k })).collect::<Vec<_>>().join(", ")
+}
+
+/// Flag counts in the order of their values, each with its value (as `stamp_flags & value`).
+fn flag_counts(map: &Value) -> String {
+    STAMP_FLAGS.iter().map(|(value, name)| format!("{value}={name} {}", map[*name])).collect::<Vec<_>>().join(", ")
 }
 
 #[allow(clippy::cast_precision_loss)] // sizes for display
@@ -119,15 +118,20 @@ fn render(info: &Value) -> String {
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {
+        (Some(first), Some(last)) if first == last => format!("1 night, {first} (UTC date of jd)"),
         (Some(first), Some(last)) => format!("{} nights, {first} … {last} (UTC dates of jd)", nights.len()),
         _ => "-".into(),
     };
     let _ = writeln!(out, "nights       {span}");
     let _ = writeln!(out, "schemas      {}", counts(&info["schema_versions"]));
-    let _ = writeln!(out, "labels       {}", counts(&info["labels"]));
-    let _ = writeln!(out, "stamp flags  {}", counts(&info["stamp_flags"]));
+    let _ = writeln!(out, "labels       {}", label_counts(&info["labels"]));
+    let _ = writeln!(out, "stamp flags  {}", flag_counts(&info["stamp_flags"]));
     let _ = writeln!(out, "splits       {}", counts(&info["splits"]));
-    let _ = writeln!(out, "rejected     {} inputs (rejects.jsonl)", info["rejected_inputs"]);
+    let stale: Vec<&str> = info["splits_stale"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !stale.is_empty() {
+        let _ = writeln!(out, "             stale: {}; run `ztf2zarr split` again", stale.join("; "));
+    }
+    let _ = writeln!(out, "rejected     {} (rejects.jsonl)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {
@@ -146,7 +150,7 @@ fn render(info: &Value) -> String {
 /// One line about what a build, relabel or split did.
 fn describe_run(run: &Value) -> String {
     if let Some(csv) = run["relabel"].as_str() {
-        return format!("relabeled from {csv} ({} alerts labeled)", run["labeled"]);
+        return format!("relabeled from {csv} ({} labeled)", counted(number(&run["labeled"]), "alert", "alerts"));
     }
     if run["split"].is_object() {
         let split = &run["split"];
@@ -158,13 +162,18 @@ fn describe_run(run: &Value) -> String {
         .flatten()
         .map(|i| {
             format!(
-                "{} ({} written, {} duplicate, {} rejected)",
+                "{} ({} written, {}, {} rejected)",
                 i["name"].as_str().unwrap_or_default(),
                 i["written"],
-                i["duplicates"],
+                counted(number(&i["duplicates"]), "duplicate", "duplicates"),
                 i["rejected"]
             )
         })
         .collect();
     inputs.join("; ")
+}
+
+/// A count from the JSON this tool wrote (0 where missing).
+fn number(value: &Value) -> usize {
+    value.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
 }

@@ -1,16 +1,21 @@
 //! `ztf2zarr label`: give every alert of a store the label of its object from a classifier CSV,
-//! rewriting the catalog chunks (stamps untouched) in one atomic commit.
+//! rewriting the catalog chunks (stamps untouched) in one atomic commit; and the labelling
+//! summary that `label` and `build --labels` both print.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::ExitStatus;
+use super::{counted, ExitStatus};
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
-use crate::labels::{LabelOptions, Labels};
+use crate::labels::{LabelOptions, Labels, UNLABELED_CODE};
+use crate::split::staleness;
+use crate::store::inspect::{catalog_rows_from, open_store, require_store, rows_fingerprint, split_basis, splits_attrs};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait};
 
 /// Read the labels the options name, if any.
@@ -38,6 +43,7 @@ pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
 /// No `--labels`, an unreadable CSV, or a store that cannot be read or written.
 pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     let Some(labels) = load(&args.source)? else { bail!("--labels FILE.csv is required") };
+    require_store(&args.store)?;
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
@@ -50,15 +56,8 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
             let run = run_record(&started, rows, rows, json!({"relabel": labels.provenance["csv"], "labeled": counts.labeled}));
             let commit = Commit { labels: Some(labels.provenance.clone()), ..Commit::same_rows(rows, run) };
             transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{}`", args.store.display()))?;
-            println!(
-                "ztf2zarr label → {}\n  labeled     {} of {rows} alerts ({} of {} objects found in {})\n  classes     {}",
-                args.store.display(),
-                counts.labeled,
-                counts.objects_found,
-                counts.objects,
-                labels.provenance["csv"].as_str().unwrap_or_default(),
-                labels.names().iter().enumerate().map(|(i, n)| format!("{i}={n}")).collect::<Vec<_>>().join(", ")
-            );
+            print!("ztf2zarr label → {}\n{}", args.store.display(), summary(&counts, &labels, "alerts"));
+            warn_if_splits_stale(&args.store);
             Ok(ExitStatus::Success)
         }
         Err(error) => {
@@ -68,11 +67,82 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     }
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    labeled: usize,
-    objects: usize,
-    objects_found: usize,
+/// What a labelling did: alerts labeled of all alerts looked at, objects found in the CSV.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    /// Alerts looked at.
+    pub alerts: usize,
+    /// Alerts whose object is in the CSV.
+    pub labeled: usize,
+    /// Distinct objects among the alerts.
+    pub objects: usize,
+    /// Distinct objects found in the CSV.
+    pub objects_found: usize,
+}
+
+/// The labelling summary `label` and `build --labels` print: how many alerts and objects got a
+/// label, and the code table. `alerts` names what was labeled ("alerts", "new alerts").
+#[must_use]
+pub fn summary(counts: &Counts, labels: &Labels, alerts: &str) -> String {
+    let mut out = String::new();
+    let objects = counted(counts.objects, "object", "objects");
+    let csv = labels.provenance["csv"].as_str().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  labeled     {} of {} {alerts} ({} of {objects} found in {csv})",
+        counts.labeled, counts.alerts, counts.objects_found
+    );
+    let classes: Vec<String> = labels.names().iter().enumerate().map(|(i, n)| format!("{i}={n}")).collect();
+    let _ = writeln!(out, "  classes     {} ({})", classes.join(", "), counted(classes.len(), "class", "classes"));
+    if counts.alerts > 0 && counts.labeled == 0 {
+        let _ = writeln!(
+            out,
+            "  warning     none of these objects is in {csv}: check that its id column (--id-column, default oid) holds ZTF objectIds"
+        );
+    }
+    out
+}
+
+/// Count labeled alerts and objects among catalog rows already labeled (a build's new rows).
+#[must_use]
+fn count(rows: &[Vec<u8>]) -> Counts {
+    let layout = Layout::builtin();
+    let (Some(object), Some(code)) = (layout.index_of("objectId"), layout.index_of("label_code")) else { return Counts::default() };
+    let (mut objects, mut found) = (HashSet::new(), HashSet::new());
+    let mut labeled = 0;
+    for row in rows {
+        let id = layout.read_str(row, object).unwrap_or_default();
+        if layout.read_i64(row, code).is_some_and(|c| c != i64::from(UNLABELED_CODE)) {
+            labeled += 1;
+            found.insert(id.clone());
+        }
+        objects.insert(id);
+    }
+    Counts { alerts: rows.len(), labeled, objects: objects.len(), objects_found: found.len() }
+}
+
+/// The labelling summary of the rows a build added from row `first` on (printed by `build
+/// --labels`); `known` gives the counts instead when the build committed nothing.
+///
+/// # Errors
+/// The store's new catalog chunks cannot be read.
+pub fn summary_of_new_rows(store: &Path, first: usize, labels: &Labels, known: Option<Counts>) -> anyhow::Result<String> {
+    let counts = match known {
+        Some(counts) => counts,
+        None => count(&catalog_rows_from(store, &open_store(store)?, first)?),
+    };
+    Ok(summary(&counts, labels, "new alerts"))
+}
+
+/// A relabel keeps the splits, which were made from the old labels: say so when they differ now.
+fn warn_if_splits_stale(store: &Path) {
+    let Some(basis) = splits_attrs(store).as_ref().and_then(split_basis) else { return };
+    let Some(rows) = open_store(store).ok().and_then(|reader| reader.catalog_rows().ok()) else { return };
+    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(&rows, basis.rows));
+    let reasons = staleness(&basis, rows.len(), fingerprint.as_deref());
+    if !reasons.is_empty() {
+        eprintln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
+    }
 }
 
 /// Rewrite every catalog chunk with new labels, in parallel (each chunk by one thread).
@@ -100,7 +170,7 @@ fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreEr
             Ok((labeled, objects, found))
         })
         .collect::<Result<_, StoreError>>()?;
-    let mut counts = Counts::default();
+    let mut counts = Counts { alerts: reader.rows(), ..Counts::default() };
     let (mut objects, mut found) = (HashSet::new(), HashSet::new());
     for (labeled, chunk_objects, chunk_found) in per_chunk {
         counts.labeled += labeled;

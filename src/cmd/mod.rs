@@ -1,4 +1,6 @@
-//! One file per subcommand; each exposes `run(args) -> Result<ExitStatus>`. This module only dispatches.
+//! One file per subcommand; each exposes `run(args) -> Result<ExitStatus>`. This module
+//! dispatches, and holds what every subcommand's messages share: the text of an error with its
+//! causes, and counted nouns.
 
 mod build;
 mod generate;
@@ -41,5 +43,65 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Info(args) => info::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Generate(args) => generate::run(&args),
+    }
+}
+
+/// An error and its causes as one line, `outer: cause: root cause`, leaving out a cause whose text
+/// the line already holds: the error types put their `{source}` in their own message, and anyhow
+/// would print it a second time ("No such file or directory (os error 2): No such file or
+/// directory (os error 2)"). Done here so that every error type, whoever wrote it, prints once.
+#[must_use]
+pub fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// `count` and the noun, singular for exactly one: "1 night", "2 nights".
+#[must_use]
+pub fn counted(count: usize, singular: &str, plural: &str) -> String {
+    if count == 1 {
+        format!("{count} {singular}")
+    } else {
+        format!("{count} {plural}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("input `a.avro`: {source}")]
+    struct Opening {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io_text = io.to_string();
+        let error = anyhow::Error::new(Opening { source: io }).context("cannot build `s.zarr`");
+        let text = error_text(&error);
+        assert_eq!(text.matches(&io_text).count(), 1, "{text}");
+        assert!(text.starts_with("cannot build `s.zarr`: input `a.avro`: "), "{text}");
+        let plain = anyhow::anyhow!("top").context("outer");
+        assert_eq!(error_text(&plain), "outer: top");
+    }
+
+    #[test]
+    fn one_is_singular() {
+        assert_eq!(counted(1, "night", "nights"), "1 night");
+        assert_eq!(counted(0, "night", "nights"), "0 nights");
+        assert_eq!(counted(2, "class", "classes"), "2 classes");
     }
 }

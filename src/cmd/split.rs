@@ -1,5 +1,7 @@
 //! `ztf2zarr split`: train/val/test row-index arrays in the store's `splits` group, grouped by
 //! objectId and stratified by label, committed atomically like every other change to a store.
+//! The group records what it was made from (rows, a fingerprint of the labels), so that `info`
+//! and `verify` can say when a later append or relabel has left the splits behind.
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -7,11 +9,16 @@ use serde_json::{json, Value};
 use super::ExitStatus;
 use crate::catalog::Layout;
 use crate::cli::SplitArgs;
-use crate::split::{assign, SplitOptions, Splits, SPLIT_NAMES};
+use crate::split::{assign, labels_fingerprint, SplitOptions, Splits};
+use crate::store::inspect::{require_store, write_splits};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
 
-/// Rows per chunk of a split index array (8 MB of int64).
-const INDEX_CHUNK: usize = 1 << 20;
+/// The catalog columns a split reads, one entry per row.
+struct RowLabels {
+    objects: Vec<String>,
+    labels: Vec<String>,
+    codes: Vec<i64>,
+}
 
 /// Run `split`.
 ///
@@ -28,14 +35,18 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
         balance: args.balance,
         labeled_only: args.labeled_only,
     };
+    require_store(&args.store)?;
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
         Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
         Purpose::ReplaceSplits,
     )?;
-    let result = compute(&transaction, &options).and_then(|splits| {
-        let extra = write_arrays(&transaction, &splits, &options)?;
+    let result = read_rows(&transaction).and_then(|rows| {
+        let splits = assign(&rows.objects, &rows.labels, &options)?;
+        warn_if_unlabeled(args, &rows);
+        let attrs = split_attrs(&transaction, &splits, &options, &rows);
+        let extra = write_splits(&transaction, &splits.rows, attrs)?;
         Ok((splits, extra))
     });
     let (splits, extra) = match result {
@@ -54,21 +65,36 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn compute(transaction: &Transaction, options: &SplitOptions) -> anyhow::Result<Splits> {
+fn read_rows(transaction: &Transaction) -> anyhow::Result<RowLabels> {
     let reader = transaction.reader().context("no committed store to split")?;
     let layout = Layout::builtin();
-    let (object, label) =
-        (layout.index_of("objectId").context("no objectId column")?, layout.index_of("label").context("no label column")?);
+    let column = |name: &str| layout.index_of(name).with_context(|| format!("no {name} column"));
+    let (object, label, code) = (column("objectId")?, column("label")?, column("label_code")?);
     let rows = reader.catalog_rows()?;
-    let objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, object).unwrap_or_default()).collect();
-    let labels: Vec<String> = rows.iter().map(|r| layout.read_str(r, label).unwrap_or_default()).collect();
-    Ok(assign(&objects, &labels, options)?)
+    Ok(RowLabels {
+        objects: rows.iter().map(|r| layout.read_str(r, object).unwrap_or_default()).collect(),
+        labels: rows.iter().map(|r| layout.read_str(r, label).unwrap_or_default()).collect(),
+        codes: rows.iter().map(|r| layout.read_i64(r, code).unwrap_or(-1)).collect(),
+    })
 }
 
-/// Write the index arrays' chunks; returns the metadata documents of the `splits` group.
-fn write_arrays(transaction: &Transaction, splits: &Splits, options: &SplitOptions) -> anyhow::Result<Vec<(String, Value)>> {
-    let level = transaction.settings().zstd_level;
-    let rows_at_split = transaction.committed().map_or(0, |c| c.rows);
+/// Splitting an unlabeled store is allowed — grouping by object still keeps an object's alerts
+/// out of two splits, which is what self-supervised or unlabeled work needs — but it cannot be
+/// stratified by label, and a user who labels the store next should know to split again.
+fn warn_if_unlabeled(args: &SplitArgs, rows: &RowLabels) {
+    if !rows.labels.is_empty() && rows.labels.iter().all(String::is_empty) {
+        eprintln!(
+            "warning: `{}` is unlabeled: the splits keep each object in one split but cannot be stratified by label; \
+             after `ztf2zarr label`, run `ztf2zarr split` again (info and verify will say these splits are stale)",
+            args.store.display()
+        );
+    }
+}
+
+/// `splits/.zattrs`: how the splits were made and from what (rows, labels), so that a later
+/// append or relabel is seen to have left them behind.
+fn split_attrs(transaction: &Transaction, splits: &Splits, options: &SplitOptions, rows: &RowLabels) -> Value {
+    let committed = transaction.committed();
     let counts: serde_json::Map<String, Value> = splits
         .counts
         .iter()
@@ -76,40 +102,19 @@ fn write_arrays(transaction: &Transaction, splits: &Splits, options: &SplitOptio
             (if label.is_empty() { "(unlabeled)".into() } else { label.clone() }, json!({"train": c[0], "val": c[1], "test": c[2]}))
         })
         .collect();
-    let mut files = vec![
-        (format!("{SPLITS}/.zgroup"), json!({"zarr_format": 2})),
-        (
-            format!("{SPLITS}/.zattrs"),
-            json!({
-                "description": "Row indices into catalog and stamps. All alerts of an objectId are in one split; objects are assigned within each label.",
-                "rows_at_split": rows_at_split,
-                "seed": options.seed,
-                "fractions": {"train": options.fractions[0], "val": options.fractions[1], "test": options.fractions[2]},
-                "one_per_object": options.one_per_object,
-                "balance": options.balance,
-                "labeled_only": options.labeled_only,
-                "alerts_per_label": counts,
-            }),
-        ),
-    ];
-    for (name, rows) in SPLIT_NAMES.iter().zip(&splits.rows) {
-        let chunk = rows.len().clamp(1, INDEX_CHUNK);
-        for (index, part) in rows.chunks(chunk).enumerate() {
-            let mut raw: Vec<u8> = part.iter().flat_map(|r| r.to_le_bytes()).collect();
-            raw.resize(chunk * 8, 0);
-            transaction.write_extra_chunk(&format!("{SPLITS}/{name}/{index}"), &raw)?;
-        }
-        files.push((
-            format!("{SPLITS}/{name}/.zarray"),
-            json!({
-                "zarr_format": 2, "shape": [rows.len()], "chunks": [chunk], "dtype": "<i8",
-                "compressor": {"id": "zstd", "level": level}, "fill_value": 0, "order": "C",
-                "filters": null, "dimension_separator": ".",
-            }),
-        ));
-        files.push((format!("{SPLITS}/{name}/.zattrs"), json!({"description": format!("{name} rows, ascending")})));
-    }
-    Ok(files)
+    let labels_at_split = committed.and_then(|c| c.labels.as_ref()).map(|l| json!({"csv": l["csv"], "sha256": l["sha256"]}));
+    json!({
+        "description": "Row indices into catalog and stamps. All alerts of an objectId are in one split; objects are assigned within each label.",
+        "rows_at_split": committed.map_or(0, |c| c.rows),
+        "labels_at_split": labels_at_split,
+        "labels_fingerprint": labels_fingerprint(rows.labels.iter().map(String::as_str).zip(rows.codes.iter().copied())),
+        "seed": options.seed,
+        "fractions": {"train": options.fractions[0], "val": options.fractions[1], "test": options.fractions[2]},
+        "one_per_object": options.one_per_object,
+        "balance": options.balance,
+        "labeled_only": options.labeled_only,
+        "alerts_per_label": counts,
+    })
 }
 
 fn summary(args: &SplitArgs, splits: &Splits) -> String {

@@ -1,26 +1,66 @@
 //! `ztf2zarr verify`: check a store end to end and say plainly what is wrong; exit 1 if anything is.
+//!
+//! Splits that no longer match the store (rows appended or labels changed since `split`) are a
+//! warning, not a problem: every file is still sound and the splits still index valid rows, but a
+//! training run would leave the new rows out or keep the old stratification. Exit 1 stays for
+//! damage; scripts that need fresh splits read `splits_stale` from `ztf2zarr info --json`.
 
-use super::ExitStatus;
+use std::path::Path;
+
+use super::{counted, ExitStatus};
 use crate::cli::VerifyArgs;
+use crate::split::staleness;
+use crate::store::inspect::{require_store, rows_fingerprint, split_basis, splits_attrs, NotAStore};
 use crate::store::verify::verify;
+use crate::store::StoreReader;
 
 /// Run `verify`.
 ///
 /// # Errors
-/// Never: every problem is reported and reflected in the exit status.
+/// A path that is missing or is a file; every problem of a store is reported and reflected in
+/// the exit status instead.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
+    // A folder that is a damaged store is verify's to report; a path that is no folder at all is a mistake.
+    if let Err(error @ (NotAStore::Missing(_) | NotAStore::File(_))) = require_store(&args.store) {
+        return Err(error.into());
+    }
     let report = verify(&args.store);
-    for line in &report.passed {
+    let (fresh, warnings) = check_splits(&args.store);
+    for line in report.passed.iter().chain(&fresh) {
         println!("ok       {line}");
+    }
+    for line in &warnings {
+        println!("WARNING  {line}");
     }
     for line in &report.problems {
         println!("PROBLEM  {line}");
     }
+    let warned = if warnings.is_empty() { String::new() } else { format!(" ({})", counted(warnings.len(), "warning", "warnings")) };
     if report.problems.is_empty() {
-        println!("{}: sound", args.store.display());
+        println!("{}: sound{warned}", args.store.display());
         Ok(ExitStatus::Success)
     } else {
-        println!("{}: {} problem(s) found", args.store.display(), report.problems.len());
+        println!("{}: {} found{warned}", args.store.display(), counted(report.problems.len(), "problem", "problems"));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// Whether the splits still match the store: (passed lines, warning lines). Nothing when the
+/// store has no splits or cannot be read (the store checks report that).
+fn check_splits(root: &Path) -> (Vec<String>, Vec<String>) {
+    let Some(attrs) = splits_attrs(root) else { return (Vec::new(), Vec::new()) };
+    let Some(rows) = StoreReader::open(root).ok().and_then(|reader| reader.catalog_rows().ok()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let Some(basis) = split_basis(&attrs) else {
+        return (Vec::new(), vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
+    };
+    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(&rows, basis.rows));
+    let reasons = staleness(&basis, rows.len(), fingerprint.as_deref());
+    if !reasons.is_empty() {
+        let line = format!("splits: stale, {}; run `ztf2zarr split` again", reasons.join("; "));
+        return (Vec::new(), vec![line]);
+    }
+    let labels = if fingerprint.is_some() { " and their current labels" } else { " (made before labels were recorded with them)" };
+    (vec![format!("splits: made from all {}{labels}", counted(rows.len(), "row", "rows"))], Vec::new())
 }

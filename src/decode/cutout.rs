@@ -33,7 +33,8 @@ pub const FLAG_EDGE_GUESSED: u8 = 4;
 /// `stamp_flags` bit: a stored stamp pixel holds ZTF's masked-pixel value (−3.4028235e38, the
 /// most negative float32; any value ≤ [`MASKED_AT_OR_BELOW`] counts). Kept as it is.
 pub const FLAG_MASKED: u8 = 8;
-/// Every `stamp_flags` bit with its short name, in bit order (for counts in summaries and `info`).
+/// Every `stamp_flags` value (1, 2, 4, 8: test with `stamp_flags & value`) with its short name,
+/// in order of value (for counts in summaries and `info`, which shows them as `1=edge_placed`).
 pub const STAMP_FLAGS: [(u8, &str); 4] =
     [(FLAG_EDGE_PLACED, "edge_placed"), (FLAG_HAD_NAN, "had_nan"), (FLAG_EDGE_GUESSED, "edge_guessed"), (FLAG_MASKED, "masked_pixels")];
 /// Pixels at or below this are ZTF's masked-pixel marker, not data.

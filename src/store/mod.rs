@@ -17,6 +17,7 @@
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
 mod codec;
+pub mod inspect;
 mod lock;
 mod metadata;
 mod reader;

@@ -4,6 +4,7 @@ mod append;
 mod build;
 mod folders;
 mod label;
+mod newcomer;
 mod samples;
 mod store;
 mod util;

@@ -269,7 +269,7 @@ fn verify_names_the_first_row_where_the_candid_index_and_the_catalog_disagree() 
     let stdout = text(&output.stdout);
     assert!(stdout.contains("PROBLEM  candid index") && stdout.contains("from row 3"), "{stdout}");
     assert!(stdout.contains(&format!("the index has {}, the catalog {}", candids[4], candids[3])), "{stdout}");
-    assert!(stdout.contains("1 problem(s) found"), "{stdout}");
+    assert!(stdout.contains("1 problem found"), "{stdout}");
 }
 
 #[test]

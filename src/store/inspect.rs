@@ -1,0 +1,177 @@
+//! What the subcommands read and write in a store besides its two arrays: whether a path is a
+//! store at all, its size on disk, the rejects log, and the `splits` group (its index arrays and
+//! the record in `splits/.zattrs` of what the splits were made from). Kept here so that the
+//! commands never open files inside a store themselves.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use super::{read_json, ReadError, StoreError, StoreReader, Transaction, CATALOG, REJECTS, SPLITS};
+use crate::catalog::Layout;
+use crate::split::{labels_fingerprint, SplitBasis, SPLIT_NAMES};
+
+/// Rows per chunk of a split index array (8 MB of int64).
+const INDEX_CHUNK: usize = 1 << 20;
+
+/// Why a path given as a store cannot be used as one.
+#[derive(Debug, Error)]
+pub enum NotAStore {
+    /// Nothing at the path.
+    #[error("no store at `{0}`: there is no such file or folder (build one with `ztf2zarr build INPUT -o STORE`)")]
+    Missing(PathBuf),
+    /// A file, not a folder.
+    #[error("`{0}` is a file, not a store (a store is a folder)")]
+    File(PathBuf),
+    /// A folder without the store's `.zgroup`.
+    #[error("`{0}` is not a ztf2zarr store: it has no .zgroup")]
+    NoGroup(PathBuf),
+    /// A store whose metadata cannot be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Check that `root` looks like a store before anything else is done with it, so that a wrong
+/// path gets one plain sentence rather than the name of a file deep inside it.
+///
+/// # Errors
+/// Missing path, a file, or a folder that is not a store.
+pub fn require_store(root: &Path) -> Result<(), NotAStore> {
+    let metadata = std::fs::metadata(root).map_err(|_| NotAStore::Missing(root.to_path_buf()))?;
+    if !metadata.is_dir() {
+        return Err(NotAStore::File(root.to_path_buf()));
+    }
+    if !root.join(".zgroup").is_file() {
+        return Err(NotAStore::NoGroup(root.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// Open the store at `root` for reading, after [`require_store`].
+///
+/// # Errors
+/// Not a store, or metadata that cannot be read.
+pub fn open_store(root: &Path) -> Result<StoreReader, NotAStore> {
+    require_store(root)?;
+    Ok(StoreReader::open(root)?)
+}
+
+/// Bytes of every file under `root`.
+#[must_use]
+pub fn disk_usage(root: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Lines of `rejects.jsonl` (one per rejected input; a line may stand for many alert records).
+#[must_use]
+pub fn rejects_logged(root: &Path) -> usize {
+    std::fs::read_to_string(root.join(REJECTS)).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+/// Catalog rows from row `first` to the end, reading only the chunks that hold them (a build
+/// looks at the rows it added without reading the whole store).
+///
+/// # Errors
+/// A chunk that is missing, does not decompress, or has the wrong length.
+pub fn catalog_rows_from(root: &Path, reader: &StoreReader, first: usize) -> Result<Vec<Vec<u8>>, ReadError> {
+    let (rows, chunk_rows, itemsize) = (reader.rows(), reader.settings().chunk_rows, reader.itemsize());
+    let mut out = Vec::with_capacity(rows.saturating_sub(first));
+    for chunk in first / chunk_rows..reader.chunks() {
+        let path = root.join(CATALOG).join(chunk.to_string());
+        let compressed = std::fs::read(&path).map_err(|source| ReadError::Io { path: path.clone(), source })?;
+        let expected = chunk_rows * itemsize;
+        let raw = zstd::bulk::decompress(&compressed, expected)
+            .ok()
+            .filter(|raw| raw.len() == expected)
+            .ok_or_else(|| ReadError::Invalid { path: path.clone(), reason: "catalog chunk does not decompress to full size".into() })?;
+        let start = chunk * chunk_rows;
+        for (offset, row) in raw.chunks_exact(itemsize).enumerate().take(rows - start) {
+            if start + offset >= first {
+                out.push(row.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`labels_fingerprint`] of the first `count` catalog rows.
+#[must_use]
+pub fn rows_fingerprint(rows: &[Vec<u8>], count: usize) -> String {
+    let layout = Layout::builtin();
+    let (label, code) = (layout.index_of("label"), layout.index_of("label_code"));
+    let pairs: Vec<(String, i64)> = rows
+        .iter()
+        .take(count)
+        .map(|row| {
+            (label.and_then(|c| layout.read_str(row, c)).unwrap_or_default(), code.and_then(|c| layout.read_i64(row, c)).unwrap_or(-1))
+        })
+        .collect();
+    labels_fingerprint(pairs.iter().map(|(l, c)| (l.as_str(), *c)))
+}
+
+/// The `splits` group's attrs, if the store has splits.
+#[must_use]
+pub fn splits_attrs(root: &Path) -> Option<Value> {
+    read_json(&root.join(SPLITS).join(".zattrs")).ok()
+}
+
+/// What the splits were made from, from their attrs.
+#[must_use]
+pub fn split_basis(attrs: &Value) -> Option<SplitBasis> {
+    let rows = usize::try_from(attrs["rows_at_split"].as_u64()?).ok()?;
+    Some(SplitBasis {
+        rows,
+        labels_fingerprint: attrs["labels_fingerprint"].as_str().map(str::to_string),
+        labeled: attrs["labels_at_split"].is_object(),
+    })
+}
+
+/// Rows in each split index array, from their `.zarray` shapes.
+#[must_use]
+pub fn split_sizes(root: &Path) -> Value {
+    let sizes: serde_json::Map<String, Value> = SPLIT_NAMES
+        .iter()
+        .filter_map(|name| {
+            let zarray = read_json(&root.join(SPLITS).join(name).join(".zarray")).ok()?;
+            Some(((*name).to_string(), zarray["shape"][0].clone()))
+        })
+        .collect();
+    Value::Object(sizes)
+}
+
+/// Write the `splits` group into a transaction: one int64 index array per split (ascending row
+/// numbers) and the group's attrs. Returns the metadata documents to commit.
+///
+/// # Errors
+/// Compression or file I/O failure.
+pub fn write_splits(transaction: &Transaction, rows: &[Vec<i64>; 3], attrs: Value) -> Result<Vec<(String, Value)>, StoreError> {
+    let level = transaction.settings().zstd_level;
+    let mut files = vec![(format!("{SPLITS}/.zgroup"), json!({"zarr_format": 2})), (format!("{SPLITS}/.zattrs"), attrs)];
+    for (name, rows) in SPLIT_NAMES.iter().zip(rows) {
+        let chunk = rows.len().clamp(1, INDEX_CHUNK);
+        for (index, part) in rows.chunks(chunk).enumerate() {
+            let mut raw: Vec<u8> = part.iter().flat_map(|r| r.to_le_bytes()).collect();
+            raw.resize(chunk * 8, 0);
+            transaction.write_extra_chunk(&format!("{SPLITS}/{name}/{index}"), &raw)?;
+        }
+        files.push((
+            format!("{SPLITS}/{name}/.zarray"),
+            json!({
+                "zarr_format": 2, "shape": [rows.len()], "chunks": [chunk], "dtype": "<i8",
+                "compressor": {"id": "zstd", "level": level}, "fill_value": 0, "order": "C",
+                "filters": null, "dimension_separator": ".",
+            }),
+        ));
+        files.push((format!("{SPLITS}/{name}/.zattrs"), json!({"description": format!("{name} rows, ascending")})));
+    }
+    Ok(files)
+}
