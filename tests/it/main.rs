@@ -2,6 +2,7 @@
 
 mod append;
 mod build;
+mod hostile;
 mod label;
 mod samples;
 mod util;
