@@ -4,5 +4,6 @@ mod append;
 mod build;
 mod hostile;
 mod label;
+mod mutation;
 mod samples;
 mod util;
