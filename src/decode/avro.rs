@@ -4,6 +4,9 @@
 //! The writer schema's JSON is compiled once into an arena of [`Node`]s (named types resolved,
 //! so `ztf.alert.cutout` defined once and referenced three times is one node). Decoding borrows
 //! from the file's bytes: strings and cutout bytes are slices, nothing is copied or allocated.
+//! Blocks are framed one at a time ([`Header::blocks`]), resynchronising at the next sync marker
+//! after a damaged one; nesting, value counts, lengths and inflated sizes are held to the limits
+//! below, so no input can take the stack, the heap or the clock with it.
 //! Spec: <https://avro.apache.org/docs/1.11.1/specification/>.
 
 use std::collections::HashMap;

@@ -5,6 +5,11 @@
 //! 1.x has fewer fields). A schema is compiled once into an [`AlertSchema`] — the Avro nodes plus
 //! a plan saying what each top-level and candidate field becomes — and shared by every file that
 //! embeds the same schema text.
+//!
+//! Every record a file declares comes back as an alert or inside a reject: a damaged block costs
+//! only its own records (reading resumes at the next sync marker), a file whose schema is not a
+//! ZTF alert is rejected once as a whole, and every size an input declares is checked against a
+//! named limit before it is used (see `docs/limits.md`).
 
 pub mod avro;
 pub mod cutout;
