@@ -21,8 +21,8 @@ pub const FRAME: usize = 63;
 /// Readout-channel size in pixels (x = columns, y = rows): the midpoints decide which edge clipped a cutout.
 const CHANNEL_COLUMNS: f32 = 3072.0;
 const CHANNEL_ROWS: f32 = 3080.0;
-/// A cutout larger than this when inflated is not a ZTF cutout (guards against gzip bombs).
-const MAX_INFLATED: u64 = 16 << 20;
+/// A cutout larger than this when inflated is not a ZTF cutout (~19 KB; guards against gzip bombs).
+pub const MAX_INFLATED: u64 = 16 << 20;
 
 /// `stamp_flags` bit: a cutout smaller than 63×63 was placed in the frame.
 pub const FLAG_EDGE_PLACED: u8 = 1;
@@ -80,6 +80,9 @@ pub enum CutoutError {
     /// FITS that cannot be read.
     #[error("{0}")]
     Fits(#[from] FitsError),
+    /// Inflates beyond [`MAX_INFLATED`].
+    #[error("gzip data inflates to more than {MAX_INFLATED} bytes")]
+    InflatedTooLarge,
     /// Larger than the frame.
     #[error("is {width}x{height} pixels, larger than the 63x63 frame")]
     TooLarge { width: usize, height: usize },
@@ -128,7 +131,11 @@ fn inflate(gz: &[u8], inflater: &mut Decompressor, out: &mut Vec<u8>) -> Result<
         }
     }
     out.clear();
-    flate2::read::MultiGzDecoder::new(gz).take(MAX_INFLATED).read_to_end(out).map_err(|e| CutoutError::BadGzip(e.to_string()))?;
+    // One byte past the limit tells a cutout that fits from one that does not (never cut silently).
+    flate2::read::MultiGzDecoder::new(gz).take(MAX_INFLATED + 1).read_to_end(out).map_err(|e| CutoutError::BadGzip(e.to_string()))?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(CutoutError::InflatedTooLarge);
+    }
     Ok(())
 }
 

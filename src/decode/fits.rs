@@ -7,6 +7,9 @@ use thiserror::Error;
 
 const BLOCK: usize = 2880;
 const CARD: usize = 80;
+/// Most pixels an image may have (a ZTF cutout has 63×63 = 3,969): NAXIS1×NAXIS2 are checked
+/// against this, with overflow-checked arithmetic, before any size is computed from them.
+pub const MAX_PIXELS: usize = 1 << 22;
 
 /// Why a FITS image could not be read.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -26,6 +29,9 @@ pub enum FitsError {
     /// Not a 2-D image.
     #[error("NAXIS {0} is not supported (expected a 2-D image)")]
     NotTwoDimensional(i64),
+    /// NAXIS1×NAXIS2 beyond [`MAX_PIXELS`] (or beyond any integer).
+    #[error("FITS image of {width}x{height} pixels is larger than the {MAX_PIXELS}-pixel limit")]
+    TooLarge { width: usize, height: usize },
     /// The data block is shorter than the axes say.
     #[error("FITS data is truncated: {got} bytes, expected {expected} for {width}x{height}")]
     Truncated { got: usize, expected: usize, width: usize, height: usize },
@@ -85,13 +91,15 @@ pub fn read_image(file: &[u8]) -> Result<Image<'_>, FitsError> {
     if header.naxis != 2 {
         return Err(FitsError::NotTwoDimensional(header.naxis));
     }
-    let count = header.width * header.height;
+    let (width, height) = (header.width, header.height);
+    let count = width.checked_mul(height).filter(|n| *n <= MAX_PIXELS).ok_or(FitsError::TooLarge { width, height })?;
+    let bytes = count * 4; // |BITPIX| / 8 = 4; at most 16 MiB after the check above
     let data = file.get(header.data_start..).unwrap_or_default();
-    if data.len() < count * 4 {
-        return Err(FitsError::Truncated { got: data.len(), expected: count * 4, width: header.width, height: header.height });
+    if data.len() < bytes {
+        return Err(FitsError::Truncated { got: data.len(), expected: bytes, width, height });
     }
     let scale = (header.bscale != 1.0 || header.bzero != 0.0).then_some((header.bscale, header.bzero));
-    Ok(Image { width: header.width, height: header.height, data: &data[..count * 4], scale })
+    Ok(Image { width, height, data: &data[..bytes], scale })
 }
 
 fn read_header(file: &[u8]) -> Result<Header, FitsError> {
@@ -185,5 +193,16 @@ pub(crate) mod tests {
         let file = fits_bytes(2, 2, &[1.0; 4]);
         assert!(matches!(read_image(&file[..BLOCK + 8]), Err(FitsError::Truncated { .. })));
         assert_eq!(read_image(b"hello"), Err(FitsError::NoEnd));
+    }
+
+    #[test]
+    fn axes_whose_product_overflows_are_too_large() {
+        let huge = 1 << 62;
+        for (width, height) in [(huge, 4), (1 << 32, 1 << 32), (MAX_PIXELS, 2)] {
+            let mut file = fits_bytes(2, 2, &[1.0; 4]);
+            file[240..320].copy_from_slice(format!("{:<80}", format!("NAXIS1  = {width:>20}")).as_bytes());
+            file[320..400].copy_from_slice(format!("{:<80}", format!("NAXIS2  = {height:>20}")).as_bytes());
+            assert_eq!(read_image(&file), Err(FitsError::TooLarge { width, height }));
+        }
     }
 }

@@ -5,6 +5,11 @@
 //! 1.x has fewer fields). A schema is compiled once into an [`AlertSchema`] — the Avro nodes plus
 //! a plan saying what each top-level and candidate field becomes — and shared by every file that
 //! embeds the same schema text.
+//!
+//! Every record a file declares comes back as an alert or inside a reject: a damaged block costs
+//! only its own records (reading resumes at the next sync marker), a file whose schema is not a
+//! ZTF alert is rejected once as a whole, and every size an input declares is checked against a
+//! named limit before it is used (see `docs/limits.md`).
 
 pub mod avro;
 pub mod cutout;
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::catalog::{Layout, Packed, Scalar};
-use avro::{AvroError, Container, Cursor, Node, Schema};
+use avro::{AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
 pub use cutout::{Position, StampSpec};
 
 /// The three cutouts, in stamp channel order.
@@ -68,6 +73,138 @@ impl Reject {
     }
 }
 
+/// What a ZTF alert schema must have for its records to become rows: else the file is foreign.
+fn check_alert_schema(schema: &Schema) -> Result<(), String> {
+    let top = schema.record_fields(schema.root).ok_or("its top level is not a record")?;
+    let field = |name: &str| top.iter().find(|f| f.name == name);
+    let candidate = field("candidate").and_then(|f| schema.record_fields(f.node)).ok_or("no `candidate` record")?;
+    if field("candid").is_none() && !candidate.iter().any(|f| f.name == "candid") {
+        return Err("no `candid` field".into());
+    }
+    match CUTOUTS.iter().find(|c| field(c).is_none()) {
+        Some(missing) => Err(format!("no `{missing}` field")),
+        None => Ok(()),
+    }
+}
+
+/// At most `declared` records, and no more than `bytes` of record data can hold when each takes
+/// at least `min_record` bytes (a record that takes none counts as one byte): at least 1, so a
+/// reject always stands for something.
+fn bounded(declared: usize, bytes: usize, min_record: usize) -> usize {
+    declared.min(bytes / min_record.max(1)).max(1)
+}
+
+/// Records the rest of a file's blocks declare, each block's count bounded by its bytes.
+fn count_records<'a>(blocks: impl Iterator<Item = Result<Frame<'a>, Damaged>>, header: &Header<'a>, min_record: usize) -> usize {
+    blocks
+        .map(|block| match block {
+            Ok(frame) if frame.count == 0 => 0,
+            Ok(frame) => bounded(frame.count, header.capacity(frame.data.len()), min_record),
+            Err(damaged) => bounded(damaged.count.unwrap_or(1), header.capacity(damaged.bytes), min_record),
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// One reject for a whole file whose records cannot be read as alerts, standing for every record its blocks declare.
+fn whole_file(header: &Header<'_>, min_record: usize, kind: &'static str, why: &str) -> Reject {
+    let records = count_records(header.blocks(), header, min_record).max(1);
+    let noun = if records == 1 { "record" } else { "records" };
+    Reject::new(kind, format!("{why}; the file's {records} {noun} are rejected as a whole")).for_records(records)
+}
+
+/// The decoding of one file's blocks: the results so far and the limits still left.
+struct FileDecoder<'d, 'a> {
+    decoder: &'d Decoder,
+    header: &'d Header<'a>,
+    schema: &'d Arc<AlertSchema>,
+    name: &'d str,
+    min_record: usize,
+    /// Values the rest of the file may step over (see [`avro::MAX_VALUES_PER_BYTE`]).
+    values_left: usize,
+    /// Bytes the rest of the file's deflate blocks may inflate to.
+    inflate_left: usize,
+    damaged: usize,
+    results: Vec<Result<Alert, Reject>>,
+}
+
+impl<'d, 'a> FileDecoder<'d, 'a> {
+    fn new(decoder: &'d Decoder, header: &'d Header<'a>, schema: &'d Arc<AlertSchema>, name: &'d str) -> Self {
+        FileDecoder {
+            decoder,
+            header,
+            schema,
+            name,
+            min_record: schema.min_record,
+            values_left: avro::value_budget(header.file_len()),
+            inflate_left: header.inflate_allowance(),
+            damaged: 0,
+            results: Vec::new(),
+        }
+    }
+
+    /// Take one block: its alerts, or one reject for all its records.
+    fn block(&mut self, block: Result<Frame<'a>, Damaged>) {
+        match block {
+            Ok(frame) => {
+                if let Err((error, capacity)) = self.intact_block(&frame) {
+                    let records = bounded(frame.count, capacity, self.min_record);
+                    let error = if error.names_block() { error.to_string() } else { format!("block {}: {error}", frame.index) };
+                    self.reject_block(&error, records, "reading on with the next block");
+                }
+            }
+            Err(damaged) => {
+                let resume = if damaged.resumed { "reading resumed at the next sync marker" } else { "no sync marker follows it" };
+                match damaged.count {
+                    Some(count) => {
+                        let records = bounded(count, self.header.capacity(damaged.bytes), self.min_record);
+                        self.reject_block(&damaged.error.to_string(), records, resume);
+                    }
+                    None => {
+                        let then = format!("its record count is unreadable, counted as 1; {resume}");
+                        self.reject_block(&damaged.error.to_string(), 1, &then);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject_block(&mut self, error: &str, records: usize, then: &str) {
+        self.damaged += 1;
+        let noun = if records == 1 { "record" } else { "records" };
+        let reason = format!("corrupt Avro: {error}; the block's {records} {noun} rejected, {then}");
+        self.results.push(Err(Reject::new("corrupt-avro", reason).for_records(records)));
+    }
+
+    /// Decode the records of a block whose frame is intact; on failure, the error and the bytes
+    /// of record data the block could hold (to bound its count).
+    fn intact_block(&mut self, frame: &Frame<'a>) -> Result<(), (AvroError, usize)> {
+        let data = self.header.block_data(frame, self.inflate_left).map_err(|error| (error, self.header.capacity(frame.data.len())))?;
+        if self.header.deflate {
+            self.inflate_left -= data.len();
+            self.values_left = self.values_left.saturating_add(data.len().saturating_mul(avro::MAX_VALUES_PER_BYTE));
+        }
+        let bytes = data.len();
+        let most = bytes / self.min_record.max(1);
+        if frame.count > most {
+            let error = AvroError::TooManyRecords { block: frame.index, count: frame.count, bytes, most, min: self.min_record };
+            return Err((error, bytes));
+        }
+        let mut cursor = Cursor::with_budget(&data, self.values_left);
+        let decoded = self.records(&mut cursor, frame.count);
+        self.values_left = cursor.values_left();
+        let mut alerts = decoded.map_err(|error| (error, bytes))?;
+        if cursor.position() != bytes {
+            return Err((AvroError::BlockSizeMismatch { block: frame.index, declared: bytes, used: cursor.position() }, bytes));
+        }
+        self.results.append(&mut alerts);
+        Ok(())
+    }
+
+    fn records(&self, cursor: &mut Cursor<'_>, count: usize) -> Result<Vec<Result<Alert, Reject>>, AvroError> {
+        (0..count).map(|_| self.decoder.decode_record(self.schema, cursor, self.name)).collect()
+    }
+}
+
 /// What one top-level alert field becomes.
 #[derive(Debug, Clone)]
 enum Action {
@@ -94,7 +231,21 @@ pub struct AlertSchema {
     pub unmapped: Vec<String>,
     /// `version` of the writer schema (the alert record's own version, e.g. "3.3"), if given.
     pub version: Option<String>,
+    /// Fewest bytes one alert record of this schema takes.
+    min_record: usize,
 }
+
+/// Why a file's writer schema cannot be used to read alerts.
+enum Unusable {
+    /// Not a valid Avro schema.
+    Invalid(AvroError),
+    /// Valid, but not a ZTF alert: the file is rejected as a whole.
+    Foreign { reason: String, min_record: usize },
+}
+
+/// Damaged blocks read past in one file; after that, the rest of the file is rejected unread
+/// as one reject (a few damaged blocks are an accident, dozens a file not worth reading on).
+pub const MAX_DAMAGED_BLOCKS: usize = 16;
 
 /// A thread's most recent schema: (decoder id, schema text, compiled schema).
 type LastSchema = (usize, Vec<u8>, Arc<AlertSchema>);
@@ -151,42 +302,41 @@ impl Decoder {
         self.spec
     }
 
-    /// Decode every record of one container file named `name`.
+    /// Decode every record of one container file named `name`. Every record the file declares
+    /// comes back as an alert or inside a reject: a damaged block is rejected with its record
+    /// count and reading resumes at the next sync marker.
     #[must_use]
     pub fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>> {
-        let container = match Container::parse(bytes) {
-            Ok(container) => container,
+        let header = match Header::parse(bytes) {
+            Ok(header) => header,
             Err(error) => return vec![Err(Reject::avro(&error))],
         };
-        let schema = match self.schema(container.schema_json) {
+        let schema = match self.schema(header.schema_json) {
             Ok(schema) => schema,
-            Err(error) => return vec![Err(Reject::avro(&error))],
+            Err(Unusable::Invalid(error)) => return vec![Err(whole_file(&header, 1, "corrupt-avro", &format!("corrupt Avro: {error}")))],
+            Err(Unusable::Foreign { reason, min_record }) => return vec![Err(whole_file(&header, min_record, "not-an-alert", &reason))],
         };
-        let mut results = Vec::new();
-        for (block_index, block) in container.blocks.iter().enumerate() {
-            let mut cursor = Cursor::new(&block.data);
-            for _ in 0..block.count {
-                match self.decode_record(&schema, &mut cursor, name) {
-                    Ok(result) => results.push(result),
-                    Err(error) => {
-                        results.push(Err(Reject::avro(&error)));
-                        return results;
-                    }
-                }
-            }
-            if cursor.position() != block.data.len() {
-                let error = AvroError::BlockSizeMismatch { block: block_index, declared: block.data.len(), used: cursor.position() };
-                results.push(Err(Reject::avro(&error)));
-                return results;
+        let mut file = FileDecoder::new(self, &header, &schema, name);
+        let mut blocks = header.blocks().peekable();
+        while let Some(block) = blocks.next() {
+            file.block(block);
+            if file.damaged == MAX_DAMAGED_BLOCKS && blocks.peek().is_some() {
+                let rest = count_records(blocks, &header, file.min_record);
+                file.results.push(Err(Reject::new(
+                    "corrupt-avro",
+                    format!("corrupt Avro: {MAX_DAMAGED_BLOCKS} damaged blocks; the rest of the file ({rest} records) is rejected unread"),
+                )
+                .for_records(rest.max(1))));
+                break;
             }
         }
-        if results.is_empty() {
-            results.push(Err(Reject::new("corrupt-avro", "container holds no records")));
+        if file.results.is_empty() {
+            file.results.push(Err(Reject::new("corrupt-avro", "container holds no records")));
         }
-        results
+        file.results
     }
 
-    fn schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, AvroError> {
+    fn schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, Unusable> {
         thread_local! {
             /// The schema this thread saw last, by decoder: nights are written with one schema, so
             /// one comparison of the text usually replaces hashing ~20 KB of JSON per file.
@@ -204,7 +354,7 @@ impl Decoder {
         Ok(schema)
     }
 
-    fn shared_schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, AvroError> {
+    fn shared_schema(&self, json: &[u8]) -> Result<Arc<AlertSchema>, Unusable> {
         if let Some(found) = self.schemas.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(json) {
             return Ok(Arc::clone(found));
         }
@@ -213,9 +363,14 @@ impl Decoder {
         Ok(Arc::clone(schemas.entry(json.to_vec()).or_insert(compiled)))
     }
 
-    fn compile(&self, json: &[u8]) -> Result<AlertSchema, AvroError> {
-        let schema = Schema::parse(json)?;
-        let top = schema.record_fields(schema.root).ok_or_else(|| AvroError::BadSchema("the alert is not a record".into()))?;
+    fn compile(&self, json: &[u8]) -> Result<AlertSchema, Unusable> {
+        let schema = Schema::parse(json).map_err(Unusable::Invalid)?;
+        let min_record = schema.min_size(schema.root);
+        if let Err(missing) = check_alert_schema(&schema) {
+            let reason = format!("the writer schema is not a ZTF alert ({missing})");
+            return Err(Unusable::Foreign { reason, min_record });
+        }
+        let top = schema.record_fields(schema.root).unwrap_or_default();
         let mut docs = Vec::new();
         let mut unmapped = Vec::new();
         let mut plan = Vec::with_capacity(top.len());
@@ -224,8 +379,7 @@ impl Decoder {
             let action = match field.name.as_str() {
                 "candid" => Action::Candid,
                 "candidate" => {
-                    let fields =
-                        schema.record_fields(field.node).ok_or_else(|| AvroError::BadSchema("candidate is not a record".into()))?;
+                    let fields = schema.record_fields(field.node).unwrap_or_default();
                     let mut map = Vec::with_capacity(fields.len());
                     for f in fields {
                         let col = self.layout.index_of(&f.name).filter(|c| *c != self.columns.candid && self.is_candidate_column(*c));
@@ -253,7 +407,7 @@ impl Decoder {
         let version = serde_json::from_slice::<serde_json::Value>(json)
             .ok()
             .and_then(|v| v.get("version").and_then(|v| v.as_str().map(String::from)));
-        Ok(AlertSchema { schema, plan, docs, unmapped, version })
+        Ok(AlertSchema { schema, plan, docs, unmapped, version, min_record })
     }
 
     fn is_candidate_column(&self, column: usize) -> bool {

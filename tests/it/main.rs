@@ -1,9 +1,11 @@
-//! Integration tests: one binary (see Cargo.toml `[[test]]`), one module per subcommand.
+//! Integration tests: one binary (see Cargo.toml `[[test]]`), one module per subcommand or concern.
 
 mod append;
 mod build;
 mod folders;
+mod hostile;
 mod label;
+mod mutation;
 mod newcomer;
 mod samples;
 mod store;
