@@ -33,7 +33,7 @@ def test_pixels_stamp63_keep_nan(real_keepnan63, data_root):
 
 
 def test_edge_cutouts_are_flagged_and_placed(real_default, real_keepnan63, data_root):
-    """The 7 fink edge alerts: flag bit 1 set, nowhere else; the 63 frame keeps the padding."""
+    """The 7 fink edge alerts: flag value 1 set, nowhere else; the 63 frame keeps the padding."""
     edge_sources = set()
     for path in sorted((data_root / "fink-alert-simulator-20181129").glob("*.avro")):
         alert = ztfref.alert_from_file(str(path))
@@ -61,7 +61,7 @@ def test_edge_cutouts_are_flagged_and_placed(real_default, real_keepnan63, data_
 
 
 def test_nan_flag_and_zero_policy(real_default):
-    """Flag bit 2 is set on some real rows (NaN pixels exist in the fink cutouts) and the
+    """Flag value 2 is set on some real rows (NaN pixels exist in the fink cutouts) and the
     default build stores no NaN at all."""
     root = open_root(real_default.store)
     cat = root["catalog"][:]
