@@ -40,7 +40,7 @@ impl std::fmt::Display for Break {
                 write!(f, "the file ends at compressed byte {offset}, inside gzip member {} ({detail})", member + 1)
             }
             Break::Corrupt { offset, member, detail, .. } => {
-                write!(f, "gzip member {} is corrupt at compressed byte {offset}: {detail}", member + 1)
+                write!(f, "gzip member {} is corrupt (found at compressed byte {offset}): {detail}", member + 1)
             }
             Break::Checksum { member, start, detail } => {
                 write!(f, "gzip member {} (from compressed byte {start}) fails its check: {detail}", member + 1)

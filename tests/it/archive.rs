@@ -462,3 +462,29 @@ fn an_archive_build_on_a_terminal_shows_bytes_eta_and_alerts() {
     assert!(decimals, "at most one decimal: {last}");
     println!("progress line: {last}");
 }
+
+#[test]
+fn a_failed_checksum_in_an_append_leaves_the_stored_rows_and_a_sound_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    for i in 0..3 {
+        std::fs::write(loose.join(format!("{i}.avro")), alert(i)).unwrap();
+    }
+    let first = build(dir.path(), &[&loose], &["--chunk-rows", "2"]);
+    assert_eq!((first.status, first.rows), (Some(0), 3), "{}", first.summary);
+    let mut bad = gzip(&tar(&alert_members(3..8)), Compression::default());
+    let crc = bad.len() - 8;
+    bad[crc] ^= 0x80;
+    let bad = write(dir.path(), "bad.tar.gz", &bad);
+    let good = write(dir.path(), "good.tar.gz", &gzip(&tar(&alert_members(7..9)), Compression::default()));
+    let b = build(dir.path(), &[&bad, &good], &[]);
+    assert_eq!(b.status, Some(0), "{}", b.summary);
+    assert!(b.summary.contains("written     2 alerts (store rows 3 → 5)"), "{}", b.summary);
+    let failed = b.rejects_of("archive-checksum");
+    assert_eq!(failed.len(), 1, "{:?}", b.rejects);
+    assert_eq!(Build::records(failed[0]), 5);
+    assert_eq!(b.candids, [candid(0), candid(1), candid(2), candid(7), candid(8)]);
+    let verify = ztf2zarr(["verify", dir.path().join("store.zarr").to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+}
