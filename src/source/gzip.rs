@@ -13,6 +13,10 @@ use flate2::{Crc, Decompress, FlushDecompress, Status};
 /// Compressed bytes buffered from the file at a time.
 const READ_BUFFER: usize = 1 << 20;
 
+/// Inflated bytes kept ahead for small reads (tar headers, padding, zero blocks), so that they
+/// cost a copy rather than an inflate call each.
+const AHEAD: usize = 64 * 1024;
+
 /// Longest gzip header file name or comment accepted (real ones are a few dozen bytes).
 const MAX_HEADER_TEXT: usize = 64 * 1024;
 
@@ -72,10 +76,16 @@ pub(super) struct Stream {
     /// Gzip members started so far (the current one is `members - 1`).
     members: usize,
     member_start: u64,
-    /// Decompressed bytes handed out.
-    produced: u64,
-    /// Decompressed bytes handed out when the last member's trailer checked.
+    /// Decompressed bytes inflated (or, for a plain tar, read).
+    inflated: u64,
+    /// Decompressed bytes inflated when the last member's trailer checked.
     verified: u64,
+    /// Inflated bytes not yet handed out: `ahead[ahead_pos..]`, all from one member.
+    ahead: Vec<u8>,
+    ahead_pos: usize,
+    /// A member's trailer failed after its last bytes were inflated: reported on the next read,
+    /// once those bytes have been handed out.
+    pending: Option<Break>,
 }
 
 impl Stream {
@@ -94,8 +104,11 @@ impl Stream {
             state: State::Between,
             members: 0,
             member_start: 0,
-            produced: 0,
+            inflated: 0,
             verified: 0,
+            ahead: Vec::new(),
+            ahead_pos: 0,
+            pending: None,
         })
     }
 
@@ -112,14 +125,15 @@ impl Stream {
         self.file_size
     }
 
-    /// True between gzip members (or at the end): the last member's trailer has been read.
+    /// True between gzip members (or at the end): the last member's bytes were all handed out and
+    /// its trailer check reported.
     pub(super) fn at_member_boundary(&self) -> bool {
-        !matches!(self.state, State::Inside)
+        !matches!(self.state, State::Inside) && self.ahead_pos == self.ahead.len() && self.pending.is_none()
     }
 
     /// Decompressed bytes handed out so far.
     pub(super) fn produced(&self) -> u64 {
-        self.produced
+        self.inflated - (self.ahead.len() - self.ahead_pos) as u64
     }
 
     /// Decompressed bytes, from the start, that every trailer so far has vouched for.
@@ -127,7 +141,7 @@ impl Stream {
         if self.gzip {
             self.verified
         } else {
-            self.produced
+            self.produced()
         }
     }
 
@@ -145,8 +159,31 @@ impl Stream {
                 }
             };
             self.offset += n as u64;
-            self.produced += n as u64;
+            self.inflated += n as u64;
             return Ok(n);
+        }
+        if self.ahead_pos == self.ahead.len() {
+            if out.len() >= AHEAD {
+                return self.inflate_into(out);
+            }
+            let mut ahead = std::mem::take(&mut self.ahead);
+            ahead.resize(AHEAD, 0);
+            let filled = self.inflate_into(&mut ahead);
+            ahead.truncate(*filled.as_ref().unwrap_or(&0));
+            self.ahead = ahead;
+            self.ahead_pos = 0;
+            filled?;
+        }
+        let n = out.len().min(self.ahead.len() - self.ahead_pos);
+        out[..n].copy_from_slice(&self.ahead[self.ahead_pos..self.ahead_pos + n]);
+        self.ahead_pos += n;
+        Ok(n)
+    }
+
+    /// Inflate straight into `out` (at most to the current member's end).
+    fn inflate_into(&mut self, out: &mut [u8]) -> Result<usize, Break> {
+        if let Some(broken) = self.pending.take() {
+            return Err(broken);
         }
         loop {
             match self.state {
@@ -193,15 +230,18 @@ impl Stream {
         let made = usize::try_from(self.inflate.total_out() - out_before).unwrap_or(usize::MAX);
         self.consume(used);
         self.crc.update(&out[..made]);
-        self.produced += made as u64;
+        self.inflated += made as u64;
         match status {
             Err(error) => {
                 Err(Break::Corrupt { offset: self.offset, start: self.member_start, member: self.members - 1, detail: error.to_string() })
             }
-            Ok(Status::StreamEnd) => {
-                self.finish_member()?;
-                Ok(made)
-            }
+            Ok(Status::StreamEnd) => match self.finish_member() {
+                Err(broken) if made > 0 => {
+                    self.pending = Some(broken);
+                    Ok(made)
+                }
+                checked => checked.map(|()| made),
+            },
             Ok(_) if made == 0 && (eof || used == 0) => {
                 Err(Break::Truncated { offset: self.offset, member: self.members - 1, detail: "its compressed data is cut" })
             }
@@ -314,7 +354,7 @@ impl Stream {
             let detail = format!("{} bytes inflated (mod 2^32), the trailer says {length}", self.crc.amount());
             return Err(Break::Checksum { member, start, detail });
         }
-        self.verified = self.produced;
+        self.verified = self.inflated;
         Ok(())
     }
 
@@ -339,6 +379,9 @@ impl Stream {
         self.input.seek(SeekFrom::Start(at)).map_err(Break::Io)?;
         self.offset = at;
         self.state = State::Between;
+        self.ahead.clear();
+        self.ahead_pos = 0;
+        self.pending = None;
         Ok(())
     }
 
