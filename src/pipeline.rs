@@ -20,7 +20,7 @@ use crate::decode::cutout::STAMP_FLAGS;
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
 use crate::report::Progress;
-use crate::source::{self, Item, Plan};
+use crate::source::{self, Item, Mark, Payload, Plan};
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
@@ -104,6 +104,8 @@ pub struct Stats {
     pub truncated: Vec<(String, Vec<String>)>,
     /// Schema versions seen, with the number of alerts written with each.
     pub schema_versions: Vec<(String, usize)>,
+    /// Archive members not read as alerts: (`archive:member`, why).
+    pub ignored_members: Vec<(String, String)>,
     /// Candidate fields of some writer schema that the catalog has no column for.
     pub unmapped_fields: Vec<String>,
     /// The store is labeled but this build gave no labels: its new rows are unlabeled.
@@ -119,6 +121,12 @@ impl Stats {
     #[must_use]
     pub fn rejected(&self) -> usize {
         self.rejects.iter().map(|r| r.records).sum()
+    }
+
+    /// Alert records seen: written, skipped as duplicates, or rejected.
+    #[must_use]
+    pub fn alerts(&self) -> usize {
+        self.written + self.duplicates.len() + self.rejected()
     }
 }
 
@@ -189,12 +197,15 @@ impl ChunkWriter<'_> {
     }
 }
 
-/// One decoded input, without its bytes (freed as soon as it is decoded).
+/// One decoded input, without its bytes (freed as soon as it is decoded), or a mark.
 struct Decoded {
     input: usize,
     name: String,
     size: u64,
+    /// Input bytes this item stands for in the progress display.
+    progress: u64,
     results: Vec<Result<Alert, Reject>>,
+    mark: Option<Mark>,
 }
 
 /// A hasher for candids: they are already well spread, so one multiply-xorshift is plenty and
@@ -235,12 +246,40 @@ struct Collector<'c> {
     versions: HashMap<String, usize>,
     new_candids: Vec<i64>,
     chunk: ChunkBuffer,
+    /// Where to go back to if the archive being read fails its checksum.
+    rollback: Option<Snapshot>,
+    /// Staged chunk files from this index on hold rolled-back rows: delete before writing more.
+    stale_chunks: Option<usize>,
+}
+
+/// The collector's state at an archive's last verified point. Rows after it are only in the
+/// chunk buffer, or in chunks handed to the writer since (the buffer's part before the point
+/// is then kept in `saved`).
+struct Snapshot {
+    origin: usize,
+    counts: InputCounts,
+    written: usize,
+    duplicates: usize,
+    new_candids: usize,
+    truncated: usize,
+    unmapped: usize,
+    flagged: [usize; STAMP_FLAGS.len()],
+    versions: HashMap<String, usize>,
+    docs: ColumnDocs,
+    chunk_index: usize,
+    chunk_rows: usize,
+    catalog_len: usize,
+    stamps_len: usize,
+    saved: Option<(Vec<u8>, Vec<f32>)>,
 }
 
 impl Collector<'_> {
-    /// Take one decoded input's alerts in order; chunks that become full go to `full`.
+    /// Take one decoded input's alerts (or mark) in order; chunks that become full go to `full`.
     fn take(&mut self, decoded: Decoded, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
         let origin = self.config.plan.origins[decoded.input];
+        if let Some(mark) = decoded.mark {
+            return self.mark(mark, origin, decoded.name, full);
+        }
         self.stats.items += 1;
         self.stats.bytes += decoded.size;
         self.stats.per_input[origin].items += 1;
@@ -249,16 +288,7 @@ impl Collector<'_> {
             let mut alert = match result {
                 Ok(alert) => alert,
                 Err(reject) => {
-                    if self.config.strict {
-                        return Err(BuildError::Strict { input: decoded.name, reason: reject.reason });
-                    }
-                    self.stats.per_input[origin].rejected += reject.records;
-                    self.stats.rejects.push(RejectRecord {
-                        source: decoded.name.clone(),
-                        kind: reject.kind,
-                        reason: reject.reason,
-                        records: reject.records,
-                    });
+                    self.reject(origin, decoded.name.clone(), reject)?;
                     continue;
                 }
             };
@@ -276,15 +306,105 @@ impl Collector<'_> {
             self.new_candids.push(alert.candid);
             self.chunk.push(&alert);
             if self.chunk.is_full() {
+                self.save_for_rollback();
                 let next = ChunkBuffer::new(self.chunk.index + 1, self.chunk.capacity);
                 full.push(std::mem::replace(&mut self.chunk, next));
             }
         }
         Ok(())
     }
+
+    fn reject(&mut self, origin: usize, source: String, reject: Reject) -> Result<(), BuildError> {
+        if self.config.strict {
+            return Err(BuildError::Strict { input: source, reason: reject.reason });
+        }
+        self.stats.per_input[origin].rejected += reject.records;
+        self.stats.rejects.push(RejectRecord { source, kind: reject.kind, reason: reject.reason, records: reject.records });
+        Ok(())
+    }
+
+    fn mark(&mut self, mark: Mark, origin: usize, name: String, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
+        match mark {
+            Mark::Verified => self.rollback = Some(self.snapshot(origin)),
+            Mark::Closed => self.rollback = None,
+            Mark::Ignored { reason } => self.stats.ignored_members.push((name, reason)),
+            Mark::Problem(reject) => self.reject(origin, name, reject)?,
+            Mark::Failed { kind, reason, unsent } => {
+                let lost = self.roll_back(full);
+                let what = match lost {
+                    0 => "no alert read from it had been kept".to_string(),
+                    1 => "the 1 alert read from it since the last verified member is not stored".to_string(),
+                    n => format!("the {n} alerts read from it since the last verified member are not stored"),
+                };
+                let cut = if unsent > 0 { "; the alert member it broke in is lost" } else { "" };
+                self.reject(origin, name, Reject::new(kind, format!("{reason}; {what}{cut}")).for_records(lost + unsent))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, origin: usize) -> Snapshot {
+        Snapshot {
+            origin,
+            counts: self.stats.per_input[origin].clone(),
+            written: self.stats.written,
+            duplicates: self.stats.duplicates.len(),
+            new_candids: self.new_candids.len(),
+            truncated: self.stats.truncated.len(),
+            unmapped: self.stats.unmapped_fields.len(),
+            flagged: self.stats.flagged,
+            versions: self.versions.clone(),
+            docs: self.docs.clone(),
+            chunk_index: self.chunk.index,
+            chunk_rows: self.chunk.rows,
+            catalog_len: self.chunk.catalog.len(),
+            stamps_len: self.chunk.stamps.len(),
+            saved: None,
+        }
+    }
+
+    /// The chunk buffer is about to leave for the writer: keep its part before the rollback point.
+    fn save_for_rollback(&mut self) {
+        if let Some(snap) = self.rollback.as_mut().filter(|s| s.chunk_index == self.chunk.index && s.saved.is_none()) {
+            snap.saved = Some((self.chunk.catalog[..snap.catalog_len].to_vec(), self.chunk.stamps[..snap.stamps_len].to_vec()));
+        }
+    }
+
+    /// Undo every alert taken since the rollback point; returns how many (written or duplicate).
+    fn roll_back(&mut self, full: &mut Vec<ChunkBuffer>) -> usize {
+        let Some(snap) = self.rollback.take() else { return 0 };
+        let stats = &mut self.stats;
+        let lost = (stats.written - snap.written) + (stats.duplicates.len() - snap.duplicates);
+        for candid in self.new_candids.drain(snap.new_candids..) {
+            self.seen.remove(&candid);
+        }
+        stats.written = snap.written;
+        stats.duplicates.truncate(snap.duplicates);
+        stats.truncated.truncate(snap.truncated);
+        stats.unmapped_fields.truncate(snap.unmapped);
+        stats.flagged = snap.flagged;
+        let counts = &mut stats.per_input[snap.origin];
+        counts.written = snap.counts.written;
+        counts.duplicates = snap.counts.duplicates;
+        self.versions.clone_from(&snap.versions);
+        self.docs.clone_from(&snap.docs);
+        if self.chunk.index == snap.chunk_index {
+            self.chunk.rows = snap.chunk_rows;
+            self.chunk.catalog.truncate(snap.catalog_len);
+            self.chunk.stamps.truncate(snap.stamps_len);
+        } else {
+            let (catalog, stamps) = snap.saved.clone().unwrap_or_default();
+            self.chunk = ChunkBuffer { index: snap.chunk_index, rows: snap.chunk_rows, capacity: self.chunk.capacity, catalog, stamps };
+            full.retain(|chunk| chunk.index < snap.chunk_index);
+            self.stale_chunks = Some(self.stale_chunks.map_or(snap.chunk_index, |k| k.min(snap.chunk_index)));
+        }
+        self.rollback = Some(self.snapshot(snap.origin));
+        lost
+    }
 }
 
 /// Column docs gathered from writer schemas: the first schema (in row order) that documents a column wins.
+#[derive(Clone)]
 struct ColumnDocs {
     docs: Vec<Option<String>>,
     seen: HashSet<*const AlertSchema>,
@@ -360,8 +480,13 @@ fn run(
         versions: HashMap::new(),
         new_candids: Vec::new(),
         chunk,
+        rollback: None,
+        stale_chunks: None,
     };
     let writer = ChunkWriter { transaction, itemsize: layout.itemsize(), stamp_floats: 3 * spec.pixels() };
+    if progress.is_shown() {
+        progress.start(config.plan.inputs.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).map(|m| m.len()).sum());
+    }
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
     let decoder = Decoder::new(spec);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a
@@ -373,14 +498,17 @@ fn run(
         threads.spawn(move || decode_stage(&items, decoder, pool, &decoded_tx));
         let mut full = Vec::new();
         for batch in decoded_rx {
-            let count = batch.len() as u64;
+            let bytes: u64 = batch.iter().map(|d| d.progress).sum();
             for decoded in batch {
                 collector.take(decoded, &mut full)?;
+            }
+            if let Some(first) = collector.stale_chunks.take() {
+                transaction.discard_chunks_from(first)?;
             }
             for chunk in full.drain(..) {
                 writer.write(chunk)?;
             }
-            progress.advance(count, collector.stats.written);
+            progress.advance(bytes, collector.stats.written);
         }
         Ok(())
     });
@@ -438,11 +566,7 @@ fn decode_stage(items: &Receiver<Item>, decoder: &Decoder, pool: &rayon::ThreadP
         }
         let results: Vec<(u64, Vec<Result<Alert, Reject>>)> =
             pool.install(|| batch.par_iter().map(|item| decode_item(decoder, item)).collect());
-        let batch = batch
-            .into_iter()
-            .zip(results)
-            .map(|(item, (size, results))| Decoded { input: item.input, size, name: item.name, results })
-            .collect();
+        let batch = batch.into_iter().zip(results).map(|(item, (size, results))| into_decoded(item, size, results)).collect();
         if decoded.send(batch).is_err() {
             return;
         }
@@ -468,8 +592,22 @@ fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), B
     }
 }
 
+fn into_decoded(item: Item, size: u64, results: Vec<Result<Alert, Reject>>) -> Decoded {
+    let progress = if matches!(item.payload, Payload::File(_)) { size } else { item.consumed };
+    let mark = match item.payload {
+        Payload::Mark(mark) => Some(mark),
+        _ => None,
+    };
+    Decoded { input: item.input, name: item.name, size, progress, results, mark }
+}
+
 /// Read (if still to be read) and decode one item; returns its size in bytes and its alerts.
 fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
+    match &item.payload {
+        Payload::Mark(_) => return (0, Vec::new()),
+        Payload::Rejected(reject) => return (0, vec![Err(reject.clone())]),
+        _ => {}
+    }
     match item.load() {
         Ok(bytes) => (bytes.len() as u64, decoder.decode_file(&item.name, &bytes)),
         Err(reason) => (0, vec![Err(Reject::new("unreadable", reason))]),

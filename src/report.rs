@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::pipeline::Stats;
 use crate::source::Ignored;
@@ -13,33 +13,38 @@ use crate::source::Ignored;
 /// Most reject and duplicate lines shown in the summary; the rest are in `rejects.jsonl`.
 const SHOWN: usize = 12;
 
-/// A progress bar over input files, or a spinner when archives make the total unknown.
+/// A progress bar over the inputs' bytes (compressed bytes for archives, file sizes for loose
+/// files), with the alerts written so far.
 pub struct Progress {
     bar: ProgressBar,
 }
 
 impl Progress {
-    /// A progress display; `total` is the number of items when known.
+    /// A progress display, drawn on stderr when `enabled`; the pipeline sets its total with
+    /// [`Progress::start`] once the input sizes are known.
     #[must_use]
-    pub fn new(enabled: bool, total: Option<u64>) -> Self {
-        let bar = match total {
-            Some(total) => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files ({per_sec}, eta {eta}) {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} files ({per_sec}) {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            ),
-        };
+    pub fn new(enabled: bool) -> Self {
+        let bar = ProgressBar::new(0).with_style(bar_style());
         bar.set_draw_target(if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-        bar.enable_steady_tick(Duration::from_millis(200));
         Progress { bar }
     }
 
-    /// `items` more inputs read; `written` rows so far.
-    pub fn advance(&self, items: u64, written: usize) {
-        self.bar.inc(items);
+    /// True if the bar is drawn (worth measuring the inputs for).
+    #[must_use]
+    pub fn is_shown(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// Begin: `total` input bytes to read.
+    pub fn start(&self, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_message("0 alerts written");
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    /// `bytes` more input bytes read; `written` rows so far.
+    pub fn advance(&self, bytes: u64, written: usize) {
+        self.bar.inc(bytes);
         self.bar.set_message(format!("{written} alerts written"));
     }
 
@@ -47,6 +52,21 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// `⠙ 00:01:12 ━━━━━━━━━━━━──────── 160.2/476.0 MB 2.2 MB/s eta 2m 3000 alerts written`: about
+/// 60 columns besides the bar, so it stays on one line at 80 columns.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_bar} {done} {rate} eta {eta} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("done", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let total = state.len().unwrap_or(0);
+            let _ = write!(w, "{:.1}/{:.1} MB", state.pos() as f64 / 1e6, total as f64 / 1e6);
+        })
+        .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1} MB/s", state.per_sec() / 1e6);
+        })
+        .progress_chars("━━─")
 }
 
 /// The build summary, as printed on stdout.
@@ -58,6 +78,13 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     let _ = writeln!(out, "ztf2zarr build → {}", store.display());
     let _ = writeln!(out, "  read        {} alert files ({megabytes:.1} MB)", stats.items);
     ignored_lines(&mut out, ignored);
+    if !stats.ignored_members.is_empty() {
+        let _ = writeln!(out, "  ignored     {} archive members that are not read as alerts", stats.ignored_members.len());
+        for (member, reason) in stats.ignored_members.iter().take(SHOWN) {
+            let _ = writeln!(out, "      {member}: {reason}");
+        }
+        more(&mut out, stats.ignored_members.len());
+    }
     let rows_after = stats.rows_before + stats.written;
     if stats.committed {
         let _ = writeln!(out, "  written     {} alerts (store rows {} → {rows_after})", stats.written, stats.rows_before);
@@ -101,7 +128,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     if !stats.unmapped_fields.is_empty() {
         let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
     }
-    let rate = stats.items as f64 / seconds;
+    let rate = stats.alerts() as f64 / seconds;
     let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
     out
 }

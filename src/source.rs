@@ -8,11 +8,15 @@
 //!
 //! A reader thread hands items over a bounded channel, in input order: a loose file as its path
 //! (read later by [`Item::load`] on a worker, so files are read in parallel), an archive member
-//! as its bytes (the archive is one gzip stream, inflated here while the workers decode).
+//! as its bytes (the archive is inflated here while the workers decode, see `source/archive.rs`),
+//! and, between them, [`Mark`]s that say which archive alerts a gzip checksum has verified.
+
+mod archive;
+mod gzip;
 
 use std::collections::HashMap;
-use std::fs::{File, FileType, Metadata, OpenOptions};
-use std::io::{BufReader, Read};
+use std::fs::{FileType, Metadata, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -20,12 +24,15 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
+use crate::decode::Reject;
+pub use archive::MAX_MEMBER_BYTES;
+
 /// One input as the user named it or as a folder walk found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// One Avro container file.
     File(PathBuf),
-    /// A gzip'd tar archive of Avro files.
+    /// A tar archive of Avro files, gzip'd (`.tar.gz`, `.tgz`) or plain (`.tar`).
     Archive(PathBuf),
 }
 
@@ -146,7 +153,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan, InputError> {
 
 fn is_archive(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".tar.gz") || name.ends_with(".tgz")
+    name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")
 }
 
 fn classify(path: &Path) -> Option<Input> {
@@ -293,15 +300,45 @@ fn reader_fault_point() {
 }
 
 /// What an item holds: an archive member's bytes (already read from the stream), a file still
-/// to be read, or why it cannot be read.
+/// to be read, why it cannot be read, or a mark about the archive being read.
 #[derive(Debug)]
 pub enum Payload {
     /// The bytes, read.
     Bytes(Vec<u8>),
     /// A file to read with [`Item::load`] — on a worker thread, so that files are read in parallel.
     File(PathBuf),
-    /// Why it could not be read.
+    /// Why it could not be read (one alert file lost).
     Unreadable(String),
+    /// An archive member rejected without being read (e.g. too large).
+    Rejected(Reject),
+    /// Not an alert: news about the archive being streamed.
+    Mark(Mark),
+}
+
+/// What the archive reader tells the ordering stage between members, in stream order.
+#[derive(Debug)]
+pub enum Mark {
+    /// Every alert sent before this comes from verified bytes: keep a rollback point here.
+    Verified,
+    /// The bytes since the last `Verified` failed their check: drop (and reject) every alert
+    /// taken from them since then.
+    Failed {
+        /// `archive-checksum` or `archive-corrupt`.
+        kind: &'static str,
+        /// What failed, where, and how reading went on.
+        reason: String,
+        /// Alert files lost that were never sent: 1 if the break came inside one, else 0.
+        unsent: usize,
+    },
+    /// A problem with the archive itself (truncated, unreadable tail), rejected as it stands.
+    Problem(Reject),
+    /// The item's member is not read as an alert, for this reason.
+    Ignored {
+        /// Why (a link, a folder, not `.avro`, …).
+        reason: String,
+    },
+    /// The archive ended: no rollback point is needed any more.
+    Closed,
 }
 
 /// One alert file (or archive member), in input order.
@@ -313,6 +350,8 @@ pub struct Item {
     pub name: String,
     /// Its content, or where to read it from.
     pub payload: Payload,
+    /// Compressed archive bytes consumed since the previous item (0 for loose files), for progress.
+    pub consumed: u64,
 }
 
 impl Item {
@@ -325,6 +364,8 @@ impl Item {
             Payload::Bytes(bytes) => Ok(bytes.as_slice().into()),
             Payload::File(path) => read_regular_file(path).map(Into::into).map_err(|e| format!("cannot read file: {e}")),
             Payload::Unreadable(reason) => Err(reason.clone()),
+            Payload::Rejected(reject) => Err(reject.reason.clone()),
+            Payload::Mark(_) => Ok((&[][..]).into()),
         }
     }
 }
@@ -337,7 +378,7 @@ pub fn stream(inputs: Vec<Input>, capacity: usize) -> (Receiver<Item>, JoinHandl
         for (index, input) in inputs.iter().enumerate() {
             let keep_going = match input {
                 Input::File(path) => sender.send(read_file(index, path)).is_ok(),
-                Input::Archive(path) => read_archive(index, path, &mut |item| sender.send(item).is_ok()),
+                Input::Archive(path) => archive::read_archive(index, path, &mut |item| sender.send(item).is_ok()),
             };
             if !keep_going {
                 return; // the consumer stopped (e.g. --strict hit a reject)
@@ -353,56 +394,7 @@ fn display(path: &Path) -> String {
 }
 
 fn read_file(input: usize, path: &Path) -> Item {
-    Item { input, name: display(path), payload: Payload::File(path.to_path_buf()) }
-}
-
-/// Send every `.avro` member of an archive; an archive that breaks part-way is reported as one
-/// item carrying the error, after the members read before it. Returns false if the consumer stopped.
-fn read_archive(input: usize, path: &Path, send: &mut dyn FnMut(Item) -> bool) -> bool {
-    let name = display(path);
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) => return send(Item { input, name, payload: Payload::Unreadable(format!("cannot open archive: {e}")) }),
-    };
-    let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
-    let mut archive = tar::Archive::new(gz);
-    let entries = match archive.entries() {
-        Ok(entries) => entries,
-        Err(e) => return send(Item { input, name, payload: Payload::Unreadable(format!("not a readable .tar.gz: {e}")) }),
-    };
-    let mut members = 0usize;
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => return send(Item { input, name, payload: Payload::Unreadable(archive_break(members, &e)) }),
-        };
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let member = entry.path().map(|p| display(&p)).unwrap_or_else(|_| "<unnamed member>".into());
-        if !member.ends_with(".avro") {
-            continue;
-        }
-        members += 1;
-        let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
-        let item_name = format!("{name}:{member}");
-        let item = match entry.read_to_end(&mut bytes) {
-            Ok(_) => Item { input, name: item_name, payload: Payload::Bytes(bytes) },
-            Err(e) => Item { input, name: item_name, payload: Payload::Unreadable(archive_break(members - 1, &e)) },
-        };
-        let broken = matches!(item.payload, Payload::Unreadable(_));
-        if !send(item) {
-            return false;
-        }
-        if broken {
-            return true; // the rest of this archive cannot be reached; go on with the next input
-        }
-    }
-    true
-}
-
-fn archive_break(members_read: usize, error: &std::io::Error) -> String {
-    format!("archive unreadable after {members_read} alert members (truncated or corrupt .tar.gz?): {error}")
+    Item { input, name: display(path), payload: Payload::File(path.to_path_buf()), consumed: 0 }
 }
 
 #[cfg(test)]

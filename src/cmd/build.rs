@@ -11,7 +11,7 @@ use crate::cli::BuildArgs;
 use crate::decode::cutout::FRAME;
 use crate::pipeline::{self, BuildConfig};
 use crate::report::{self, Progress};
-use crate::source::{self, Input};
+use crate::source;
 use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
 
 /// Run `build`.
@@ -26,8 +26,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("cannot start worker threads")?;
-    let all_files = plan.inputs.iter().all(|i| matches!(i, Input::File(_)));
-    let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal(), all_files.then_some(plan.inputs.len() as u64));
+    let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal());
     let config = BuildConfig {
         given: args.inputs.clone(),
         plan: Arc::new(plan),

@@ -387,6 +387,30 @@ impl Transaction {
     pub fn abandon(self) {
         let _ = std::fs::remove_dir_all(&self.staging);
     }
+
+    /// Delete the staged chunk files of both arrays from chunk `first` on (rows rolled back after
+    /// an archive failed its checksum); chunks are staged in order, so this stops at the first
+    /// index that has neither file.
+    ///
+    /// # Errors
+    /// A staged chunk file that exists but cannot be deleted.
+    pub fn discard_chunks_from(&self, first: usize) -> Result<(), StoreError> {
+        for index in first.. {
+            let files = [self.staging.join(CATALOG).join(index.to_string()), self.staging.join(STAMPS).join(format!("{index}.0.0.0"))];
+            let mut found = false;
+            for path in files {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => found = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(StoreError::Write { path, source }),
+                }
+            }
+            if !found {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it: lets the

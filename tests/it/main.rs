@@ -1,6 +1,7 @@
 //! Integration tests: one binary (see Cargo.toml `[[test]]`), one module per subcommand or concern.
 
 mod append;
+mod archive;
 mod build;
 mod folders;
 mod hostile;
