@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use crate::cmd::counted;
 use crate::pipeline::Stats;
 use crate::source::Ignored;
 
@@ -76,10 +77,14 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     let seconds = stats.elapsed.as_secs_f64().max(1e-9);
     let megabytes = stats.bytes as f64 / 1e6;
     let _ = writeln!(out, "ztf2zarr build → {}", store.display());
-    let _ = writeln!(out, "  read        {} alert files ({megabytes:.1} MB)", stats.items);
+    let _ = writeln!(out, "  read        {} ({megabytes:.1} MB)", counted(stats.items, "alert file", "alert files"));
     ignored_lines(&mut out, ignored);
     if !stats.ignored_members.is_empty() {
-        let _ = writeln!(out, "  ignored     {} archive members that are not read as alerts", stats.ignored_members.len());
+        let _ = writeln!(
+            out,
+            "  ignored     {} that are not read as alerts",
+            counted(stats.ignored_members.len(), "archive member", "archive members")
+        );
         for (member, reason) in stats.ignored_members.iter().take(SHOWN) {
             let _ = writeln!(out, "      {member}: {reason}");
         }
@@ -87,7 +92,8 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     }
     let rows_after = stats.rows_before + stats.written;
     if stats.committed {
-        let _ = writeln!(out, "  written     {} alerts (store rows {} → {rows_after})", stats.written, stats.rows_before);
+        let _ =
+            writeln!(out, "  written     {} (store rows {} → {rows_after})", counted(stats.written, "alert", "alerts"), stats.rows_before);
     } else {
         let _ = writeln!(out, "  written     0 alerts: nothing new, the store is unchanged ({} rows)", stats.rows_before);
     }
@@ -146,7 +152,7 @@ fn ignored_lines(out: &mut String, ignored: &[Ignored]) {
         }
     }
     let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    let _ = writeln!(out, "  ignored     {} paths not read ({})", ignored.len(), parts.join(", "));
+    let _ = writeln!(out, "  ignored     {} not read ({})", counted(ignored.len(), "path", "paths"), parts.join(", "));
     for entry in ignored.iter().take(SHOWN) {
         let _ = writeln!(out, "      {}: {}", entry.path.display(), entry.reason);
     }
