@@ -382,7 +382,7 @@ fn the_summary_rate_counts_alerts_not_files() {
     let b = build(dir.path(), &[&file], &[]);
     assert_eq!(b.status, Some(0), "{}", b.summary);
     assert_eq!(b.rows, 12, "{}", b.summary);
-    assert!(b.summary.contains("read        1 alert files"), "{}", b.summary);
+    assert!(b.summary.contains("read        1 alert file ("), "{}", b.summary);
     let time = b.summary.lines().find(|l| l.trim_start().starts_with("time")).unwrap();
     let words: Vec<&str> = time.split_whitespace().collect();
     let seconds: f64 = words[1].parse().unwrap();

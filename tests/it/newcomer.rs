@@ -116,7 +116,7 @@ fn an_append_after_split_leaves_rows_in_no_split_and_info_and_verify_say_so() {
     let s = store.to_str().unwrap();
     ztf2zarr_ok(["split", s]);
     let summary = build(&store, &[real_alerts().join("boom")], &[]);
-    assert!(summary.contains("written     1 alerts"), "{summary}");
+    assert!(summary.contains("written     1 alert ("), "{summary}");
     let stale = info_json(&store)["splits_stale"].clone();
     assert_eq!(stale, serde_json::json!(["1 row added since the split is in no split"]));
     let (code, text) = verify(&store);
