@@ -25,7 +25,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         bail!("no .avro files or .tar.gz archives found in {}", list(&args.inputs));
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("cannot start worker threads")?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| yield_to_the_reader())
+        .build()
+        .context("cannot start worker threads")?;
     let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal());
     let config = BuildConfig {
         given: args.inputs.clone(),
@@ -76,4 +80,16 @@ fn validate(args: &BuildArgs) -> anyhow::Result<()> {
 
 fn list(paths: &[std::path::PathBuf]) -> String {
     paths.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
+}
+
+/// Lower the calling worker thread's scheduling priority a little (nice +5). Inflating a nightly
+/// archive is one serial stream on the reader thread while the workers decode; when the cores are
+/// all busy, the reader must not wait for a core, or every worker soon waits for it.
+fn yield_to_the_reader() {
+    // SAFETY: gettid and setpriority on the calling thread only; failure just keeps the priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // a thread id is a positive pid_t
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 5);
+    }
 }
