@@ -98,7 +98,7 @@ impl Skip {
 impl std::fmt::Display for Skip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Skip::NotAlert => f.write_str("not an alert file (.avro, .tar.gz, .tgz)"),
+            Skip::NotAlert => f.write_str("not an alert file (.avro, .tar.gz, .tgz, .tar)"),
             Skip::Fifo => f.write_str("a FIFO (named pipe), not a file: never opened"),
             Skip::Socket => f.write_str("a socket, not a file: never opened"),
             Skip::Device => f.write_str("a device, not a file: never opened"),
