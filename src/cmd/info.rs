@@ -12,8 +12,7 @@ use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
-use crate::split::staleness;
-use crate::store::inspect::{disk_usage, open_store, rejects_logged, rows_fingerprint, split_basis, split_sizes, splits_attrs};
+use crate::store::inspect::{disk_usage, open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
 use crate::store::StoreReader;
 
 /// Run `info`.
@@ -77,17 +76,15 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "stamp_flags": flags,
         "rejected_inputs": rejects_logged(root),
         "splits": splits.as_ref().map(|_| split_sizes(root)),
-        "splits_stale": splits.as_ref().map(|attrs| stale_reasons(attrs, &rows)),
+        "splits_stale": splits.as_ref().map(|attrs| splits_stale(attrs, &rows)),
         "runs": reader.runs()?,
     }))
 }
 
 /// Why the splits no longer match the store (empty: they do; also empty when the splits predate
 /// the record of what they were made from and nothing can be told).
-fn stale_reasons(attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
-    let Some(basis) = split_basis(attrs) else { return Vec::new() };
-    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(rows, basis.rows));
-    staleness(&basis, rows.len(), fingerprint.as_deref())
+fn splits_stale(attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
+    split_basis(attrs).map_or_else(Vec::new, |basis| stale_reasons(&basis, rows))
 }
 
 fn counts(map: &Value) -> String {

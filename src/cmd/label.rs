@@ -14,8 +14,7 @@ use super::{counted, ExitStatus};
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels, UNLABELED_CODE};
-use crate::split::staleness;
-use crate::store::inspect::{catalog_rows_from, open_store, require_store, rows_fingerprint, split_basis, splits_attrs};
+use crate::store::inspect::{catalog_rows_from, open_store, require_store, split_basis, splits_attrs, stale_reasons};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait};
 
 /// Read the labels the options name, if any.
@@ -138,8 +137,7 @@ pub fn summary_of_new_rows(store: &Path, first: usize, labels: &Labels, known: O
 fn warn_if_splits_stale(store: &Path) {
     let Some(basis) = splits_attrs(store).as_ref().and_then(split_basis) else { return };
     let Some(rows) = open_store(store).ok().and_then(|reader| reader.catalog_rows().ok()) else { return };
-    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(&rows, basis.rows));
-    let reasons = staleness(&basis, rows.len(), fingerprint.as_deref());
+    let reasons = stale_reasons(&basis, &rows);
     if !reasons.is_empty() {
         eprintln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
     }

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use super::{counted, ExitStatus};
 use crate::cli::VerifyArgs;
-use crate::split::staleness;
-use crate::store::inspect::{require_store, rows_fingerprint, split_basis, splits_attrs, NotAStore};
+use crate::store::inspect::{require_store, split_basis, splits_attrs, stale_reasons, NotAStore};
 use crate::store::verify::verify;
 use crate::store::StoreReader;
 
@@ -55,12 +54,12 @@ fn check_splits(root: &Path) -> (Vec<String>, Vec<String>) {
     let Some(basis) = split_basis(&attrs) else {
         return (Vec::new(), vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
     };
-    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(&rows, basis.rows));
-    let reasons = staleness(&basis, rows.len(), fingerprint.as_deref());
+    let reasons = stale_reasons(&basis, &rows);
     if !reasons.is_empty() {
         let line = format!("splits: stale, {}; run `ztf2zarr split` again", reasons.join("; "));
         return (Vec::new(), vec![line]);
     }
-    let labels = if fingerprint.is_some() { " and their current labels" } else { " (made before labels were recorded with them)" };
+    let labels =
+        if basis.labels_fingerprint.is_some() { " and their current labels" } else { " (made before labels were recorded with them)" };
     (vec![format!("splits: made from all {}{labels}", counted(rows.len(), "row", "rows"))], Vec::new())
 }

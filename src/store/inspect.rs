@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::{read_json, ReadError, StoreError, StoreReader, Transaction, CATALOG, REJECTS, SPLITS};
 use crate::catalog::Layout;
-use crate::split::{labels_fingerprint, SplitBasis, SPLIT_NAMES};
+use crate::split::{labels_fingerprint, staleness, SplitBasis, SPLIT_NAMES};
 
 /// Rows per chunk of a split index array (8 MB of int64).
 const INDEX_CHUNK: usize = 1 << 20;
@@ -116,6 +116,14 @@ pub fn rows_fingerprint(rows: &[Vec<u8>], count: usize) -> String {
         })
         .collect();
     labels_fingerprint(pairs.iter().map(|(l, c)| (l.as_str(), *c)))
+}
+
+/// Why splits made from `basis` no longer match the store whose catalog rows are `rows` (empty:
+/// they still match), comparing the label fingerprint when the splits recorded one.
+#[must_use]
+pub fn stale_reasons(basis: &SplitBasis, rows: &[Vec<u8>]) -> Vec<String> {
+    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(rows, basis.rows));
+    staleness(basis, rows.len(), fingerprint.as_deref())
 }
 
 /// The `splits` group's attrs, if the store has splits.
