@@ -484,9 +484,7 @@ fn run(
         stale_chunks: None,
     };
     let writer = ChunkWriter { transaction, itemsize: layout.itemsize(), stamp_floats: 3 * spec.pixels() };
-    if progress.is_shown() {
-        progress.start(config.plan.inputs.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).map(|m| m.len()).sum());
-    }
+    progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
     let decoder = Decoder::new(spec);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a

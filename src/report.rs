@@ -30,12 +30,6 @@ impl Progress {
         Progress { bar }
     }
 
-    /// True if the bar is drawn (worth measuring the inputs for).
-    #[must_use]
-    pub fn is_shown(&self) -> bool {
-        !self.bar.is_hidden()
-    }
-
     /// Begin: `total` input bytes to read.
     pub fn start(&self, total: u64) {
         self.bar.set_length(total);
@@ -144,15 +138,8 @@ fn ignored_lines(out: &mut String, ignored: &[Ignored]) {
     if ignored.is_empty() {
         return;
     }
-    let mut kinds: Vec<(&str, usize)> = Vec::new();
-    for entry in ignored {
-        match kinds.iter_mut().find(|(k, _)| *k == entry.reason.kind()) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((entry.reason.kind(), 1)),
-        }
-    }
-    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    let _ = writeln!(out, "  ignored     {} not read ({})", counted(ignored.len(), "path", "paths"), parts.join(", "));
+    let kinds = tally(ignored.iter().map(|entry| (entry.reason.kind(), 1)));
+    let _ = writeln!(out, "  ignored     {} not read ({kinds})", counted(ignored.len(), "path", "paths"));
     for entry in ignored.iter().take(SHOWN) {
         let _ = writeln!(out, "      {}: {}", entry.path.display(), entry.reason);
     }
@@ -166,16 +153,20 @@ fn more(out: &mut String, total: usize) {
 }
 
 fn reject_kinds(stats: &Stats) -> String {
-    let mut kinds: Vec<(&str, usize)> = Vec::new();
-    for reject in &stats.rejects {
-        match kinds.iter_mut().find(|(k, _)| *k == reject.kind) {
-            Some((_, n)) => *n += reject.records,
-            None => kinds.push((reject.kind, reject.records)),
-        }
-    }
-    if kinds.is_empty() {
+    if stats.rejects.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    format!(" ({})", parts.join(", "))
+    format!(" ({})", tally(stats.rejects.iter().map(|reject| (reject.kind, reject.records))))
+}
+
+/// `kind n, kind n, …`: the counts added up per kind, kinds in the order first seen.
+fn tally<'k>(counts: impl Iterator<Item = (&'k str, usize)>) -> String {
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for (kind, count) in counts {
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += count,
+            None => kinds.push((kind, count)),
+        }
+    }
+    kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
 }

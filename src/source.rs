@@ -128,6 +128,8 @@ pub struct Plan {
     pub origins: Vec<usize>,
     /// Paths found (or given) that are not read, with the reason.
     pub ignored: Vec<Ignored>,
+    /// Bytes of all inputs as discovery found them (archives compressed), for the progress bar.
+    pub bytes: u64,
 }
 
 /// Resolve the user's paths into inputs, checking every path before anything is read.
@@ -238,6 +240,7 @@ impl Walk {
         }
         self.files.insert(file_id(meta), path);
         self.plan.inputs.push(input);
+        self.plan.bytes += meta.len();
         Ok(())
     }
 
