@@ -7,9 +7,18 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::cmd::counted;
 use crate::pipeline::Stats;
 use crate::source::Ignored;
+
+/// `count` and the noun, singular for exactly one: "1 night", "2 nights".
+#[must_use]
+pub fn counted(count: usize, singular: &str, plural: &str) -> String {
+    if count == 1 {
+        format!("{count} {singular}")
+    } else {
+        format!("{count} {plural}")
+    }
+}
 
 /// Most reject and duplicate lines shown in the summary; the rest are in `rejects.jsonl`.
 const SHOWN: usize = 12;
@@ -169,4 +178,16 @@ fn tally<'k>(counts: impl Iterator<Item = (&'k str, usize)>) -> String {
         }
     }
     kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_is_singular() {
+        assert_eq!(counted(1, "night", "nights"), "1 night");
+        assert_eq!(counted(0, "night", "nights"), "0 nights");
+        assert_eq!(counted(2, "class", "classes"), "2 classes");
+    }
 }

@@ -1,6 +1,6 @@
 //! One file per subcommand; each exposes `run(args) -> Result<ExitStatus>`. This module
-//! dispatches, and holds what every subcommand's messages share: the text of an error with its
-//! causes, and counted nouns.
+//! dispatches, and holds the text of an error with its causes, which every subcommand's
+//! messages share (counted nouns are `report`'s).
 
 mod build;
 mod generate;
@@ -12,6 +12,7 @@ mod verify;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+pub(crate) use crate::report::counted;
 
 /// How a subcommand ended, as the process exit code tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +67,6 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
-/// `count` and the noun, singular for exactly one: "1 night", "2 nights".
-#[must_use]
-pub fn counted(count: usize, singular: &str, plural: &str) -> String {
-    if count == 1 {
-        format!("{count} {singular}")
-    } else {
-        format!("{count} {plural}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,12 +87,5 @@ mod tests {
         assert!(text.starts_with("cannot build `s.zarr`: input `a.avro`: "), "{text}");
         let plain = anyhow::anyhow!("top").context("outer");
         assert_eq!(error_text(&plain), "outer: top");
-    }
-
-    #[test]
-    fn one_is_singular() {
-        assert_eq!(counted(1, "night", "nights"), "1 night");
-        assert_eq!(counted(0, "night", "nights"), "0 nights");
-        assert_eq!(counted(2, "class", "classes"), "2 classes");
     }
 }
