@@ -2,7 +2,7 @@
 //!
 //! Only numcodecs' byte `shuffle` (`{"id": "shuffle", "elementsize": 4}`) is written: it groups
 //! the first bytes of every float32, then the second bytes, and so on, so zstd sees the slowly
-//! varying exponent bytes side by side (stamps: 1.11:1 with zstd alone, 1.22:1 shuffled). A store
+//! varying exponent bytes side by side (stamps: 1.115:1 with zstd alone, 1.269:1 shuffled). A store
 //! keeps the filter it was created with; its `.zarray` says which, and appends follow it.
 //! Spec: <https://numcodecs.readthedocs.io/en/stable/filter/shuffle.html>.
 
@@ -21,8 +21,8 @@ pub enum StampFilter {
 }
 
 impl StampFilter {
-    /// The filter of a new store: the byte shuffle measured smaller and faster to read
-    /// (docs/performance.md, "Stamp compression").
+    /// The filter of a new store: the byte shuffle measured 12 % smaller and faster to encode,
+    /// at about 20 % slower decoding in numcodecs (docs/performance.md, "Stamp compression").
     pub const NEW_STORE: StampFilter = StampFilter::Shuffle;
 
     /// The filter named by a stamps `.zarray`.
