@@ -21,6 +21,7 @@ pub mod inspect;
 mod lock;
 mod metadata;
 mod reader;
+pub mod storage;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -36,6 +37,7 @@ pub use codec::StampFilter;
 pub use lock::{lock_path, resolve, StoreLock, Wait};
 pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
 pub use reader::{read_json, ReadError, StoreReader};
+pub use storage::{LocalStorage, Storage, StorageError};
 
 /// A failure to write the store; always names the path.
 #[derive(Debug, Error)]

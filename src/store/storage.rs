@@ -1,0 +1,341 @@
+//! Where a store's objects live. A store is a set of objects named by keys relative to its
+//! root (`.zmetadata`, `catalog/3`, `stamps/3.0.0.0`); [`Storage`] is all the store layer asks
+//! of the place that keeps them: whole-object reads and atomic whole-object writes, a
+//! conditional create (for a lock), deletes and listings. Two implementations: [`LocalStorage`]
+//! (a folder on a local disk) and `ObjectStorage` (S3, GCS, Azure through `object_store`,
+//! `store/object.rs`).
+//!
+//! The commit protocol (`store/mod.rs`) needs exactly what every object store gives: a `put`
+//! that a reader sees whole or not at all, and nothing across objects. So it holds on a local
+//! disk and on S3 alike.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use thiserror::Error;
+
+/// A failure of one storage operation; names the object (a path or a URL) and what was tried.
+#[derive(Debug, Error)]
+#[error("cannot {action} `{location}`: {source}")]
+pub struct StorageError {
+    /// What was tried ("read", "write", "delete", "list", "create").
+    pub action: &'static str,
+    /// The object's full path or URL.
+    pub location: String,
+    /// Why it failed.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StorageError {
+    /// An error of `action` on `location`.
+    pub fn new(action: &'static str, location: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StorageError { action, location: location.into(), source: source.into() }
+    }
+}
+
+/// The objects of one store. Keys are `/`-separated and relative to the store's root.
+pub trait Storage: std::fmt::Debug + Send + Sync {
+    /// The store's name in messages: a local path or a URL.
+    fn location(&self) -> String;
+
+    /// The full name of one object in messages.
+    fn object_location(&self, key: &str) -> String {
+        format!("{}/{key}", self.location().trim_end_matches('/'))
+    }
+
+    /// Whether the store lives on a local disk (then `local_root` is its folder).
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+
+    /// The object's bytes, or `None` when there is no such object.
+    ///
+    /// # Errors
+    /// The object exists but cannot be read.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Bytes `range` of an object (fewer when the object ends first).
+    ///
+    /// # Errors
+    /// No such object, or it cannot be read.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError>;
+
+    /// The object's size in bytes, or `None` when there is no such object.
+    ///
+    /// # Errors
+    /// The object cannot be examined.
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
+
+    /// Store `bytes` as the object `key`, replacing what is there: a reader sees the old object
+    /// or the new one, never a part. The bytes are durable when [`Storage::flush`] returns.
+    ///
+    /// # Errors
+    /// The object cannot be written.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+
+    /// Store `bytes` as the object `key` only if there is no such object; `Ok(false)` if there
+    /// is one (left as it was). Atomic against another writer doing the same.
+    ///
+    /// # Errors
+    /// The object cannot be written.
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+
+    /// Remove an object; one that does not exist is not an error.
+    ///
+    /// # Errors
+    /// The object exists and cannot be removed.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Every key under `prefix` (`""` for the whole store, else a folder such as `"rejects/"`),
+    /// in no particular order.
+    ///
+    /// # Errors
+    /// The listing fails.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
+    /// Make every `put` so far durable (a local disk syncs the folders that got new entries;
+    /// object stores are durable when a put returns).
+    ///
+    /// # Errors
+    /// A sync fails.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// A store in a folder on a local disk. Every `put` writes a temporary file beside the object,
+/// syncs it and renames it over the object, so that a reader never sees half a file; the
+/// folders that got new entries are synced by `flush`.
+#[derive(Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+    /// Folders with entries not yet synced.
+    dirty: Mutex<Vec<PathBuf>>,
+}
+
+impl LocalStorage {
+    /// The store in folder `root` (which need not exist yet).
+    #[must_use]
+    pub fn new(root: &Path) -> LocalStorage {
+        LocalStorage { root: root.to_path_buf(), dirty: Mutex::new(Vec::new()) }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn error(&self, action: &'static str, key: &str, source: std::io::Error) -> StorageError {
+        StorageError::new(action, self.path(key).display().to_string(), source)
+    }
+
+    fn note_dirty(&self, folder: &Path) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !dirty.iter().any(|f| f == folder) {
+            dirty.push(folder.to_path_buf());
+        }
+    }
+
+    /// Create the folders above `path` (noting each new one as dirty in its parent).
+    fn make_parents(&self, path: &Path) -> std::io::Result<()> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        if parent.is_dir() {
+            return Ok(());
+        }
+        self.make_parents(parent)?;
+        match std::fs::create_dir(parent) {
+            Ok(()) => {
+                if let Some(grand) = parent.parent() {
+                    self.note_dirty(grand);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn object_location(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match std::fs::read(self.path(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut file = File::open(self.path(key))?;
+            file.seek(SeekFrom::Start(range.start))?;
+            let mut bytes = Vec::new();
+            file.take(range.end.saturating_sub(range.start)).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        read().map_err(|e| self.error("read", key, e))
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match std::fs::metadata(self.path(key)) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.path(key);
+        let temporary = temporary_path(&path);
+        let write = || -> std::io::Result<()> {
+            self.make_parents(&path)?;
+            let mut file = File::create(&temporary)?;
+            file.write_all(bytes)?;
+            sync(&file)?;
+            std::fs::rename(&temporary, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            self.error("write", key, e)
+        })?;
+        if let Some(parent) = path.parent() {
+            self.note_dirty(parent);
+        }
+        Ok(())
+    }
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let path = self.path(key);
+        self.make_parents(&path).map_err(|e| self.error("create", key, e))?;
+        let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(self.error("create", key, e)),
+        };
+        file.write_all(bytes).and_then(|()| sync(&file)).map_err(|e| self.error("write", key, e))?;
+        if let Some(parent) = path.parent() {
+            self.note_dirty(parent);
+        }
+        Ok(true)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    self.note_dirty(parent);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let folder = self.path(prefix.trim_end_matches('/'));
+        let mut keys = Vec::new();
+        match list_files(&folder, prefix.trim_end_matches('/'), &mut keys) {
+            Ok(()) => Ok(keys),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.error("list", prefix, e)),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        let mut dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        // Deepest first, so that a folder's own entry is synced after what is inside it.
+        dirty.sort_by_key(|folder| std::cmp::Reverse(folder.components().count()));
+        for folder in dirty {
+            File::open(&folder)
+                .and_then(|f| sync(&f))
+                .map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `.<name>.tmp.<pid>` beside `path`: on the same file system, so the rename is atomic, and
+/// hidden from zarr (its name starts with a dot).
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+}
+
+fn list_files(folder: &Path, relative: &str, keys: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let key = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+        if entry.file_type()?.is_dir() {
+            list_files(&entry.path(), &key, keys)?;
+        } else {
+            keys.push(key);
+        }
+    }
+    Ok(())
+}
+
+/// Whether files and folders are synced: always, except when `ZTF2ZARR_NO_SYNC` is set, which
+/// only `scripts/bench_durability` does, to measure what the syncs cost.
+pub(super) fn syncing() -> bool {
+    static SYNCING: OnceLock<bool> = OnceLock::new();
+    *SYNCING.get_or_init(|| std::env::var_os("ZTF2ZARR_NO_SYNC").is_none())
+}
+
+fn sync(file: &File) -> std::io::Result<()> {
+    if syncing() {
+        file.sync_all()
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_replaces_whole_objects_and_makes_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(&dir.path().join("s.zarr"));
+        storage.put("a/b/c", b"one").unwrap();
+        storage.put("a/b/c", b"two!").unwrap();
+        storage.flush().unwrap();
+        assert_eq!(storage.get("a/b/c").unwrap().as_deref(), Some(&b"two!"[..]));
+        assert_eq!(storage.size("a/b/c").unwrap(), Some(4));
+        assert_eq!(storage.get_range("a/b/c", 1..3).unwrap(), b"wo");
+        assert_eq!(storage.get("a/none").unwrap(), None);
+        assert_eq!(storage.list("a/").unwrap(), vec!["a/b/c".to_string()]);
+        assert!(storage.list("nothing/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_if_absent_creates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        assert!(storage.put_if_absent("lock", b"1").unwrap());
+        assert!(!storage.put_if_absent("lock", b"2").unwrap());
+        assert_eq!(storage.get("lock").unwrap().as_deref(), Some(&b"1"[..]));
+        storage.delete("lock").unwrap();
+        storage.delete("lock").unwrap();
+        assert!(storage.put_if_absent("lock", b"3").unwrap());
+    }
+}
