@@ -30,10 +30,23 @@ pub enum Command {
     /// Check a store end to end (shapes, every chunk, unique candids, attrs, .zmetadata); exit 1 on problems.
     #[command(after_help = "Examples:\n  ztf2zarr verify train.zarr && echo sound")]
     Verify(VerifyArgs),
+    /// Remove the lock object a killed writer left on a store in object storage.
+    #[command(after_help = UNLOCK_EXAMPLES)]
+    Unlock(UnlockArgs),
     /// Write synthetic, schema-faithful ZTF 3.3 alert packets (for samples, tests and benchmarks).
     #[command(after_help = GENERATE_EXAMPLES)]
     Generate(GenerateArgs),
 }
+
+const UNLOCK_EXAMPLES: &str = "\
+Examples:
+  ztf2zarr unlock s3://bucket/train.zarr
+
+A writer on object storage holds the store by a lock object, STORE/.ztf2zarr/lock, which it
+deletes when it ends. A writer that was killed leaves it, and every later build, label or split
+then stops with a message naming it. Remove it only when no ztf2zarr is writing the store: the
+message and `unlock` both print the holder (pid, host, start time). Local stores need no unlock:
+their lock dies with its process.";
 
 const BUILD_EXAMPLES: &str = "\
 Examples:
@@ -41,11 +54,16 @@ Examples:
   ztf2zarr build ztf_public_20200202.tar.gz -o train.zarr --threads 2
   ztf2zarr build alerts/ night.tar.gz -o full.zarr --stamp-size 63 --keep-nan
   ztf2zarr build ztf_public_20200203.tar.gz -o train.zarr      # appends the next night
+  ztf2zarr build night/ -o s3://bucket/train.zarr               # a store on object storage
+
+STORE is a folder, or a URL on object storage: s3://BUCKET/PATH (configured by AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a local
+S3 server), gs://BUCKET/PATH (GOOGLE_APPLICATION_CREDENTIALS), az://CONTAINER/PATH (AZURE_*).
 
 Inputs are read in the order given (folders in sorted order, archives member by member), and rows
 keep that order. Alerts are unique by candid: repeats, in the inputs or already in the store, are
 counted as duplicates, not written. Bad packets are rejected with a reason (listed in the summary
-and in STORE/rejects.jsonl); the build still succeeds unless --strict is given.
+and in STORE/rejects/, one log per build); the build still succeeds unless --strict is given.
 
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows
 become visible all at once when the build commits (a build that is interrupted leaves the store
@@ -164,6 +182,13 @@ pub struct LabelSource {
     /// Name of the bucket for classes not in --classes.
     #[arg(long, default_value = "other", value_name = "NAME")]
     pub other: String,
+}
+
+/// Options of `ztf2zarr unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// The store whose lock object to remove (a URL on object storage).
+    pub store: PathBuf,
 }
 
 /// Options of `ztf2zarr label`.

@@ -21,6 +21,7 @@ use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
 use crate::report::Progress;
 use crate::source::{self, Item, Mark, Payload, Plan};
+use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
@@ -110,6 +111,8 @@ pub struct Stats {
     pub unmapped_fields: Vec<String>,
     /// The store is labeled but this build gave no labels: its new rows are unlabeled.
     pub unlabeled_append: bool,
+    /// Where this build's rejects are logged (a path or URL), when it rejected anything.
+    pub rejects_log: Option<String>,
     /// False when nothing new was found and the store was left untouched.
     pub committed: bool,
     /// Wall time.
@@ -147,34 +150,54 @@ pub enum BuildError {
     Reader { reason: String },
 }
 
-/// Rows waiting to fill one chunk.
+/// Rows waiting to fill one chunk of one array.
+#[derive(Clone)]
 struct ChunkBuffer {
+    /// Position of the array in the transaction's arrays.
+    array: usize,
     index: usize,
     rows: usize,
     capacity: usize,
-    catalog: Vec<u8>,
-    stamps: Vec<f32>,
+    bytes: Vec<u8>,
 }
 
 impl ChunkBuffer {
-    fn new(index: usize, capacity: usize) -> Self {
-        ChunkBuffer { index, rows: 0, capacity, catalog: Vec::new(), stamps: Vec::new() }
+    fn new(array: usize, index: usize, capacity: usize) -> Self {
+        ChunkBuffer { array, index, rows: 0, capacity, bytes: Vec::new() }
     }
 
     /// Continue the store's incomplete last chunk.
     fn resume(partial: PartialChunk, capacity: usize) -> Self {
-        let stamps = partial.stamps.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        ChunkBuffer { index: partial.index, rows: partial.rows, capacity, catalog: partial.catalog, stamps }
-    }
-
-    fn push(&mut self, alert: &Alert) {
-        self.catalog.extend_from_slice(&alert.row);
-        self.stamps.extend_from_slice(&alert.stamps);
-        self.rows += 1;
+        ChunkBuffer { array: partial.array, index: partial.index, rows: partial.rows, capacity, bytes: partial.bytes }
     }
 
     fn is_full(&self) -> bool {
         self.rows == self.capacity
+    }
+}
+
+/// What an alert gives each array: the bytes of its row.
+#[derive(Clone, Copy)]
+enum Feed {
+    Catalog,
+    Stamps,
+}
+
+impl Feed {
+    fn for_array(name: &str) -> Option<Feed> {
+        match name {
+            store::CATALOG => Some(Feed::Catalog),
+            store::STAMPS => Some(Feed::Stamps),
+            _ => None,
+        }
+    }
+
+    fn push(self, alert: &Alert, chunk: &mut ChunkBuffer) {
+        match self {
+            Feed::Catalog => chunk.bytes.extend_from_slice(&alert.row),
+            Feed::Stamps => chunk.bytes.extend(alert.stamps.iter().flat_map(|p| p.to_le_bytes())),
+        }
+        chunk.rows += 1;
     }
 }
 
@@ -183,17 +206,14 @@ impl ChunkBuffer {
 /// decode batches they were pulled away from).
 struct ChunkWriter<'t> {
     transaction: &'t Transaction,
-    itemsize: usize,
-    stamp_floats: usize,
 }
 
 impl ChunkWriter<'_> {
     /// Pad to whole-chunk length (Zarr v2 chunks are always full size), compress, write.
     fn write(&self, mut chunk: ChunkBuffer) -> Result<(), StoreError> {
-        chunk.catalog.resize(chunk.capacity * self.itemsize, 0);
-        chunk.stamps.resize(chunk.capacity * self.stamp_floats, 0.0);
-        let stamps: Vec<u8> = chunk.stamps.iter().flat_map(|p| p.to_le_bytes()).collect();
-        self.transaction.write_chunk(chunk.index, &chunk.catalog, &stamps)
+        let spec = &self.transaction.arrays()[chunk.array];
+        chunk.bytes.resize(spec.chunk_bytes(), 0);
+        self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)
     }
 }
 
@@ -241,15 +261,18 @@ struct Collector<'c> {
     config: &'c BuildConfig,
     layout: &'static Layout,
     stats: Stats,
+    storage: &'c dyn store::Storage,
+    stored: CommittedCandids,
     seen: CandidSet,
     docs: ColumnDocs,
     versions: HashMap<String, usize>,
     new_candids: Vec<i64>,
-    chunk: ChunkBuffer,
+    /// One buffer per array, each feeding from the alerts.
+    chunks: Vec<(ChunkBuffer, Feed)>,
     /// Where to go back to if the archive being read fails its checksum.
     rollback: Option<Snapshot>,
-    /// Staged chunk files from this index on hold rolled-back rows: delete before writing more.
-    stale_chunks: Option<usize>,
+    /// Per array: chunks written from this index on hold rolled-back rows; delete them before writing more.
+    stale_chunks: Vec<Option<usize>>,
 }
 
 /// The collector's state at an archive's last verified point. Rows after it are only in the
@@ -266,11 +289,16 @@ struct Snapshot {
     flagged: [usize; STAMP_FLAGS.len()],
     versions: HashMap<String, usize>,
     docs: ColumnDocs,
-    chunk_index: usize,
-    chunk_rows: usize,
-    catalog_len: usize,
-    stamps_len: usize,
-    saved: Option<(Vec<u8>, Vec<f32>)>,
+    chunks: Vec<ChunkMark>,
+}
+
+/// Where one array's buffer stood at the rollback point.
+struct ChunkMark {
+    index: usize,
+    rows: usize,
+    len: usize,
+    /// The buffer's part before the point, kept when the buffer left for the writer since.
+    saved: Option<Vec<u8>>,
 }
 
 impl Collector<'_> {
@@ -292,7 +320,7 @@ impl Collector<'_> {
                     continue;
                 }
             };
-            if !self.seen.insert(alert.candid) {
+            if self.stored.contains(self.storage, alert.candid).map_err(StoreError::from)? || !self.seen.insert(alert.candid) {
                 self.stats.per_input[origin].duplicates += 1;
                 self.stats.duplicates.push(Duplicate { source: decoded.name.clone(), candid: alert.candid });
                 continue;
@@ -304,11 +332,15 @@ impl Collector<'_> {
             self.docs.merge(&alert.schema, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
-            self.chunk.push(&alert);
-            if self.chunk.is_full() {
-                self.save_for_rollback();
-                let next = ChunkBuffer::new(self.chunk.index + 1, self.chunk.capacity);
-                full.push(std::mem::replace(&mut self.chunk, next));
+            for position in 0..self.chunks.len() {
+                let (chunk, feed) = &mut self.chunks[position];
+                feed.push(&alert, chunk);
+                if chunk.is_full() {
+                    self.save_for_rollback(position);
+                    let chunk = &mut self.chunks[position].0;
+                    let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
+                    full.push(std::mem::replace(chunk, next));
+                }
             }
         }
         Ok(())
@@ -355,18 +387,17 @@ impl Collector<'_> {
             flagged: self.stats.flagged,
             versions: self.versions.clone(),
             docs: self.docs.clone(),
-            chunk_index: self.chunk.index,
-            chunk_rows: self.chunk.rows,
-            catalog_len: self.chunk.catalog.len(),
-            stamps_len: self.chunk.stamps.len(),
-            saved: None,
+            chunks: self.chunks.iter().map(|(c, _)| ChunkMark { index: c.index, rows: c.rows, len: c.bytes.len(), saved: None }).collect(),
         }
     }
 
-    /// The chunk buffer is about to leave for the writer: keep its part before the rollback point.
-    fn save_for_rollback(&mut self) {
-        if let Some(snap) = self.rollback.as_mut().filter(|s| s.chunk_index == self.chunk.index && s.saved.is_none()) {
-            snap.saved = Some((self.chunk.catalog[..snap.catalog_len].to_vec(), self.chunk.stamps[..snap.stamps_len].to_vec()));
+    /// A chunk buffer is about to leave for the writer: keep its part before the rollback point.
+    fn save_for_rollback(&mut self, position: usize) {
+        let chunk = &self.chunks[position].0;
+        let Some(snap) = self.rollback.as_mut() else { return };
+        let mark = &mut snap.chunks[position];
+        if mark.index == chunk.index && mark.saved.is_none() {
+            mark.saved = Some(chunk.bytes[..mark.len].to_vec());
         }
     }
 
@@ -388,15 +419,19 @@ impl Collector<'_> {
         counts.duplicates = snap.counts.duplicates;
         self.versions.clone_from(&snap.versions);
         self.docs.clone_from(&snap.docs);
-        if self.chunk.index == snap.chunk_index {
-            self.chunk.rows = snap.chunk_rows;
-            self.chunk.catalog.truncate(snap.catalog_len);
-            self.chunk.stamps.truncate(snap.stamps_len);
-        } else {
-            let (catalog, stamps) = snap.saved.clone().unwrap_or_default();
-            self.chunk = ChunkBuffer { index: snap.chunk_index, rows: snap.chunk_rows, capacity: self.chunk.capacity, catalog, stamps };
-            full.retain(|chunk| chunk.index < snap.chunk_index);
-            self.stale_chunks = Some(self.stale_chunks.map_or(snap.chunk_index, |k| k.min(snap.chunk_index)));
+        for (position, mark) in snap.chunks.iter().enumerate() {
+            let chunk = &mut self.chunks[position].0;
+            if chunk.index == mark.index {
+                chunk.rows = mark.rows;
+                chunk.bytes.truncate(mark.len);
+            } else {
+                let (array, capacity) = (chunk.array, chunk.capacity);
+                let bytes = mark.saved.clone().unwrap_or_default();
+                *chunk = ChunkBuffer { array, index: mark.index, rows: mark.rows, capacity, bytes };
+                full.retain(|c| c.array != array || c.index < mark.index);
+                let stale = &mut self.stale_chunks[position];
+                *stale = Some(stale.map_or(mark.index, |k| k.min(mark.index)));
+            }
         }
         self.rollback = Some(self.snapshot(snap.origin));
         lost
@@ -437,7 +472,10 @@ impl ColumnDocs {
 /// exactly as it was.
 pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress) -> Result<Stats, BuildError> {
     let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append)?;
-    check_labels(config, &transaction)?;
+    if let Err(error) = check_labels(config, &transaction) {
+        transaction.abandon();
+        return Err(error);
+    }
     match run(config, pool, progress, &mut transaction) {
         Ok((stats, commit)) => {
             match commit {
@@ -465,25 +503,23 @@ fn run(
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
-    let mut seen = CandidSet::default();
-    seen.extend(transaction.committed().iter().flat_map(|c| &c.candids));
-    let chunk = match transaction.take_partial() {
-        Some(partial) => ChunkBuffer::resume(partial, settings.chunk_rows),
-        None => ChunkBuffer::new(rows_before / settings.chunk_rows, settings.chunk_rows),
-    };
+    let chunks = chunk_buffers(transaction, rows_before);
+    let transaction: &Transaction = transaction;
     let mut collector = Collector {
         config,
         layout,
         stats: Stats { per_input: vec![InputCounts::default(); config.given.len()], rows_before, ..Stats::default() },
-        seen,
+        storage: transaction.storage().as_ref(),
+        stored: transaction.committed_candids(),
+        seen: CandidSet::default(),
         docs: ColumnDocs { docs: vec![None; layout.columns().len()], seen: HashSet::new() },
         versions: HashMap::new(),
         new_candids: Vec::new(),
-        chunk,
+        stale_chunks: vec![None; chunks.len()],
+        chunks,
         rollback: None,
-        stale_chunks: None,
     };
-    let writer = ChunkWriter { transaction, itemsize: layout.itemsize(), stamp_floats: 3 * spec.pixels() };
+    let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
     let decoder = Decoder::new(spec);
@@ -500,8 +536,10 @@ fn run(
             for decoded in batch {
                 collector.take(decoded, &mut full)?;
             }
-            if let Some(first) = collector.stale_chunks.take() {
-                transaction.discard_chunks_from(first)?;
+            for (array, stale) in collector.stale_chunks.iter_mut().enumerate() {
+                if let Some(first) = stale.take() {
+                    transaction.discard_chunks_from(array, first)?;
+                }
             }
             for chunk in full.drain(..) {
                 writer.write(chunk)?;
@@ -513,7 +551,7 @@ fn run(
     let read = join_reader(reader);
     outcome?;
     read?;
-    let Collector { mut stats, docs, versions, new_candids, chunk, .. } = collector;
+    let Collector { mut stats, docs, versions, new_candids, chunks, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
     versions.sort();
     stats.schema_versions = versions;
@@ -523,10 +561,15 @@ fn run(
     }
     // From here on the run is committed, even with no new row: its rejects and its run record
     // must reach the store, or the user is told of rejects the store does not keep.
-    if chunk.rows > 0 {
-        writer.write(chunk)?;
+    for (chunk, _) in chunks {
+        if chunk.rows > 0 {
+            writer.write(chunk)?;
+        }
     }
     stats.committed = true;
+    if !stats.rejects.is_empty() {
+        stats.rejects_log = Some(transaction.storage().object_location(&transaction.rejects_log_key()));
+    }
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
     stats.unlabeled_append = config.labels.is_none() && transaction.committed().is_some_and(|c| c.labels.is_some());
@@ -540,6 +583,24 @@ fn run(
         extra_metadata: None,
     };
     Ok((stats, Some(commit)))
+}
+
+/// One buffer per array of the store, continuing its incomplete last chunk if it has one.
+fn chunk_buffers(transaction: &mut Transaction, rows_before: usize) -> Vec<(ChunkBuffer, Feed)> {
+    let mut partials = transaction.take_partials();
+    transaction
+        .arrays()
+        .iter()
+        .enumerate()
+        .map(|(array, spec)| {
+            let feed = Feed::for_array(&spec.name).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
+            let chunk = match partials.iter().position(|p| p.array == array) {
+                Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec.chunk_rows),
+                None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec.chunk_rows),
+            };
+            (chunk, feed)
+        })
+        .collect()
 }
 
 /// Wait for the reader thread. A panic there means inputs may be missing from what was read,

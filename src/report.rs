@@ -20,7 +20,7 @@ pub fn counted(count: usize, singular: &str, plural: &str) -> String {
     }
 }
 
-/// Most reject and duplicate lines shown in the summary; the rest are in `rejects.jsonl`.
+/// Most reject and duplicate lines shown in the summary; the rest are in the store's rejects log.
 const SHOWN: usize = 12;
 
 /// A progress bar over the inputs' bytes (compressed bytes for archives, file sizes for loose
@@ -110,8 +110,8 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
         let _ = writeln!(out, "      {}: {}", reject.source, reject.reason);
     }
     more(&mut out, stats.rejects.len());
-    if !stats.rejects.is_empty() {
-        let _ = writeln!(out, "      (all reasons: {})", store.join("rejects.jsonl").display());
+    if let Some(log) = &stats.rejects_log {
+        let _ = writeln!(out, "      (all reasons: {log})");
     }
     let [edge, nan, guessed, masked] = stats.flagged;
     let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}, masked-pixels {masked}");

@@ -12,7 +12,7 @@ use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
-use crate::store::inspect::{disk_usage, open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
+use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons, stored_bytes};
 use crate::store::StoreReader;
 
 /// Run `info`.
@@ -61,11 +61,12 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         }
     }
     let settings = reader.settings();
-    let splits = splits_attrs(root);
+    let splits = splits_attrs(reader);
+    let storage = reader.storage().as_ref();
     Ok(json!({
         "store": root.display().to_string(),
         "rows": reader.rows(),
-        "bytes_on_disk": disk_usage(root),
+        "bytes_on_disk": stored_bytes(storage)?,
         "stamp_size": settings.stamp_size,
         "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
         "chunk_rows": settings.chunk_rows,
@@ -74,10 +75,10 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "schema_versions": versions,
         "labels": labels,
         "stamp_flags": flags,
-        "rejected_inputs": rejects_logged(root),
-        "splits": splits.as_ref().map(|_| split_sizes(root)),
+        "rejected_inputs": rejects_logged(storage)?,
+        "splits": splits.as_ref().map(|_| split_sizes(reader)),
         "splits_stale": splits.as_ref().map(|attrs| splits_stale(attrs, &rows)),
-        "runs": reader.runs()?,
+        "runs": reader.runs(),
     }))
 }
 
@@ -128,7 +129,7 @@ fn render(info: &Value) -> String {
     if !stale.is_empty() {
         let _ = writeln!(out, "             stale: {}; run `ztf2zarr split` again", stale.join("; "));
     }
-    let _ = writeln!(out, "rejected     {} (rejects.jsonl)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
+    let _ = writeln!(out, "rejected     {} (logs in rejects/)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {

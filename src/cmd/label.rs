@@ -14,8 +14,8 @@ use super::{counted, ExitStatus};
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels, UNLABELED_CODE};
-use crate::store::inspect::{catalog_rows_from, open_store, require_store, split_basis, splits_attrs, stale_reasons};
-use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait};
+use crate::store::inspect::{open_store, require_store, split_basis, splits_attrs, stale_reasons};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
 
 /// Read the labels the options name, if any.
 ///
@@ -128,15 +128,16 @@ fn count(rows: &[Vec<u8>]) -> Counts {
 pub fn summary_of_new_rows(store: &Path, first: usize, labels: &Labels, known: Option<Counts>) -> anyhow::Result<String> {
     let counts = match known {
         Some(counts) => counts,
-        None => count(&catalog_rows_from(store, &open_store(store)?, first)?),
+        None => count(&open_store(store)?.catalog_rows_from(first)?),
     };
     Ok(summary(&counts, labels, "new alerts"))
 }
 
 /// A relabel keeps the splits, which were made from the old labels: say so when they differ now.
 fn warn_if_splits_stale(store: &Path) {
-    let Some(basis) = splits_attrs(store).as_ref().and_then(split_basis) else { return };
-    let Some(rows) = open_store(store).ok().and_then(|reader| reader.catalog_rows().ok()) else { return };
+    let Ok(reader) = open_store(store) else { return };
+    let Some(basis) = splits_attrs(&reader).as_ref().and_then(split_basis) else { return };
+    let Ok(rows) = reader.catalog_rows() else { return };
     let reasons = stale_reasons(&basis, &rows);
     if !reasons.is_empty() {
         eprintln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
@@ -149,10 +150,12 @@ fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreEr
     let layout = Layout::builtin();
     let itemsize = layout.itemsize();
     let chunk_rows = reader.settings().chunk_rows;
+    let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
+    let spec = &transaction.arrays()[array];
     let per_chunk: Vec<(usize, HashSet<String>, HashSet<String>)> = (0..reader.chunks())
         .into_par_iter()
         .map(|index| {
-            let (mut catalog, _) = reader.chunk_bytes(index)?;
+            let mut catalog = reader.chunk(spec, index)?;
             let rows = chunk_rows.min(reader.rows() - index * chunk_rows);
             let (mut labeled, mut objects, mut found) = (0, HashSet::new(), HashSet::new());
             let object_column = layout.index_of("objectId").unwrap_or(0);
@@ -164,7 +167,7 @@ fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreEr
                 }
                 objects.insert(object);
             }
-            transaction.write_catalog_chunk(index, &catalog)?;
+            transaction.write_chunk(array, index, &catalog)?;
             Ok((labeled, objects, found))
         })
         .collect::<Result<_, StoreError>>()?;

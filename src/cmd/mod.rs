@@ -7,6 +7,7 @@ mod generate;
 mod info;
 mod label;
 mod split;
+mod unlock;
 mod verify;
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Split(args) => split::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Unlock(args) => unlock::run(&args),
         Command::Generate(args) => generate::run(&args),
     }
 }

@@ -5,13 +5,13 @@
 //! training run would leave the new rows out or keep the old stratification. Exit 1 stays for
 //! damage; scripts that need fresh splits read `splits_stale` from `ztf2zarr info --json`.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use super::{counted, ExitStatus};
 use crate::cli::VerifyArgs;
 use crate::store::inspect::{require_store, split_basis, splits_attrs, stale_reasons, NotAStore};
 use crate::store::verify::verify;
-use crate::store::StoreReader;
+use crate::store::{Storage, StoreReader};
 
 /// Run `verify`.
 ///
@@ -20,11 +20,13 @@ use crate::store::StoreReader;
 /// the exit status instead.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     // A folder that is a damaged store is verify's to report; a path that is no folder at all is a mistake.
-    if let Err(error @ (NotAStore::Missing(_) | NotAStore::File(_))) = require_store(&args.store) {
-        return Err(error.into());
-    }
-    let report = verify(&args.store);
-    let (fresh, warnings) = check_splits(&args.store);
+    let storage = match require_store(&args.store) {
+        Err(error @ (NotAStore::Missing(_) | NotAStore::File(_) | NotAStore::Unusable(_))) => return Err(error.into()),
+        Ok(storage) => storage,
+        Err(_) => crate::store::open_storage(&args.store)?,
+    };
+    let report = verify(&storage);
+    let (fresh, warnings) = check_splits(&storage);
     for line in report.passed.iter().chain(&fresh) {
         println!("ok       {line}");
     }
@@ -46,11 +48,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
 
 /// Whether the splits still match the store: (passed lines, warning lines). Nothing when the
 /// store has no splits or cannot be read (the store checks report that).
-fn check_splits(root: &Path) -> (Vec<String>, Vec<String>) {
-    let Some(attrs) = splits_attrs(root) else { return (Vec::new(), Vec::new()) };
-    let Some(rows) = StoreReader::open(root).ok().and_then(|reader| reader.catalog_rows().ok()) else {
-        return (Vec::new(), Vec::new());
-    };
+fn check_splits(storage: &Arc<dyn Storage>) -> (Vec<String>, Vec<String>) {
+    let Ok(reader) = StoreReader::open(storage) else { return (Vec::new(), Vec::new()) };
+    let Some(attrs) = splits_attrs(&reader) else { return (Vec::new(), Vec::new()) };
+    let Ok(rows) = reader.catalog_rows() else { return (Vec::new(), Vec::new()) };
     let Some(basis) = split_basis(&attrs) else {
         return (Vec::new(), vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
     };

@@ -4,11 +4,12 @@
 //! commands never open files inside a store themselves.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use super::{read_json, ReadError, StoreError, StoreReader, Transaction, CATALOG, REJECTS, SPLITS};
+use super::{is_url, open_storage, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
 use crate::catalog::Layout;
 use crate::split::{labels_fingerprint, staleness, SplitBasis, SPLIT_NAMES};
 
@@ -24,28 +25,34 @@ pub enum NotAStore {
     /// A file, not a folder.
     #[error("`{0}` is a file, not a store (a store is a folder)")]
     File(PathBuf),
-    /// A folder without the store's `.zgroup`.
+    /// A folder (or prefix) without the store's `.zgroup`.
     #[error("`{0}` is not a ztf2zarr store: it has no .zgroup")]
     NoGroup(PathBuf),
+    /// The location cannot be used (an object store that cannot be reached or configured).
+    #[error(transparent)]
+    Unusable(#[from] StoreError),
     /// A store whose metadata cannot be read.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
 
-/// Check that `root` looks like a store before anything else is done with it, so that a wrong
-/// path gets one plain sentence rather than the name of a file deep inside it.
+/// Check that `root` (a path or a URL) looks like a store before anything else is done with it,
+/// so that a wrong path gets one plain sentence rather than the name of a file deep inside it.
 ///
 /// # Errors
 /// Missing path, a file, or a folder that is not a store.
-pub fn require_store(root: &Path) -> Result<(), NotAStore> {
-    let metadata = std::fs::metadata(root).map_err(|_| NotAStore::Missing(root.to_path_buf()))?;
-    if !metadata.is_dir() {
-        return Err(NotAStore::File(root.to_path_buf()));
+pub fn require_store(root: &Path) -> Result<Arc<dyn Storage>, NotAStore> {
+    if !is_url(root) {
+        let metadata = std::fs::metadata(root).map_err(|_| NotAStore::Missing(root.to_path_buf()))?;
+        if !metadata.is_dir() {
+            return Err(NotAStore::File(root.to_path_buf()));
+        }
     }
-    if !root.join(".zgroup").is_file() {
+    let storage = open_storage(root)?;
+    if storage.size(".zgroup").map_err(StoreError::from)?.is_none() {
         return Err(NotAStore::NoGroup(root.to_path_buf()));
     }
-    Ok(())
+    Ok(storage)
 }
 
 /// Open the store at `root` for reading, after [`require_store`].
@@ -53,54 +60,39 @@ pub fn require_store(root: &Path) -> Result<(), NotAStore> {
 /// # Errors
 /// Not a store, or metadata that cannot be read.
 pub fn open_store(root: &Path) -> Result<StoreReader, NotAStore> {
-    require_store(root)?;
-    Ok(StoreReader::open(root)?)
+    Ok(StoreReader::open(require_store(root)?)?)
 }
 
-/// Bytes of every file under `root`.
-#[must_use]
-pub fn disk_usage(root: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.metadata() {
-            Ok(meta) if meta.is_dir() => disk_usage(&entry.path()),
-            Ok(meta) => meta.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Lines of `rejects.jsonl` (one per rejected input; a line may stand for many alert records).
-#[must_use]
-pub fn rejects_logged(root: &Path) -> usize {
-    std::fs::read_to_string(root.join(REJECTS)).map(|t| t.lines().count()).unwrap_or(0)
-}
-
-/// Catalog rows from row `first` to the end, reading only the chunks that hold them (a build
-/// looks at the rows it added without reading the whole store).
+/// Bytes of every object of the store.
 ///
 /// # Errors
-/// A chunk that is missing, does not decompress, or has the wrong length.
-pub fn catalog_rows_from(root: &Path, reader: &StoreReader, first: usize) -> Result<Vec<Vec<u8>>, ReadError> {
-    let (rows, chunk_rows, itemsize) = (reader.rows(), reader.settings().chunk_rows, reader.itemsize());
-    let mut out = Vec::with_capacity(rows.saturating_sub(first));
-    for chunk in first / chunk_rows..reader.chunks() {
-        let path = root.join(CATALOG).join(chunk.to_string());
-        let compressed = std::fs::read(&path).map_err(|source| ReadError::Io { path: path.clone(), source })?;
-        let expected = chunk_rows * itemsize;
-        let raw = zstd::bulk::decompress(&compressed, expected)
-            .ok()
-            .filter(|raw| raw.len() == expected)
-            .ok_or_else(|| ReadError::Invalid { path: path.clone(), reason: "catalog chunk does not decompress to full size".into() })?;
-        let start = chunk * chunk_rows;
-        for (offset, row) in raw.chunks_exact(itemsize).enumerate().take(rows - start) {
-            if start + offset >= first {
-                out.push(row.to_vec());
-            }
+/// The store cannot be listed.
+pub fn stored_bytes(storage: &dyn Storage) -> Result<u64, StoreError> {
+    Ok(storage.total_size()?)
+}
+
+/// Lines of the rejects logs (one per rejected input; a line may stand for many alert records).
+///
+/// # Errors
+/// A log that cannot be read.
+pub fn rejects_logged(storage: &dyn Storage) -> Result<usize, StoreError> {
+    Ok(rejects_text(storage)?.lines().count())
+}
+
+/// Every rejects log of the store, oldest first, as one text.
+///
+/// # Errors
+/// A log that cannot be read.
+pub fn rejects_text(storage: &dyn Storage) -> Result<String, StoreError> {
+    let mut keys: Vec<String> = storage.list(&format!("{REJECTS}/"))?.into_iter().filter(|k| k.ends_with(".jsonl")).collect();
+    keys.sort();
+    let mut text = String::new();
+    for key in std::iter::once(LEGACY_REJECTS.to_string()).chain(keys) {
+        if let Some(bytes) = storage.get(&key)? {
+            text.push_str(&String::from_utf8_lossy(&bytes));
         }
     }
-    Ok(out)
+    Ok(text)
 }
 
 /// [`labels_fingerprint`] of the first `count` catalog rows.
@@ -128,8 +120,8 @@ pub fn stale_reasons(basis: &SplitBasis, rows: &[Vec<u8>]) -> Vec<String> {
 
 /// The `splits` group's attrs, if the store has splits.
 #[must_use]
-pub fn splits_attrs(root: &Path) -> Option<Value> {
-    read_json(&root.join(SPLITS).join(".zattrs")).ok()
+pub fn splits_attrs(reader: &StoreReader) -> Option<Value> {
+    reader.documents().get(&format!("{SPLITS}/.zattrs")).cloned()
 }
 
 /// What the splits were made from, from their attrs.
@@ -145,11 +137,11 @@ pub fn split_basis(attrs: &Value) -> Option<SplitBasis> {
 
 /// Rows in each split index array, from their `.zarray` shapes.
 #[must_use]
-pub fn split_sizes(root: &Path) -> Value {
+pub fn split_sizes(reader: &StoreReader) -> Value {
     let sizes: serde_json::Map<String, Value> = SPLIT_NAMES
         .iter()
         .filter_map(|name| {
-            let zarray = read_json(&root.join(SPLITS).join(name).join(".zarray")).ok()?;
+            let zarray = reader.documents().get(&format!("{SPLITS}/{name}/.zarray"))?;
             Some(((*name).to_string(), zarray["shape"][0].clone()))
         })
         .collect();

@@ -1,4 +1,4 @@
-//! One writer per store: an exclusive `flock` on a lock file beside the store
+//! One writer per store. On a local disk: an exclusive `flock` on a lock file beside the store
 //! (`.<store name>.lock` in the same folder). The kernel drops the lock when its process ends,
 //! however it ends, so a lock left by a killed run never blocks the next one. The file is never
 //! removed: unlinking a lock file lets two processes lock two different files.
@@ -7,14 +7,23 @@
 //! one store by two paths (a symlink and its target) take the same lock. A writer that finds the
 //! lock held either stops at once or, with [`Wait`], polls until it is free (printing once on
 //! stderr whom it waits for).
+//!
+//! On object storage, which has no `flock`: a lock object `.ztf2zarr/lock` inside the store,
+//! made with a conditional create (it fails when the object exists) and deleted when the writer
+//! ends. A writer killed without its `Drop` leaves the object: the error then says so and names
+//! `ztf2zarr unlock STORE`, which deletes it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::StoreError;
+use super::{Storage, StoreError};
+
+/// The lock object of a store on object storage.
+pub const OBJECT_LOCK: &str = ".ztf2zarr/lock";
 
 /// How long a writer waits for a store that another process is writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,6 +165,66 @@ impl StoreLock {
     pub fn store(&self) -> &Path {
         &self.store
     }
+}
+
+/// A held lock object; deleted when dropped.
+#[derive(Debug)]
+pub struct ObjectLock {
+    storage: Arc<dyn Storage>,
+}
+
+impl ObjectLock {
+    /// Create the lock object of the store in `storage` (named `store` in messages), waiting
+    /// for another writer as `wait` says.
+    ///
+    /// # Errors
+    /// The lock object is still there when the wait ends, or it cannot be created.
+    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait) -> Result<ObjectLock, StoreError> {
+        let me = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
+        let started = Instant::now();
+        let mut announced = false;
+        while !storage.put_if_absent(OBJECT_LOCK, me.as_bytes())? {
+            let holder = match storage.get(OBJECT_LOCK) {
+                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
+                _ => "a writer that has just finished".into(),
+            };
+            let expired = match wait {
+                Wait::No => true,
+                Wait::Forever => false,
+                Wait::AtMost(limit) => started.elapsed() >= limit,
+            };
+            if expired {
+                let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
+                return Err(StoreError::Locked { store: store.to_path_buf(), holder, waited });
+            }
+            if !announced {
+                eprintln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
+                announced = true;
+            }
+            std::thread::sleep(POLL * 10);
+        }
+        Ok(ObjectLock { storage })
+    }
+}
+
+impl Drop for ObjectLock {
+    fn drop(&mut self) {
+        let _ = self.storage.delete(OBJECT_LOCK);
+    }
+}
+
+/// Remove the lock object a killed writer left; returns what it said (None: there was none).
+///
+/// # Errors
+/// The object cannot be read or deleted.
+pub fn break_object_lock(storage: &dyn Storage) -> Result<Option<String>, StoreError> {
+    let Some(bytes) = storage.get(OBJECT_LOCK)? else { return Ok(None) };
+    storage.delete(OBJECT_LOCK)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "an unknown host".into())
 }
 
 fn try_lock(file: &File) -> bool {

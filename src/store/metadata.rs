@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::arrays::{declared, ArraySpec, Rows};
 use super::{Settings, SPLITS};
 use crate::catalog::Layout;
 use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
@@ -12,16 +13,20 @@ use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, F
 pub const STAMPS: &str = "stamps";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
-/// The candid of every row, in row order, as little-endian i64: loads in one read when appending.
-pub const CANDIDS: &str = ".candids";
-/// One JSON line per rejected input, over all builds.
-pub const REJECTS: &str = "rejects.jsonl";
+/// The candid index of stores written before sorted runs: every row's candid in row order.
+pub const LEGACY_CANDIDS: &str = ".candids";
+/// The rejects log of stores written before one log per build.
+pub const LEGACY_REJECTS: &str = "rejects.jsonl";
+/// Folder of the rejects logs, one per build that rejected something (`rejects/000007.jsonl`).
+pub const REJECTS: &str = "rejects";
 
 /// Everything the metadata of a store depends on.
 #[derive(Debug, Clone)]
 pub struct StoreMetadata {
-    /// Rows (alerts) in both arrays.
+    /// Rows (alerts) in every per-alert array.
     pub rows: usize,
+    /// Rows of each array that has rows of its own, by name (missing: none yet).
+    pub own_rows: Vec<(String, usize)>,
     /// Layout settings.
     pub settings: Settings,
     /// One description per catalog column, in column order.
@@ -30,79 +35,30 @@ pub struct StoreMetadata {
     pub runs: Vec<Value>,
     /// Where the labels came from and their code table (None: unlabeled store).
     pub labels: Option<Value>,
+    /// The candid index: its sorted runs (`store/candids.rs`).
+    pub candid_index: Value,
     /// Documents of other groups and arrays (e.g. `splits/.zgroup`), written as they are.
     pub extra: Vec<(String, Value)>,
 }
 
 impl StoreMetadata {
-    /// Every metadata file as (key relative to the store, JSON), in the order they are written.
+    /// Every metadata file as (key relative to the store, JSON), in the order they are written:
+    /// the declared arrays', the extra groups' and arrays', then the root's.
     #[must_use]
     pub fn files(&self) -> Vec<(String, Value)> {
-        let mut files = vec![
-            (format!("{STAMPS}/.zarray"), self.stamps_zarray()),
-            (format!("{STAMPS}/.zattrs"), self.stamps_zattrs()),
-            (format!("{CATALOG}/.zarray"), self.catalog_zarray()),
-            (format!("{CATALOG}/.zattrs"), self.catalog_zattrs()),
-        ];
+        let mut files = Vec::new();
+        for spec in declared(&self.settings, &self.column_docs) {
+            let rows = match spec.rows {
+                Rows::PerAlert => self.rows,
+                Rows::Own => self.own_rows.iter().find(|(name, _)| *name == spec.name).map_or(0, |(_, rows)| *rows),
+            };
+            files.push((spec.zarray_key(), spec.zarray(rows, self.settings.zstd_level)));
+            files.push((spec.zattrs_key(), spec.attrs.clone()));
+        }
         files.extend(with_dimensions(&self.extra));
         files.push((".zgroup".into(), json!({"zarr_format": 2})));
         files.push((".zattrs".into(), self.root_zattrs()));
         files
-    }
-
-    fn compressor(&self) -> Value {
-        json!({"id": "zstd", "level": self.settings.zstd_level})
-    }
-
-    fn stamps_zarray(&self) -> Value {
-        let s = self.settings.stamp_size;
-        json!({
-            "zarr_format": 2,
-            "shape": [self.rows, 3, s, s],
-            "chunks": [self.settings.chunk_rows, 3, s, s],
-            "dtype": "<f4",
-            "compressor": self.compressor(),
-            // Every chunk is written, so no fill value is ever read; and xarray would mask a
-            // fill value of 0.0, turning the stored zeros (NaN replacements, edge padding) to NaN.
-            "fill_value": null,
-            "order": "C",
-            "filters": self.settings.stamp_filter.zarray_value(),
-            "dimension_separator": ".",
-        })
-    }
-
-    fn stamps_zattrs(&self) -> Value {
-        json!({
-            DIMENSIONS: ["alert", "channel", "y", "x"],
-            "channels": ["science", "template", "difference"],
-            "stamp_size": self.settings.stamp_size,
-            "crop": crop_text(self.settings.stamp_size),
-            "nan_policy": nan_policy(self.settings.keep_nan),
-            "units": "DN",
-        })
-    }
-
-    fn catalog_zarray(&self) -> Value {
-        let fields: Vec<Value> = Layout::builtin().columns().iter().map(|c| json!([c.name, c.dtype.numpy()])).collect();
-        json!({
-            "zarr_format": 2,
-            "shape": [self.rows],
-            "chunks": [self.settings.chunk_rows],
-            "dtype": fields,
-            "compressor": self.compressor(),
-            "fill_value": null,
-            "order": "C",
-            "filters": null,
-            "dimension_separator": ".",
-        })
-    }
-
-    fn catalog_zattrs(&self) -> Value {
-        let columns = Layout::builtin().columns();
-        let mut attrs = Map::new();
-        attrs.insert(DIMENSIONS.into(), json!(["alert"]));
-        attrs.extend(columns.iter().zip(&self.column_docs).map(|(c, doc)| (c.name.clone(), Value::String(doc.clone()))));
-        Value::Object(attrs)
     }
 
     fn root_zattrs(&self) -> Value {
@@ -124,6 +80,7 @@ impl StoreMetadata {
                 },
                 "missing_values": missing,
                 "labels": self.labels,
+                "candid_index": self.candid_index,
                 "runs": self.runs,
             },
         });
@@ -131,6 +88,49 @@ impl StoreMetadata {
             attrs[SPLITS] = json!("Training splits: 1-D int64 arrays of catalog/stamps row indices (train, val, test), grouped by objectId; see splits/.zattrs");
         }
         attrs
+    }
+}
+
+/// The `stamps` array: (N, 3, S, S) float32.
+#[must_use]
+pub fn stamps_spec(settings: &Settings) -> ArraySpec {
+    let s = settings.stamp_size;
+    ArraySpec {
+        name: STAMPS.into(),
+        row_shape: vec![3, s, s],
+        row_bytes: 3 * s * s * 4,
+        chunk_rows: settings.chunk_rows,
+        dtype: json!("<f4"),
+        filter: settings.stamp_filter,
+        rows: Rows::PerAlert,
+        attrs: json!({
+            DIMENSIONS: ["alert", "channel", "y", "x"],
+            "channels": ["science", "template", "difference"],
+            "stamp_size": s,
+            "crop": crop_text(s),
+            "nan_policy": nan_policy(settings.keep_nan),
+            "units": "DN",
+        }),
+    }
+}
+
+/// The `catalog` array: one structured row per alert, its columns from `schemas/catalog.tsv`.
+#[must_use]
+pub fn catalog_spec(settings: &Settings, column_docs: &[String]) -> ArraySpec {
+    let layout = Layout::builtin();
+    let fields: Vec<Value> = layout.columns().iter().map(|c| json!([c.name, c.dtype.numpy()])).collect();
+    let mut attrs = Map::new();
+    attrs.insert(DIMENSIONS.into(), json!(["alert"]));
+    attrs.extend(layout.columns().iter().zip(column_docs).map(|(c, doc)| (c.name.clone(), Value::String(doc.clone()))));
+    ArraySpec {
+        name: CATALOG.into(),
+        row_shape: Vec::new(),
+        row_bytes: layout.itemsize(),
+        chunk_rows: settings.chunk_rows,
+        dtype: Value::Array(fields),
+        filter: super::StampFilter::None,
+        rows: Rows::PerAlert,
+        attrs: Value::Object(attrs),
     }
 }
 

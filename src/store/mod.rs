@@ -1,49 +1,66 @@
-//! The Zarr v2 store on disk: the hierarchy (`.zgroup`, `stamps/`, `catalog/`), chunk files, the
-//! `.zarray`/`.zattrs` metadata, consolidated `.zmetadata`, the candid index and the rejects log,
-//! the lock, and the commit protocol. Nothing outside `store/` touches files inside a store.
+//! The Zarr v2 store: its arrays (`store/arrays.rs`), metadata documents, chunks, candid index
+//! (`store/candids.rs`), rejects logs, the lock, and the commit protocol, over a [`Storage`]
+//! (a local folder, or an object store: `store/object.rs`). Nothing outside `store/` touches the
+//! objects of a store.
 //!
-//! Every build is a [`Transaction`]: under the store's lock, the new state is assembled in a
-//! staging folder beside the store (committed chunks hard-linked, new and rewritten chunks
-//! written, then all metadata), and published with one atomic `renameat2(RENAME_EXCHANGE)` — or
-//! one `rename` for a new store. A reader, or a build killed at any moment, sees the old store or
-//! the new one, never a mix; a leftover staging folder is removed by the next build. Every file
-//! and folder of the staging tree is synced before the exchange and the parent folder after it,
-//! so a power cut cannot publish a store whose files are empty.
+//! Every change to a store is a [`Transaction`], committed by an order of whole-object writes
+//! that holds on object storage as on a local disk (each `put` replaces one object atomically;
+//! nothing spans two objects):
 //!
-//! A store is always written through its real path ([`resolve`]): a symlinked store is locked
-//! and published where it lives, and the link stays a link. Besides errors, this module prints
-//! two things itself on stderr: that it waits for another writer's lock, and a warning when the
-//! old tree cannot be removed after a publish (the store is then already committed).
+//! 1. under the store's lock, a marker `.ztf2zarr/pending.json` says a write is in progress and
+//!    which chunks it may add;
+//! 2. new chunk objects are written past the committed rows (no reader looks there), and the
+//!    incomplete last chunk is rewritten with its visible rows unchanged;
+//! 3. this build's candid run and rejects log (new objects no committed metadata names);
+//! 4. every array's `.zarray`/`.zattrs`, other groups', the root `.zattrs`;
+//! 5. `.zmetadata` last: the commit point. Then the marker is removed.
+//!
+//! Readers of the consolidated metadata see the old state or the new one; readers of the
+//! separate files see, between steps 4 and 5, each array at its old or its new length, with
+//! every row they can see complete. A writer killed at any step leaves a marker; the next writer
+//! puts the separate metadata back as `.zmetadata` has it and deletes what the killed one added,
+//! so a re-run gives the bytes of a one-shot build. On a local disk every object is synced
+//! before the metadata that names it is written, and the metadata before `.zmetadata`.
+//!
+//! A local store is always written through its real path ([`resolve`]): a symlinked store is
+//! locked where it lives, and the link stays a link. Besides errors, this module prints on
+//! stderr that it waits for another writer's lock, and that it upgrades a store's candid index.
 //! Spec: <https://zarr-specs.readthedocs.io/en/latest/v2/v2.0.html>.
 
+pub mod arrays;
+pub mod candids;
 mod codec;
 pub mod inspect;
 mod lock;
 mod metadata;
+pub mod object;
 mod reader;
 pub mod storage;
 pub mod verify;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use thiserror::Error;
 
 pub use crate::calendar::utc_now;
+use arrays::{declared, ArraySpec};
+use candids::{run_key, CommittedCandids, Run};
 pub use codec::StampFilter;
-pub use lock::{lock_path, resolve, StoreLock, Wait};
-pub use metadata::{StoreMetadata, CANDIDS, CATALOG, REJECTS, STAMPS};
-pub use reader::{read_json, ReadError, StoreReader};
+pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
+pub use metadata::{StoreMetadata, CATALOG, LEGACY_CANDIDS, LEGACY_REJECTS, REJECTS, STAMPS};
+pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};
+
+/// The marker of a write in progress (or of one that was killed).
+pub const PENDING: &str = ".ztf2zarr/pending.json";
 
 /// A failure to write the store; always names the path.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// Another process is writing the store (and still was after `waited` seconds, if given).
-    #[error("`{store}` is being written by another ztf2zarr ({holder}); {}", waited_text(*.waited))]
+    #[error("`{}` is being written by another ztf2zarr ({holder}); {}{}", store.display(), waited_text(*.waited), stale_text(store))]
     Locked { store: PathBuf, holder: String, waited: Option<u64> },
     /// The lock file cannot be created (e.g. the folder is not writable).
     #[error("cannot write the store `{store}`: cannot create its lock file `{path}` ({source})")]
@@ -75,6 +92,25 @@ pub enum StoreError {
     /// zstd failed to compress a chunk.
     #[error("cannot compress chunk `{path}`: {source}")]
     Compress { path: PathBuf, source: std::io::Error },
+    /// An object could not be written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A `label` or `split` of this store was killed before it finished.
+    #[error("`{store}`: {reason}")]
+    Interrupted { store: String, reason: String },
+}
+
+/// How to break a lock left by a killed writer: only object stores keep one (a local lock dies
+/// with its process).
+fn stale_text(store: &Path) -> String {
+    if object::is_url(&store.to_string_lossy()) {
+        format!(
+            "; if no ztf2zarr is writing it (a killed build leaves its lock object behind), remove the lock with `ztf2zarr unlock {}`",
+            store.display()
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn waited_text(waited: Option<u64>) -> String {
@@ -150,17 +186,17 @@ pub enum Purpose {
 /// Name of the group holding training split index arrays.
 pub const SPLITS: &str = "splits";
 
-/// The rows of an incomplete last chunk, to be rewritten whole with the new rows after them.
+/// The rows of an array's incomplete last chunk, to be rewritten whole with new rows after them.
 #[derive(Debug, Clone)]
 pub struct PartialChunk {
+    /// Position of the array in [`Transaction::arrays`].
+    pub array: usize,
     /// Chunk index.
     pub index: usize,
     /// Rows already in it.
     pub rows: usize,
-    /// Their catalog bytes (`rows × itemsize`).
-    pub catalog: Vec<u8>,
-    /// Their stamp bytes (`rows × 3 × S² × 4`).
-    pub stamps: Vec<u8>,
+    /// Their bytes (`rows × row_bytes`), filter undone.
+    pub bytes: Vec<u8>,
 }
 
 /// What an existing store already holds.
@@ -168,17 +204,17 @@ pub struct PartialChunk {
 pub struct Committed {
     /// Rows committed.
     pub rows: usize,
-    /// Candids of those rows, in row order.
-    pub candids: Vec<i64>,
-    /// The incomplete last chunk, if any.
-    pub partial: Option<PartialChunk>,
+    /// The incomplete last chunk of each array that has one.
+    pub partials: Vec<PartialChunk>,
     /// The label provenance recorded in the root attrs, if the store is labeled.
     pub labels: Option<Value>,
     runs: Vec<Value>,
     column_docs: Vec<String>,
-    rejects: String,
-    /// Metadata documents of groups and arrays besides stamps and catalog (e.g. `splits/…`).
+    candid_runs: Vec<Run>,
+    /// Metadata documents of groups and arrays besides the declared ones (e.g. `splits/…`).
     extra_metadata: Vec<(String, Value)>,
+    /// The legacy candid index to delete once this commit has upgraded it.
+    upgraded_legacy_index: bool,
 }
 
 /// What a finished build adds.
@@ -190,7 +226,7 @@ pub struct Commit {
     pub new_candids: Vec<i64>,
     /// Column descriptions (used for a new store; an existing store keeps its own).
     pub column_docs: Vec<String>,
-    /// New lines for `rejects.jsonl`.
+    /// This build's rejects log (`rejects/NNNNNN.jsonl`), one JSON line per rejected input.
     pub new_rejects: String,
     /// This run's provenance record.
     pub run: Value,
@@ -233,35 +269,87 @@ pub fn run_record(started: &str, rows_before: usize, rows_after: usize, details:
     record
 }
 
-/// One build's changes to one store, published atomically by [`Transaction::commit`].
+/// One change to one store, committed by [`Transaction::commit`] (see the module comment).
 #[derive(Debug)]
 pub struct Transaction {
-    target: PathBuf,
-    staging: PathBuf,
+    storage: Arc<dyn Storage>,
     settings: Settings,
+    arrays: Vec<ArraySpec>,
+    purpose: Purpose,
     committed: Option<Committed>,
     reader: Option<StoreReader>,
-    _lock: StoreLock,
+    /// This change's number: its place in the provenance (`ztf2zarr.runs`), from 1.
+    number: usize,
+    pending: Value,
+    /// Keys of extra arrays' chunks written (to delete what a replaced group no longer has).
+    extra_written: Mutex<Vec<String>>,
+    /// Whether a committed chunk was rewritten in place (by a label or a split).
+    rewrote: std::sync::atomic::AtomicBool,
+    /// For a new local store: whether its folder was there before (else an abandoned build removes it).
+    folder_existed: bool,
+    _lock: Held,
+}
+
+/// The writer lock held for a transaction.
+#[derive(Debug)]
+enum Held {
+    Local { _lock: StoreLock },
+    Object { _lock: ObjectLock },
+}
+
+/// The storage of the store named by `target`: an object store for a URL, else the local
+/// folder at the real path (symlinks followed). Nothing is created.
+///
+/// # Errors
+/// A URL that cannot be used (unknown scheme, bad configuration).
+pub fn open_storage(target: &Path) -> Result<Arc<dyn Storage>, StoreError> {
+    let text = target.to_string_lossy();
+    if object::is_url(&text) {
+        return Ok(Arc::new(object::ObjectStorage::from_url(&text)?));
+    }
+    let root = resolve(target).unwrap_or_else(|_| target.to_path_buf());
+    Ok(Arc::new(LocalStorage::new(&root)))
+}
+
+/// Whether `target` names an object store rather than a local path.
+#[must_use]
+pub fn is_url(target: &Path) -> bool {
+    object::is_url(&target.to_string_lossy())
 }
 
 impl Transaction {
-    /// Resolve `target` to the real store, refuse a path that is not a store this tool writes
-    /// (before any lock file is made), lock it, tidy what a killed build left, read the committed
-    /// state (if the store exists), check the requested options against it, and prepare the
-    /// staging folder — all before any input is read.
+    /// Lock the store named by `target` (refusing first, before any lock is made, a path that is
+    /// not a store this tool writes), finish what a killed writer left, read the committed
+    /// state, check the requested options against it, and mark the write as in progress — all
+    /// before any input is read.
     ///
     /// # Errors
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
     pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
-        let resolved = resolve_target(target, purpose)?;
-        refuse_what_is_not_a_store(&resolved, purpose)?;
-        let lock = StoreLock::acquire_waiting(&resolved, requested.wait)?;
-        let target = lock.store().to_path_buf();
-        recover(&target)?;
-        let staging = lock::sibling(&target, "staging");
-        let committed_reader = open_existing(&target)?;
-        let settings = match &committed_reader {
-            Some(reader) => check_compatible(&target, reader.settings(), requested)?,
+        let mut folder_existed = true;
+        let (storage, lock) = if is_url(target) {
+            let storage = open_storage(target)?;
+            refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
+            let lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait)?;
+            (storage, Held::Object { _lock: lock })
+        } else {
+            let resolved = resolve_target(target, purpose)?;
+            refuse_local_non_store(&resolved, purpose)?;
+            let lock = StoreLock::acquire_waiting(&resolved, requested.wait)?;
+            let root = lock.store().to_path_buf();
+            legacy::recover(&root)?;
+            folder_existed = root.exists();
+            let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+            refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
+            (storage, Held::Local { _lock: lock })
+        };
+        let reader = recover(storage.as_ref(), purpose)?;
+        let reader = match reader {
+            Some(()) => open_existing(&storage)?,
+            None => None,
+        };
+        let settings = match &reader {
+            Some(reader) => check_compatible(target, reader.settings(), requested)?,
             None => Settings {
                 stamp_size: requested.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE),
                 keep_nan: requested.keep_nan,
@@ -270,21 +358,49 @@ impl Transaction {
                 stamp_filter: StampFilter::NEW_STORE,
             },
         };
-        if purpose != Purpose::Append && committed_reader.is_none() {
-            return Err(StoreError::NotAStore(target));
+        if purpose != Purpose::Append && reader.is_none() {
+            return Err(StoreError::NotAStore(target.to_path_buf()));
         }
-        for folder in [staging.clone(), staging.join(STAMPS), staging.join(CATALOG)] {
-            std::fs::create_dir_all(&folder).map_err(|source| StoreError::Unwritable {
-                store: target.clone(),
-                folder: folder.clone(),
-                source,
-            })?;
-        }
-        let committed = match &committed_reader {
-            Some(reader) => Some(stage_existing(reader, &target, &staging, purpose)?),
+        let arrays = match &reader {
+            Some(reader) => reader.arrays(),
+            None => declared(&settings, &[]),
+        };
+        let number = reader.as_ref().map_or(0, |r| r.runs().len()) + 1;
+        let first_new: Vec<Value> = arrays
+            .iter()
+            .map(|a| {
+                let from = reader.as_ref().map_or(0, |r| r.rows() / a.chunk_rows);
+                json!({"array": a.name, "from": from, "suffix": ".0".repeat(a.row_shape.len())})
+            })
+            .collect();
+        let pending = json!({
+            "command": purpose.command(),
+            "pid": std::process::id(),
+            "started": utc_now(),
+            "chunks_from": first_new,
+            "objects": [],
+            "metadata": [],
+        });
+        storage.put(PENDING, pretty(&pending).as_bytes())?;
+        storage.flush()?;
+        let committed = match &reader {
+            Some(reader) => Some(read_committed(reader, storage.as_ref(), purpose, number)?),
             None => None,
         };
-        Ok(Transaction { target, staging, settings, committed, reader: committed_reader, _lock: lock })
+        Ok(Transaction {
+            storage,
+            settings,
+            arrays,
+            purpose,
+            committed,
+            reader,
+            number,
+            pending,
+            extra_written: Mutex::new(Vec::new()),
+            rewrote: std::sync::atomic::AtomicBool::new(false),
+            folder_existed,
+            _lock: lock,
+        })
     }
 
     /// The committed store, for reading what a rewrite starts from.
@@ -293,25 +409,28 @@ impl Transaction {
         self.reader.as_ref()
     }
 
-    /// Compress and write one catalog chunk (whole, padded) into the staging folder.
-    ///
-    /// # Errors
-    /// Compression or file I/O failure.
-    pub fn write_catalog_chunk(&self, index: usize, catalog: &[u8]) -> Result<(), StoreError> {
-        self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)
+    /// Where the store lives.
+    #[must_use]
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
-    /// Write a file of an extra array (e.g. `splits/train/0`) into the staging folder, compressed
-    /// as the store's chunks are.
-    ///
-    /// # Errors
-    /// Compression or file I/O failure.
-    pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
-        let path = self.staging.join(key);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
-        }
-        self.write_compressed(&path, raw)
+    /// The store's arrays, in the order chunk writes name them.
+    #[must_use]
+    pub fn arrays(&self) -> &[ArraySpec] {
+        &self.arrays
+    }
+
+    /// Position of the array `name` in [`Transaction::arrays`].
+    #[must_use]
+    pub fn array_index(&self, name: &str) -> Option<usize> {
+        self.arrays.iter().position(|a| a.name == name)
+    }
+
+    /// Look-ups of the committed candids (reading the candid runs only as needed).
+    #[must_use]
+    pub fn committed_candids(&self) -> CommittedCandids {
+        CommittedCandids::new(self.committed.as_ref().map(|c| c.candid_runs.clone()).unwrap_or_default())
     }
 
     /// The store's settings (the existing store's, or the new store's).
@@ -326,92 +445,222 @@ impl Transaction {
         self.committed.as_ref()
     }
 
-    /// Take the partial last chunk out, for the pipeline to continue filling.
-    pub fn take_partial(&mut self) -> Option<PartialChunk> {
-        self.committed.as_mut().and_then(|c| c.partial.take())
+    /// Take the incomplete last chunks out, for the pipeline to continue filling.
+    pub fn take_partials(&mut self) -> Vec<PartialChunk> {
+        self.committed.as_mut().map(|c| std::mem::take(&mut c.partials)).unwrap_or_default()
     }
 
-    /// Compress and write chunk `index` of both arrays into the staging folder. `catalog` holds
-    /// whole packed rows and `stamps` whole stamp rows (little-endian float32), both padded to the
-    /// chunk length.
+    /// Compress and write chunk `index` of array `array` (whole rows, padded to the chunk
+    /// length), replacing any object there.
     ///
     /// # Errors
-    /// Compression or file I/O failure.
-    pub fn write_chunk(&self, index: usize, catalog: &[u8], stamps: &[u8]) -> Result<(), StoreError> {
-        self.write_compressed(&self.staging.join(CATALOG).join(index.to_string()), catalog)?;
-        self.write_compressed(&self.staging.join(STAMPS).join(format!("{index}.0.0.0")), &self.settings.stamp_filter.encode(stamps))?;
+    /// Compression or storage failure.
+    pub fn write_chunk(&self, array: usize, index: usize, raw: &[u8]) -> Result<(), StoreError> {
+        let spec = &self.arrays[array];
+        let key = spec.chunk_key(index);
+        if self.purpose != Purpose::Append {
+            self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.put_compressed(&key, &spec.filter.encode(raw))?;
         fault_point("after-chunk");
         Ok(())
     }
 
-    fn write_compressed(&self, path: &Path, raw: &[u8]) -> Result<(), StoreError> {
-        let compressed = zstd::bulk::compress(raw, self.settings.zstd_level)
-            .map_err(|source| StoreError::Compress { path: path.to_path_buf(), source })?;
-        write_file(path, &compressed)
-    }
-
-    /// Write the candid index, the rejects log and every metadata file (`.zmetadata` last) into
-    /// the staging folder, then publish it as the store in one atomic step.
+    /// Write a chunk of an extra array (e.g. `splits/train/0`), compressed as the store's
+    /// chunks are.
     ///
     /// # Errors
-    /// File I/O failure; the committed store is then unchanged.
-    pub fn commit(self, commit: Commit) -> Result<(), StoreError> {
-        fault_point("before-metadata");
-        let (runs, column_docs, mut rejects) = match &self.committed {
-            Some(c) => (c.runs.clone(), c.column_docs.clone(), c.rejects.clone()),
-            None => (Vec::new(), commit.column_docs, String::new()),
-        };
-        let labels = commit.labels.or_else(|| self.committed.as_ref().and_then(|c| c.labels.clone()));
-        let extra = commit.extra_metadata.unwrap_or_else(|| self.committed.as_ref().map(|c| c.extra_metadata.clone()).unwrap_or_default());
-        append_candids(&self.staging.join(CANDIDS), &commit.new_candids)?;
-        rejects.push_str(&commit.new_rejects);
-        write_file(&self.staging.join(REJECTS), rejects.as_bytes())?;
-        let mut runs = runs;
-        runs.push(commit.run);
-        let metadata = StoreMetadata { rows: commit.rows, settings: self.settings, column_docs, runs, labels, extra };
-        let files = metadata.files();
-        for (key, value) in &files {
-            let path = self.staging.join(key);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::Write { path: parent.to_path_buf(), source })?;
-            }
-            write_file(&path, pretty(value).as_bytes())?;
-        }
-        write_file(&self.staging.join(".zmetadata"), pretty(&metadata::consolidated(&files)).as_bytes())?;
-        sync_folders(&self.staging)?;
-        fault_point("before-publish");
-        publish(&self.staging, &self.target, self.committed.is_some())?;
-        fault_point("after-publish");
+    /// Compression or storage failure.
+    pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.put_compressed(key, raw)?;
+        self.extra_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.to_string());
         Ok(())
     }
 
-    /// Drop this build's changes; the committed store stays as it was.
-    pub fn abandon(self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
+    fn put_compressed(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
+        let compressed = zstd::bulk::compress(raw, self.settings.zstd_level)
+            .map_err(|source| StoreError::Compress { path: self.storage.object_location(key).into(), source })?;
+        Ok(self.storage.put(key, &compressed)?)
     }
 
-    /// Delete the staged chunk files of both arrays from chunk `first` on (rows rolled back after
-    /// an archive failed its checksum); chunks are staged in order, so this stops at the first
-    /// index that has neither file.
+    /// Delete the chunks of array `array` written by this build from chunk `first` on (rows
+    /// rolled back after an archive failed its checksum). Chunks are written in order, so this
+    /// stops at the first index with no object; committed chunks are never deleted (the
+    /// incomplete last one is rewritten again before the commit).
     ///
     /// # Errors
-    /// A staged chunk file that exists but cannot be deleted.
-    pub fn discard_chunks_from(&self, first: usize) -> Result<(), StoreError> {
-        for index in first.. {
-            let files = [self.staging.join(CATALOG).join(index.to_string()), self.staging.join(STAMPS).join(format!("{index}.0.0.0"))];
-            let mut found = false;
-            for path in files {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => found = true,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(StoreError::Write { path, source }),
-                }
-            }
-            if !found {
+    /// A chunk that exists but cannot be deleted.
+    pub fn discard_chunks_from(&self, array: usize, first: usize) -> Result<(), StoreError> {
+        let spec = &self.arrays[array];
+        let committed = self.committed.as_ref().map_or(0, |c| spec.chunks_for(c.rows));
+        for index in first.max(committed).. {
+            let key = spec.chunk_key(index);
+            if self.storage.size(&key)?.is_none() {
                 break;
             }
+            self.storage.delete(&key)?;
         }
         Ok(())
+    }
+
+    /// Write this change's candid run and rejects log, then every metadata document, then
+    /// `.zmetadata`, as the module comment orders them.
+    ///
+    /// # Errors
+    /// Storage failure; the committed state is then unchanged, and the next writer tidies.
+    pub fn commit(mut self, commit: Commit) -> Result<(), StoreError> {
+        fault_point("before-metadata");
+        let committed = self.committed.take();
+        let (mut runs, column_docs, mut candid_runs, rows_before) = match &committed {
+            Some(c) => (c.runs.clone(), c.column_docs.clone(), c.candid_runs.clone(), c.rows),
+            None => (Vec::new(), commit.column_docs, Vec::new(), 0),
+        };
+        let labels = commit.labels.or_else(|| committed.as_ref().and_then(|c| c.labels.clone()));
+        let extra =
+            commit.extra_metadata.clone().unwrap_or_else(|| committed.as_ref().map(|c| c.extra_metadata.clone()).unwrap_or_default());
+        let mut run = commit.run;
+        let mut objects = Vec::new();
+        if !commit.new_candids.is_empty() {
+            let (entry, bytes) = Run::of(run_key(self.number), rows_before, &commit.new_candids);
+            objects.push((entry.key.clone(), bytes));
+            candid_runs.push(entry);
+        }
+        if !commit.new_rejects.is_empty() {
+            let key = self.rejects_log_key();
+            run["rejects_log"] = json!(key);
+            objects.push((key, commit.new_rejects.into_bytes()));
+        }
+        runs.push(run);
+        let metadata = StoreMetadata {
+            rows: commit.rows,
+            own_rows: Vec::new(),
+            settings: self.settings,
+            column_docs,
+            runs,
+            labels,
+            candid_index: candids::runs_json(&candid_runs),
+            extra,
+        };
+        let files = metadata.files();
+        self.pending["objects"] = json!(objects.iter().map(|(k, _)| k).collect::<Vec<_>>());
+        self.pending["metadata"] = json!(files.iter().map(|(k, _)| k).collect::<Vec<_>>());
+        self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
+        for (key, bytes) in &objects {
+            self.storage.put(key, bytes)?;
+        }
+        self.storage.flush()?;
+        fault_point("before-publish");
+        let documents: Vec<(String, Vec<u8>)> = files.iter().map(|(k, v)| (k.clone(), pretty(v).into_bytes())).collect();
+        self.storage.put_all(&documents)?;
+        self.storage.flush()?;
+        fault_point("before-consolidated");
+        self.storage.put(".zmetadata", pretty(&metadata::consolidated(&files)).as_bytes())?;
+        self.storage.flush()?;
+        fault_point("after-publish");
+        fault_point("after-commit");
+        self.tidy(committed.as_ref(), &files);
+        Ok(())
+    }
+
+    /// After the commit point: remove what the new state no longer names (a replaced group's
+    /// old chunks, an upgraded legacy index) and the pending marker. The store is committed, so
+    /// a failure here is a warning, and the next writer finishes it.
+    fn tidy(&self, committed: Option<&Committed>, files: &[(String, Value)]) {
+        let mut result = Ok(());
+        if self.purpose == Purpose::ReplaceSplits {
+            result = self.delete_unnamed_split_chunks(files);
+        }
+        if committed.is_some_and(|c| c.upgraded_legacy_index) {
+            result = result.and(self.storage.delete(LEGACY_CANDIDS).map_err(StoreError::from));
+        }
+        let result = result.and_then(|()| match injected_failure("tidy") {
+            Some(source) => Err(StoreError::Remove { path: self.storage.object_location(PENDING).into(), source }),
+            None => Ok(self.storage.delete(PENDING).and_then(|()| self.storage.flush())?),
+        });
+        if let Err(error) = result {
+            eprintln!("warning: {error}; the store is committed and sound, and the next build finishes tidying it");
+        }
+    }
+
+    fn delete_unnamed_split_chunks(&self, files: &[(String, Value)]) -> Result<(), StoreError> {
+        let written = self.extra_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for key in self.storage.list(&format!("{SPLITS}/"))? {
+            if !written.contains(&key) && !files.iter().any(|(k, _)| *k == key) {
+                self.storage.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Key of this change's rejects log.
+    #[must_use]
+    pub fn rejects_log_key(&self) -> String {
+        format!("{REJECTS}/{:06}.jsonl", self.number)
+    }
+
+    /// Drop this change: delete what it wrote past the committed rows and the marker. What
+    /// cannot be deleted now is deleted by the next writer (the marker says what).
+    pub fn abandon(self) {
+        if self.committed.is_none() && self.purpose == Purpose::Append {
+            self.abandon_new_store();
+            return;
+        }
+        if self.purpose == Purpose::Append {
+            for array in 0..self.arrays.len() {
+                let first = self.committed.as_ref().map_or(0, |c| self.arrays[array].chunks_for(c.rows));
+                if self.discard_chunks_from(array, first).is_err() {
+                    return;
+                }
+            }
+        }
+        // A label or split that rewrote committed chunks keeps its marker: it must be run again.
+        if self.purpose == Purpose::Append || !self.rewrote.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.storage.delete(PENDING);
+        }
+        let _ = self.storage.flush();
+    }
+}
+
+impl Transaction {
+    /// A first build that fails leaves nothing: every object it wrote is deleted, and a local
+    /// folder it made is removed.
+    fn abandon_new_store(&self) {
+        let Ok(keys) = self.storage.list("") else { return };
+        for key in keys.iter().filter(|k| k.as_str() != lock::OBJECT_LOCK && k.as_str() != PENDING) {
+            if self.storage.delete(key).is_err() {
+                return; // the marker stays: the next build deletes the rest
+            }
+        }
+        let _ = self.storage.delete(PENDING);
+        if let Some(root) = self.storage.local_root().filter(|_| !self.folder_existed) {
+            let _ = std::fs::remove_dir_all(root);
+        } else if let Some(root) = self.storage.local_root() {
+            remove_empty_folders(root);
+        }
+        let _ = self.storage.flush();
+    }
+}
+
+/// Remove the empty folders under `root` (what a deleted first build leaves in a folder the
+/// user made), keeping `root` itself.
+fn remove_empty_folders(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_folders(&entry.path());
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+impl Purpose {
+    fn command(self) -> &'static str {
+        match self {
+            Purpose::Append => "build",
+            Purpose::RewriteCatalog => "label",
+            Purpose::ReplaceSplits => "split",
+        }
     }
 }
 
@@ -424,56 +673,93 @@ fn fault_point(name: &str) {
     }
 }
 
-/// Undo what a killed build left behind: a staging folder (never published), or a store moved
-/// aside by the non-atomic fallback of `publish`; and remove old trees an earlier build could not.
-fn recover(target: &Path) -> Result<(), StoreError> {
-    let staging = lock::sibling(target, "staging");
-    let previous = lock::sibling(target, "previous");
-    if previous.exists() {
-        if target.exists() {
-            discard(target, &previous)?;
-        } else {
-            std::fs::rename(&previous, target).map_err(|source| StoreError::Write { path: target.to_path_buf(), source })?;
+/// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
+/// how a failure there is handled where a real one cannot be made on demand.
+fn injected_failure(name: &str) -> Option<std::io::Error> {
+    std::env::var_os("ZTF2ZARR_FAULT")
+        .is_some_and(|v| v == name)
+        .then(|| std::io::Error::other(format!("failure injected by ZTF2ZARR_FAULT={name}")))
+}
+
+/// Finish what a killed writer left, as its pending marker describes: put the separate metadata
+/// back as `.zmetadata` has it, delete the metadata of arrays it created, the chunks it added
+/// past the committed rows, and its candid run and rejects log. Returns `Some(())` when there
+/// is a committed store, `None` when the folder or prefix holds none (a first build killed).
+///
+/// A killed `label` or `split` rewrote committed chunks in place, which cannot be undone: only
+/// the same command may then run, to finish it.
+fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<Option<()>, StoreError> {
+    let has_store = storage.size(".zmetadata")?.is_some() || storage.size(".zgroup")?.is_some();
+    let Some(pending) = read_doc(storage, PENDING)? else { return Ok(has_store.then_some(())) };
+    let command = pending["command"].as_str().unwrap_or("build");
+    if command != "build" && command != purpose.command() {
+        return Err(StoreError::Interrupted {
+            store: storage.location(),
+            reason: format!(
+                "its last `{command}` (started {}) was killed before it finished, so some of what it rewrites may be new and \
+                 some old; run `ztf2zarr {command}` again to finish it first",
+                pending["started"].as_str().unwrap_or("at an unknown time")
+            ),
+        });
+    }
+    let committed = match storage.get(".zmetadata")? {
+        Some(_) => reader::committed_documents(storage)?,
+        None => serde_json::Map::new(),
+    };
+    for key in pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        match committed.get(key) {
+            Some(doc) => storage.put(key, pretty(doc).as_bytes())?,
+            None => storage.delete(key)?,
         }
     }
-    if staging.exists() {
-        discard(target, &staging)?;
+    if command == "build" {
+        delete_added_chunks(storage, &pending, &committed)?;
     }
-    for trash in trash_folders(target) {
-        if let Err(error) = remove_tree(&trash) {
-            warn_left(&trash, &error);
+    let named = committed_names(&committed);
+    for key in pending["objects"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if !named.iter().any(|n| n == key) {
+            storage.delete(key)?;
+        }
+    }
+    if command == "build" {
+        storage.delete(PENDING)?;
+    }
+    storage.flush()?;
+    Ok(storage.size(".zgroup")?.is_some().then_some(()))
+}
+
+/// Delete the chunks a killed build wrote past the committed rows of each array.
+fn delete_added_chunks(storage: &dyn Storage, pending: &Value, committed: &serde_json::Map<String, Value>) -> Result<(), StoreError> {
+    for entry in pending["chunks_from"].as_array().into_iter().flatten() {
+        let (Some(name), Some(first), Some(suffix)) = (entry["array"].as_str(), entry["from"].as_u64(), entry["suffix"].as_str()) else {
+            continue;
+        };
+        let zarray = committed.get(&format!("{name}/.zarray"));
+        let rows = zarray.and_then(|z| z["shape"][0].as_u64()).unwrap_or(0);
+        let chunk_rows = zarray.and_then(|z| z["chunks"][0].as_u64()).filter(|c| *c > 0).unwrap_or(1);
+        let start = first.max(rows.div_ceil(chunk_rows));
+        for index in start.. {
+            let key = format!("{name}/{index}{suffix}");
+            if storage.size(&key)?.is_none() {
+                break;
+            }
+            storage.delete(&key)?;
         }
     }
     Ok(())
 }
 
-/// Remove a tree this build needs out of the way; if it cannot be removed, move it aside to a
-/// trash folder beside the store (removed by a later build) with a warning, so that one stuck
-/// tree never fails every later build.
-fn discard(target: &Path, tree: &Path) -> Result<(), StoreError> {
-    let Err(error) = remove_tree(tree) else { return Ok(()) };
-    let trash = lock::sibling(target, &format!("trash.{}", std::process::id()));
-    if std::fs::rename(tree, &trash).is_err() {
-        return Err(error); // the removal's error says more than the rename's
-    }
-    warn_left(&trash, &error);
-    Ok(())
-}
-
-/// Trash folders beside the store (`.<name>.trash.<pid>`).
-fn trash_folders(target: &Path) -> Vec<PathBuf> {
-    let prefix = lock::sibling(target, "trash.").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let Some(parent) = target.parent() else { return Vec::new() };
-    let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
-    entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect()
-}
-
-fn warn_left(tree: &Path, error: &StoreError) {
-    eprintln!("warning: {error}; the store is sound, and a later build removes `{}`", tree.display());
-}
-
-fn remove_tree(path: &Path) -> Result<(), StoreError> {
-    std::fs::remove_dir_all(path).map_err(|source| StoreError::Remove { path: path.to_path_buf(), source })
+/// The candid runs and rejects logs the committed root attrs name.
+fn committed_names(committed: &serde_json::Map<String, Value>) -> Vec<String> {
+    let attrs = committed.get(".zattrs").cloned().unwrap_or(Value::Null);
+    let mut names: Vec<String> = attrs["ztf2zarr"]["candid_index"]["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["key"].as_str().map(String::from))
+        .collect();
+    names.extend(attrs["ztf2zarr"]["runs"].as_array().into_iter().flatten().filter_map(|r| r["rejects_log"].as_str().map(String::from)));
+    names
 }
 
 /// The real path of `target`. For a build into a store not yet made, the parent folders are
@@ -506,35 +792,60 @@ fn lexical_parent(path: &Path) -> PathBuf {
     }
 }
 
-/// Refuse, before a lock file is made beside it, a path that this transaction would not write:
-/// a file, a folder of other things, or (to label or split) no store at all. The same checks run
-/// again under the lock, where they decide.
-fn refuse_what_is_not_a_store(target: &Path, purpose: Purpose) -> Result<(), StoreError> {
+/// Refuse, before a lock file is made beside it, a local path that this transaction would not
+/// write: a file, or (to label or split) nothing; and a folder that cannot take new files.
+fn refuse_local_non_store(target: &Path, purpose: Purpose) -> Result<(), StoreError> {
     match std::fs::metadata(target) {
         Err(_) if purpose != Purpose::Append => Err(StoreError::Missing(target.to_path_buf())),
-        Err(_) => Ok(()),
+        Err(_) => check_writable(target, &lexical_parent(target)),
         Ok(meta) if !meta.is_dir() => Err(StoreError::NotAStore(target.to_path_buf())),
-        Ok(_) => open_existing(target).map(|_| ()).or_else(|error| match error {
-            // A damaged store is reported under the lock (a writer may be publishing it right now).
-            StoreError::Read(_) => Ok(()),
-            other => Err(other),
-        }),
+        Ok(_) => {
+            refuse_what_is_not_a_store(&LocalStorage::new(target), target, purpose)?;
+            check_writable(target, target)
+        }
     }
 }
 
-/// The existing store at `target`, if there is one (an empty folder counts as none).
-fn open_existing(target: &Path) -> Result<Option<StoreReader>, StoreError> {
-    if !target.exists() {
-        return Ok(None);
+/// Whether `folder` takes new files (probed with a file that is removed at once).
+fn check_writable(store: &Path, folder: &Path) -> Result<(), StoreError> {
+    let probe = folder.join(format!(".ztf2zarr-probe.{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(StoreError::Unwritable { store: store.to_path_buf(), folder: folder.to_path_buf(), source }),
     }
-    let empty = std::fs::read_dir(target).map(|mut d| d.next().is_none()).unwrap_or(false);
+}
+
+/// Refuse a location that holds something other than a store (a store, an empty place, or
+/// what a killed first build left are fine), and, to label or split, one with no store.
+fn refuse_what_is_not_a_store(storage: &dyn Storage, target: &Path, purpose: Purpose) -> Result<(), StoreError> {
+    if storage.size(".zgroup")?.is_some() || storage.size(".zmetadata")?.is_some() {
+        return Ok(());
+    }
+    if purpose != Purpose::Append {
+        return Err(StoreError::Missing(target.to_path_buf()));
+    }
+    if storage.size(PENDING)?.is_some() {
+        return Ok(()); // a first build that was killed: the next one starts it again
+    }
+    let empty = match storage.local_root() {
+        Some(root) => std::fs::read_dir(root).map_or(true, |mut entries| entries.next().is_none()),
+        None => storage.list("")?.iter().all(|key| key == lock::OBJECT_LOCK),
+    };
     if empty {
+        return Ok(());
+    }
+    Err(StoreError::NotAStore(target.to_path_buf()))
+}
+
+/// The committed store, if there is one.
+fn open_existing(storage: &Arc<dyn Storage>) -> Result<Option<StoreReader>, StoreError> {
+    if storage.size(".zgroup")?.is_none() && storage.size(".zmetadata")?.is_none() {
         return Ok(None);
     }
-    if !target.join(".zgroup").is_file() || !target.join(STAMPS).join(".zarray").is_file() {
-        return Err(StoreError::NotAStore(target.to_path_buf()));
-    }
-    Ok(Some(StoreReader::open(target)?))
+    Ok(Some(StoreReader::open(Arc::clone(storage))?))
 }
 
 fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Result<Settings, StoreError> {
@@ -557,118 +868,79 @@ fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Resu
     Ok(have)
 }
 
-/// Fill the staging folder with the committed store's files — every data file hard-linked (no
-/// copy) except those this transaction rewrites — and read what will be rewritten.
-fn stage_existing(reader: &StoreReader, target: &Path, staging: &Path, purpose: Purpose) -> Result<Committed, StoreError> {
+/// Read what this change continues from: the incomplete last chunks (for an append), the
+/// candid runs (a store written before them gets its index upgraded here, once), provenance,
+/// column docs and extra metadata.
+fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose, number: usize) -> Result<Committed, StoreError> {
     let rows = reader.rows();
-    let chunk_rows = reader.settings().chunk_rows;
-    let partial_index = (rows % chunk_rows != 0 && purpose == Purpose::Append).then_some(rows / chunk_rows);
-    let rewritten = |relative: &Path| -> bool {
-        let first = relative.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
-        let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let is_chunk_of = |array: &str, key: String| first == array && relative.components().count() == 2 && name == key;
-        name.starts_with('.') // metadata and the candid index are written anew
-            || relative == Path::new(REJECTS)
-            || (purpose == Purpose::RewriteCatalog && first == CATALOG)
-            || (purpose == Purpose::ReplaceSplits && first == SPLITS)
-            || partial_index.is_some_and(|i| is_chunk_of(CATALOG, i.to_string()) || is_chunk_of(STAMPS, format!("{i}.0.0.0")))
-    };
-    link_tree(target, staging, Path::new(""), &rewritten)?;
-    let partial = match partial_index {
-        None => None,
-        Some(index) => {
-            let (catalog, stamps) = reader.chunk_bytes(index)?;
-            let kept = rows - index * chunk_rows;
-            Some(PartialChunk {
-                index,
-                rows: kept,
-                catalog: catalog[..kept * reader.itemsize()].to_vec(),
-                stamps: stamps[..kept * reader.stamp_row_bytes()].to_vec(),
-            })
+    let mut partials = Vec::new();
+    if purpose == Purpose::Append {
+        for (array, spec) in reader.arrays().iter().enumerate() {
+            if rows % spec.chunk_rows != 0 {
+                let index = rows / spec.chunk_rows;
+                let kept = rows - index * spec.chunk_rows;
+                let mut bytes = reader.chunk(spec, index)?;
+                bytes.truncate(kept * spec.row_bytes);
+                partials.push(PartialChunk { array, index, rows: kept, bytes });
+            }
         }
+    }
+    let (candid_runs, upgraded_legacy_index) = match reader.candid_runs()? {
+        Some(runs) => (restore_missing_runs(reader, storage, runs)?, false),
+        None => (upgrade_candid_index(reader, storage, number)?, true),
     };
-    let candids = reader.candids()?;
-    write_file(&staging.join(CANDIDS), &candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>())?;
     let labels = Some(reader.root_attrs()["ztf2zarr"]["labels"].clone()).filter(|v| !v.is_null());
-    let extra_metadata = if purpose == Purpose::ReplaceSplits { Vec::new() } else { reader.extra_metadata()? };
+    let extra_metadata = if purpose == Purpose::ReplaceSplits {
+        reader.extra_metadata().into_iter().filter(|(k, _)| !k.starts_with(&format!("{SPLITS}/"))).collect()
+    } else {
+        reader.extra_metadata()
+    };
     Ok(Committed {
         rows,
-        candids,
-        partial,
+        partials,
         labels,
-        runs: reader.runs()?,
-        column_docs: reader.column_docs()?,
-        rejects: std::fs::read_to_string(target.join(REJECTS)).unwrap_or_default(),
+        runs: reader.runs(),
+        column_docs: reader.column_docs(),
+        candid_runs,
         extra_metadata,
+        upgraded_legacy_index,
     })
 }
 
-/// Hard-link every file under `from/relative` into `to/relative`, except those `skip` names.
-fn link_tree(from: &Path, to: &Path, relative: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), StoreError> {
-    let folder = from.join(relative);
-    let entries = std::fs::read_dir(&folder).map_err(|source| StoreError::Write { path: folder.clone(), source })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| StoreError::Write { path: folder.clone(), source })?;
-        let child = relative.join(entry.file_name());
-        if entry.path().is_dir() {
-            std::fs::create_dir_all(to.join(&child)).map_err(|source| StoreError::Write { path: to.join(&child), source })?;
-            link_tree(from, to, &child, skip)?;
-        } else if !skip(&child) {
-            link(&from.join(&child), &to.join(&child))?;
+/// A store written before candid runs: its candids (from the legacy index, else the catalog)
+/// become one run, written now and named by this change's commit.
+fn upgrade_candid_index(reader: &StoreReader, storage: &dyn Storage, number: usize) -> Result<Vec<Run>, StoreError> {
+    if reader.rows() == 0 {
+        return Ok(Vec::new());
+    }
+    eprintln!("upgrading the candid index of `{}` to sorted runs (once: {} candids are read)", storage.location(), reader.rows());
+    let candids = match reader.legacy_candids()? {
+        Some(candids) => candids,
+        None => reader.catalog_candids()?,
+    };
+    let (run, bytes) = Run::of(format!("{}/{:06}-upgraded", candids::RUNS, number - 1), 0, &candids);
+    storage.put(&run.key, &bytes)?;
+    storage.flush()?;
+    Ok(vec![run])
+}
+
+/// A run of the candid index that is missing (deleted after `verify` or an error found it
+/// damaged) is rebuilt from the catalog rows it covers.
+fn restore_missing_runs(reader: &StoreReader, storage: &dyn Storage, runs: Vec<Run>) -> Result<Vec<Run>, StoreError> {
+    let layout = crate::catalog::Layout::builtin();
+    let column = layout.index_of("candid").unwrap_or(0);
+    for run in &runs {
+        if storage.size(&run.key)?.is_some() {
+            continue;
         }
+        eprintln!("rebuilding the missing candid run `{}` from the catalog ({} rows)", storage.object_location(&run.key), run.rows);
+        let rows = reader.catalog_rows_from(run.first_row)?;
+        let candids: Vec<i64> = rows.iter().take(run.rows).filter_map(|row| layout.read_i64(row, column)).collect();
+        let (_, bytes) = Run::of(run.key.clone(), run.first_row, &candids);
+        storage.put(&run.key, &bytes)?;
     }
-    Ok(())
-}
-
-fn link(from: &Path, to: &Path) -> Result<(), StoreError> {
-    std::fs::hard_link(from, to).map_err(|source| StoreError::Write { path: to.to_path_buf(), source })
-}
-
-fn append_candids(path: &Path, candids: &[i64]) -> Result<(), StoreError> {
-    let fail = |source| StoreError::Write { path: path.to_path_buf(), source };
-    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
-    file.write_all(&candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).map_err(fail)?;
-    sync(&file).map_err(fail)
-}
-
-/// Write a new file of the staging tree and sync it to the disk.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let fail = |source| StoreError::Write { path: path.to_path_buf(), source };
-    let mut file = File::create(path).map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    sync(&file).map_err(fail)
-}
-
-/// Whether files and folders are synced: always, except when `ZTF2ZARR_NO_SYNC` is set, which
-/// only `scripts/bench_durability` does, to measure what the syncs cost.
-fn syncing() -> bool {
-    static SYNCING: OnceLock<bool> = OnceLock::new();
-    *SYNCING.get_or_init(|| std::env::var_os("ZTF2ZARR_NO_SYNC").is_none())
-}
-
-fn sync(file: &File) -> std::io::Result<()> {
-    if syncing() {
-        file.sync_all()
-    } else {
-        Ok(())
-    }
-}
-
-/// Sync a folder, so that the entries made in it (new files, links, renames) reach the disk.
-fn sync_folder(folder: &Path) -> Result<(), StoreError> {
-    File::open(folder).and_then(|f| sync(&f)).map_err(|source| StoreError::Write { path: folder.to_path_buf(), source })
-}
-
-/// Sync every folder of a tree, deepest first (the files themselves were synced when written).
-fn sync_folders(root: &Path) -> Result<(), StoreError> {
-    let entries = std::fs::read_dir(root).map_err(|source| StoreError::Write { path: root.to_path_buf(), source })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| StoreError::Write { path: root.to_path_buf(), source })?;
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            sync_folders(&entry.path())?;
-        }
-    }
-    sync_folder(root)
+    storage.flush()?;
+    Ok(runs)
 }
 
 fn pretty(value: &Value) -> String {
@@ -677,73 +949,39 @@ fn pretty(value: &Value) -> String {
     text
 }
 
-/// Make the staging folder the store. A new store is one `rename`. An existing one is swapped
-/// with `renameat2(RENAME_EXCHANGE)`, atomic for every reader; where the file system cannot do
-/// that, the old store is moved aside first (a reader may then briefly find no store, never a
-/// mixed one, and `recover` puts it back if we die in between). The parent folder is synced
-/// after the swap, so that the published store survives a power cut. Removing the old tree
-/// afterwards is tidying: a failure there is a warning, and the next build removes it.
-fn publish(staging: &Path, target: &Path, existed: bool) -> Result<(), StoreError> {
-    let fail = |source| StoreError::Write { path: target.to_path_buf(), source };
-    let parent = lexical_parent(target);
-    if !existed {
-        if target.exists() {
-            std::fs::remove_dir(target).map_err(fail)?; // the empty folder the user named
+/// What a version that published by exchanging folders may have left beside a local store.
+mod legacy {
+    use std::path::{Path, PathBuf};
+
+    use super::{lock, StoreError};
+
+    /// Put back a store moved aside and remove staging and trash folders of a killed build of
+    /// a version that published by exchanging folders.
+    pub(super) fn recover(target: &Path) -> Result<(), StoreError> {
+        let previous = lock::sibling(target, "previous");
+        if previous.exists() {
+            if target.exists() {
+                remove(&previous)?;
+            } else {
+                std::fs::rename(&previous, target).map_err(|source| StoreError::Write { path: target.to_path_buf(), source })?;
+            }
         }
-        std::fs::rename(staging, target).map_err(fail)?;
-        return sync_folder(&parent);
-    }
-    if exchange(staging, target).is_ok() {
-        sync_folder(&parent)?;
-        fault_point("after-exchange");
-        // `staging` now holds the old store: its files are all still linked from the new one or replaced.
-        tidy(staging);
-        return Ok(());
-    }
-    let previous = lock::sibling(target, "previous");
-    std::fs::rename(target, &previous).map_err(fail)?;
-    std::fs::rename(staging, target).map_err(fail)?;
-    sync_folder(&parent)?;
-    tidy(&previous);
-    Ok(())
-}
-
-/// Remove the old tree after a publish; the store is committed already, so a failure is only
-/// a warning (the next build's `recover` removes what is left).
-fn tidy(old: &Path) {
-    let result = match injected_failure("tidy") {
-        Some(source) => Err(StoreError::Remove { path: old.to_path_buf(), source }),
-        None => remove_tree(old),
-    };
-    if let Err(error) = result {
-        warn_left(old, &error);
-    }
-}
-
-/// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
-/// how a failure there is handled where a real one cannot be made on demand.
-fn injected_failure(name: &str) -> Option<std::io::Error> {
-    std::env::var_os("ZTF2ZARR_FAULT")
-        .is_some_and(|v| v == name)
-        .then(|| std::io::Error::other(format!("failure injected by ZTF2ZARR_FAULT={name}")))
-}
-
-#[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let a = CString::new(a.as_os_str().as_bytes())?;
-    let b = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
-    if rc == 0 {
+        for tree in std::iter::once(lock::sibling(target, "staging")).chain(trash_folders(target)) {
+            if tree.exists() {
+                remove(&tree)?;
+            }
+        }
         Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
-}
 
-#[cfg(not(target_os = "linux"))]
-fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
-    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    fn remove(tree: &Path) -> Result<(), StoreError> {
+        std::fs::remove_dir_all(tree).map_err(|source| StoreError::Remove { path: tree.to_path_buf(), source })
+    }
+
+    fn trash_folders(target: &Path) -> Vec<PathBuf> {
+        let prefix = lock::sibling(target, "trash.").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(parent) = target.parent() else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
+        entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect()
+    }
 }

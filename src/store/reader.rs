@@ -5,90 +5,130 @@
 //! is allocated or looped over: the shape against the chunk files present, the chunk size
 //! against [`MAX_CHUNK_BYTES`], and the candid index's length against the rows.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::{chunk_fits, Settings, CANDIDS, CATALOG, MAX_CHUNK_BYTES, STAMPS};
+use super::arrays::{declared, is_declared_metadata, ArraySpec};
+use super::candids::{parse_runs, Run};
+use super::{chunk_fits, Settings, Storage, StorageError, CATALOG, LEGACY_CANDIDS, MAX_CHUNK_BYTES, STAMPS};
 use crate::catalog::Layout;
 use crate::decode::cutout::FRAME;
 
-/// A failure to read a store; names the file.
+/// A failure to read a store; names the file or object.
 #[derive(Debug, Error)]
 pub enum ReadError {
-    /// A file could not be read.
-    #[error("cannot read `{path}`: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    /// A metadata file or chunk is not what this tool writes.
-    #[error("`{path}`: {reason}")]
+    /// An object could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A metadata file or chunk is missing or not what this tool writes.
+    #[error("`{}`: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
 }
 
-/// An open store.
+/// What names a store to open for reading: a local path, or a storage already made.
+pub trait IntoStorage {
+    /// The storage it names.
+    fn into_storage(self) -> Arc<dyn Storage>;
+}
+
+impl IntoStorage for &std::path::Path {
+    fn into_storage(self) -> Arc<dyn Storage> {
+        Arc::new(super::LocalStorage::new(self))
+    }
+}
+
+impl IntoStorage for &PathBuf {
+    fn into_storage(self) -> Arc<dyn Storage> {
+        self.as_path().into_storage()
+    }
+}
+
+impl IntoStorage for Arc<dyn Storage> {
+    fn into_storage(self) -> Arc<dyn Storage> {
+        self
+    }
+}
+
+impl IntoStorage for &Arc<dyn Storage> {
+    fn into_storage(self) -> Arc<dyn Storage> {
+        Arc::clone(self)
+    }
+}
+
+/// An open store: its committed state as its consolidated metadata (`.zmetadata`, the commit
+/// point) describes it.
 #[derive(Debug)]
 pub struct StoreReader {
-    root: PathBuf,
+    storage: Arc<dyn Storage>,
     rows: usize,
     settings: Settings,
     itemsize: usize,
-    catalog_zarray: Value,
+    docs: Map<String, Value>,
     root_attrs: Value,
 }
 
 impl StoreReader {
-    /// Open the store at `root`: reads the arrays' `.zarray` and the root `.zattrs`, checks
-    /// that they describe a store this version can read (see [`StoreReader::open_metadata`]),
-    /// and that the candid index, if there is one, holds one candid per row.
+    /// Open the store: reads its metadata, checks that it describes a store this version can
+    /// read (see [`StoreReader::open_metadata`]), and that a legacy candid index, if there is
+    /// one, holds one candid per row.
     ///
     /// # Errors
     /// Missing, unreadable or damaged metadata, or a damaged candid index.
-    pub fn open(root: &Path) -> Result<Self, ReadError> {
-        let reader = Self::open_metadata(root)?;
+    pub fn open(store: impl IntoStorage) -> Result<Self, ReadError> {
+        let reader = Self::open_metadata(store)?;
         reader.check_candid_index()?;
         Ok(reader)
     }
 
-    /// Open the store at `root` from its metadata alone: shapes that agree, chunks of a size
-    /// that can be held in memory, the last chunk file of both arrays present (so the row count
-    /// is backed by files, not only by a number), the dtypes and columns of this version.
+    /// Open the store from its metadata alone: shapes that agree, chunks of a size that can be
+    /// held in memory, the last chunk of both arrays present (so the row count is backed by
+    /// objects, not only by a number), the dtypes and columns of this version. The metadata is
+    /// the consolidated `.zmetadata` (written last by every commit), or, for a store without
+    /// one, the separate files.
     ///
     /// # Errors
     /// Missing, unreadable or damaged metadata.
-    pub fn open_metadata(root: &Path) -> Result<Self, ReadError> {
-        let stamps_path = root.join(STAMPS).join(".zarray");
-        let catalog_path = root.join(CATALOG).join(".zarray");
-        let stamps = read_json(&stamps_path)?;
-        let catalog = read_json(&catalog_path)?;
-        let root_attrs = read_json(&root.join(".zattrs"))?;
-        let invalid = |path: &Path, reason: String| ReadError::Invalid { path: path.to_path_buf(), reason };
+    pub fn open_metadata(store: impl IntoStorage) -> Result<Self, ReadError> {
+        let storage = store.into_storage();
+        let docs = committed_documents(storage.as_ref())?;
+        let doc = |key: &str| -> Result<Value, ReadError> {
+            docs.get(key).cloned().ok_or_else(|| invalid(storage.as_ref(), key, "missing (not in .zmetadata)".into()))
+        };
+        let stamps = doc("stamps/.zarray")?;
+        let catalog = doc("catalog/.zarray")?;
+        let root_attrs = doc(".zattrs")?;
+        let stamps_key = "stamps/.zarray";
         let shape = dims(&stamps, "shape");
         let chunks = dims(&stamps, "chunks");
+        let bad = |key: &str, reason: String| invalid(storage.as_ref(), key, reason);
         let [rows, 3, stamp_size, side] = shape[..] else {
-            return Err(invalid(&stamps_path, format!("shape {shape:?} is not (N, 3, S, S)")));
+            return Err(bad(stamps_key, format!("shape {shape:?} is not (N, 3, S, S)")));
         };
         if side != stamp_size || chunks.get(1..) != Some(&[3, stamp_size, stamp_size][..]) {
-            return Err(invalid(&stamps_path, format!("chunks {chunks:?} do not match shape {shape:?}")));
+            return Err(bad(stamps_key, format!("chunks {chunks:?} do not match shape {shape:?}")));
         }
         let chunk_rows = chunks[0];
         if chunk_rows == 0 {
-            return Err(invalid(&stamps_path, "chunks of 0 rows".into()));
+            return Err(bad(stamps_key, "chunks of 0 rows".into()));
         }
         if stamp_size == 0 || stamp_size > FRAME {
-            return Err(invalid(&stamps_path, format!("stamps of {stamp_size}x{stamp_size} pixels (this tool writes 1 to {FRAME})")));
+            return Err(bad(stamps_key, format!("stamps of {stamp_size}x{stamp_size} pixels (this tool writes 1 to {FRAME})")));
         }
         if !chunk_fits(chunk_rows, stamp_size) {
-            return Err(invalid(
-                &stamps_path,
+            return Err(bad(
+                stamps_key,
                 format!("chunks of {chunk_rows} rows exceed {} MiB (the largest chunk this tool writes or reads)", MAX_CHUNK_BYTES >> 20),
             ));
         }
         if stamps["dtype"] != "<f4" {
-            return Err(invalid(&stamps_path, format!("dtype {} is not \"<f4\" (little-endian float32)", stamps["dtype"])));
+            return Err(bad(stamps_key, format!("dtype {} is not \"<f4\" (little-endian float32)", stamps["dtype"])));
         }
         if dims(&catalog, "shape") != [rows] || dims(&catalog, "chunks") != [chunk_rows] {
-            return Err(invalid(
-                &catalog_path,
+            return Err(bad(
+                "catalog/.zarray",
                 format!(
                     "shape/chunks {:?}/{:?} disagree with stamps ({rows} rows, chunks of {chunk_rows})",
                     dims(&catalog, "shape"),
@@ -99,24 +139,76 @@ impl StoreReader {
         let layout = Layout::builtin();
         let expected: Vec<Value> = layout.columns().iter().map(|c| serde_json::json!([c.name, c.dtype.numpy()])).collect();
         if catalog["dtype"] != Value::Array(expected) {
-            return Err(invalid(
-                &catalog_path,
+            return Err(bad(
+                "catalog/.zarray",
                 "the catalog's columns differ from this version's (schemas/catalog.tsv); use the ztf2zarr version that wrote the store"
                     .into(),
             ));
         }
-        check_last_chunk(root, rows, chunk_rows)?;
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
-        let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| invalid(&stamps_path, reason))?;
-        Ok(StoreReader {
-            root: root.to_path_buf(),
+        let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
+        let reader = StoreReader {
+            storage,
             rows,
             settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter },
             itemsize: layout.itemsize(),
-            catalog_zarray: catalog,
+            docs,
             root_attrs,
-        })
+        };
+        reader.check_last_chunk()?;
+        Ok(reader)
+    }
+
+    /// Where the store lives.
+    #[must_use]
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The store's arrays, as declared for its settings.
+    #[must_use]
+    pub fn arrays(&self) -> Vec<ArraySpec> {
+        declared(&self.settings, &self.column_docs())
+    }
+
+    /// The committed metadata documents (key → JSON), as `.zmetadata` holds them.
+    #[must_use]
+    pub fn documents(&self) -> &Map<String, Value> {
+        &self.docs
+    }
+
+    /// The candid index's runs (None: a store written before them).
+    ///
+    /// # Errors
+    /// A damaged `ztf2zarr.candid_index`.
+    pub fn candid_runs(&self) -> Result<Option<Vec<Run>>, ReadError> {
+        parse_runs(&self.root_attrs["ztf2zarr"]["candid_index"], &self.storage.object_location(".zattrs"))
+    }
+
+    /// The row count must be backed by chunk objects: the last chunk of both arrays is present.
+    fn check_last_chunk(&self) -> Result<(), ReadError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1) / self.settings.chunk_rows;
+        for spec in self.arrays() {
+            let key = spec.chunk_key(last);
+            if self.storage.size(&key)?.is_none() {
+                return Err(invalid(
+                    self.storage.as_ref(),
+                    "stamps/.zarray",
+                    format!(
+                        "the shape says {} rows in {} chunks of {}, but the last chunk `{}` is missing (damaged metadata or chunks)",
+                        self.rows,
+                        last + 1,
+                        self.settings.chunk_rows,
+                        self.storage.object_location(&key)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Rows in the store.
@@ -164,38 +256,41 @@ impl StoreReader {
     /// The catalog's `.zarray`.
     #[must_use]
     pub fn catalog_zarray(&self) -> &Value {
-        &self.catalog_zarray
+        &self.docs["catalog/.zarray"]
     }
 
     /// Provenance records of earlier builds.
-    ///
-    /// # Errors
-    /// Never at present; kept fallible for stores whose attrs are damaged.
-    pub fn runs(&self) -> Result<Vec<Value>, ReadError> {
-        Ok(self.root_attrs["ztf2zarr"]["runs"].as_array().cloned().unwrap_or_default())
+    #[must_use]
+    pub fn runs(&self) -> Vec<Value> {
+        self.root_attrs["ztf2zarr"]["runs"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Metadata documents in `.zmetadata` besides the root, stamps and catalog ones (e.g. the
-    /// `splits` group), to carry over unchanged.
-    ///
-    /// # Errors
-    /// Unreadable `.zmetadata`.
-    pub fn extra_metadata(&self) -> Result<Vec<(String, Value)>, ReadError> {
-        let consolidated = read_json(&self.root.join(".zmetadata"))?;
-        let standard = [".zgroup", ".zattrs", "stamps/.zarray", "stamps/.zattrs", "catalog/.zarray", "catalog/.zattrs"];
-        Ok(consolidated["metadata"]
-            .as_object()
-            .map(|m| m.iter().filter(|(k, _)| !standard.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+    /// Metadata documents besides the root's and the declared arrays' (e.g. the `splits`
+    /// group), to carry over unchanged.
+    #[must_use]
+    pub fn extra_metadata(&self) -> Vec<(String, Value)> {
+        let arrays = self.arrays();
+        self.docs
+            .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), ".zgroup" | ".zattrs") && !is_declared_metadata(&arrays, key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Column descriptions from `catalog/.zattrs`, in column order (empty where missing).
+    #[must_use]
+    pub fn column_docs(&self) -> Vec<String> {
+        let attrs = self.docs.get("catalog/.zattrs").cloned().unwrap_or(Value::Null);
+        Layout::builtin().columns().iter().map(|c| attrs[&c.name].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Decompressed bytes of chunk `index` of `spec`, a whole chunk long, its filter undone.
     ///
     /// # Errors
-    /// Unreadable `catalog/.zattrs`.
-    pub fn column_docs(&self) -> Result<Vec<String>, ReadError> {
-        let attrs = read_json(&self.root.join(CATALOG).join(".zattrs"))?;
-        Ok(Layout::builtin().columns().iter().map(|c| attrs[&c.name].as_str().unwrap_or_default().to_string()).collect())
+    /// A chunk that is missing, does not decompress, or has the wrong length.
+    pub fn chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
+        let raw = read_chunk(self.storage.as_ref(), &spec.chunk_key(index), spec.chunk_bytes())?;
+        Ok(spec.filter.decode(raw))
     }
 
     /// Decompressed bytes of chunk `index` of (catalog, stamps), each a whole chunk long.
@@ -203,13 +298,10 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing, does not decompress, or has the wrong length.
     pub fn chunk_bytes(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
-        let rows = self.settings.chunk_rows;
-        let catalog = read_chunk(&self.root.join(CATALOG).join(index.to_string()), rows * self.itemsize)?;
-        let stamps = self
-            .settings
-            .stamp_filter
-            .decode(read_chunk(&self.root.join(STAMPS).join(format!("{index}.0.0.0")), rows * self.stamp_row_bytes())?);
-        Ok((catalog, stamps))
+        let arrays = self.arrays();
+        let find = |name: &str| arrays.iter().find(|a| a.name == name).cloned();
+        let (Some(catalog), Some(stamps)) = (find(CATALOG), find(STAMPS)) else { unreachable!("both arrays are declared") };
+        Ok((self.chunk(&catalog, index)?, self.chunk(&stamps, index)?))
     }
 
     /// Every catalog row's bytes, in order.
@@ -217,10 +309,25 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn catalog_rows(&self) -> Result<Vec<Vec<u8>>, ReadError> {
-        let mut rows = Vec::with_capacity(self.rows);
-        for chunk in 0..self.chunks() {
-            let raw = read_chunk(&self.root.join(CATALOG).join(chunk.to_string()), self.settings.chunk_rows * self.itemsize)?;
-            rows.extend(raw.chunks_exact(self.itemsize).take(self.rows - rows.len()).map(<[u8]>::to_vec));
+        self.catalog_rows_from(0)
+    }
+
+    /// Catalog rows from row `first` to the end, reading only the chunks that hold them.
+    ///
+    /// # Errors
+    /// A chunk that is missing or does not decompress.
+    pub fn catalog_rows_from(&self, first: usize) -> Result<Vec<Vec<u8>>, ReadError> {
+        let spec = super::metadata::catalog_spec(&self.settings, &[]);
+        let chunk_rows = self.settings.chunk_rows;
+        let mut rows = Vec::with_capacity(self.rows.saturating_sub(first));
+        for chunk in first / chunk_rows..self.chunks() {
+            let start = chunk * chunk_rows;
+            let raw = self.chunk(&spec, chunk)?;
+            for (offset, row) in raw.chunks_exact(self.itemsize).enumerate().take(self.rows - start) {
+                if start + offset >= first {
+                    rows.push(row.to_vec());
+                }
+            }
         }
         Ok(rows)
     }
@@ -230,77 +337,63 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn stamps(&self) -> Result<Vec<Vec<f32>>, ReadError> {
-        let row_bytes = self.stamp_row_bytes();
+        let spec = super::metadata::stamps_spec(&self.settings);
         let mut rows = Vec::with_capacity(self.rows);
         for chunk in 0..self.chunks() {
-            let raw = self
-                .settings
-                .stamp_filter
-                .decode(read_chunk(&self.root.join(STAMPS).join(format!("{chunk}.0.0.0")), self.settings.chunk_rows * row_bytes)?);
-            for row in raw.chunks_exact(row_bytes).take(self.rows - rows.len()) {
+            let raw = self.chunk(&spec, chunk)?;
+            for row in raw.chunks_exact(spec.row_bytes).take(self.rows - rows.len()) {
                 rows.push(row.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
             }
         }
         Ok(rows)
     }
 
-    /// The committed candids in row order: from the candid index, or read from the catalog
-    /// when there is no index (a store written before it, or an index deleted to be rebuilt).
+    /// Check the candid index's lengths without reading it: each run (or a legacy index) a
+    /// whole number of 8-byte candids, as many as the rows it covers. A missing run or legacy
+    /// index is not an error here: the next build rebuilds it from the catalog.
     ///
     /// # Errors
-    /// A damaged index, or an unreadable catalog.
-    pub fn candids(&self) -> Result<Vec<i64>, ReadError> {
-        match self.indexed_candids()? {
-            Some(candids) => Ok(candids),
-            None => self.catalog_candids(),
-        }
-    }
-
-    /// Check the candid index's length without reading it: a whole number of 8-byte candids,
-    /// one per row. A missing index is fine (the next build rebuilds it from the catalog).
-    ///
-    /// # Errors
-    /// An index of another length, or one that cannot be examined.
+    /// An index object of another length, or one that cannot be examined.
     pub fn check_candid_index(&self) -> Result<(), ReadError> {
-        let path = self.root.join(CANDIDS);
-        let bytes = match std::fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(ReadError::Io { path, source }),
+        let runs = match self.candid_runs()? {
+            Some(runs) => runs.into_iter().map(|run| (run.key, run.rows)).collect(),
+            None => vec![(LEGACY_CANDIDS.to_string(), self.rows)],
         };
-        let damaged = |what: String| ReadError::Invalid {
-            path: path.clone(),
-            reason: format!(
-                "the candid index is damaged: {what}; `ztf2zarr verify` cross-checks it against the catalog, and deleting the \
-                 file lets the next build rebuild it from the catalog"
-            ),
-        };
-        if bytes % 8 != 0 {
-            return Err(damaged(format!("it holds {bytes} bytes, not a whole number of 8-byte candids")));
-        }
-        if bytes / 8 != self.rows as u64 {
-            return Err(damaged(format!("it holds {} candids for {} rows", bytes / 8, self.rows)));
+        for (key, rows) in runs {
+            let Some(bytes) = self.storage.size(&key)? else { continue };
+            let damaged = |what: String| {
+                invalid(
+                    self.storage.as_ref(),
+                    &key,
+                    format!(
+                        "the candid index is damaged: {what}; `ztf2zarr verify` cross-checks it against the catalog, and deleting \
+                         the file lets the next build rebuild it from the catalog"
+                    ),
+                )
+            };
+            if bytes % 8 != 0 {
+                return Err(damaged(format!("it holds {bytes} bytes, not a whole number of 8-byte candids")));
+            }
+            if bytes / 8 != rows as u64 {
+                return Err(damaged(format!("it holds {} candids for {rows} rows", bytes / 8)));
+            }
         }
         Ok(())
     }
 
-    /// The candid index, one candid per row (None: there is no index).
+    /// A legacy candid index, one candid per row (None: there is none).
     ///
     /// # Errors
     /// An index of the wrong length, or unreadable.
-    pub fn indexed_candids(&self) -> Result<Option<Vec<i64>>, ReadError> {
-        let path = self.root.join(CANDIDS);
-        if !path.exists() {
-            return Ok(None);
-        }
+    pub fn legacy_candids(&self) -> Result<Option<Vec<i64>>, ReadError> {
         self.check_candid_index()?;
-        let bytes = std::fs::read(&path).map_err(|source| ReadError::Io { path: path.clone(), source })?;
+        let Some(bytes) = self.storage.get(LEGACY_CANDIDS)? else { return Ok(None) };
         Ok(Some(
             bytes.chunks_exact(8).take(self.rows).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])).collect(),
         ))
     }
 
-    /// The candids as the catalog holds them.
+    /// The candids as the catalog holds them, in row order.
     ///
     /// # Errors
     /// A chunk that is missing or does not decompress.
@@ -315,54 +408,58 @@ fn dims(value: &Value, key: &str) -> Vec<usize> {
     value[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok())).collect()).unwrap_or_default()
 }
 
-/// Read and parse a JSON metadata file.
+fn invalid(storage: &dyn Storage, key: &str, reason: String) -> ReadError {
+    ReadError::Invalid { path: storage.object_location(key).into(), reason }
+}
+
+/// Read and parse one JSON document of a store (None: there is no such object).
 ///
 /// # Errors
 /// Unreadable or not JSON.
-pub fn read_json(path: &Path) -> Result<Value, ReadError> {
-    let text = std::fs::read(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&text).map_err(|e| ReadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })
+pub fn read_doc(storage: &dyn Storage, key: &str) -> Result<Option<Value>, ReadError> {
+    let Some(bytes) = storage.get(key)? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| invalid(storage, key, e.to_string()))
 }
 
-/// The row count must be backed by chunk files: the last chunk of both arrays is present.
-fn check_last_chunk(root: &Path, rows: usize, chunk_rows: usize) -> Result<(), ReadError> {
-    if rows == 0 {
-        return Ok(());
+/// The metadata documents of the committed state: `.zmetadata`'s, or for a store without one
+/// the separate files of the root and the two arrays.
+pub(super) fn committed_documents(storage: &dyn Storage) -> Result<Map<String, Value>, ReadError> {
+    if let Some(consolidated) = read_doc(storage, ".zmetadata")? {
+        return match consolidated["metadata"].as_object() {
+            Some(docs) => Ok(docs.clone()),
+            None => Err(invalid(storage, ".zmetadata", "no `metadata` object".into())),
+        };
     }
-    let last = (rows - 1) / chunk_rows;
-    for path in [root.join(CATALOG).join(last.to_string()), root.join(STAMPS).join(format!("{last}.0.0.0"))] {
-        if !path.is_file() {
-            return Err(ReadError::Invalid {
-                path: root.join(STAMPS).join(".zarray"),
-                reason: format!(
-                    "the shape says {rows} rows in {} chunks of {chunk_rows}, but the last chunk `{}` is missing (damaged metadata or chunks)",
-                    last + 1,
-                    path.display()
-                ),
-            });
+    let mut docs = Map::new();
+    for key in [".zgroup", ".zattrs", "stamps/.zarray", "stamps/.zattrs", "catalog/.zarray", "catalog/.zattrs"] {
+        if let Some(doc) = read_doc(storage, key)? {
+            docs.insert(key.to_string(), doc);
         }
     }
-    Ok(())
+    Ok(docs)
 }
 
-fn read_chunk(path: &Path, expected: usize) -> Result<Vec<u8>, ReadError> {
-    let compressed = std::fs::read(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+fn read_chunk(storage: &dyn Storage, key: &str, expected: usize) -> Result<Vec<u8>, ReadError> {
+    let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
     // A frame that declares another size is refused before memory is reserved for it.
     if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&compressed) {
         if declared != expected as u64 {
-            return Err(ReadError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("chunk holds {declared} bytes, expected {expected}"),
-            });
+            return Err(invalid(storage, key, format!("chunk holds {declared} bytes, expected {expected}")));
         }
     }
-    let raw = zstd::bulk::decompress(&compressed, expected)
-        .map_err(|e| ReadError::Invalid { path: path.to_path_buf(), reason: format!("chunk does not decompress: {e}") })?;
+    let raw =
+        zstd::bulk::decompress(&compressed, expected).map_err(|e| invalid(storage, key, format!("chunk does not decompress: {e}")))?;
     if raw.len() != expected {
-        return Err(ReadError::Invalid {
-            path: path.to_path_buf(),
-            reason: format!("chunk holds {} bytes, expected {expected}", raw.len()),
-        });
+        return Err(invalid(storage, key, format!("chunk holds {} bytes, expected {expected}", raw.len())));
     }
     Ok(raw)
+}
+
+/// Read and parse a JSON file of a local store.
+///
+/// # Errors
+/// Unreadable or not JSON.
+pub fn read_json(path: &std::path::Path) -> Result<Value, ReadError> {
+    let text = std::fs::read(path).map_err(|e| StorageError::new("read", path.display().to_string(), e))?;
+    serde_json::from_slice(&text).map_err(|e| ReadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })
 }

@@ -77,6 +77,15 @@ pub trait Storage: std::fmt::Debug + Send + Sync {
     /// The object cannot be written.
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
 
+    /// Store several objects, each as [`Storage::put`] does, in order; a store that can
+    /// prepares them all first, so that they become visible close together.
+    ///
+    /// # Errors
+    /// An object cannot be written.
+    fn put_all(&self, objects: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        objects.iter().try_for_each(|(key, bytes)| self.put(key, bytes))
+    }
+
     /// Store `bytes` as the object `key` only if there is no such object; `Ok(false)` if there
     /// is one (left as it was). Atomic against another writer doing the same.
     ///
@@ -96,6 +105,18 @@ pub trait Storage: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// The listing fails.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
+    /// Bytes of every object of the store.
+    ///
+    /// # Errors
+    /// The listing fails, or an object cannot be examined.
+    fn total_size(&self) -> Result<u64, StorageError> {
+        let mut total = 0;
+        for key in self.list("")? {
+            total += self.size(&key)?.unwrap_or(0);
+        }
+        Ok(total)
+    }
 
     /// Make every `put` so far durable (a local disk syncs the folders that got new entries;
     /// object stores are durable when a put returns).
@@ -220,6 +241,31 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    /// Every file written and synced first, then the renames one after another: the new
+    /// metadata documents of a commit appear within microseconds of each other.
+    fn put_all(&self, objects: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
+        let mut prepared = Vec::with_capacity(objects.len());
+        for (key, bytes) in objects {
+            let path = self.path(key);
+            let temporary = temporary_path(&path);
+            let write = || -> std::io::Result<()> {
+                self.make_parents(&path)?;
+                let mut file = File::create(&temporary)?;
+                file.write_all(bytes)?;
+                sync(&file)
+            };
+            write().map_err(|e| self.error("write", key, e))?;
+            prepared.push((key, temporary, path));
+        }
+        for (key, temporary, path) in prepared {
+            std::fs::rename(&temporary, &path).map_err(|e| self.error("write", key, e))?;
+            if let Some(parent) = path.parent() {
+                self.note_dirty(parent);
+            }
+        }
+        Ok(())
+    }
+
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
         let path = self.path(key);
         self.make_parents(&path).map_err(|e| self.error("create", key, e))?;
@@ -264,9 +310,7 @@ impl Storage for LocalStorage {
         // Deepest first, so that a folder's own entry is synced after what is inside it.
         dirty.sort_by_key(|folder| std::cmp::Reverse(folder.components().count()));
         for folder in dirty {
-            File::open(&folder)
-                .and_then(|f| sync(&f))
-                .map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?;
+            File::open(&folder).and_then(|f| sync(&f)).map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?;
         }
         Ok(())
     }

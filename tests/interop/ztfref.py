@@ -307,8 +307,13 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def rejects_logs(store: Path) -> list[Path]:
+    """The store's rejects logs, oldest first: rejects/NNNNNN.jsonl, one per build that rejected something."""
+    return sorted((Path(store) / "rejects").glob("*.jsonl"))
+
+
 def read_rejects(store: Path) -> list[dict]:
-    p = Path(store) / "rejects.jsonl"
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = []
+    for p in rejects_logs(store):
+        lines += [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines

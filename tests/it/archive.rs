@@ -101,9 +101,7 @@ fn build(dir: &Path, inputs: &[&Path], extra: &[&str]) -> Build {
     args.extend(extra.iter().map(|s| (*s).to_string()));
     let output = ztf2zarr(&args);
     let summary = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    let rejects = std::fs::read_to_string(store.join("rejects.jsonl"))
-        .map(|text| text.lines().map(|l| serde_json::from_str(l).unwrap()).collect())
-        .unwrap_or_default();
+    let rejects = crate::util::rejects_text(&store).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let (rows, candids) = match StoreReader::open(&store) {
         Ok(reader) => {
             let layout = Layout::builtin();

@@ -30,8 +30,7 @@ fn real_alerts_are_all_accounted_for() {
     assert_eq!(reader.rows(), 529, "{summary}");
     assert!(summary.contains("duplicates  1 "), "{summary}");
 
-    let rejects: Vec<serde_json::Value> =
-        std::fs::read_to_string(store.join("rejects.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rejects: Vec<serde_json::Value> = crate::util::rejects_text(&store).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rejects.len(), 18);
     let reason_of = |needle: &str| -> Vec<String> {
         rejects

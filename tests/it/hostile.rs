@@ -143,11 +143,7 @@ pub fn build(dir: &Path, files: &[(&str, Vec<u8>)]) -> Built {
     let summary = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "{summary}\n{stderr}");
-    let rejects = std::fs::read_to_string(store.join("rejects.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rejects = crate::util::rejects_text(&store).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let layout = Layout::builtin();
     let candid = layout.index_of("candid").unwrap();
     let candids = StoreReader::open(&store)

@@ -370,7 +370,7 @@ fn check_batch(dir: &Path, mutants: &[&Mutant]) -> Result<Tally, String> {
         }
     }
     let mut rejects_of: HashMap<String, usize> = HashMap::new();
-    for line in std::fs::read_to_string(store.join("rejects.jsonl")).unwrap_or_default().lines() {
+    for line in crate::util::rejects_text(&store).lines() {
         let reject: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("rejects.jsonl: {e}: {line}"))?;
         let path = reject["source"].as_str().unwrap_or_default();
         *rejects_of.entry(path.rsplit('/').next().unwrap().to_string()).or_default() += records(&reject);

@@ -154,26 +154,31 @@ fn a_failed_tidy_up_after_the_publish_is_a_warning_and_the_next_build_tidies() {
         .unwrap();
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("warning") && stderr.contains(".s.zarr.staging") && stderr.contains("a later build removes"), "{stderr}");
+    assert!(stderr.contains("warning") && stderr.contains("pending.json") && stderr.contains("the next build finishes"), "{stderr}");
     assert_eq!(rows(&store), expected, "the append is committed");
-    let old_tree = dir.path().join(".s.zarr.staging");
-    assert!(old_tree.is_dir(), "the failed tidy-up leaves the old tree");
+    let marker = store.join(".ztf2zarr/pending.json");
+    assert!(marker.is_file(), "the failed tidy-up leaves the pending marker");
     let verify = ztf2zarr(["verify", store.to_str().unwrap()]);
     assert!(verify.status.success(), "{}", text(&verify.stdout));
     // The next build succeeds and removes it.
     let again = build(&store, &night(1));
     assert!(again.contains("nothing new"), "{again}");
-    assert!(!old_tree.exists());
+    assert!(!marker.exists());
 }
 
-/// Damage `key` (a JSON file of the store) by setting `field` in both arrays' `.zarray`.
+/// Damage the store by setting `field` in both arrays' `.zarray`, and in their copies in
+/// `.zmetadata` (which holds the committed state).
 fn damage_zarrays(store: &Path, field: &str, stamps: serde_json::Value, catalog: serde_json::Value) {
+    let consolidated_path = store.join(".zmetadata");
+    let mut consolidated: serde_json::Value = serde_json::from_slice(&std::fs::read(&consolidated_path).unwrap()).unwrap();
     for (array, value) in [("stamps", stamps), ("catalog", catalog)] {
         let path = store.join(array).join(".zarray");
         let mut zarray: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        zarray[field] = value;
+        zarray[field] = value.clone();
         std::fs::write(&path, serde_json::to_vec_pretty(&zarray).unwrap()).unwrap();
+        consolidated["metadata"][format!("{array}/.zarray")][field] = value;
     }
+    std::fs::write(&consolidated_path, serde_json::to_vec_pretty(&consolidated).unwrap()).unwrap();
 }
 
 /// `info` and `build` stop with exit 2, `verify` reports with exit 1; each says `words`.
@@ -237,13 +242,13 @@ fn a_damaged_candid_index_is_a_clear_error_for_info_build_and_verify() {
         let store = dir.path().join(format!("s{index}.zarr"));
         build(&store, &night(0));
         let n = rows(&store);
-        let path = store.join(".candids");
+        let path = store.join(".ztf2zarr/candids/000001");
         let mut bytes = std::fs::read(&path).unwrap();
         damage(&mut bytes);
         std::fs::write(&path, &bytes).unwrap();
         let [info, ..] = assert_every_command_refuses(&store, words);
         let stderr = text(&info.stderr);
-        assert!(stderr.contains(".candids"), "{case}: {stderr}");
+        assert!(stderr.contains(".ztf2zarr/candids/000001"), "{case}: {stderr}");
         if case != "not a multiple of 8" {
             assert!(stderr.contains(&format!("for {n} rows")), "{case}: {stderr}");
         }
@@ -256,19 +261,23 @@ fn a_damaged_candid_index_is_a_clear_error_for_info_build_and_verify() {
 }
 
 #[test]
-fn verify_names_the_first_row_where_the_candid_index_and_the_catalog_disagree() {
+fn verify_names_the_first_candid_where_the_candid_index_and_the_catalog_disagree() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.zarr");
     build(&store, &night(0));
     let candids = StoreReader::open(&store).unwrap().catalog_candids().unwrap();
     let mut index = candids.clone();
-    index.swap(3, 4);
-    std::fs::write(store.join(".candids"), index.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    index.sort_unstable();
+    let foreign = index[3] + 1;
+    assert!(!candids.contains(&foreign));
+    let replaced = index[3];
+    index[3] = foreign;
+    std::fs::write(store.join(".ztf2zarr/candids/000001"), index.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     let output = ztf2zarr(["verify", store.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("PROBLEM  candid index") && stdout.contains("from row 3"), "{stdout}");
-    assert!(stdout.contains(&format!("the index has {}, the catalog {}", candids[4], candids[3])), "{stdout}");
+    assert!(stdout.contains("PROBLEM  candid index") && stdout.contains(&format!("rows 0..{}", candids.len())), "{stdout}");
+    assert!(stdout.contains(&format!("the run has {foreign} where the catalog has {replaced}")), "{stdout}");
     assert!(stdout.contains("1 problem found"), "{stdout}");
 }
 

@@ -56,3 +56,8 @@ pub fn tree_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Every rejects log of a store (one per build that rejected something), oldest first, as one text.
+pub fn rejects_text(store: &Path) -> String {
+    ztf2zarr::store::inspect::rejects_text(&ztf2zarr::store::LocalStorage::new(store)).expect("read the rejects logs")
+}
