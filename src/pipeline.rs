@@ -192,12 +192,13 @@ impl Feed {
         }
     }
 
-    fn push(self, alert: &Alert, chunk: &mut ChunkBuffer) {
+    /// The rows `alert` adds to the array (one for a per-alert array, any number for a table
+    /// with rows of its own).
+    fn rows(self, alert: &Alert) -> Vec<std::borrow::Cow<'_, [u8]>> {
         match self {
-            Feed::Catalog => chunk.bytes.extend_from_slice(&alert.row),
-            Feed::Stamps => chunk.bytes.extend(alert.stamps.iter().flat_map(|p| p.to_le_bytes())),
+            Feed::Catalog => vec![alert.row.as_slice().into()],
+            Feed::Stamps => vec![alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into()],
         }
-        chunk.rows += 1;
     }
 }
 
@@ -333,13 +334,17 @@ impl Collector<'_> {
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
             for position in 0..self.chunks.len() {
-                let (chunk, feed) = &mut self.chunks[position];
-                feed.push(&alert, chunk);
-                if chunk.is_full() {
-                    self.save_for_rollback(position);
+                let feed = self.chunks[position].1;
+                for row in feed.rows(&alert) {
                     let chunk = &mut self.chunks[position].0;
-                    let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
-                    full.push(std::mem::replace(chunk, next));
+                    chunk.bytes.extend_from_slice(&row);
+                    chunk.rows += 1;
+                    if chunk.is_full() {
+                        self.save_for_rollback(position);
+                        let chunk = &mut self.chunks[position].0;
+                        let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
+                        full.push(std::mem::replace(chunk, next));
+                    }
                 }
             }
         }
@@ -503,7 +508,7 @@ fn run(
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
-    let chunks = chunk_buffers(transaction, rows_before);
+    let chunks = chunk_buffers(transaction);
     let transaction: &Transaction = transaction;
     let mut collector = Collector {
         config,
@@ -561,7 +566,12 @@ fn run(
     }
     // From here on the run is committed, even with no new row: its rejects and its run record
     // must reach the store, or the user is told of rejects the store does not keep.
+    let mut own_rows = Vec::new();
     for (chunk, _) in chunks {
+        let spec = &transaction.arrays()[chunk.array];
+        if spec.rows == store::arrays::Rows::Own {
+            own_rows.push((spec.name.clone(), chunk.index * spec.chunk_rows + chunk.rows));
+        }
         if chunk.rows > 0 {
             writer.write(chunk)?;
         }
@@ -575,6 +585,7 @@ fn run(
     stats.unlabeled_append = config.labels.is_none() && transaction.committed().is_some_and(|c| c.labels.is_some());
     let commit = Commit {
         rows: stats.rows_before + stats.written,
+        own_rows,
         new_candids,
         column_docs: docs.finish(layout),
         new_rejects: rejects_jsonl(&stats.rejects),
@@ -586,13 +597,14 @@ fn run(
 }
 
 /// One buffer per array of the store, continuing its incomplete last chunk if it has one.
-fn chunk_buffers(transaction: &mut Transaction, rows_before: usize) -> Vec<(ChunkBuffer, Feed)> {
+fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
     let mut partials = transaction.take_partials();
     transaction
         .arrays()
         .iter()
         .enumerate()
         .map(|(array, spec)| {
+            let rows_before = transaction.committed_rows(array);
             let feed = Feed::for_array(&spec.name).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
             let chunk = match partials.iter().position(|p| p.array == array) {
                 Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec.chunk_rows),

@@ -204,6 +204,8 @@ pub struct PartialChunk {
 pub struct Committed {
     /// Rows committed.
     pub rows: usize,
+    /// Rows of each array, in the order of [`Transaction::arrays`].
+    pub array_rows: Vec<usize>,
     /// The incomplete last chunk of each array that has one.
     pub partials: Vec<PartialChunk>,
     /// The label provenance recorded in the root attrs, if the store is labeled.
@@ -222,6 +224,8 @@ pub struct Committed {
 pub struct Commit {
     /// Rows in the store after this build.
     pub rows: usize,
+    /// Rows after this build of each array with rows of its own, by name.
+    pub own_rows: Vec<(String, usize)>,
     /// Candids of the new rows, in row order.
     pub new_candids: Vec<i64>,
     /// Column descriptions (used for a new store; an existing store keeps its own).
@@ -242,6 +246,7 @@ impl Commit {
     pub fn same_rows(rows: usize, run: Value) -> Commit {
         Commit {
             rows,
+            own_rows: Vec::new(),
             new_candids: Vec::new(),
             column_docs: Vec::new(),
             new_rejects: String::new(),
@@ -369,7 +374,7 @@ impl Transaction {
         let first_new: Vec<Value> = arrays
             .iter()
             .map(|a| {
-                let from = reader.as_ref().map_or(0, |r| r.rows() / a.chunk_rows);
+                let from = reader.as_ref().map_or(0, |r| r.array_rows(a) / a.chunk_rows);
                 json!({"array": a.name, "from": from, "suffix": ".0".repeat(a.row_shape.len())})
             })
             .collect();
@@ -445,6 +450,12 @@ impl Transaction {
         self.committed.as_ref()
     }
 
+    /// Rows committed in array `array` (0 for a new store).
+    #[must_use]
+    pub fn committed_rows(&self, array: usize) -> usize {
+        self.committed.as_ref().and_then(|c| c.array_rows.get(array).copied()).unwrap_or(0)
+    }
+
     /// Take the incomplete last chunks out, for the pipeline to continue filling.
     pub fn take_partials(&mut self) -> Vec<PartialChunk> {
         self.committed.as_mut().map(|c| std::mem::take(&mut c.partials)).unwrap_or_default()
@@ -493,7 +504,7 @@ impl Transaction {
     /// A chunk that exists but cannot be deleted.
     pub fn discard_chunks_from(&self, array: usize, first: usize) -> Result<(), StoreError> {
         let spec = &self.arrays[array];
-        let committed = self.committed.as_ref().map_or(0, |c| spec.chunks_for(c.rows));
+        let committed = spec.chunks_for(self.committed_rows(array));
         for index in first.max(committed).. {
             let key = spec.chunk_key(index);
             if self.storage.size(&key)?.is_none() {
@@ -511,6 +522,7 @@ impl Transaction {
     /// Storage failure; the committed state is then unchanged, and the next writer tidies.
     pub fn commit(mut self, commit: Commit) -> Result<(), StoreError> {
         fault_point("before-metadata");
+        let own_rows = self.own_rows_after(&commit.own_rows);
         let committed = self.committed.take();
         let (mut runs, column_docs, mut candid_runs, rows_before) = match &committed {
             Some(c) => (c.runs.clone(), c.column_docs.clone(), c.candid_runs.clone(), c.rows),
@@ -534,7 +546,7 @@ impl Transaction {
         runs.push(run);
         let metadata = StoreMetadata {
             rows: commit.rows,
-            own_rows: Vec::new(),
+            own_rows,
             settings: self.settings,
             column_docs,
             runs,
@@ -561,6 +573,20 @@ impl Transaction {
         fault_point("after-commit");
         self.tidy(committed.as_ref(), &files);
         Ok(())
+    }
+
+    /// Rows of every array with rows of its own after this change: what the change says, else
+    /// what was committed.
+    fn own_rows_after(&self, changed: &[(String, usize)]) -> Vec<(String, usize)> {
+        self.arrays
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.rows == arrays::Rows::Own)
+            .map(|(array, spec)| {
+                let rows = changed.iter().find(|(name, _)| *name == spec.name).map_or(self.committed_rows(array), |(_, rows)| *rows);
+                (spec.name.clone(), rows)
+            })
+            .collect()
     }
 
     /// After the commit point: remove what the new state no longer names (a replaced group's
@@ -608,7 +634,7 @@ impl Transaction {
         }
         if self.purpose == Purpose::Append {
             for array in 0..self.arrays.len() {
-                let first = self.committed.as_ref().map_or(0, |c| self.arrays[array].chunks_for(c.rows));
+                let first = self.arrays[array].chunks_for(self.committed_rows(array));
                 if self.discard_chunks_from(array, first).is_err() {
                     return;
                 }
@@ -873,9 +899,12 @@ fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Resu
 /// column docs and extra metadata.
 fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose, number: usize) -> Result<Committed, StoreError> {
     let rows = reader.rows();
+    let arrays = reader.arrays();
+    let array_rows: Vec<usize> = arrays.iter().map(|spec| reader.array_rows(spec)).collect();
     let mut partials = Vec::new();
     if purpose == Purpose::Append {
-        for (array, spec) in reader.arrays().iter().enumerate() {
+        for (array, spec) in arrays.iter().enumerate() {
+            let rows = array_rows[array];
             if rows % spec.chunk_rows != 0 {
                 let index = rows / spec.chunk_rows;
                 let kept = rows - index * spec.chunk_rows;
@@ -897,6 +926,7 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
     };
     Ok(Committed {
         rows,
+        array_rows,
         partials,
         labels,
         runs: reader.runs(),

@@ -172,6 +172,16 @@ impl StoreReader {
         declared(&self.settings, &self.column_docs())
     }
 
+    /// Rows of an array: the store's rows for a per-alert array, its own length for one with
+    /// rows of its own (0 for an array the store does not have yet: it starts empty).
+    #[must_use]
+    pub fn array_rows(&self, spec: &ArraySpec) -> usize {
+        match spec.rows {
+            super::arrays::Rows::PerAlert => self.rows,
+            super::arrays::Rows::Own => self.docs.get(&spec.zarray_key()).map_or(0, |z| dims(z, "shape").first().copied().unwrap_or(0)),
+        }
+    }
+
     /// The committed metadata documents (key → JSON), as `.zmetadata` holds them.
     #[must_use]
     pub fn documents(&self) -> &Map<String, Value> {
