@@ -1,8 +1,6 @@
 //! `ztf2zarr unlock`: remove the lock object that a killed writer left on a store in object
 //! storage (local stores lock with `flock`, which dies with its process: nothing to remove).
 
-use anyhow::bail;
-
 use super::ExitStatus;
 use crate::cli::UnlockArgs;
 use crate::store::{break_object_lock, is_url, open_storage, OBJECT_LOCK};
@@ -10,14 +8,15 @@ use crate::store::{break_object_lock, is_url, open_storage, OBJECT_LOCK};
 /// Run `unlock`.
 ///
 /// # Errors
-/// A local path, or a lock object that cannot be read or removed.
+/// A lock object that cannot be read or removed.
 pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
     if !is_url(&args.store) {
-        bail!(
-            "`{}` is a local store: its lock is held by a running process and released when it ends, so there is nothing to \
-             unlock (unlock is for stores on object storage)",
+        println!(
+            "`{}` is a local store: its lock is held by a running process and released when that process ends, however it \
+             ends, so there is nothing to unlock (unlock is for stores on object storage)",
             args.store.display()
         );
+        return Ok(ExitStatus::Success);
     }
     let storage = open_storage(&args.store)?;
     match break_object_lock(storage.as_ref())? {
