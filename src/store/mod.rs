@@ -20,6 +20,7 @@ mod codec;
 pub mod inspect;
 mod lock;
 mod metadata;
+pub mod object;
 mod reader;
 pub mod storage;
 pub mod verify;
