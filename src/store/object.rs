@@ -1,48 +1,499 @@
-//! Stores on object storage (placeholder until the object_store backend lands).
+//! A store on object storage: S3 (and S3-compatible servers), Google Cloud Storage and Azure
+//! Blob Storage, through the `object_store` crate, plus its `file://` and `memory://` stores.
+//! [`ObjectStorage`] is the [`Storage`] of a store named by a URL (`s3://bucket/prefix/s.zarr`):
+//! the URL's path is the store's prefix and every key is relative to it.
+//!
+//! `object_store` is asynchronous; the store layer is not. Each [`ObjectStorage`] owns a small
+//! tokio runtime and blocks on it once per call, so its methods must be called from ordinary
+//! threads (as the store layer does), never from inside a runtime.
+//!
+//! Configuration comes from the environment the usual way (`AWS_*`, `GOOGLE_*`, `AZURE_*`, read
+//! by the builders' `from_env`). Two things are set here on top, so that a command cannot hang:
+//! bounded timeouts and retries ([`RETRY`], [`TIMEOUTS`]), and a refusal to start without
+//! configured credentials, which would otherwise send the client to a cloud metadata server.
 
-use super::{Storage, StorageError};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Whether `text` names an object store.
-#[must_use]
-pub fn is_url(text: &str) -> bool {
-    ["s3://", "gs://", "az://", "abfs://", "file://", "memory://"].iter().any(|s| text.starts_with(s))
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutPayload, RetryConfig,
+};
+use url::Url;
+
+use super::storage::{Storage, StorageError};
+
+/// Why configuring a client failed, before it becomes a [`StorageError`] naming the URL.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Retries of one request: few and soon given up, so that a dead server or a wrong endpoint
+/// fails a command within about half a minute (with [`TIMEOUTS`]) instead of minutes.
+const RETRY: RetryConfig = RetryConfig {
+    backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+    max_retries: 3,
+    retry_timeout: Duration::from_secs(10),
+};
+
+/// Client timeouts (key, its name after the `AWS_`/`GOOGLE_`/`AZURE_` prefix of an environment
+/// variable that overrides it, value). 20 s for a whole request still moves a 5 MB chunk over a
+/// slow 2 Mbit/s link.
+const TIMEOUTS: [(ClientConfigKey, &str, &str); 2] =
+    [(ClientConfigKey::ConnectTimeout, "CONNECT_TIMEOUT", "5s"), (ClientConfigKey::Timeout, "TIMEOUT", "20s")];
+
+/// The objects of a store on object storage, named by a URL.
+#[derive(Debug)]
+pub struct ObjectStorage {
+    /// The URL as given less trailing slashes ([`display_url`]), for messages.
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    /// The store's root inside `store` (the URL's path).
+    prefix: Path,
+    runtime: tokio::runtime::Runtime,
 }
 
-/// A store on object storage.
-#[derive(Debug)]
-pub struct ObjectStorage;
+/// Whether a STORE argument names an object store: a `scheme://` URL of a kind [`ObjectStorage`]
+/// opens (`s3://`, `gs://`, `az://`, `abfs://`, `file://`, `memory://`, an `https://` address of
+/// S3 or Azure). A plain path is not one, even with a colon in it.
+#[must_use]
+pub fn is_url(text: &str) -> bool {
+    if !text.contains("://") {
+        return false;
+    }
+    match Url::parse(text) {
+        Ok(url) => matches!(ObjectStoreScheme::parse(&url), Ok((scheme, _)) if scheme != ObjectStoreScheme::Http),
+        Err(_) => false,
+    }
+}
 
 impl ObjectStorage {
+    /// The store at `url`, configured from the environment.
+    ///
     /// # Errors
-    /// Always, for now.
+    /// The URL is not one of an object store, its client cannot be configured (for instance no
+    /// credentials are set), or the runtime cannot start.
     pub fn from_url(url: &str) -> Result<ObjectStorage, StorageError> {
-        Err(StorageError::new("open", url, "object storage is not built in"))
+        let open_error = |source: BoxError| StorageError::new("open", url, source);
+        let parsed = Url::parse(url).map_err(|e| open_error(format!("not a URL: {e}").into()))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| open_error(unsupported(&e.to_string()).into()))?;
+        let store = open_store(&scheme, url).map_err(open_error)?;
+        ObjectStorage::with_store(url, store, prefix)
+    }
+
+    /// The store at `prefix` inside `store`, named `url` in messages.
+    fn with_store(url: &str, store: Arc<dyn ObjectStore>, prefix: Path) -> Result<ObjectStorage, StorageError> {
+        // Two workers: enough to overlap the requests of the store layer's threads on two cores.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ztf2zarr-io")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::new("open", url, e))?;
+        Ok(ObjectStorage { url: display_url(url), store, prefix, runtime })
+    }
+
+    /// The object `key` inside the store.
+    fn path(&self, action: &'static str, key: &str) -> Result<Path, StorageError> {
+        let full = if self.prefix.as_ref().is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix.as_ref()) };
+        Path::parse(&full).map_err(|e| self.error(action, key, e))
+    }
+
+    fn error(&self, action: &'static str, key: &str, source: impl Into<BoxError>) -> StorageError {
+        StorageError::new(action, self.object_location(key), source)
+    }
+
+    /// The key of a listed object: its path less the store's prefix.
+    fn key_of(&self, path: &Path) -> Option<String> {
+        let parts = path.prefix_match(&self.prefix)?;
+        Some(parts.map(|part| part.as_ref().to_string()).collect::<Vec<_>>().join("/"))
     }
 }
 
 impl Storage for ObjectStorage {
     fn location(&self) -> String {
-        String::new()
+        self.url.clone()
     }
-    fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        unreachable!()
+
+    fn object_location(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
     }
-    fn get_range(&self, _: &str, _: std::ops::Range<u64>) -> Result<Vec<u8>, StorageError> {
-        unreachable!()
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.path("read", key)?;
+        let read = async {
+            let result = self.store.get(&path).await?;
+            result.bytes().await
+        };
+        match self.runtime.block_on(read) {
+            Ok(bytes) => Ok(Some(Vec::from(bytes))),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
     }
-    fn size(&self, _: &str) -> Result<Option<u64>, StorageError> {
-        unreachable!()
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let path = self.path("read", key)?;
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let options = GetOptions { range: Some(GetRange::Bounded(range.clone())), ..GetOptions::default() };
+        let read = async {
+            let result = self.store.get_opts(&path, options).await?;
+            result.bytes().await
+        };
+        match self.runtime.block_on(read) {
+            Ok(bytes) => Ok(Vec::from(bytes)),
+            // A range that starts at or past the end is refused by the stores; it holds no bytes.
+            Err(e) => match self.size(key) {
+                Ok(Some(size)) if size <= range.start => Ok(Vec::new()),
+                _ => Err(self.error("read", key, e)),
+            },
+        }
     }
-    fn put(&self, _: &str, _: &[u8]) -> Result<(), StorageError> {
-        unreachable!()
+
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.path("read", key)?;
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
     }
-    fn put_if_absent(&self, _: &str, _: &[u8]) -> Result<bool, StorageError> {
-        unreachable!()
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.path("write", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime.block_on(self.store.put(&path, payload)).map(drop).map_err(|e| self.error("write", key, e))
     }
-    fn delete(&self, _: &str) -> Result<(), StorageError> {
-        unreachable!()
+
+    fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let path = self.path("create", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        // On S3 this is a PUT with `If-None-Match: *`, which the server refuses (412) when the
+        // object exists: atomic against another writer doing the same.
+        match self.runtime.block_on(self.store.put_opts(&path, payload, PutMode::Create.into())) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error("create", key, e)),
+        }
     }
-    fn list(&self, _: &str) -> Result<Vec<String>, StorageError> {
-        unreachable!()
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path("delete", key)?;
+        match self.runtime.block_on(self.store.delete(&path)) {
+            Ok(()) => Ok(()),
+            Err(e) if no_such_object(&e) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let folder = prefix.trim_end_matches('/');
+        let under = if folder.is_empty() { self.prefix.clone() } else { self.path("list", folder)? };
+        let listing = self.store.list((!under.as_ref().is_empty()).then_some(&under));
+        match self.runtime.block_on(listing.try_collect::<Vec<_>>()) {
+            Ok(objects) => Ok(objects.iter().filter_map(|meta| self.key_of(&meta.location)).collect()),
+            Err(e) if no_such_object(&e) => Ok(Vec::new()),
+            Err(e) => Err(self.error("list", prefix, e)),
+        }
+    }
+}
+
+/// `url` less trailing slashes, but keeping the `//` after its scheme (`memory:///` →
+/// `memory://`), so that `{url}/{key}` names an object.
+fn display_url(url: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    if trimmed.ends_with(':') {
+        format!("{trimmed}//")
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// Whether `error` says that the object does not exist, and not that its bucket or container
+/// does not: the servers answer both with 404, and a mistyped bucket must not read as an empty
+/// store. (A HEAD answer has no body to tell them apart.)
+fn no_such_object(error: &object_store::Error) -> bool {
+    const NO_CONTAINER: [&str; 3] = ["NoSuchBucket", "ContainerNotFound", "bucket does not exist"];
+    matches!(error, object_store::Error::NotFound { .. }) && {
+        let text = error.to_string();
+        !NO_CONTAINER.iter().any(|marker| text.contains(marker))
+    }
+}
+
+/// The message for a URL that `object_store` does not take.
+fn unsupported(reason: &str) -> String {
+    format!("{reason}; a store URL is s3://BUCKET/PATH, gs://BUCKET/PATH, az://CONTAINER/PATH, file:///PATH or memory:///PATH")
+}
+
+/// The client for a URL of `scheme`, configured from the environment.
+fn open_store(scheme: &ObjectStoreScheme, url: &str) -> Result<Arc<dyn ObjectStore>, BoxError> {
+    Ok(match scheme {
+        ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new()),
+        ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
+        ObjectStoreScheme::AmazonS3 => Arc::new(s3_builder(AmazonS3Builder::from_env(), url)?.build()?),
+        ObjectStoreScheme::GoogleCloudStorage => Arc::new(gcs_builder(GoogleCloudStorageBuilder::from_env(), url)?.build()?),
+        ObjectStoreScheme::MicrosoftAzure => Arc::new(azure_builder(MicrosoftAzureBuilder::from_env(), url)?.build()?),
+        other => return Err(unsupported(&format!("{other:?} URLs are not supported")).into()),
+    })
+}
+
+/// The timeouts of [`TIMEOUTS`] that no `{env_prefix}NAME` variable overrides.
+fn default_timeouts(env_prefix: &str) -> impl Iterator<Item = (ClientConfigKey, &'static str)> + '_ {
+    TIMEOUTS
+        .into_iter()
+        .filter(move |(_, name, _)| std::env::var_os(format!("{env_prefix}{name}")).is_none())
+        .map(|(key, _, value)| (key, value))
+}
+
+/// Whether any of `values` is set to something other than `false`: a credential, or a switch
+/// that tells the client where its credentials come from.
+fn any_set(values: impl IntoIterator<Item = Option<String>>) -> bool {
+    values.into_iter().flatten().any(|value| !value.is_empty() && !value.eq_ignore_ascii_case("false"))
+}
+
+fn missing_credentials(how: &str) -> BoxError {
+    format!("no credentials are configured: {how}").into()
+}
+
+/// `builder` (from the environment) for `url`, with bounded timeouts and retries.
+///
+/// # Errors
+/// No credentials are configured (the client would ask the instance metadata server, which
+/// only answers on an EC2 machine; set `AWS_METADATA_ENDPOINT` to use it there).
+fn s3_builder(builder: AmazonS3Builder, url: &str) -> Result<AmazonS3Builder, BoxError> {
+    use AmazonS3ConfigKey as Key;
+    let credentials = [
+        Key::AccessKeyId,
+        Key::WebIdentityTokenFile,
+        Key::ContainerCredentialsRelativeUri,
+        Key::ContainerCredentialsFullUri,
+        Key::SkipSignature,
+        Key::MetadataEndpoint,
+    ];
+    if !any_set(credentials.iter().map(|key| builder.get_config_value(key))) {
+        let how = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), \
+                   AWS_SKIP_SIGNATURE=true for a public bucket, or AWS_METADATA_ENDPOINT for an instance role";
+        return Err(missing_credentials(how));
+    }
+    let endpoint = builder.get_config_value(&Key::Endpoint).unwrap_or_default();
+    if endpoint.starts_with("http://") && !any_set([builder.get_config_value(&Key::Client(ClientConfigKey::AllowHttp))]) {
+        return Err(format!("the endpoint `{endpoint}` is plain HTTP: set AWS_ALLOW_HTTP=true to use it").into());
+    }
+    let builder = default_timeouts("AWS_").fold(builder, |b, (key, value)| b.with_config(Key::Client(key), value));
+    Ok(builder.with_url(url).with_retry(RETRY))
+}
+
+/// `builder` (from the environment) for `url`, with bounded timeouts and retries.
+///
+/// # Errors
+/// No credentials are configured (neither in the environment nor gcloud's application default
+/// credentials file).
+fn gcs_builder(builder: GoogleCloudStorageBuilder, url: &str) -> Result<GoogleCloudStorageBuilder, BoxError> {
+    use GoogleConfigKey as Key;
+    let credentials = [Key::ServiceAccount, Key::ServiceAccountKey, Key::ApplicationCredentials, Key::BearerToken, Key::SkipSignature];
+    let gcloud_file = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".config/gcloud/application_default_credentials.json"))
+        .is_some_and(|file| file.is_file());
+    if !gcloud_file && !any_set(credentials.iter().map(|key| builder.get_config_value(key))) {
+        let how = "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service account key file, \
+                   run `gcloud auth application-default login`, or set GOOGLE_SKIP_SIGNATURE=true for a public bucket";
+        return Err(missing_credentials(how));
+    }
+    let builder = default_timeouts("GOOGLE_").fold(builder, |b, (key, value)| b.with_config(Key::Client(key), value));
+    Ok(builder.with_url(url).with_retry(RETRY))
+}
+
+/// `builder` (from the environment) for `url`, with bounded timeouts and retries.
+///
+/// # Errors
+/// No credentials are configured (the client would ask the instance metadata server, which
+/// only answers on an Azure machine; set `AZURE_MSI_ENDPOINT` to use it there).
+fn azure_builder(builder: MicrosoftAzureBuilder, url: &str) -> Result<MicrosoftAzureBuilder, BoxError> {
+    use AzureConfigKey as Key;
+    let credentials = [
+        Key::AccessKey,
+        Key::SasKey,
+        Key::Token,
+        Key::ClientSecret,
+        Key::FederatedTokenFile,
+        Key::UseAzureCli,
+        Key::UseEmulator,
+        Key::SkipSignature,
+        Key::MsiEndpoint,
+        Key::CredentialType,
+    ];
+    if !any_set(credentials.iter().map(|key| builder.get_config_value(key))) {
+        let how = "set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY, \
+                   AZURE_USE_AZURE_CLI=true, AZURE_STORAGE_USE_EMULATOR=true, or AZURE_MSI_ENDPOINT for a managed identity";
+        return Err(missing_credentials(how));
+    }
+    let builder = default_timeouts("AZURE_").fold(builder, |b, (key, value)| b.with_config(Key::Client(key), value));
+    Ok(builder.with_url(url).with_retry(RETRY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut keys: Vec<String>) -> Vec<String> {
+        keys.sort();
+        keys
+    }
+
+    /// What the store layer relies on, on any backend.
+    fn conforms(storage: &ObjectStorage) {
+        storage.put("catalog/3", b"one").unwrap();
+        storage.put("catalog/3", b"two!").unwrap();
+        storage.put(".zmetadata", b"{}").unwrap();
+        storage.put(".ztf2zarr/candids/000001", b"12345678").unwrap();
+        storage.flush().unwrap();
+        assert_eq!(storage.get("catalog/3").unwrap().as_deref(), Some(&b"two!"[..]));
+        assert_eq!(storage.get("catalog/4").unwrap(), None);
+        assert_eq!(storage.size("catalog/3").unwrap(), Some(4));
+        assert_eq!(storage.size("catalog/4").unwrap(), None);
+        assert_eq!(storage.get_range("catalog/3", 1..3).unwrap(), b"wo");
+        assert_eq!(storage.get_range("catalog/3", 2..100).unwrap(), b"o!", "a range past the end is cut short");
+        assert!(storage.get_range("catalog/3", 4..8).unwrap().is_empty(), "a range at the end holds no bytes");
+        assert!(storage.get_range("catalog/4", 0..8).is_err(), "a range of no object is an error");
+
+        assert!(storage.put_if_absent(".ztf2zarr/lock", b"pid 1").unwrap());
+        assert!(!storage.put_if_absent(".ztf2zarr/lock", b"pid 2").unwrap());
+        assert_eq!(storage.get(".ztf2zarr/lock").unwrap().as_deref(), Some(&b"pid 1"[..]), "the second create left it alone");
+
+        assert_eq!(
+            sorted(storage.list("").unwrap()),
+            [".zmetadata", ".ztf2zarr/candids/000001", ".ztf2zarr/lock", "catalog/3"],
+            "keys are relative to the store's root"
+        );
+        assert_eq!(sorted(storage.list(".ztf2zarr/").unwrap()), [".ztf2zarr/candids/000001", ".ztf2zarr/lock"]);
+        assert!(storage.list("rejects/").unwrap().is_empty());
+
+        storage.delete(".ztf2zarr/lock").unwrap();
+        storage.delete(".ztf2zarr/lock").unwrap();
+        assert_eq!(storage.get(".ztf2zarr/lock").unwrap(), None);
+        assert!(storage.put_if_absent(".ztf2zarr/lock", b"pid 3").unwrap(), "a deleted lock can be taken again");
+    }
+
+    #[test]
+    fn memory_store_conforms() {
+        let storage = ObjectStorage::from_url("memory:///deep/store.zarr").unwrap();
+        assert_eq!(storage.location(), "memory:///deep/store.zarr");
+        assert_eq!(storage.object_location("catalog/3"), "memory:///deep/store.zarr/catalog/3");
+        assert!(storage.local_root().is_none());
+        conforms(&storage);
+    }
+
+    #[test]
+    fn file_store_conforms_and_keeps_keys_under_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s.zarr");
+        let storage = ObjectStorage::from_url(&format!("file://{}/", root.display())).unwrap();
+        std::fs::write(dir.path().join("beside"), b"not in the store").unwrap();
+        conforms(&storage);
+        assert_eq!(std::fs::read(root.join("catalog/3")).unwrap(), b"two!");
+        assert!(root.join(".ztf2zarr/candids/000001").is_file());
+    }
+
+    #[test]
+    fn a_store_at_the_root_lists_every_key() {
+        let storage = ObjectStorage::from_url("memory://").unwrap();
+        storage.put("stamps/0.0.0.0", b"x").unwrap();
+        assert_eq!(storage.list("").unwrap(), ["stamps/0.0.0.0"]);
+        assert_eq!(storage.list("stamps").unwrap(), ["stamps/0.0.0.0"]);
+    }
+
+    #[test]
+    fn object_locations_are_urls() {
+        assert_eq!(display_url("s3://bucket/prefix/s.zarr/"), "s3://bucket/prefix/s.zarr");
+        assert_eq!(display_url("s3://bucket"), "s3://bucket");
+        let root = ObjectStorage::from_url("memory:///").unwrap();
+        assert_eq!(root.location(), "memory://");
+        assert_eq!(root.object_location(".zmetadata"), "memory:///.zmetadata");
+    }
+
+    #[test]
+    fn a_sibling_with_a_longer_name_is_not_listed() {
+        let store = Arc::new(InMemory::new());
+        let storage = ObjectStorage::with_store("memory:///a", store.clone(), Path::from("a")).unwrap();
+        let sibling = ObjectStorage::with_store("memory:///ab", store, Path::from("ab")).unwrap();
+        sibling.put("rejects/000001.jsonl", b"{}").unwrap();
+        storage.put("rejects/000002.jsonl", b"{}").unwrap();
+        assert_eq!(storage.list("").unwrap(), ["rejects/000002.jsonl"]);
+        assert_eq!(storage.list("rejects/").unwrap(), ["rejects/000002.jsonl"]);
+    }
+
+    #[test]
+    fn is_url_takes_object_store_urls_only() {
+        for url in
+            ["s3://bucket/prefix/store.zarr", "S3://bucket", "gs://b/p", "az://c/p", "abfs://c/p", "file:///tmp/s.zarr", "memory:///s"]
+        {
+            assert!(is_url(url), "{url}");
+        }
+        assert!(is_url("https://s3.eu-west-1.amazonaws.com/bucket/store.zarr"));
+        for path in [
+            "store.zarr",
+            "/data/store.zarr",
+            "C:\\stores\\s.zarr",
+            "data:2024/s.zarr",
+            "night:1/s3://x",
+            "ftp://host/s",
+            "https://example.org/s",
+        ] {
+            assert!(!is_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_schemes_and_hosts_are_refused_with_the_url() {
+        for url in ["ftp://host/store.zarr", "https://example.org/store.zarr", "s3:///no-bucket"] {
+            let message = ObjectStorage::from_url(url).unwrap_err().to_string();
+            assert!(message.contains(url), "{message}");
+            assert!(message.contains("s3://BUCKET/PATH"), "{message}");
+        }
+    }
+
+    #[test]
+    fn missing_credentials_are_named_before_any_request() {
+        let message = s3_builder(AmazonS3Builder::new(), "s3://bucket/s.zarr").unwrap_err().to_string();
+        assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
+        let message = azure_builder(MicrosoftAzureBuilder::new(), "az://c/s.zarr").unwrap_err().to_string();
+        assert!(message.contains("AZURE_STORAGE_ACCOUNT_KEY"), "{message}");
+        assert!(s3_builder(AmazonS3Builder::new().with_access_key_id("k").with_secret_access_key("s"), "s3://b/s").is_ok());
+        assert!(s3_builder(AmazonS3Builder::new().with_skip_signature(true), "s3://b/s").is_ok());
+        assert!(s3_builder(AmazonS3Builder::new().with_skip_signature(false), "s3://b/s").is_err());
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_needs_allow_http() {
+        let keys = || AmazonS3Builder::new().with_access_key_id("k").with_secret_access_key("s").with_endpoint("http://127.0.0.1:9000");
+        let message = s3_builder(keys(), "s3://b/s").unwrap_err().to_string();
+        assert!(message.contains("http://127.0.0.1:9000") && message.contains("AWS_ALLOW_HTTP=true"), "{message}");
+        assert!(s3_builder(keys().with_allow_http(true), "s3://b/s").is_ok());
+    }
+
+    #[test]
+    fn a_dead_server_fails_soon_naming_the_object() {
+        // Nothing listens on a port just freed; connecting there is refused at once, and every
+        // retry too.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let builder = AmazonS3Builder::new()
+            .with_access_key_id("key")
+            .with_secret_access_key("secret")
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true);
+        let url = "s3://bucket/prefix/s.zarr";
+        let store = Arc::new(s3_builder(builder, url).unwrap().build().unwrap());
+        let storage = ObjectStorage::with_store(url, store, Path::from("prefix/s.zarr")).unwrap();
+        let started = std::time::Instant::now();
+        let message = storage.get(".zmetadata").unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+        assert!(message.starts_with("cannot read `s3://bucket/prefix/s.zarr/.zmetadata`"), "{message}");
     }
 }
