@@ -188,6 +188,9 @@ impl ObjectLock {
                 Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
                 _ => "a writer that has just finished".into(),
             };
+            if holder == me {
+                break; // our create succeeded but its answer was lost, and the retry found our own lock
+            }
             let expired = match wait {
                 Wait::No => true,
                 Wait::Forever => false,
