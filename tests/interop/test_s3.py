@@ -32,18 +32,28 @@ PENDING = ".ztf2zarr/pending.json"
 TIMEOUT = 300
 
 
+@pytest.fixture(scope="module")
+def cli(binary):
+    """The binary, once it is known to write object storage: a build without it would take
+    `s3://bucket/x.zarr` for a relative folder path and write `s3:/…` folders beside the inputs."""
+    p = subprocess.run([str(binary), "unlock", "--help"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        pytest.fail(f"{binary} has no `unlock` command, so no object-storage support:\n{p.stderr}")
+    return binary
+
+
 def _inputs(data_root, names):
     return [f"{data_root.name}/{n}" for n in names]
 
 
-def _build(binary, s3, inputs, url, *options, cwd, env=None):
-    return run(binary, ["build", *inputs, "-o", url, "--no-progress", *options], cwd, timeout=TIMEOUT,
+def _build(cli, s3, inputs, url, *options, cwd, env=None):
+    return run(cli, ["build", *inputs, "-o", url, "--no-progress", *options], cwd, timeout=TIMEOUT,
                env=s3.env if env is None else env)
 
 
-def _start_build(binary, s3, inputs, url, *options, cwd, fault=None):
+def _start_build(cli, s3, inputs, url, *options, cwd, fault=None):
     env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, **({"ZTF2ZARR_FAULT": fault} if fault else {})}
-    return subprocess.Popen([str(binary), "build", *inputs, "-o", url, "--no-progress", *options], cwd=str(cwd), env=env,
+    return subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress", *options], cwd=str(cwd), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -132,30 +142,30 @@ def night_1_then_2(binary, data_root, tmp_path_factory):
 # ---- building ----
 
 
-def test_build_on_s3_writes_the_objects_of_a_local_build(binary, s3, data_root, real_default):
+def test_build_on_s3_writes_the_objects_of_a_local_build(cli, s3, data_root, real_default):
     url = s3.url(STORE)
-    r = _build(binary, s3, [data_root.name], url, cwd=data_root.parent).check()
+    r = _build(cli, s3, [data_root.name], url, cwd=data_root.parent).check()
     assert written(r.stdout) == open_local(real_default.store)["catalog"].shape[0]
     assert not s3.exists(f"{STORE}/{PENDING}"), "the pending marker was left behind"
     assert_same_objects(real_default.store, s3)
 
 
-def test_build_from_a_folder_and_an_archive_on_s3(binary, s3, builder):
+def test_build_from_a_folder_and_an_archive_on_s3(cli, s3, builder):
     """data-samples: a night folder and a nightly .tar.gz, labelled as the build reads them."""
     inputs = ["data-samples/ztf_public_20250101", "data-samples/ztf_public_20250102.tar.gz"]
     options = ["--labels", "data-samples/labels.csv", "--classes", "QSO,YSO,AGN", "--other", "other", "--chunk-rows", "50"]
     local = builder.build("s3-samples", inputs, *options, cwd=REPO).store
-    _build(binary, s3, inputs, s3.url(STORE), *options, cwd=REPO).check()
+    _build(cli, s3, inputs, s3.url(STORE), *options, cwd=REPO).check()
     assert_same_objects(local, s3)
     root = open_s3(s3.url(STORE), s3.storage_options, True)
     assert root["catalog"].shape == open_local(local)["catalog"].shape and root["catalog"].shape[0] > 0
     assert set(root.attrs["ztf2zarr"]["labels"]["classes"].values()) == {"QSO", "YSO", "AGN", "other"}
 
 
-def test_append_on_s3_equals_the_local_append_and_the_one_shot_build(binary, s3, data_root, night_1_then_2, both_nights):
+def test_append_on_s3_equals_the_local_append_and_the_one_shot_build(cli, s3, data_root, night_1_then_2, both_nights):
     url = s3.url(STORE)
-    first = _build(binary, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
-    second = _build(binary, s3, _inputs(data_root, NIGHT_2), url, *CHUNK, cwd=data_root.parent).check()
+    first = _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    second = _build(cli, s3, _inputs(data_root, NIGHT_2), url, *CHUNK, cwd=data_root.parent).check()
     rows = open_local(both_nights)["catalog"].shape[0]
     assert written(first.stdout) + written(second.stdout) == rows
     assert_same_objects(night_1_then_2, s3)
@@ -166,7 +176,7 @@ def test_append_on_s3_equals_the_local_append_and_the_one_shot_build(binary, s3,
 
     before = s3.listing(STORE)
     time.sleep(1.1)  # a rewrite, even of equal bytes, would show in LastModified
-    again = _build(binary, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    again = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
     assert written(again.stdout) == 0
     assert duplicates(again.stdout) == written(second.stdout)
     assert s3.listing(STORE) == before, "a build with nothing new wrote objects"
@@ -184,27 +194,27 @@ def _labels_csv(path: Path, object_ids) -> dict:
     return truth
 
 
-def test_label_split_info_verify_on_s3(binary, s3, data_root, tmp_path):
+def test_label_split_info_verify_on_s3(cli, s3, data_root, tmp_path):
     inputs = _inputs(data_root, ["kowalski-20200202", "fink-alert-simulator-20181129"])
     local, url = tmp_path / "l.zarr", s3.url(STORE)
-    run(binary, ["build", *inputs, "-o", local, "--no-progress", *CHUNK], data_root.parent).check()
-    _build(binary, s3, inputs, url, *CHUNK, cwd=data_root.parent).check()
+    run(cli, ["build", *inputs, "-o", local, "--no-progress", *CHUNK], data_root.parent).check()
+    _build(cli, s3, inputs, url, *CHUNK, cwd=data_root.parent).check()
     object_ids = sorted(set(open_local(local)["catalog"][:]["objectId"].astype(str).tolist()))
     truth = _labels_csv(tmp_path / "labels.csv", object_ids)
     for store, env in ((local, None), (url, s3.env)):
-        run(binary, ["label", store, "--labels", "labels.csv"], tmp_path, timeout=TIMEOUT, env=env).check()
-        run(binary, ["split", store, "--seed", "7"], tmp_path, timeout=TIMEOUT, env=env).check()
+        run(cli, ["label", store, "--labels", "labels.csv"], tmp_path, timeout=TIMEOUT, env=env).check()
+        run(cli, ["split", store, "--seed", "7"], tmp_path, timeout=TIMEOUT, env=env).check()
     assert_same_objects(local, s3)
     catalog = open_s3(url, s3.storage_options, True)["catalog"][:]
     assert [str(x) for x in catalog["label"]] == [truth.get(str(oid), "") for oid in catalog["objectId"]]
 
-    info = run(binary, ["info", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
+    info = run(cli, ["info", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
     assert re.search(rf"rows\s+{len(catalog)}\b", info.stdout), info.stdout
     assert url in info.stdout
-    run(binary, ["verify", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
+    run(cli, ["verify", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
 
     s3.put(f"{STORE}/stamps/1.0.0.0", b"not a zstd frame")
-    bad = run(binary, ["verify", url], tmp_path, timeout=TIMEOUT, env=s3.env)
+    bad = run(cli, ["verify", url], tmp_path, timeout=TIMEOUT, env=s3.env)
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
     assert "stamps/1.0.0.0" in bad.stdout + bad.stderr
 
@@ -213,11 +223,12 @@ def test_label_split_info_verify_on_s3(binary, s3, data_root, tmp_path):
 
 
 @pytest.fixture(params=["built", "uploaded"])
-def real_on_s3(request, s3, binary, data_root, both_nights):
+def real_on_s3(request, s3, data_root, both_nights):
     """Night 1 + 2 on s3: written by `build -o s3://…`, or built locally and uploaded as it is
     (which reads the same if the two are byte-identical, and tests the readers on their own)."""
     if request.param == "built":
-        _build(binary, s3, _inputs(data_root, NIGHT_1 + NIGHT_2), s3.url(STORE), *CHUNK, cwd=data_root.parent).check()
+        _build(request.getfixturevalue("cli"), s3, _inputs(data_root, NIGHT_1 + NIGHT_2), s3.url(STORE), *CHUNK,
+               cwd=data_root.parent).check()
     else:
         s3.upload(both_nights, STORE)
     return s3.url(STORE), both_nights
@@ -263,11 +274,11 @@ SEEN_AFTER_KILL = {
 
 
 @pytest.mark.parametrize("point", list(SEEN_AFTER_KILL))
-def test_append_killed_at_each_commit_step(binary, s3, data_root, night_1, both_nights, night_1_then_2, point):
+def test_append_killed_at_each_commit_step(cli, s3, data_root, night_1, both_nights, night_1_then_2, point):
     url = s3.url(STORE)
-    _build(binary, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     states = {"old": state(open_local(night_1)), "new": state(open_local(both_nights))}
-    p = _start_build(binary, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, fault=point)
+    p = _start_build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, fault=point)
     _, err = p.communicate(timeout=TIMEOUT)
     assert p.returncode == -signal.SIGKILL, f"ZTF2ZARR_FAULT={point}: exit {p.returncode}\n{err}"
     assert s3.exists(f"{STORE}/{PENDING}"), f"killed at {point}: no pending marker"
@@ -277,11 +288,11 @@ def test_append_killed_at_each_commit_step(binary, s3, data_root, night_1, both_
         assert same_state(got, states[want]), (
             f"killed at {point}, {'consolidated' if consolidated else 'plain'} open: {got[0]} rows, "
             f"expected the {want} state ({states[want][0]} rows)")
-    run(binary, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
-    unlocked = run(binary, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+    unlocked = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
     assert not s3.exists(f"{STORE}/{LOCK}"), unlocked.stdout
 
-    _build(binary, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
     assert_same_objects(night_1_then_2, s3)
     assert_same_objects(both_nights, s3, only=chunk_objects)
 
@@ -296,10 +307,10 @@ def _assert_lock_refusal(returncode: int, stderr: str, holder: str, url: str):
     assert url in stderr and "ztf2zarr unlock" in stderr, stderr
 
 
-def test_a_killed_writer_leaves_its_lock_until_unlock(binary, s3, data_root, real_default):
+def test_a_killed_writer_leaves_its_lock_until_unlock(cli, s3, data_root, real_default):
     url = s3.url(STORE)
     inputs = [data_root.name]
-    killed = _start_build(binary, s3, inputs, url, cwd=data_root.parent, fault="after-chunk")
+    killed = _start_build(cli, s3, inputs, url, cwd=data_root.parent, fault="after-chunk")
     killed.communicate(timeout=TIMEOUT)
     assert killed.returncode == -signal.SIGKILL
     lock = s3.get(f"{STORE}/{LOCK}").decode()
@@ -307,52 +318,52 @@ def test_a_killed_writer_leaves_its_lock_until_unlock(binary, s3, data_root, rea
     assert lock.startswith(holder + " since "), lock
 
     started = time.monotonic()
-    r = _build(binary, s3, inputs, url, cwd=data_root.parent)
+    r = _build(cli, s3, inputs, url, cwd=data_root.parent)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert time.monotonic() - started < 15, "a second writer must stop at once"
     started = time.monotonic()
-    r = _build(binary, s3, inputs, url, "--wait=1", cwd=data_root.parent)
+    r = _build(cli, s3, inputs, url, "--wait=1", cwd=data_root.parent)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert 1 <= time.monotonic() - started < 15, "--wait=1 waits about a second"
 
-    run(binary, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+    run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
     assert not s3.exists(f"{STORE}/{LOCK}")
-    _build(binary, s3, inputs, url, cwd=data_root.parent).check()
+    _build(cli, s3, inputs, url, cwd=data_root.parent).check()
     assert_same_objects(real_default.store, s3)
 
 
-def test_a_lock_object_put_by_hand_stops_an_append(binary, s3, data_root, night_1, night_1_then_2):
+def test_a_lock_object_put_by_hand_stops_an_append(cli, s3, data_root, night_1, night_1_then_2):
     url = s3.url(STORE)
-    _build(binary, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     holder = "pid 4242 on build-host-7"
     s3.put(f"{STORE}/{LOCK}", f"{holder} since 2026-01-01T00:00:00Z\n".encode())
-    refused = _build(binary, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent)
+    refused = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent)
     _assert_lock_refusal(refused.returncode, refused.stderr, holder, url)
     assert_same_objects(night_1, s3, locked=True)
 
-    run(binary, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
-    _build(binary, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+    _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
     assert_same_objects(night_1_then_2, s3)
 
 
-def test_unlock_on_a_local_store_explains_locks_die_with_their_process(binary, tmp_path, night_1):
+def test_unlock_on_a_local_store_explains_locks_die_with_their_process(cli, tmp_path, night_1):
     store = tmp_path / "l.zarr"
     shutil.copytree(night_1, store)
-    r = run(binary, ["unlock", store], tmp_path)
+    r = run(cli, ["unlock", store], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "process" in (r.stdout + r.stderr)
     assert local_files(store) == local_files(night_1)
 
 
 @pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait"])
-def test_two_builds_started_together(binary, s3, data_root, both_nights, wait):
+def test_two_builds_started_together(cli, s3, data_root, both_nights, wait):
     """Either one is refused (the other holds the lock), or they run one after the other: the
     second then finds every candid already there (the inputs have no rejects, so it writes
     nothing) and the store is that of one build."""
     url = s3.url(STORE)
     inputs = _inputs(data_root, NIGHT_1 + NIGHT_2)
     options = [*CHUNK, *(["--wait"] if wait else [])]
-    procs = [_start_build(binary, s3, inputs, url, *options, cwd=data_root.parent) for _ in range(2)]
+    procs = [_start_build(cli, s3, inputs, url, *options, cwd=data_root.parent) for _ in range(2)]
     outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
     codes = sorted(p.returncode for p in procs)
     if wait:
@@ -370,17 +381,17 @@ def test_two_builds_started_together(binary, s3, data_root, both_nights, wait):
 # ---- errors ----
 
 
-def test_a_bucket_that_does_not_exist(binary, s3, data_root):
+def test_a_bucket_that_does_not_exist(cli, s3, data_root):
     url = f"s3://{s3.bucket}-missing/x.zarr"
     for args in (["build", *_inputs(data_root, NIGHT_1), "-o", url, "--no-progress"], ["info", url], ["verify", url]):
         started = time.monotonic()
-        r = run(binary, args, data_root.parent, timeout=60, env=s3.env)
+        r = run(cli, args, data_root.parent, timeout=60, env=s3.env)
         assert r.returncode == 2, f"{args[0]}: exit {r.returncode}\n{r.stderr}"
         assert url in r.stderr, r.stderr
         assert time.monotonic() - started < 20, f"{args[0]} took {time.monotonic() - started:.1f} s to fail"
 
 
-def test_no_credentials(binary, s3, data_root, tmp_path):
+def test_no_credentials(cli, s3, data_root, tmp_path):
     """No keys in the environment (nor a profile or instance metadata to fall back on)."""
     with socket.socket() as closed:  # bound, never listening: a metadata lookup is refused at once
         closed.bind(("127.0.0.1", 0))
@@ -389,7 +400,7 @@ def test_no_credentials(binary, s3, data_root, tmp_path):
                    AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{closed.getsockname()[1]}")
         url = s3.url(STORE)
         started = time.monotonic()
-        r = run(binary, ["build", *_inputs(data_root, NIGHT_1), "-o", url, "--no-progress"], data_root.parent,
+        r = run(cli, ["build", *_inputs(data_root, NIGHT_1), "-o", url, "--no-progress"], data_root.parent,
                 timeout=120, env=env)
     assert r.returncode == 2, f"exit {r.returncode}\n{r.stderr}"
     assert url in r.stderr and "AWS_ACCESS_KEY_ID" in r.stderr, r.stderr
@@ -414,12 +425,13 @@ def synthetic(binary, tmp_path_factory):
 
 
 @pytest.fixture(params=["built", "uploaded"])
-def synthetic_on_s3(request, synthetic, s3, binary):
+def synthetic_on_s3(request, synthetic, s3):
     work, store, options = synthetic
     url = s3.url(STORE)
     if request.param == "built":
-        _build(binary, s3, [work / "alerts"], url, *options, cwd=work).check()
-        run(binary, ["split", url, "--seed", "3"], work, timeout=TIMEOUT, env=s3.env).check()
+        cli = request.getfixturevalue("cli")
+        _build(cli, s3, [work / "alerts"], url, *options, cwd=work).check()
+        run(cli, ["split", url, "--seed", "3"], work, timeout=TIMEOUT, env=s3.env).check()
         assert_same_objects(store, s3)
     else:
         s3.upload(store, STORE)
@@ -485,14 +497,14 @@ def _python_blocks(text: str) -> list:
     return [code for kind, code in re.findall(r"```([\w-]+)\n(.*?)```", text, re.S) if kind in kinds]
 
 
-def test_object_storage_doc_examples_run(binary, s3, tmp_path, monkeypatch):
+def test_object_storage_doc_examples_run(cli, s3, tmp_path, monkeypatch):
     text = _doc_for(s3)
     commands = [line.split() for block in re.findall(r"```sh\n(.*?)```", text, re.S)
                 for line in block.splitlines() if line.startswith("ztf2zarr ")]
     assert [c[1] for c in commands] == ["build", "build", "split", "info", "verify", "unlock"], commands
     (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
     for command in commands:
-        run(binary, command[1:], cwd=tmp_path, timeout=TIMEOUT, env=s3.env).check()
+        run(cli, command[1:], cwd=tmp_path, timeout=TIMEOUT, env=s3.env).check()
     assert not s3.exists(f"samples.zarr/{LOCK}")
 
     kinds = set(re.findall(r"```([\w-]+)\n", text))
