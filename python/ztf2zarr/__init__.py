@@ -1,7 +1,8 @@
 """Training reads from ztf2zarr stores.
 
 `batches(store, …)` yields shuffled batches of numpy arrays (`stamps`, `row`, `label_code` and
-the catalog columns asked for), reading each chunk of the store exactly once per epoch.
+the catalog columns asked for), reading each chunk of the store exactly once per epoch, from a
+store folder or a URL (`s3://`, `gs://`, `az://`: any fsspec protocol, with `storage_options=`).
 `TorchBatches` wraps it as a PyTorch `IterableDataset` (torch is imported only when it is
 used). The store itself is written by the `ztf2zarr` command-line tool.
 """

@@ -38,6 +38,11 @@ def worker_chunks(ordered: Sequence[int], worker: int, num_workers: int) -> np.n
     return np.asarray(ordered, dtype=np.int64)[worker::num_workers]
 
 
+def _open(store, engine: str, storage_options: dict | None) -> Store:
+    """`store` itself if it is an open `Store`, else the store it names (a folder or a URL)."""
+    return store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
+
+
 def _selection(store: Store, split, labels) -> tuple:
     """The chunks holding selected rows; for each chunk of a split, the selected positions
     within it (a chunk not in the dict: all of its rows); and the label codes to keep (None:
@@ -219,6 +224,7 @@ def batches(
     num_workers: int = 1,
     prefetch: int = 2,
     engine: str = "auto",
+    storage_options: dict | None = None,
 ) -> Iterator[dict]:
     """Shuffled batches of one epoch of a ztf2zarr store, reading each chunk once.
 
@@ -234,14 +240,17 @@ def batches(
     - `worker`, `num_workers`: this reader's share of the chunks (see `worker_chunks`); the
       shares of workers 0 … n-1 together cover every selected row once.
     - `prefetch`: chunks read ahead on a background thread (0: none).
-    - `engine`: "direct" (local store, chunk files decoded with numcodecs), "zarr"
-      (zarr-python), or "auto" (direct for a local folder).
+    - `engine`: "direct" (chunks fetched whole and decoded with numcodecs), "zarr"
+      (zarr-python), or "auto" (direct for a folder or a URL, zarr for any other store object).
+    - `storage_options`: for a store named by URL (`s3://bucket/x.zarr`, `gs://…`, `az://…`),
+      the fsspec file system's options, e.g. `{"endpoint_url": …, "key": …, "secret": …}` for
+      s3fs (None: fsspec's defaults, which read the usual environment variables).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if not buffer_mb > 0:
         raise ValueError(f"buffer_mb must be positive, not {buffer_mb}")
-    store = store if isinstance(store, Store) else Store(store, engine=engine)
+    store = _open(store, engine, storage_options)
     fields = _check_columns(store, columns)
     chunks, local, codes = _selection(store, split, labels)
     mine = worker_chunks(epoch_chunks(chunks, seed, epoch), worker, num_workers)
@@ -266,20 +275,22 @@ def batches(
             _spare.give_back(key, buffer)
 
 
-def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 256, columns: Sequence[str] = ()) -> int:
+def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 256, columns: Sequence[str] = (),
+                storage_options: dict | None = None) -> int:
     """Rows the shuffle buffer of `batches(store, …)` holds before it hands out a batch:
     `buffer_mb` over the bytes of one row (stamps, row, label_code and the columns), and at
     least one batch. Every batch is drawn from at least this many rows."""
-    store = store if isinstance(store, Store) else Store(store)
+    store = _open(store, "auto", storage_options)
     fields = _check_columns(store, columns)
     stamp_bytes = int(np.prod(store.stamps.chunks[1:])) * store.stamps.dtype.itemsize
     row_bytes = stamp_bytes + 8 + sum(store.catalog.dtype.fields[f][0].itemsize for f in fields)
     return max(int(buffer_mb * 1e6) // row_bytes, batch_size)
 
 
-def count_rows(store, split: str | None = None, labels=None, engine: str = "auto") -> int:
+def count_rows(store, split: str | None = None, labels=None, engine: str = "auto",
+               storage_options: dict | None = None) -> int:
     """How many rows an epoch of `batches(store, split=…, labels=…)` yields."""
-    store = store if isinstance(store, Store) else Store(store, engine=engine)
+    store = _open(store, engine, storage_options)
     chunks, local, codes = _selection(store, split, labels)
     if codes is None:
         return int(sum(len(local[int(c)]) if int(c) in local else np.subtract(*store.chunk_span(int(c))[::-1]) for c in chunks))

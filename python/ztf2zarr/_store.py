@@ -1,11 +1,12 @@
 """Reading whole chunks of a ztf2zarr store: the `stamps` rows and the `catalog` fields of one
 chunk, and the row-index arrays of `splits/`.
 
-Two engines give the same arrays. `direct` reads a local store's chunk files and decodes them
+Two engines give the same arrays. `direct` reads each chunk as one whole object and decodes it
 with numcodecs as each array's `.zarray` says (compressor, filters, dtype, chunk shape, key
-separator, fill value for a missing chunk); it skips zarr-python's per-call machinery and is
-what a local store uses. `zarr` goes through zarr-python (2.18 or 3.x) and serves any store
-zarr-python opens (for example a URL).
+separator, fill value for a missing chunk); it skips zarr-python's per-call machinery. It reads
+a local store folder as files, and a store at a URL (`s3://`, `gs://`, `az://`, any fsspec
+protocol) through fsspec, fetching a chunk's stamps and catalog objects together. `zarr` goes
+through zarr-python (2.18 or 3.x) and serves any store zarr-python opens.
 """
 
 from __future__ import annotations
@@ -29,17 +30,94 @@ def _dtype(spec) -> np.dtype:
     return np.dtype(spec)
 
 
-class _DirectArray:
-    """One Zarr v2 array of a local directory store, decoded chunk by chunk with numcodecs."""
+def is_url(path) -> bool:
+    """Whether `path` names a store by URL (`s3://bucket/x.zarr`, `file:///…`) rather than a folder."""
+    return isinstance(path, str) and "://" in path
 
-    def __init__(self, folder: Path, zarray: dict):
+
+class _LocalFiles:
+    """The keys of a local store folder, read as files."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def where(self, key: str) -> str:
+        return str(self.root / key)
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes of `key`, or None if there is no such file."""
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def get_many(self, keys: list) -> list:
+        return [self.get(key) for key in keys]
+
+    def children(self, prefix: str) -> list:
+        """The names of the folders directly under `prefix`."""
+        folder = self.root / prefix
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+class _RemoteFiles:
+    """The keys of a store at an fsspec URL: each object fetched whole (one GET), several at once
+    where the file system is asynchronous (s3fs, gcsfs, adlfs), so a chunk of stamps and its
+    catalog chunk cost one round trip, not two."""
+
+    def __init__(self, url: str, storage_options: dict | None):
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.root = root.rstrip("/")
+
+    def where(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._path(key))
+        except FileNotFoundError:
+            return None
+
+    def get_many(self, keys: list) -> list:
+        paths = [self._path(key) for key in keys]
+        fetched = self.fs.cat(paths, on_error="return")
+        values = []
+        for key, path in zip(keys, paths):
+            value = fetched[path] if path in fetched else self.get(key)
+            if isinstance(value, FileNotFoundError):
+                value = None
+            elif isinstance(value, BaseException):
+                raise OSError(f"{self.where(key)}: cannot be read ({value})") from value
+            values.append(value)
+        return values
+
+    def children(self, prefix: str) -> list:
+        try:
+            entries = self.fs.ls(self._path(prefix), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+
+class _DirectArray:
+    """One Zarr v2 array of a store, decoded chunk by chunk with numcodecs."""
+
+    def __init__(self, files, prefix: str, zarray: dict):
         import numcodecs
 
+        self.files = files
+        self.prefix = prefix
+        where = files.where(f"{prefix}/.zarray")
         if zarray.get("zarr_format") != 2:
-            raise ValueError(f"{folder}/.zarray: not a Zarr v2 array")
+            raise ValueError(f"{where}: not a Zarr v2 array")
         if zarray.get("order", "C") != "C":
-            raise ValueError(f"{folder}/.zarray: order {zarray['order']!r} (only C order is read directly)")
-        self.folder = folder
+            raise ValueError(f"{where}: order {zarray['order']!r} (only C order is read directly)")
         self.shape = tuple(zarray["shape"])
         self.chunks = tuple(zarray["chunks"])
         self.dtype = _dtype(zarray["dtype"])
@@ -58,17 +136,22 @@ class _DirectArray:
         """Two buffers of one decoded chunk, for `chunk(…, scratch)` to decode into."""
         return [np.empty(self.chunk_bytes, np.uint8), np.empty(self.chunk_bytes, np.uint8)]
 
+    def key(self, index: int) -> str:
+        """The store key of chunk `index` along axis 0."""
+        return f"{self.prefix}/" + self.separator.join([str(index)] + ["0"] * (len(self.shape) - 1))
+
     def chunk(self, index: int, scratch: list | None = None) -> np.ndarray:
         """The whole chunk `index` along axis 0 (padding rows included), decoded. With
         `scratch`, it is decoded into those buffers and the result is a view of them: reusing
         memory spares the page faults of two fresh chunk-sized allocations per chunk, which
         measured as long as the decompression itself."""
-        key = self.separator.join([str(index)] + ["0"] * (len(self.shape) - 1))
-        path = self.folder / key
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        return self.decode(index, self.files.get(self.key(index)), scratch)
+
+    def decode(self, index: int, data: bytes | None, scratch: list | None = None) -> np.ndarray:
+        """Chunk `index` from its stored bytes (None: the chunk was never written, all fill)."""
+        if data is None:
             return np.full(self.chunks, self.fill, dtype=self.dtype)
+        where = self.files.where(self.key(index))
         try:
             step = 0
             if self.compressor is not None:
@@ -78,11 +161,11 @@ class _DirectArray:
                 data = self._decode(codec, data, scratch, step)
                 step += 1
         except Exception as error:  # numcodecs raises RuntimeError, ValueError, …
-            raise ValueError(f"{path}: chunk does not decode ({error})") from error
+            raise ValueError(f"{where}: chunk does not decode ({error})") from error
         flat = np.frombuffer(memoryview(data), dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
         raw = flat.reshape(-1).view(np.uint8)
         if raw.nbytes != self.chunk_bytes:
-            raise ValueError(f"{path}: chunk decodes to {raw.nbytes} bytes, expected {self.chunk_bytes}")
+            raise ValueError(f"{where}: chunk decodes to {raw.nbytes} bytes, expected {self.chunk_bytes}")
         return raw.view(self.dtype).reshape(self.chunks)
 
     @staticmethod
@@ -131,57 +214,66 @@ class Chunk:
 class Store:
     """An open store: shapes, chunking, label classes, splits, and whole-chunk reads."""
 
-    def __init__(self, path, engine: str = "auto"):
+    def __init__(self, path, engine: str = "auto", storage_options: dict | None = None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         self.path = path
-        local = isinstance(path, (str, os.PathLike)) and Path(path).is_dir()
-        if not local and isinstance(path, (str, os.PathLike)) and "://" not in str(path):
+        remote = is_url(path)
+        local = not remote and isinstance(path, (str, os.PathLike)) and Path(path).is_dir()
+        if not local and not remote and isinstance(path, (str, os.PathLike)):
             raise FileNotFoundError(f"{path}: no such store folder")
+        if storage_options is not None and not remote:
+            raise ValueError(f"{path}: storage_options are for a store named by URL (s3://…, gs://…)")
         if engine == "auto":
-            engine = "direct" if local else "zarr"
-        if engine == "direct" and not local:
-            raise ValueError(f"{path}: the direct engine reads local store folders; use engine='zarr'")
+            engine = "direct" if local or remote else "zarr"
+        if engine == "direct" and not (local or remote):
+            raise ValueError(f"{path!r}: the direct engine reads store folders and URLs; use engine='zarr'")
         self.engine = engine
         if engine == "direct":
-            self._open_direct(Path(path))
+            self._open_direct(_RemoteFiles(path, storage_options) if remote else _LocalFiles(Path(path)))
         else:
-            self._open_zarr(path)
+            self._open_zarr(path, storage_options)
         self.rows = self.stamps.shape[0]
         self.chunk_rows = self.stamps.chunks[0]
         if self.catalog.shape[0] != self.rows or self.catalog.chunks[0] != self.chunk_rows:
             raise ValueError(f"{path}: catalog and stamps disagree in rows or chunking")
         self.n_chunks = -(-self.rows // self.chunk_rows)
 
-    def _open_direct(self, root: Path):
-        metadata = self._metadata(root)
+    def _open_direct(self, files):
+        metadata = self._metadata(files)
+        if not metadata:
+            raise FileNotFoundError(f"{files.where('')}: no store there (neither .zmetadata nor .zgroup)")
         for key in (".zgroup", f"{STAMPS}/.zarray", f"{CATALOG}/.zarray"):
             if key not in metadata:
-                raise ValueError(f"{root}: not a ztf2zarr store (no {key})")
+                raise ValueError(f"{files.where('')}: not a ztf2zarr store (no {key})")
         self.attrs = metadata.get(".zattrs", {})
-        self.stamps = _DirectArray(root / STAMPS, metadata[f"{STAMPS}/.zarray"])
-        self.catalog = _DirectArray(root / CATALOG, metadata[f"{CATALOG}/.zarray"])
+        self.stamps = _DirectArray(files, STAMPS, metadata[f"{STAMPS}/.zarray"])
+        self.catalog = _DirectArray(files, CATALOG, metadata[f"{CATALOG}/.zarray"])
         self._split_arrays = {
-            key.split("/")[1]: _DirectArray(root / key.rsplit("/", 1)[0], value)
+            key.split("/")[1]: _DirectArray(files, key.rsplit("/", 1)[0], value)
             for key, value in metadata.items()
             if key.startswith(f"{SPLITS}/") and key.endswith("/.zarray") and key.count("/") == 2
         }
 
     @staticmethod
-    def _metadata(root: Path) -> dict:
-        consolidated = root / ".zmetadata"
-        if consolidated.is_file():
-            return json.loads(consolidated.read_text())["metadata"]
-        metadata = {}
-        for file in root.rglob(".z*"):
-            if file.name in (".zgroup", ".zattrs", ".zarray"):
-                metadata[file.relative_to(root).as_posix()] = json.loads(file.read_text())
-        return metadata
+    def _metadata(files) -> dict:
+        """The consolidated metadata, or else the few metadata keys the reader uses, each read
+        by name (listing every chunk of a large store would cost more than the read)."""
+        consolidated = files.get(".zmetadata")
+        if consolidated is not None:
+            return json.loads(consolidated)["metadata"]
+        keys = [".zgroup", ".zattrs", f"{STAMPS}/.zarray", f"{CATALOG}/.zarray"]
+        keys += [f"{SPLITS}/{name}/.zarray" for name in files.children(SPLITS)]
+        found = zip(keys, files.get_many(keys))
+        return {key: json.loads(raw) for key, raw in found if raw is not None}
 
-    def _open_zarr(self, path):
+    def _open_zarr(self, path, storage_options):
         import zarr
 
-        root = zarr.open(str(path) if isinstance(path, os.PathLike) else path, mode="r")
+        if is_url(path):
+            root = zarr.open(path, mode="r", storage_options=storage_options or {})
+        else:
+            root = zarr.open(str(path) if isinstance(path, os.PathLike) else path, mode="r")
         self.attrs = dict(root.attrs)
         self.stamps = _ZarrArray(root[STAMPS])
         self.catalog = _ZarrArray(root[CATALOG])
@@ -233,12 +325,20 @@ class Store:
         before the scratch is used again."""
         start, stop = self.chunk_span(index)
         count = stop - start
-        scratch = scratch or {}
-        stamps = self.stamps.chunk(index, scratch.get(STAMPS))[:count]
-        catalog = self.catalog.chunk(index, scratch.get(CATALOG))[:count]
+        stamps, catalog = self._both(index, scratch or {})
+        stamps, catalog = stamps[:count], catalog[:count]
         if local is not None:
             stamps, catalog = stamps[local], catalog[local]
             row = start + local.astype(np.int64)
         else:
             row = np.arange(start, stop, dtype=np.int64)
         return Chunk(index, row, stamps, {f: np.ascontiguousarray(catalog[f]) for f in fields})
+
+    def _both(self, index: int, scratch: dict) -> tuple:
+        """Chunk `index` of stamps and of catalog, decoded; the direct engine fetches the two
+        objects together (one round trip to object storage instead of two)."""
+        if self.engine != "direct":
+            return self.stamps.chunk(index), self.catalog.chunk(index)
+        raw_stamps, raw_catalog = self.stamps.files.get_many([self.stamps.key(index), self.catalog.key(index)])
+        return (self.stamps.decode(index, raw_stamps, scratch.get(STAMPS)),
+                self.catalog.decode(index, raw_catalog, scratch.get(CATALOG)))

@@ -1,14 +1,23 @@
-"""Session fixtures: the release binary, the real alert folder and the stores built from it.
+"""Session fixtures: the release binary, the real alert folder and the stores built from it, and
+a local S3 API (moto) for the object-storage tests.
 
 The binary is `target/release/ztf2zarr` (or $ZTF2ZARR_BIN); it is built by scripts/test, never here.
-The real alerts are $ZTF_ALERTS, else <repo>/../shared/data/ztf-alerts.
+The real alerts are $ZTF_ALERTS, else <repo>/../shared/data/ztf-alerts. moto_server is the one
+installed beside the interpreter running pytest; it listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import re
+import socket
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,7 +73,9 @@ class Run:
 SOURCE_DATE_EPOCH = "1767225600"
 
 
-def run(binary: Path, args, cwd: Path, timeout: int = 900) -> Run:
+def run(binary: Path, args, cwd: Path, timeout: int = 900, env: dict | None = None) -> Run:
+    """Run the binary to the end. `env`: the whole environment (default: this process's);
+    SOURCE_DATE_EPOCH is always set."""
     args = [str(a) for a in args]
     p = subprocess.run(
         [str(binary), *args],
@@ -73,7 +84,7 @@ def run(binary: Path, args, cwd: Path, timeout: int = 900) -> Run:
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
+        env={**(os.environ if env is None else env), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
     )
     return Run(args, Path(cwd), p.returncode, p.stdout, p.stderr)
 
@@ -156,3 +167,141 @@ def open_root(path: Path):
     import zarr
 
     return zarr.open(str(path), mode="r")
+
+
+# ---- object storage: a moto S3 server for the session, a fresh bucket per test ----
+
+MOTO_KEY = MOTO_SECRET = "testing"
+MOTO_REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+        return True
+    except urllib.error.HTTPError:  # an HTTP answer, even an error, means it is serving
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> str:
+    """http://127.0.0.1:PORT of a moto_server started for the session (stopped at its end)."""
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.is_file():
+        pytest.fail(f"{server} not found: install tests/interop/requirements-zarr*.txt (moto, flask)")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(endpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"moto_server on {endpoint} did not start (exit {proc.poll()}):\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _without_aws(environ) -> dict:
+    """`environ` less every AWS_* variable, so no real account or profile of this machine is used."""
+    return {k: v for k, v in environ.items() if not k.startswith("AWS_")}
+
+
+@dataclasses.dataclass
+class S3:
+    """One test's bucket on the moto server, with what each client needs to reach it."""
+
+    endpoint: str
+    bucket: str
+    client: object  # boto3 S3 client
+
+    @property
+    def env(self) -> dict:
+        """The environment for the binary: this process's, with only moto's AWS settings."""
+        return {**_without_aws(os.environ), "AWS_ACCESS_KEY_ID": MOTO_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_SECRET,
+                "AWS_REGION": MOTO_REGION, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true"}
+
+    @property
+    def storage_options(self) -> dict:
+        """fsspec/s3fs options. Listings are not cached: the store changes under the reader."""
+        return {"endpoint_url": self.endpoint, "key": MOTO_KEY, "secret": MOTO_SECRET,
+                "client_kwargs": {"region_name": MOTO_REGION}, "use_listings_cache": False}
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def listing(self, prefix: str) -> dict:
+        """{key relative to `prefix/`: (LastModified, ETag)} of every object under it."""
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/"):
+            found.update({o["Key"][len(prefix) + 1 :]: (o["LastModified"], o["ETag"]) for o in page.get("Contents", [])})
+        return found
+
+    def keys(self, prefix: str) -> list:
+        """Every key under `prefix/`, relative to it, sorted."""
+        return sorted(self.listing(prefix))
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put(self, key: str, data: bytes):
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def exists(self, key: str) -> bool:
+        import botocore.exceptions
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except botocore.exceptions.ClientError as error:
+            if error.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                return False
+            raise
+
+    def objects(self, prefix: str) -> dict:
+        """{key relative to prefix: bytes} of every object under `prefix/`."""
+        return {key: self.get(f"{prefix}/{key}") for key in self.keys(prefix)}
+
+    def upload(self, folder: Path, prefix: str):
+        """Put every file of `folder` under `prefix/` (a store built locally, copied as it is)."""
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                self.put(f"{prefix}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture
+def s3(moto_endpoint, request) -> S3:
+    """A fresh, empty bucket for this test (named after it)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id=MOTO_KEY,
+                          aws_secret_access_key=MOTO_SECRET, region_name=MOTO_REGION)
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())
+    bucket = f"t{next(_buckets):03d}-{name}"[:63].rstrip("-")
+    client.create_bucket(Bucket=bucket)
+    return S3(moto_endpoint, bucket, client)
+
+
+def local_files(store: Path) -> dict:
+    """{key: bytes} of every file of a local store, keys as on object storage."""
+    return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
