@@ -49,7 +49,9 @@ pub fn require_store(root: &Path) -> Result<Arc<dyn Storage>, NotAStore> {
         }
     }
     let storage = open_storage(root)?;
-    if storage.size(".zgroup").map_err(StoreError::from)?.is_none() {
+    // A read, not a size: object stores answer a HEAD of an object in a missing bucket with a
+    // bare 404, and only a GET says that the bucket itself is missing.
+    if storage.get(".zgroup").map_err(StoreError::from)?.is_none() {
         return Err(NotAStore::NoGroup(root.to_path_buf()));
     }
     Ok(storage)
