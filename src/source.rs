@@ -13,6 +13,7 @@
 
 mod archive;
 mod gzip;
+mod remote;
 
 use std::collections::HashMap;
 use std::fs::{FileType, Metadata, OpenOptions};
@@ -145,12 +146,34 @@ pub struct Plan {
 pub fn discover(paths: &[PathBuf]) -> Result<Plan, InputError> {
     let mut walk = Walk::default();
     for (origin, path) in paths.iter().enumerate() {
+        if crate::store::object::is_url(&path.to_string_lossy()) {
+            walk.add_remote(path)?;
+            walk.plan.origins.resize(walk.plan.inputs.len(), origin);
+            continue;
+        }
         // A path the user gave is taken for what it points to; a broken or looping link is an error.
         let meta = std::fs::metadata(path).map_err(|source| InputError::Inaccessible { path: path.clone(), source })?;
         walk.add(path.clone(), &meta, true)?;
         walk.plan.origins.resize(walk.plan.inputs.len(), origin);
     }
     Ok(walk.plan)
+}
+
+impl Walk {
+    /// An input on object storage: one archive or one alert file (a prefix is not listed).
+    fn add_remote(&mut self, url: &Path) -> Result<(), InputError> {
+        let inaccessible = |reason: String| InputError::Inaccessible { path: url.to_path_buf(), source: std::io::Error::other(reason) };
+        let Some(input) = classify(url) else {
+            return Err(inaccessible(
+                "an input on object storage must name one archive (.tar.gz, .tgz, .tar) or one .avro file; folders (prefixes) are not listed".into(),
+            ));
+        };
+        let object = remote::RemoteObject::open(&url.to_string_lossy()).map_err(|e| inaccessible(e.to_string()))?;
+        let object = object.ok_or_else(|| inaccessible("no such object".into()))?;
+        self.plan.bytes += object.size();
+        self.plan.inputs.push(input);
+        Ok(())
+    }
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -397,6 +420,19 @@ fn display(path: &Path) -> String {
 }
 
 fn read_file(input: usize, path: &Path) -> Item {
+    let text = path.to_string_lossy();
+    if crate::store::object::is_url(&text) {
+        // On the reader thread: an alert file is small, and object reads gain nothing from the pool.
+        let payload = match remote::RemoteObject::open(&text) {
+            Ok(Some(object)) => match object.read_all() {
+                Ok(bytes) => Payload::Bytes(bytes),
+                Err(e) => Payload::Unreadable(e.to_string()),
+            },
+            Ok(None) => Payload::Unreadable("no such object".into()),
+            Err(e) => Payload::Unreadable(e.to_string()),
+        };
+        return Item { input, name: display(path), payload, consumed: 0 };
+    }
     Item { input, name: display(path), payload: Payload::File(path.to_path_buf()), consumed: 0 }
 }
 

@@ -38,12 +38,28 @@ const BLOCK: usize = 512;
 /// for the rest. Returns false if the consumer stopped.
 pub(super) fn read_archive(input: usize, path: &Path, send: &mut dyn FnMut(Item) -> bool) -> bool {
     let name = display(path);
-    let stream = match File::open(path).and_then(Stream::open) {
+    let stream = match open_stream(path) {
         Ok(stream) => stream,
         Err(e) => return send(Item { input, name, payload: Payload::Unreadable(format!("cannot open archive: {e}")), consumed: 0 }),
     };
     let mut walker = Walker { input, name, stream, send, reported: 0, unverified_end: None, current: None, alerts: 0 };
     walker.run().is_ok()
+}
+
+/// A local archive, or one on object storage.
+fn open_stream(path: &Path) -> std::io::Result<Stream> {
+    let text = path.to_string_lossy();
+    if !crate::store::object::is_url(&text) {
+        return File::open(path).and_then(Stream::open);
+    }
+    match super::remote::RemoteObject::open(&text) {
+        Ok(Some(object)) => {
+            let size = object.size();
+            Stream::from_reader(Box::new(object.reader()), size)
+        }
+        Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such object")),
+        Err(error) => Err(std::io::Error::other(error)),
+    }
 }
 
 /// The consumer stopped listening.

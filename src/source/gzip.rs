@@ -63,9 +63,25 @@ enum State {
     End,
 }
 
+/// Where an archive's bytes come from: a file, or an object read in ranges (resynchronising
+/// after a corrupt member seeks).
+pub(super) trait ArchiveBytes: Read + Seek + Send {
+    /// Read at `offset` without moving the stream (to search for the next member).
+    ///
+    /// # Errors
+    /// The bytes cannot be read.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl ArchiveBytes for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
 /// A tar byte stream read from an archive file.
 pub(super) struct Stream {
-    input: BufReader<File>,
+    input: BufReader<Box<dyn ArchiveBytes>>,
     gzip: bool,
     /// Compressed bytes consumed from the file.
     offset: u64,
@@ -92,7 +108,12 @@ impl Stream {
     /// Open `file`: gzip if it starts with the gzip magic, else a plain tar.
     pub(super) fn open(file: File) -> std::io::Result<Stream> {
         let file_size = file.metadata()?.len();
-        let mut input = BufReader::with_capacity(READ_BUFFER, file);
+        Stream::from_reader(Box::new(file), file_size)
+    }
+
+    /// Open a stream of `file_size` bytes (an archive on object storage).
+    pub(super) fn from_reader(reader: Box<dyn ArchiveBytes>, file_size: u64) -> std::io::Result<Stream> {
+        let mut input = BufReader::with_capacity(READ_BUFFER, reader);
         let gzip = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         Ok(Stream {
             input,

@@ -162,6 +162,27 @@ def test_build_from_a_folder_and_an_archive_on_s3(cli, s3, builder):
     assert set(root.attrs["ztf2zarr"]["labels"]["classes"].values()) == {"QSO", "YSO", "AGN", "other"}
 
 
+def test_inputs_read_from_s3_give_the_rows_of_the_local_inputs(cli, s3, builder, tmp_path):
+    """`build s3://bucket/night.tar.gz` streams the archive (and reads a loose .avro object) as
+    the local files are read: same rows, same stamps; only the `source` column names the URL."""
+    archive = REPO / "data-samples" / "ztf_public_20250102.tar.gz"
+    alert = sorted((REPO / "data-samples" / "ztf_public_20250101").glob("*.avro"))[0]
+    s3.put("inputs/ztf_public_20250102.tar.gz", archive.read_bytes())
+    s3.put(f"inputs/{alert.name}", alert.read_bytes())
+    local = builder.build("s3-inputs-local", [str(archive), str(alert)], cwd=REPO).store
+    store = tmp_path / "from-s3.zarr"
+    r = run(cli, ["build", s3.url("inputs/ztf_public_20250102.tar.gz"), s3.url(f"inputs/{alert.name}"), "-o", str(store),
+                  "--no-progress"], REPO, timeout=TIMEOUT, env=s3.env).check()
+    a, b = open_local(local), open_local(store)
+    assert written(r.stdout) == a["catalog"].shape[0] > 1
+    assert np.array_equal(a["stamps"][:], b["stamps"][:])
+    assert a["catalog"]["candid"][:].tolist() == b["catalog"]["candid"][:].tolist()
+    assert str(b["catalog"]["source"][0]).startswith(s3.url("inputs/ztf_public_20250102.tar.gz"))
+    missing = run(cli, ["build", s3.url("inputs/none.tar.gz"), "-o", str(tmp_path / "none.zarr"), "--no-progress"], REPO,
+                  timeout=TIMEOUT, env=s3.env)
+    assert missing.returncode == 2 and "none.tar.gz" in missing.stderr and "no such object" in missing.stderr, missing.stderr
+
+
 def test_append_on_s3_equals_the_local_append_and_the_one_shot_build(cli, s3, data_root, night_1_then_2, both_nights):
     url = s3.url(STORE)
     first = _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
