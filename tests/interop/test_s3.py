@@ -174,10 +174,12 @@ def test_inputs_read_from_s3_give_the_rows_of_the_local_inputs(cli, s3, builder,
     r = run(cli, ["build", s3.url("inputs/ztf_public_20250102.tar.gz"), s3.url(f"inputs/{alert.name}"), "-o", str(store),
                   "--no-progress"], REPO, timeout=TIMEOUT, env=s3.env).check()
     a, b = open_local(local), open_local(store)
-    assert written(r.stdout) == a["catalog"].shape[0] > 1
+    catalog_a, catalog_b = a["catalog"][:], b["catalog"][:]
+    assert written(r.stdout) == len(catalog_a) > 1
     assert np.array_equal(a["stamps"][:], b["stamps"][:])
-    assert a["catalog"]["candid"][:].tolist() == b["catalog"]["candid"][:].tolist()
-    assert str(b["catalog"]["source"][0]).startswith(s3.url("inputs/ztf_public_20250102.tar.gz"))
+    assert catalog_a["candid"].tolist() == catalog_b["candid"].tolist()
+    # the source column keeps the last 128 characters of the name: here the URL and the member
+    assert "inputs/ztf_public_20250102.tar.gz:ztf_public_20250102/" in str(catalog_b["source"][0])
     missing = run(cli, ["build", s3.url("inputs/none.tar.gz"), "-o", str(tmp_path / "none.zarr"), "--no-progress"], REPO,
                   timeout=TIMEOUT, env=s3.env)
     assert missing.returncode == 2 and "none.tar.gz" in missing.stderr and "no such object" in missing.stderr, missing.stderr
