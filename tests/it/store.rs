@@ -67,7 +67,7 @@ fn a_store_behind_a_symlink_is_appended_where_it_lives_and_the_link_stays() {
     // Appending through the target sees the same store: nothing new.
     let again = build(&real, &night(1));
     assert!(again.contains("nothing new, the store is unchanged"), "{again}");
-    // Lock, staging and old trees live beside the real store; nothing is left beside the link.
+    // The lock lives beside the real store; nothing is left beside the link.
     assert_eq!(names_in(dir.path()), [".reference.zarr.lock", "disk", "reference.zarr", "s.zarr"]);
     assert_eq!(names_in(&dir.path().join("disk")), [".real.zarr.lock", "real.zarr"]);
     let verify = ztf2zarr(["verify", link.to_str().unwrap()]);
