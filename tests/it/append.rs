@@ -178,3 +178,58 @@ fn info_reports_rows_nights_versions_and_builds() {
     let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
     assert!(text.contains(&format!("rows         {rows}")) && text.contains("builds       2"), "{text}");
 }
+
+/// Turn a store into the layout of earlier versions: every row's candid in `.candids`, one
+/// `rejects.jsonl`, and no candid runs or per-build logs in the files or the root attrs.
+fn to_earlier_layout(store: &Path) {
+    let candids = StoreReader::open(store).unwrap().catalog_candids().unwrap();
+    std::fs::write(store.join(".candids"), candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    std::fs::write(store.join("rejects.jsonl"), crate::util::rejects_text(store)).unwrap();
+    std::fs::remove_dir_all(store.join(".ztf2zarr")).unwrap();
+    let _ = std::fs::remove_dir_all(store.join("rejects"));
+    let without_new_attrs = |attrs: &mut serde_json::Value| {
+        let ours = attrs["ztf2zarr"].as_object_mut().unwrap();
+        ours.remove("candid_index");
+        for run in ours["runs"].as_array_mut().unwrap() {
+            run.as_object_mut().unwrap().remove("rejects_log");
+        }
+    };
+    let mut attrs: serde_json::Value = serde_json::from_slice(&std::fs::read(store.join(".zattrs")).unwrap()).unwrap();
+    without_new_attrs(&mut attrs);
+    std::fs::write(store.join(".zattrs"), serde_json::to_vec_pretty(&attrs).unwrap()).unwrap();
+    let mut consolidated: serde_json::Value = serde_json::from_slice(&std::fs::read(store.join(".zmetadata")).unwrap()).unwrap();
+    without_new_attrs(&mut consolidated["metadata"][".zattrs"]);
+    std::fs::write(store.join(".zmetadata"), serde_json::to_vec_pretty(&consolidated).unwrap()).unwrap();
+}
+
+/// A store of the earlier layout keeps working: `verify` checks its row-ordered index, and the
+/// next append upgrades the index to a run once (saying so), deletes `.candids`, keeps the old
+/// rejects readable after the new ones' log, and equals a one-shot build.
+#[test]
+fn a_store_of_the_earlier_layout_is_upgraded_by_its_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let one_shot = dir.path().join("one.zarr");
+    build(&one_shot, &[a.clone(), b.clone()].concat(), &[]);
+    let store = dir.path().join("old.zarr");
+    build(&store, &a, &[]);
+    to_earlier_layout(&store);
+    let verify = ztf2zarr(["verify", store.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("matches the catalog, row by row"), "{verify:?}");
+    assert_sound(&store);
+    let mut args: Vec<String> = vec!["build".into()];
+    args.extend(b.iter().map(|p| p.display().to_string()));
+    args.extend(["-o".to_string(), store.display().to_string(), "--no-progress".into()]);
+    let output = ztf2zarr(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("upgrading the candid index") && stderr.contains("old.zarr"), "{stderr}");
+    assert!(!store.join(".candids").exists(), "the legacy index is deleted once upgraded");
+    assert_eq!(contents(&store), contents(&one_shot));
+    assert_eq!(crate::util::rejects_text(&store), crate::util::rejects_text(&one_shot));
+    assert_sound(&store);
+    // A second append finds the upgraded index as any store's: every alert a duplicate, no second upgrade.
+    let again = ztf2zarr(&args);
+    assert!(again.status.success() && !String::from_utf8_lossy(&again.stderr).contains("upgrading"));
+    assert_eq!(contents(&store), contents(&one_shot));
+}
