@@ -135,25 +135,7 @@ impl StoreLock {
                 path: path.clone(),
                 source,
             })?;
-        let started = Instant::now();
-        let mut announced = false;
-        while !try_lock(&file) {
-            let holder = holder(&mut file);
-            let expired = match wait {
-                Wait::No => true,
-                Wait::Forever => false,
-                Wait::AtMost(limit) => started.elapsed() >= limit,
-            };
-            if expired {
-                let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
-                return Err(StoreError::Locked { store, holder, waited });
-            }
-            if !announced {
-                eprintln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
-                announced = true;
-            }
-            std::thread::sleep(POLL);
-        }
+        take_waiting(&store, wait, POLL, || Ok((!try_lock(&file)).then(|| holder(&mut file))))?;
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = writeln!(file, "pid {} since {}", std::process::id(), crate::calendar::utc_now());
@@ -181,31 +163,17 @@ impl ObjectLock {
     /// The lock object is still there when the wait ends, or it cannot be created.
     pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait) -> Result<ObjectLock, StoreError> {
         let me = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
-        let started = Instant::now();
-        let mut announced = false;
-        while !storage.put_if_absent(OBJECT_LOCK, me.as_bytes())? {
+        take_waiting(store, wait, POLL * 10, || {
+            if storage.put_if_absent(OBJECT_LOCK, me.as_bytes())? {
+                return Ok(None);
+            }
             let holder = match storage.get(OBJECT_LOCK) {
                 Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
                 _ => "a writer that has just finished".into(),
             };
-            if holder == me {
-                break; // our create succeeded but its answer was lost, and the retry found our own lock
-            }
-            let expired = match wait {
-                Wait::No => true,
-                Wait::Forever => false,
-                Wait::AtMost(limit) => started.elapsed() >= limit,
-            };
-            if expired {
-                let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
-                return Err(StoreError::Locked { store: store.to_path_buf(), holder, waited });
-            }
-            if !announced {
-                eprintln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
-                announced = true;
-            }
-            std::thread::sleep(POLL * 10);
-        }
+            // Our create succeeded but its answer was lost, and the retry found our own lock.
+            Ok((holder != me).then_some(holder))
+        })?;
         Ok(ObjectLock { storage })
     }
 }
@@ -228,6 +196,35 @@ pub fn break_object_lock(storage: &dyn Storage) -> Result<Option<String>, StoreE
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "an unknown host".into())
+}
+
+/// Call `attempt` until it takes the lock (it returns `None`, or the holder when another
+/// writer has it), every `poll`, as long as `wait` allows; says once on stderr whom it waits for.
+fn take_waiting(
+    store: &Path,
+    wait: Wait,
+    poll: Duration,
+    mut attempt: impl FnMut() -> Result<Option<String>, StoreError>,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut announced = false;
+    while let Some(holder) = attempt()? {
+        let expired = match wait {
+            Wait::No => true,
+            Wait::Forever => false,
+            Wait::AtMost(limit) => started.elapsed() >= limit,
+        };
+        if expired {
+            let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
+            return Err(StoreError::Locked { store: store.to_path_buf(), holder, waited });
+        }
+        if !announced {
+            eprintln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
+            announced = true;
+        }
+        std::thread::sleep(poll);
+    }
+    Ok(())
 }
 
 fn try_lock(file: &File) -> bool {
