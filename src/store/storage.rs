@@ -160,6 +160,36 @@ impl LocalStorage {
         }
     }
 
+    /// Write `bytes` to a synced temporary file beside the object `key`; returns (that file, the
+    /// object's path). A failed write leaves no temporary file.
+    fn write_temporary(&self, key: &str, bytes: &[u8]) -> Result<(PathBuf, PathBuf), StorageError> {
+        let path = self.path(key);
+        let temporary = temporary_path(&path);
+        let write = || -> std::io::Result<()> {
+            self.make_parents(&path)?;
+            let mut file = File::create(&temporary)?;
+            file.write_all(bytes)?;
+            sync(&file)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            self.error("write", key, e)
+        })?;
+        Ok((temporary, path))
+    }
+
+    /// Rename a temporary file over its object (atomic for readers), noting the folder to sync.
+    fn rename_into_place(&self, key: &str, temporary: &Path, path: &Path) -> Result<(), StorageError> {
+        std::fs::rename(temporary, path).map_err(|e| {
+            let _ = std::fs::remove_file(temporary);
+            self.error("write", key, e)
+        })?;
+        if let Some(parent) = path.parent() {
+            self.note_dirty(parent);
+        }
+        Ok(())
+    }
+
     /// Create the folders above `path` (noting each new one as dirty in its parent).
     fn make_parents(&self, path: &Path) -> std::io::Result<()> {
         let Some(parent) = path.parent() else { return Ok(()) };
@@ -222,23 +252,8 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = self.path(key);
-        let temporary = temporary_path(&path);
-        let write = || -> std::io::Result<()> {
-            self.make_parents(&path)?;
-            let mut file = File::create(&temporary)?;
-            file.write_all(bytes)?;
-            sync(&file)?;
-            std::fs::rename(&temporary, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            self.error("write", key, e)
-        })?;
-        if let Some(parent) = path.parent() {
-            self.note_dirty(parent);
-        }
-        Ok(())
+        let (temporary, path) = self.write_temporary(key, bytes)?;
+        self.rename_into_place(key, &temporary, &path)
     }
 
     /// Every file written and synced first, then the renames one after another: the new
@@ -246,22 +261,10 @@ impl Storage for LocalStorage {
     fn put_all(&self, objects: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
         let mut prepared = Vec::with_capacity(objects.len());
         for (key, bytes) in objects {
-            let path = self.path(key);
-            let temporary = temporary_path(&path);
-            let write = || -> std::io::Result<()> {
-                self.make_parents(&path)?;
-                let mut file = File::create(&temporary)?;
-                file.write_all(bytes)?;
-                sync(&file)
-            };
-            write().map_err(|e| self.error("write", key, e))?;
-            prepared.push((key, temporary, path));
+            prepared.push((key, self.write_temporary(key, bytes)?));
         }
-        for (key, temporary, path) in prepared {
-            std::fs::rename(&temporary, &path).map_err(|e| self.error("write", key, e))?;
-            if let Some(parent) = path.parent() {
-                self.note_dirty(parent);
-            }
+        for (key, (temporary, path)) in prepared {
+            self.rename_into_place(key, &temporary, &path)?;
         }
         Ok(())
     }
