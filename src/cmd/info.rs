@@ -12,7 +12,7 @@ use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
-use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons, stored_bytes};
+use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
 use crate::store::StoreReader;
 
 /// Run `info`.
@@ -66,7 +66,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
     Ok(json!({
         "store": root.display().to_string(),
         "rows": reader.rows(),
-        "bytes_on_disk": stored_bytes(storage)?,
+        "bytes_on_disk": storage.total_size()?,
         "stamp_size": settings.stamp_size,
         "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
         "chunk_rows": settings.chunk_rows,

@@ -65,14 +65,6 @@ pub fn open_store(root: &Path) -> Result<StoreReader, NotAStore> {
     Ok(StoreReader::open(require_store(root)?)?)
 }
 
-/// Bytes of every object of the store.
-///
-/// # Errors
-/// The store cannot be listed.
-pub fn stored_bytes(storage: &dyn Storage) -> Result<u64, StoreError> {
-    Ok(storage.total_size()?)
-}
-
 /// Lines of the rejects logs (one per rejected input; a line may stand for many alert records).
 ///
 /// # Errors

@@ -348,11 +348,8 @@ impl Transaction {
             refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
             (storage, Held::Local { _lock: lock })
         };
-        let reader = recover(storage.as_ref(), purpose)?;
-        let reader = match reader {
-            Some(()) => open_existing(&storage)?,
-            None => None,
-        };
+        recover(storage.as_ref(), purpose)?;
+        let reader = open_existing(&storage)?;
         let settings = match &reader {
             Some(reader) => check_compatible(target, reader.settings(), requested)?,
             None => Settings {
@@ -709,14 +706,13 @@ fn injected_failure(name: &str) -> Option<std::io::Error> {
 
 /// Finish what a killed writer left, as its pending marker describes: put the separate metadata
 /// back as `.zmetadata` has it, delete the metadata of arrays it created, the chunks it added
-/// past the committed rows, and its candid run and rejects log. Returns `Some(())` when there
-/// is a committed store, `None` when the folder or prefix holds none (a first build killed).
+/// past the committed rows, and its candid run and rejects log. After a first build that was
+/// killed, what is left is no store at all.
 ///
 /// A killed `label` or `split` rewrote committed chunks in place, which cannot be undone: only
 /// the same command may then run, to finish it.
-fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<Option<()>, StoreError> {
-    let has_store = storage.size(".zmetadata")?.is_some() || storage.size(".zgroup")?.is_some();
-    let Some(pending) = read_doc(storage, PENDING)? else { return Ok(has_store.then_some(())) };
+fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
+    let Some(pending) = read_doc(storage, PENDING)? else { return Ok(()) };
     let command = pending["command"].as_str().unwrap_or("build");
     if command != "build" && command != purpose.command() {
         return Err(StoreError::Interrupted {
@@ -751,7 +747,7 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<Option<()>, StoreE
         storage.delete(PENDING)?;
     }
     storage.flush()?;
-    Ok(storage.size(".zgroup")?.is_some().then_some(()))
+    Ok(())
 }
 
 /// Delete the chunks a killed build wrote past the committed rows of each array.
@@ -957,15 +953,12 @@ fn upgrade_candid_index(reader: &StoreReader, storage: &dyn Storage, number: usi
 /// A run of the candid index that is missing (deleted after `verify` or an error found it
 /// damaged) is rebuilt from the catalog rows it covers.
 fn restore_missing_runs(reader: &StoreReader, storage: &dyn Storage, runs: Vec<Run>) -> Result<Vec<Run>, StoreError> {
-    let layout = crate::catalog::Layout::builtin();
-    let column = layout.index_of("candid").unwrap_or(0);
     for run in &runs {
         if storage.size(&run.key)?.is_some() {
             continue;
         }
         eprintln!("rebuilding the missing candid run `{}` from the catalog ({} rows)", storage.object_location(&run.key), run.rows);
-        let rows = reader.catalog_rows_from(run.first_row)?;
-        let candids: Vec<i64> = rows.iter().take(run.rows).filter_map(|row| layout.read_i64(row, column)).collect();
+        let candids = reader.catalog_candids_of(run.first_row, run.rows)?;
         let (_, bytes) = Run::of(run.key.clone(), run.first_row, &candids);
         storage.put(&run.key, &bytes)?;
     }

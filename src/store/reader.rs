@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use super::arrays::{declared, is_declared_metadata, ArraySpec};
 use super::candids::{parse_runs, Run};
-use super::{chunk_fits, Settings, Storage, StorageError, CATALOG, LEGACY_CANDIDS, MAX_CHUNK_BYTES, STAMPS};
+use super::{chunk_fits, Settings, Storage, StorageError, LEGACY_CANDIDS, MAX_CHUNK_BYTES};
 use crate::catalog::Layout;
 use crate::decode::cutout::FRAME;
 
@@ -245,12 +245,6 @@ impl StoreReader {
         self.itemsize
     }
 
-    /// Bytes per stamps row.
-    #[must_use]
-    pub fn stamp_row_bytes(&self) -> usize {
-        3 * self.settings.stamp_size * self.settings.stamp_size * 4
-    }
-
     /// Number of chunks holding the committed rows.
     #[must_use]
     pub fn chunks(&self) -> usize {
@@ -261,12 +255,6 @@ impl StoreReader {
     #[must_use]
     pub fn root_attrs(&self) -> &Value {
         &self.root_attrs
-    }
-
-    /// The catalog's `.zarray`.
-    #[must_use]
-    pub fn catalog_zarray(&self) -> &Value {
-        &self.docs["catalog/.zarray"]
     }
 
     /// Provenance records of earlier builds.
@@ -301,17 +289,6 @@ impl StoreReader {
     pub fn chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
         let raw = read_chunk(self.storage.as_ref(), &spec.chunk_key(index), spec.chunk_bytes())?;
         Ok(spec.filter.decode(raw))
-    }
-
-    /// Decompressed bytes of chunk `index` of (catalog, stamps), each a whole chunk long.
-    ///
-    /// # Errors
-    /// A chunk that is missing, does not decompress, or has the wrong length.
-    pub fn chunk_bytes(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), ReadError> {
-        let arrays = self.arrays();
-        let find = |name: &str| arrays.iter().find(|a| a.name == name).cloned();
-        let (Some(catalog), Some(stamps)) = (find(CATALOG), find(STAMPS)) else { unreachable!("both arrays are declared") };
-        Ok((self.chunk(&catalog, index)?, self.chunk(&stamps, index)?))
     }
 
     /// Every catalog row's bytes, in order.
@@ -408,9 +385,18 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn catalog_candids(&self) -> Result<Vec<i64>, ReadError> {
+        self.catalog_candids_of(0, self.rows)
+    }
+
+    /// The candids of `count` catalog rows from row `first` on, in row order, reading only the
+    /// chunks that hold them.
+    ///
+    /// # Errors
+    /// A chunk that is missing or does not decompress.
+    pub fn catalog_candids_of(&self, first: usize, count: usize) -> Result<Vec<i64>, ReadError> {
         let layout = Layout::builtin();
         let column = layout.index_of("candid").unwrap_or(0);
-        Ok(self.catalog_rows()?.iter().filter_map(|row| layout.read_i64(row, column)).collect())
+        Ok(self.catalog_rows_from(first)?.iter().take(count).filter_map(|row| layout.read_i64(row, column)).collect())
     }
 }
 
