@@ -728,11 +728,14 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
         Some(_) => reader::committed_documents(storage)?,
         None => serde_json::Map::new(),
     };
-    for key in pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-        match committed.get(key) {
-            Some(doc) => storage.put(key, pretty(doc).as_bytes())?,
-            None => storage.delete(key)?,
-        }
+    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
+    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
+    let written: Vec<&str> = pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let restored: Vec<(String, Vec<u8>)> =
+        written.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
+    storage.put_all(&restored)?;
+    for key in written.iter().filter(|key| !committed.contains_key(**key)) {
+        storage.delete(key)?;
     }
     if command == "build" {
         delete_added_chunks(storage, &pending, &committed)?;
