@@ -1,4 +1,5 @@
-"""Regenerate schemas/catalog.tsv and schemas/ztf_alert_v3.3.avsc from the published ZTF alert schemas.
+"""Regenerate schemas/catalog.tsv, schemas/epochs.tsv, schemas/forced.tsv and
+schemas/ztf_alert_v3.3.avsc from the published ZTF alert schemas.
 
 Usage: python3 schemas/make_schemas.py PATH/TO/ztf-avro-alert/schema
 
@@ -9,6 +10,12 @@ catalog.tsv lists every output column of the store's `catalog` array, in order:
   name, numpy dtype, missing value, source (where the value comes from), description.
 Candidate columns are the union of candidate fields over all versions (4.02 order, then fields
 that only older versions have); descriptions are ZTF's own `doc` strings.
+
+epochs.tsv lists the columns of `lightcurves/epochs` (one row per distinct detection or upper
+limit of an object): objectId, kind, then every prv_candidate field over all versions (candid,
+jd, fid first). forced.tsv lists those of `lightcurves/forced` (one row per distinct forced-
+photometry epoch): objectId, then every fp_hist field (jd, fid, pid first), then the alert the
+values come from.
 """
 import json
 import sys
@@ -16,7 +23,7 @@ from pathlib import Path
 
 VERSIONS = ["v4.02", "v4.01", "v3.5-nullfirst", "v3.5", "v3.4", "v3.3", "v3.2", "v3.1", "v3.0", "v2.0", "v1.8", "v1.3"]
 INT_MISSING = {"<i2": "-1", "<i4": "-2147483648", "<i8": "-9223372036854775808", "|u1": "0"}
-STRING_WIDTH = {"pdiffimfilename": 64, "programpi": 32, "ssnamenr": 32, "rbversion": 32,
+STRING_WIDTH = {"procstatus": 32, "pdiffimfilename": 64, "programpi": 32, "ssnamenr": 32, "rbversion": 32,
                 "drbversion": 32, "isdiffpos": 8}
 AVRO_TO_NUMPY = {"double": "<f8", "float": "<f4", "int": "<i4", "long": "<i8"}
 
@@ -36,19 +43,70 @@ LEADING = [
 ]
 
 
+EPOCHS_LEADING = [
+    ("objectId", "<U12", "alert.objectId", "ZTF object identifier of the alert that carried this epoch"),
+    ("kind", "<U11", "derived", "detection (a candidate, with a candid) or upper_limit (a non-detection: candid and the measured fields are missing)"),
+]
+EPOCHS_FIRST = ["candid", "jd", "fid"]
+FORCED_LEADING = [("objectId", "<U12", "alert.objectId", "ZTF object identifier of the alert that carried this epoch")]
+FORCED_FIRST = ["jd", "fid", "pid"]
+FORCED_TRAILING = [
+    ("alert_candid", "<i8", "derived", "candid of the alert whose values this row holds: the latest alert (greatest jd, then greatest candid) that carried the epoch"),
+    ("alert_jd", "<f8", "derived", "jd of that alert [days]"),
+]
+
+
 def avro_base_type(t):
     if isinstance(t, list):
         return next(x for x in t if x != "null")
     return t
 
 
-def main(root):
-    root = Path(root)
+def union_of_fields(root, file, versions=VERSIONS):
+    """Every field of `file` over `versions`, newest first: name -> (avro type, doc, version)."""
     fields = {}
-    for version in VERSIONS:
-        for f in json.loads((root / version / "candidate.avsc").read_text())["fields"]:
+    for version in versions:
+        path = root / version / file
+        if not path.exists():
+            continue
+        for f in json.loads(path.read_text())["fields"]:
             if f["name"] not in fields:
                 fields[f["name"]] = (avro_base_type(f["type"]), f.get("doc", ""), version)
+    return fields
+
+
+def column(name, avro, doc, version, source, newest="v4.02"):
+    dtype = f"<U{STRING_WIDTH[name]}" if avro == "string" else AVRO_TO_NUMPY[avro]
+    missing = INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else "")
+    if version != newest:
+        doc = f"{doc} (only in schema {version[1:]} and earlier)"
+    return (name, dtype, missing, source, doc)
+
+
+def leading(entries):
+    return [(name, dtype, INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else ""), source, doc)
+            for name, dtype, source, doc in entries]
+
+
+def write_table(name, rows):
+    out = ["# name\tdtype\tmissing\tsource\tdescription"]
+    out += ["\t".join(r) for r in rows]
+    (Path(__file__).parent / name).write_text("\n".join(out) + "\n")
+
+
+def light_curve_tables(root):
+    prv = union_of_fields(root, "prv_candidate.avsc")
+    order = EPOCHS_FIRST + [n for n in prv if n not in EPOCHS_FIRST]
+    write_table("epochs.tsv", leading(EPOCHS_LEADING) + [column(n, *prv[n], f"prv_candidate.{n}") for n in order])
+    fp = union_of_fields(root, "fp_hist.avsc")
+    order = FORCED_FIRST + [n for n in fp if n not in FORCED_FIRST]
+    write_table("forced.tsv", leading(FORCED_LEADING) + [column(n, *fp[n], f"fp_hist.{n}") for n in order] + leading(FORCED_TRAILING))
+
+
+def main(root):
+    root = Path(root)
+    fields = union_of_fields(root, "candidate.avsc")
+    light_curve_tables(root)
     rows = []
     for name, dtype, source, doc in LEADING:
         missing = INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else "")
