@@ -25,6 +25,9 @@ VERSIONS = ["v4.02", "v4.01", "v3.5-nullfirst", "v3.5", "v3.4", "v3.3", "v3.2", 
 INT_MISSING = {"<i2": "-1", "<i4": "-2147483648", "<i8": "-9223372036854775808", "|u1": "0"}
 STRING_WIDTH = {"procstatus": 32, "pdiffimfilename": 64, "programpi": 32, "ssnamenr": 32, "rbversion": 32,
                 "drbversion": 32, "isdiffpos": 8}
+# prv_candidates name their difference images by archive path (up to 131 characters seen),
+# where candidates give the bare file name.
+EPOCHS_STRING_WIDTH = {**STRING_WIDTH, "pdiffimfilename": 160}
 AVRO_TO_NUMPY = {"double": "<f8", "float": "<f4", "int": "<i4", "long": "<i8"}
 
 LEADING = [
@@ -75,8 +78,8 @@ def union_of_fields(root, file, versions=VERSIONS):
     return fields
 
 
-def column(name, avro, doc, version, source, newest="v4.02"):
-    dtype = f"<U{STRING_WIDTH[name]}" if avro == "string" else AVRO_TO_NUMPY[avro]
+def column(name, avro, doc, version, source, newest="v4.02", widths=STRING_WIDTH):
+    dtype = f"<U{widths[name]}" if avro == "string" else AVRO_TO_NUMPY[avro]
     missing = INT_MISSING.get(dtype, "NaN" if dtype.startswith("<f") else "")
     if version != newest:
         doc = f"{doc} (only in schema {version[1:]} and earlier)"
@@ -97,7 +100,7 @@ def write_table(name, rows):
 def light_curve_tables(root):
     prv = union_of_fields(root, "prv_candidate.avsc")
     order = EPOCHS_FIRST + [n for n in prv if n not in EPOCHS_FIRST]
-    write_table("epochs.tsv", leading(EPOCHS_LEADING) + [column(n, *prv[n], f"prv_candidate.{n}") for n in order])
+    write_table("epochs.tsv", leading(EPOCHS_LEADING) + [column(n, *prv[n], f"prv_candidate.{n}", widths=EPOCHS_STRING_WIDTH) for n in order])
     fp = union_of_fields(root, "fp_hist.avsc")
     order = FORCED_FIRST + [n for n in fp if n not in FORCED_FIRST]
     write_table("forced.tsv", leading(FORCED_LEADING) + [column(n, *fp[n], f"fp_hist.{n}") for n in order] + leading(FORCED_TRAILING))

@@ -1,14 +1,18 @@
-//! The catalog's column model: which columns the `catalog` array has, their numpy dtypes, missing
-//! values and descriptions (declared in `schemas/catalog.tsv`), and packing values into one row's
-//! bytes in numpy's packed little-endian layout. Nothing else knows the row layout.
+//! The column model of the store's structured tables: which columns the `catalog` array has
+//! (declared in `schemas/catalog.tsv`), and the light-curve tables `lightcurves/epochs` and
+//! `lightcurves/forced` (`schemas/epochs.tsv`, `schemas/forced.tsv`): their numpy dtypes, missing
+//! values and descriptions, and packing values into one row's bytes in numpy's packed
+//! little-endian layout. Nothing else knows a row layout.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use thiserror::Error;
 
-/// The column table, compiled into the binary so a store never depends on files beside it.
+/// The column tables, compiled into the binary so a store never depends on files beside it.
 const CATALOG_TSV: &str = include_str!("../schemas/catalog.tsv");
+const EPOCHS_TSV: &str = include_str!("../schemas/epochs.tsv");
+const FORCED_TSV: &str = include_str!("../schemas/forced.tsv");
 
 /// A numpy dtype that a catalog column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +124,7 @@ pub enum Packed {
     Truncated,
 }
 
-/// The catalog's row layout: columns in order, with offsets, and a row of missing values.
+/// A table's row layout: columns in order, with offsets, and a row of missing values.
 #[derive(Debug)]
 pub struct Layout {
     columns: Vec<Column>,
@@ -129,22 +133,55 @@ pub struct Layout {
     missing_row: Vec<u8>,
 }
 
-/// Why `schemas/catalog.tsv` could not be read as a column table.
+/// Why a column table (`schemas/*.tsv`) could not be read.
 #[derive(Debug, Error)]
-#[error("schemas/catalog.tsv line {line}: {reason}")]
+#[error("column table line {line}: {reason}")]
 pub struct TableError {
     line: usize,
     reason: String,
 }
 
 impl Layout {
-    /// The layout compiled into this binary.
+    /// The catalog's layout compiled into this binary.
     ///
     /// # Panics
     /// Never in a released binary: the table is checked by the unit tests.
     pub fn builtin() -> &'static Layout {
         static LAYOUT: OnceLock<Layout> = OnceLock::new();
         LAYOUT.get_or_init(|| Layout::parse(CATALOG_TSV).expect("schemas/catalog.tsv is valid (checked by tests)"))
+    }
+
+    /// The layout of `lightcurves/epochs` (detections and upper limits).
+    ///
+    /// # Panics
+    /// Never in a released binary: the table is checked by the unit tests.
+    pub fn epochs() -> &'static Layout {
+        static LAYOUT: OnceLock<Layout> = OnceLock::new();
+        LAYOUT.get_or_init(|| Layout::parse(EPOCHS_TSV).expect("schemas/epochs.tsv is valid (checked by tests)"))
+    }
+
+    /// The layout of `lightcurves/forced` (forced photometry).
+    ///
+    /// # Panics
+    /// Never in a released binary: the table is checked by the unit tests.
+    pub fn forced() -> &'static Layout {
+        static LAYOUT: OnceLock<Layout> = OnceLock::new();
+        LAYOUT.get_or_init(|| Layout::parse(FORCED_TSV).expect("schemas/forced.tsv is valid (checked by tests)"))
+    }
+
+    /// The numpy structured dtype of a row, as `.zarray` writes it.
+    #[must_use]
+    pub fn zarr_dtype(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.columns.iter().map(|c| serde_json::json!([c.name, c.dtype.numpy()])).collect())
+    }
+
+    /// The column named `name`.
+    ///
+    /// # Panics
+    /// If there is none: only called for columns the built-in tables have (checked by tests).
+    #[must_use]
+    pub fn column(&self, name: &str) -> &Column {
+        self.index_of(name).map(|i| &self.columns[i]).unwrap_or_else(|| panic!("no `{name}` column"))
     }
 
     /// Parse a column table (tab-separated: name, dtype, missing, source, description).
@@ -329,6 +366,18 @@ mod tests {
         }
         let sum: usize = layout.columns().iter().map(|c| c.dtype.size()).sum();
         assert_eq!(layout.itemsize(), sum);
+    }
+
+    #[test]
+    fn light_curve_tables_parse_with_their_key_columns() {
+        let epochs = Layout::parse(EPOCHS_TSV).unwrap();
+        for name in ["objectId", "kind", "candid", "jd", "fid", "magpsf", "diffmaglim"] {
+            assert!(epochs.index_of(name).is_some(), "epochs: {name} missing");
+        }
+        let forced = Layout::parse(FORCED_TSV).unwrap();
+        for name in ["objectId", "jd", "fid", "pid", "forcediffimflux", "alert_candid", "alert_jd"] {
+            assert!(forced.index_of(name).is_some(), "forced: {name} missing");
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ Examples:
   ztf2zarr build alerts/ night.tar.gz -o full.zarr --stamp-size 63 --keep-nan
   ztf2zarr build ztf_public_20200203.tar.gz -o train.zarr      # appends the next night
   ztf2zarr build night/ -o s3://bucket/train.zarr               # a store on object storage
+  ztf2zarr build alerts/ -o stamps-only.zarr --no-lightcurves    # no light-curve tables
 
 STORE is a folder, or a URL on object storage: s3://BUCKET/PATH (configured by AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a local
@@ -64,6 +65,12 @@ Inputs are read in the order given (folders in sorted order, archives member by 
 keep that order. Alerts are unique by candid: repeats, in the inputs or already in the store, are
 counted as duplicates, not written. Bad packets are rejected with a reason (listed in the summary
 and in STORE/rejects/, one log per build); the build still succeeds unless --strict is given.
+
+Light curves: every stored alert's history (prv_candidates, its own candidate, and fp_hists in
+schema 4.x) goes into STORE/lightcurves/, each epoch of an object once (detections by candid,
+upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid, whose values come from
+the latest alert that carried it), with an object index and each alert's history window
+(docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
 
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows
 become visible all at once when the build commits (a build that is interrupted leaves the store
@@ -142,6 +149,10 @@ pub struct BuildArgs {
     /// Do not show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Make a new store without light curves (the `lightcurves` group); a store without them stays so.
+    #[arg(long)]
+    pub no_lightcurves: bool,
 
     /// Label the new alerts from a classifier CSV (see `ztf2zarr label --help`).
     #[command(flatten)]

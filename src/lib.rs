@@ -6,8 +6,9 @@
 //!            .tar.gz streamed            schema, cutouts → f32     ordered, one owner      metadata written last
 //!                                        stamps, catalog row       per chunk
 //! ```
-//! `catalog` owns the column model (declared in `schemas/catalog.tsv`); `cmd` holds one file per
-//! subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
+//! `catalog` owns the column model (declared in `schemas/catalog.tsv`, `epochs.tsv`, `forced.tsv`);
+//! `lightcurves` decides which history rows are new (dedup, object index); `cmd` holds one file
+//! per subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
 
 pub mod calendar;
 pub mod catalog;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod cmd;
 pub mod decode;
 pub mod labels;
+pub mod lightcurves;
 pub mod pipeline;
 pub mod report;
 mod rng;

@@ -19,6 +19,7 @@ use crate::catalog::Layout;
 use crate::decode::cutout::STAMP_FLAGS;
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::labels::Labels;
+use crate::lightcurves::{self, Added, LightCurves, Revision};
 use crate::report::Progress;
 use crate::source::{self, Item, Mark, Payload, Plan};
 use crate::store::candids::CommittedCandids;
@@ -113,6 +114,10 @@ pub struct Stats {
     pub unlabeled_append: bool,
     /// Where this build's rejects are logged (a path or URL), when it rejected anything.
     pub rejects_log: Option<String>,
+    /// New light-curve rows per kind (detections, upper limits, forced), if the store has light curves.
+    pub lightcurve_rows: Option<lightcurves::Counts>,
+    /// Stored forced-photometry rows that took a later alert's values.
+    pub revised_forced: usize,
     /// False when nothing new was found and the store was left untouched.
     pub committed: bool,
     /// Wall time.
@@ -177,10 +182,22 @@ impl ChunkBuffer {
 }
 
 /// What an alert gives each array: the bytes of its row.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Feed {
     Catalog,
     Stamps,
+    /// New detections and upper limits.
+    Epochs,
+    /// New forced-photometry epochs.
+    Forced,
+    /// Where the alert's history is.
+    History,
+    /// The rows of epochs the alert carried.
+    CarriedEpochs,
+    /// The rows of forced photometry it carried.
+    CarriedForced,
+    /// The object index: its rows come at the end of the build.
+    Objects,
 }
 
 impl Feed {
@@ -188,16 +205,30 @@ impl Feed {
         match name {
             store::CATALOG => Some(Feed::Catalog),
             store::STAMPS => Some(Feed::Stamps),
+            store::EPOCHS => Some(Feed::Epochs),
+            store::FORCED => Some(Feed::Forced),
+            store::HISTORY => Some(Feed::History),
+            store::HISTORY_EPOCHS => Some(Feed::CarriedEpochs),
+            store::HISTORY_FORCED => Some(Feed::CarriedForced),
+            store::OBJECTS => Some(Feed::Objects),
             _ => None,
         }
     }
 
     /// The rows `alert` adds to the array (one for a per-alert array, any number for a table
-    /// with rows of its own).
-    fn rows(self, alert: &Alert) -> Vec<std::borrow::Cow<'_, [u8]>> {
+    /// with rows of its own), given what its history added to the light curves.
+    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> Vec<std::borrow::Cow<'a, [u8]>> {
+        let table = |bytes: &'a [u8], itemsize: usize| bytes.chunks_exact(itemsize).map(Into::into).collect();
         match self {
             Feed::Catalog => vec![alert.row.as_slice().into()],
             Feed::Stamps => vec![alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into()],
+            Feed::Epochs => table(&added.epochs, crate::catalog::Layout::epochs().itemsize()),
+            Feed::Forced => table(&added.forced, crate::catalog::Layout::forced().itemsize()),
+            Feed::History if added.alert_row.is_empty() => vec![lightcurves::alerts_layout().new_row().into()],
+            Feed::History => vec![added.alert_row.as_slice().into()],
+            Feed::CarriedEpochs => table(&added.carried_epochs, 8),
+            Feed::CarriedForced => table(&added.carried_forced, 8),
+            Feed::Objects => Vec::new(),
         }
     }
 }
@@ -274,6 +305,8 @@ struct Collector<'c> {
     rollback: Option<Snapshot>,
     /// Per array: chunks written from this index on hold rolled-back rows; delete them before writing more.
     stale_chunks: Vec<Option<usize>>,
+    /// The build's light curves (None: the store has none).
+    lightcurves: Option<LightCurves>,
 }
 
 /// The collector's state at an archive's last verified point. Rows after it are only in the
@@ -291,6 +324,7 @@ struct Snapshot {
     versions: HashMap<String, usize>,
     docs: ColumnDocs,
     chunks: Vec<ChunkMark>,
+    lightcurves: Option<lightcurves::Mark>,
 }
 
 /// Where one array's buffer stood at the rollback point.
@@ -333,22 +367,38 @@ impl Collector<'_> {
             self.docs.merge(&alert.schema, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
+            let added = self.take_history(&alert)?;
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                for row in feed.rows(&alert) {
-                    let chunk = &mut self.chunks[position].0;
-                    chunk.bytes.extend_from_slice(&row);
-                    chunk.rows += 1;
-                    if chunk.is_full() {
-                        self.save_for_rollback(position);
-                        let chunk = &mut self.chunks[position].0;
-                        let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
-                        full.push(std::mem::replace(chunk, next));
-                    }
+                for row in feed.rows(&alert, &added) {
+                    self.push_row(position, &row, full);
                 }
             }
         }
         Ok(())
+    }
+
+    /// What the alert's history adds to the light curves (nothing without them).
+    fn take_history(&mut self, alert: &Alert) -> Result<Added, BuildError> {
+        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else { return Ok(Added::default()) };
+        let jd = self.layout.index_of("jd").map_or(f64::NAN, |c| {
+            let offset = self.layout.columns()[c].offset;
+            f64::from_le_bytes(alert.row[offset..offset + 8].try_into().unwrap_or_default())
+        });
+        Ok(curves.take(self.storage, alert.candid, jd, history).map_err(StoreError::from)?)
+    }
+
+    /// Add one row to the buffer at `position`; a chunk that becomes full goes to `full`.
+    fn push_row(&mut self, position: usize, row: &[u8], full: &mut Vec<ChunkBuffer>) {
+        let chunk = &mut self.chunks[position].0;
+        chunk.bytes.extend_from_slice(row);
+        chunk.rows += 1;
+        if chunk.is_full() {
+            self.save_for_rollback(position);
+            let chunk = &mut self.chunks[position].0;
+            let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
+            full.push(std::mem::replace(chunk, next));
+        }
     }
 
     fn reject(&mut self, origin: usize, source: String, reject: Reject) -> Result<(), BuildError> {
@@ -393,6 +443,7 @@ impl Collector<'_> {
             versions: self.versions.clone(),
             docs: self.docs.clone(),
             chunks: self.chunks.iter().map(|(c, _)| ChunkMark { index: c.index, rows: c.rows, len: c.bytes.len(), saved: None }).collect(),
+            lightcurves: self.lightcurves.as_ref().map(LightCurves::mark),
         }
     }
 
@@ -424,6 +475,9 @@ impl Collector<'_> {
         counts.duplicates = snap.counts.duplicates;
         self.versions.clone_from(&snap.versions);
         self.docs.clone_from(&snap.docs);
+        if let (Some(curves), Some(mark)) = (self.lightcurves.as_mut(), &snap.lightcurves) {
+            curves.roll_back(mark);
+        }
         for (position, mark) in snap.chunks.iter().enumerate() {
             let chunk = &mut self.chunks[position].0;
             if chunk.index == mark.index {
@@ -440,6 +494,17 @@ impl Collector<'_> {
         }
         self.rollback = Some(self.snapshot(snap.origin));
         lost
+    }
+}
+
+impl Collector<'_> {
+    /// Add the build's segment of the object index to its array, once every alert is taken.
+    fn index_objects(&mut self, full: &mut Vec<ChunkBuffer>) {
+        let Some(position) = self.chunks.iter().position(|(_, feed)| *feed == Feed::Objects) else { return };
+        let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default();
+        for row in rows {
+            self.push_row(position, &row, full);
+        }
     }
 }
 
@@ -482,9 +547,15 @@ pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress
         return Err(error);
     }
     match run(config, pool, progress, &mut transaction) {
-        Ok((stats, commit)) => {
+        Ok((mut stats, commit, revisions)) => {
             match commit {
-                Some(commit) => transaction.commit(commit)?,
+                Some(commit) => {
+                    if let Err(error) = revise_forced(&mut transaction, &revisions, &mut stats) {
+                        transaction.abandon();
+                        return Err(error.into());
+                    }
+                    transaction.commit(commit)?;
+                }
                 None => transaction.abandon(),
             }
             Ok(stats)
@@ -496,12 +567,20 @@ pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress
     }
 }
 
-fn run(
-    config: &BuildConfig,
-    pool: &rayon::ThreadPool,
-    progress: &Progress,
-    transaction: &mut Transaction,
-) -> Result<(Stats, Option<Commit>), BuildError> {
+/// Rewrite the forced-photometry rows that later alerts revised (committed ones only where the
+/// stored values come from an earlier alert).
+fn revise_forced(transaction: &mut Transaction, revisions: &[Revision], stats: &mut Stats) -> Result<(), StoreError> {
+    let Some(array) = transaction.array_index(store::FORCED).filter(|_| !revisions.is_empty()) else { return Ok(()) };
+    let rows: Vec<(u64, Vec<u8>)> = revisions.iter().map(|r| (r.row, r.bytes.clone())).collect();
+    stats.revised_forced = transaction.rewrite_rows(array, &rows, lightcurves::is_later_forced)?;
+    Ok(())
+}
+
+/// What a build read, ready to commit: its summary, the commit (None: nothing new), and the
+/// forced-photometry rows to revise first.
+type Outcome = (Stats, Option<Commit>, Vec<Revision>);
+
+fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, transaction: &mut Transaction) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     let started_at = utc_now();
     let layout = Layout::builtin();
@@ -509,6 +588,11 @@ fn run(
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
     let chunks = chunk_buffers(transaction);
+    let lightcurves = settings.lightcurves.then(|| {
+        let rows = |name: &str| transaction.array_index(name).map_or(0, |a| transaction.committed_rows(a) as u64);
+        let tables = [rows(store::EPOCHS), rows(store::FORCED)];
+        LightCurves::new(transaction.committed_lightcurve_keys(), tables, [rows(store::HISTORY_EPOCHS), rows(store::HISTORY_FORCED)])
+    });
     let transaction: &Transaction = transaction;
     let mut collector = Collector {
         config,
@@ -523,11 +607,12 @@ fn run(
         stale_chunks: vec![None; chunks.len()],
         chunks,
         rollback: None,
+        lightcurves,
     };
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
-    let decoder = Decoder::new(spec);
+    let decoder = Decoder::new(spec).with_lightcurves(settings.lightcurves);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a
     // decode thread has batches read and decoded on the pool; this thread puts the alerts in
     // order and compresses and writes each chunk as it fills.
@@ -556,13 +641,18 @@ fn run(
     let read = join_reader(reader);
     outcome?;
     read?;
-    let Collector { mut stats, docs, versions, new_candids, chunks, .. } = collector;
+    let mut full = Vec::new();
+    collector.index_objects(&mut full);
+    for chunk in full {
+        writer.write(chunk)?;
+    }
+    let Collector { mut stats, docs, versions, new_candids, chunks, lightcurves, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
     versions.sort();
     stats.schema_versions = versions;
     if stats.written == 0 && stats.rejects.is_empty() && transaction.committed().is_some() {
         stats.elapsed = started.elapsed();
-        return Ok((stats, None)); // nothing new: leave the store exactly as it was
+        return Ok((stats, None, Vec::new())); // nothing new: leave the store exactly as it was
     }
     // From here on the run is committed, even with no new row: its rejects and its run record
     // must reach the store, or the user is told of rejects the store does not keep.
@@ -583,6 +673,15 @@ fn run(
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
     stats.unlabeled_append = config.labels.is_none() && transaction.committed().is_some_and(|c| c.labels.is_some());
+    let (lightcurve_commit, revisions) = match lightcurves {
+        Some(mut curves) => {
+            let counts = curves.counts();
+            stats.lightcurve_rows = Some(counts);
+            let revisions = curves.take_revisions();
+            (Some((curves.new_keys().to_vec(), [counts.detections, counts.upper_limits, counts.forced])), revisions)
+        }
+        None => (None, Vec::new()),
+    };
     let commit = Commit {
         rows: stats.rows_before + stats.written,
         own_rows,
@@ -592,8 +691,9 @@ fn run(
         run,
         labels: config.labels.as_ref().map(|l| l.provenance.clone()),
         extra_metadata: None,
+        lightcurves: lightcurve_commit,
     };
-    Ok((stats, Some(commit)))
+    Ok((stats, Some(commit), revisions))
 }
 
 /// One buffer per array of the store, continuing its incomplete last chunk if it has one.

@@ -41,6 +41,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
             keep_nan: args.keep_nan,
             chunk_rows: args.chunk_rows,
             zstd_level: args.zstd_level,
+            no_lightcurves: args.no_lightcurves,
         },
         strict: args.strict,
         labels: super::label::load(&args.labels)?.map(Arc::new),

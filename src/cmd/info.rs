@@ -1,8 +1,9 @@
 //! `ztf2zarr info`: what a store holds — rows, size, nights covered, schema versions, labels,
-//! stamp flags, splits (and whether they still match the store) and the builds that made it —
+//! stamp flags, splits (and whether they still match the store), light curves (objects, epochs
+//! per kind) and the builds that made it —
 //! for people, or as JSON for programs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -12,8 +13,9 @@ use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
+use crate::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
-use crate::store::StoreReader;
+use crate::store::{StoreReader, LIGHTCURVES, OBJECTS};
 
 /// Run `info`.
 ///
@@ -78,7 +80,29 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "rejected_inputs": rejects_logged(storage)?,
         "splits": splits.as_ref().map(|_| split_sizes(reader)),
         "splits_stale": splits.as_ref().map(|attrs| splits_stale(attrs, &rows)),
+        "lightcurves": lightcurves(reader)?,
         "runs": reader.runs(),
+    }))
+}
+
+/// Objects and rows per kind of the light curves (null: the store has none). Objects are
+/// counted from the object index, the small table of row ranges.
+fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
+    if !reader.settings().lightcurves {
+        return Ok(Value::Null);
+    }
+    let Some(index) = reader.arrays().into_iter().find(|a| a.name == OBJECTS) else { return Ok(Value::Null) };
+    let layout = objects_layout();
+    let column = layout.index_of("objectId").unwrap_or(0);
+    let objects: HashSet<String> =
+        reader.table_bytes(&index)?.chunks_exact(layout.itemsize()).filter_map(|row| layout.read_str(row, column)).collect();
+    let attrs = reader.documents().get(&format!("{LIGHTCURVES}/.zattrs")).cloned().unwrap_or(Value::Null);
+    let rows = &attrs["ztf2zarr"]["rows"];
+    Ok(json!({
+        "objects": objects.len(),
+        "detections": rows["detections"],
+        "upper_limits": rows["upper_limits"],
+        "forced": rows["forced"],
     }))
 }
 
@@ -129,6 +153,19 @@ fn render(info: &Value) -> String {
     if !stale.is_empty() {
         let _ = writeln!(out, "             stale: {}; run `ztf2zarr split` again", stale.join("; "));
     }
+    let curves = &info["lightcurves"];
+    let line = if curves.is_null() {
+        "- (built with --no-lightcurves, or by an earlier version)".to_string()
+    } else {
+        format!(
+            "{}: {}, {}, {} (lightcurves/)",
+            counted(number(&curves["objects"]), "object", "objects"),
+            counted(number(&curves["detections"]), "detection", "detections"),
+            counted(number(&curves["upper_limits"]), "upper limit", "upper limits"),
+            counted(number(&curves["forced"]), "forced-photometry epoch", "forced-photometry epochs"),
+        )
+    };
+    let _ = writeln!(out, "light curves {line}");
     let _ = writeln!(out, "rejected     {} (logs in rejects/)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());

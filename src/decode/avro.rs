@@ -474,8 +474,20 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// One more value stepped over, if the budget allows.
-    fn spend(&mut self) -> Result<(), AvroError> {
+    /// The item count of the next block of an array being read item by item (0 ends it),
+    /// bounded as when stepping over it.
+    ///
+    /// # Errors
+    /// Malformed count, or more items than the bytes left can hold.
+    pub fn array_block(&mut self, min_item: usize) -> Result<usize, AvroError> {
+        self.items_block(min_item)
+    }
+
+    /// One more value read or stepped over, if the budget allows.
+    ///
+    /// # Errors
+    /// The budget is spent.
+    pub fn spend(&mut self) -> Result<(), AvroError> {
         self.values_left = self.values_left.checked_sub(1).ok_or(AvroError::TooManyValues)?;
         Ok(())
     }

@@ -14,6 +14,7 @@
 pub mod avro;
 pub mod cutout;
 pub mod fits;
+pub mod history;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use crate::catalog::{Layout, Packed, Scalar};
 use avro::{AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
 pub use cutout::{Position, StampSpec};
+use history::{CandidateCopy, History, Noticed, RecordPlan};
 
 /// The three cutouts, in stamp channel order.
 pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
@@ -40,6 +42,8 @@ pub struct Alert {
     pub schema: Arc<AlertSchema>,
     /// Columns whose string value was longer than the column and was cut.
     pub truncated: Vec<String>,
+    /// Its history as light-curve rows (None when the decoder reads no light curves).
+    pub history: Option<History>,
 }
 
 /// Why an input, or one record in it, is not stored.
@@ -216,8 +220,22 @@ enum Action {
     Candidate(Vec<Option<usize>>),
     /// An array whose length goes into the column of this index.
     Count(usize),
+    /// A history array (prv_candidates or fp_hists): its length goes into the column `count`,
+    /// its records into rows of a light-curve table.
+    History {
+        count: Option<usize>,
+        plan: RecordPlan,
+        table: Table,
+    },
     /// A cutout for this stamp channel.
     Cutout(usize),
+}
+
+/// Which light-curve table a history array feeds.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Epochs,
+    Forced,
 }
 
 /// A compiled writer schema and the plan for decoding alerts written with it.
@@ -256,6 +274,9 @@ pub struct Decoder {
     spec: StampSpec,
     schemas: RwLock<HashMap<Vec<u8>, Arc<AlertSchema>>>,
     columns: Columns,
+    /// Whether alerts' histories become light-curve rows.
+    lightcurves: bool,
+    candidate_copy: CandidateCopy,
     /// Tells decoders apart in the per-thread schema cache.
     id: usize,
 }
@@ -268,6 +289,8 @@ struct Columns {
     xpos: usize,
     ypos: usize,
     source_chars: usize,
+    object_id: usize,
+    jd: usize,
 }
 
 impl Decoder {
@@ -291,9 +314,26 @@ impl Decoder {
             xpos: index("xpos"),
             ypos: index("ypos"),
             source_chars,
+            object_id: index("objectId"),
+            jd: index("jd"),
         };
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-        Decoder { layout, spec, schemas: RwLock::new(HashMap::new()), columns, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }
+        Decoder {
+            layout,
+            spec,
+            schemas: RwLock::new(HashMap::new()),
+            columns,
+            lightcurves: true,
+            candidate_copy: CandidateCopy::new(layout, Layout::epochs()),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The same decoder, reading histories into light-curve rows or not (`--no-lightcurves`).
+    #[must_use]
+    pub fn with_lightcurves(mut self, on: bool) -> Self {
+        self.lightcurves = on;
+        self
     }
 
     /// The stamp specification in use.
@@ -392,8 +432,8 @@ impl Decoder {
                     }
                     Action::Candidate(map)
                 }
-                "prv_candidates" => self.layout.index_of("n_prv_candidates").map_or(Action::Skip, Action::Count),
-                "fp_hists" => self.layout.index_of("n_fp_hists").map_or(Action::Skip, Action::Count),
+                "prv_candidates" => self.history_action(&schema, field.node, "n_prv_candidates", Table::Epochs),
+                "fp_hists" => self.history_action(&schema, field.node, "n_fp_hists", Table::Forced),
                 name => match CUTOUTS.iter().position(|c| *c == name) {
                     Some(channel) => Action::Cutout(channel),
                     None => column.map_or(Action::Skip, Action::Column),
@@ -410,6 +450,23 @@ impl Decoder {
         Ok(AlertSchema { schema, plan, docs, unmapped, version, min_record })
     }
 
+    /// A history array's action: read into light-curve rows, else only counted.
+    fn history_action(&self, schema: &Schema, node: usize, count_column: &str, table: Table) -> Action {
+        let count = self.layout.index_of(count_column);
+        let fields = self.lightcurves.then(|| history_record_fields(schema, node)).flatten();
+        match (fields, count) {
+            (Some(fields), _) => {
+                let layout = match table {
+                    Table::Epochs => Layout::epochs(),
+                    Table::Forced => Layout::forced(),
+                };
+                Action::History { count, plan: RecordPlan::new(fields, layout), table }
+            }
+            (None, Some(column)) => Action::Count(column),
+            (None, None) => Action::Skip,
+        }
+    }
+
     fn is_candidate_column(&self, column: usize) -> bool {
         self.layout.columns()[column].source.starts_with("candidate.")
     }
@@ -424,6 +481,8 @@ impl Decoder {
         let mut cutouts: [Option<&[u8]>; 3] = [None; 3];
         let mut problem = None;
         let mut truncated = Vec::new();
+        let mut history = self.lightcurves.then(History::default);
+        let mut noticed = Noticed::default();
         for (field, action) in fields.iter().zip(&compiled.plan) {
             match action {
                 Action::Skip => cursor.skip(schema, field.node)?,
@@ -461,9 +520,28 @@ impl Decoder {
                         self.store(&mut row, *col, Scalar::Int(count), &mut truncated, &mut problem);
                     }
                 }
+                Action::History { count, plan, table } => {
+                    let Some(history) = history.as_mut() else {
+                        cursor.skip(schema, field.node)?;
+                        continue;
+                    };
+                    let out = match table {
+                        Table::Epochs => &mut history.epochs,
+                        Table::Forced => &mut history.forced,
+                    };
+                    let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed)?;
+                    if let Some(column) = count {
+                        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+                        self.store(&mut row, *column, Scalar::Int(rows), &mut truncated, &mut problem);
+                    }
+                }
                 Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
             }
         }
+        if let Some(reason) = noticed.problem {
+            problem.get_or_insert(Reject::new("bad-value", format!("history: {reason}")));
+        }
+        truncated.extend(noticed.truncated.into_iter().map(|column| format!("history.{column}")));
         if let Some(reject) = problem {
             return Ok(Err(reject));
         }
@@ -471,7 +549,38 @@ impl Decoder {
             Some(Scalar::Int(candid)) => candid,
             _ => return Ok(Err(Reject::new("bad-value", "alert has no integer candid"))),
         };
-        Ok(self.finish(compiled, row, candid, cutouts, name, truncated))
+        let mut alert = self.finish(compiled, row, candid, cutouts, name, truncated);
+        if let (Ok(alert), Some(history)) = (&mut alert, history) {
+            alert.history = Some(self.complete_history(&alert.row, candid, history));
+        }
+        Ok(alert)
+    }
+
+    /// Add the candidate's own detection row, and put into every row what the alert knows:
+    /// its objectId, and for forced photometry, which alert the values come from.
+    fn complete_history(&self, row: &[u8], candid: i64, mut history: History) -> History {
+        let (epochs, forced) = (Layout::epochs(), Layout::forced());
+        self.candidate_copy.append(row, epochs, &mut history.epochs);
+        let object = &self.layout.columns()[self.columns.object_id];
+        let object_id = &row[object.offset..object.offset + object.dtype.size()];
+        let copy_object = |rows: &mut [u8], layout: &Layout| {
+            let target = layout.column("objectId");
+            for each in rows.chunks_exact_mut(layout.itemsize()) {
+                each[target.offset..target.offset + object_id.len()].copy_from_slice(object_id);
+            }
+        };
+        copy_object(&mut history.epochs, epochs);
+        copy_object(&mut history.forced, forced);
+        let jd = self.layout.columns()[self.columns.jd].offset;
+        let alert_jd = f64::from_le_bytes(row[jd..jd + 8].try_into().unwrap_or_default());
+        let (candid_column, jd_column) = (forced.index_of("alert_candid"), forced.index_of("alert_jd"));
+        for each in history.forced.chunks_exact_mut(forced.itemsize()) {
+            if let (Some(c), Some(j)) = (candid_column, jd_column) {
+                let _ = forced.pack(each, c, Scalar::Int(candid));
+                let _ = forced.pack(each, j, Scalar::F64(alert_jd));
+            }
+        }
+        history
     }
 
     fn store(&self, row: &mut [u8], col: usize, value: Scalar<'_>, truncated: &mut Vec<String>, problem: &mut Option<Reject>) {
@@ -511,7 +620,7 @@ impl Decoder {
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
         let source = tail_chars(name, columns.source_chars);
         let _ = self.layout.pack(&mut row, columns.source, Scalar::Str(source.as_bytes()));
-        Ok(Alert { candid, row, stamps, schema: Arc::clone(compiled), truncated })
+        Ok(Alert { candid, row, stamps, schema: Arc::clone(compiled), truncated, history: None })
     }
 
     fn read_f32(&self, row: &[u8], col: usize) -> Option<f32> {
@@ -550,6 +659,18 @@ fn scalar<'a>(cursor: &mut Cursor<'a>, schema: &Schema, node: usize) -> Result<S
             Scalar::Null
         }
     })
+}
+
+/// The fields of a history array's records (through unions), if it is an array of records.
+fn history_record_fields(schema: &Schema, node: usize) -> Option<&[avro::Field]> {
+    match schema.node(node) {
+        Node::Union(branches) => branches.iter().find_map(|b| history_record_fields(schema, *b)),
+        Node::Array(items) => match schema.node(*items) {
+            Node::Union(branches) => branches.iter().find_map(|b| schema.record_fields(*b)),
+            _ => schema.record_fields(*items),
+        },
+        _ => None,
+    }
 }
 
 /// The length of an array (through a union); None for null.

@@ -95,14 +95,21 @@ impl ArraySpec {
     }
 }
 
-/// Whether `key` is a metadata document of one of `arrays`.
+/// Whether `key` is a metadata document of one of `arrays` (or of the light-curve group,
+/// which the metadata writes with them).
 #[must_use]
 pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
-    arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
+    let group = super::metadata::LIGHTCURVES;
+    key.strip_prefix(group).is_some_and(|rest| rest == "/.zgroup" || rest == "/.zattrs")
+        || arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
 }
 
 /// The arrays of a store with `settings` whose catalog columns are described by `column_docs`.
 #[must_use]
 pub fn declared(settings: &Settings, column_docs: &[String]) -> Vec<ArraySpec> {
-    vec![super::metadata::stamps_spec(settings), super::metadata::catalog_spec(settings, column_docs)]
+    let mut arrays = vec![super::metadata::stamps_spec(settings), super::metadata::catalog_spec(settings, column_docs)];
+    if settings.lightcurves {
+        arrays.extend(super::metadata::lightcurve_specs(settings));
+    }
+    arrays
 }

@@ -13,6 +13,21 @@ use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, F
 pub const STAMPS: &str = "stamps";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
+/// Name of the light-curve group.
+pub const LIGHTCURVES: &str = "lightcurves";
+/// The light-curve tables: detections and upper limits, forced photometry, the object index,
+/// and each alert's history window.
+pub const EPOCHS: &str = "lightcurves/epochs";
+/// Forced photometry.
+pub const FORCED: &str = "lightcurves/forced";
+/// The object index.
+pub const OBJECTS: &str = "lightcurves/objects";
+/// Where each alert's history is (row i = catalog row i).
+pub const HISTORY: &str = "lightcurves/alerts";
+/// The rows of `lightcurves/epochs` each alert carried, alert after alert.
+pub const HISTORY_EPOCHS: &str = "lightcurves/history_epochs";
+/// The rows of `lightcurves/forced` each alert carried.
+pub const HISTORY_FORCED: &str = "lightcurves/history_forced";
 /// The candid index of stores written before sorted runs: every row's candid in row order.
 pub const LEGACY_CANDIDS: &str = ".candids";
 /// The rejects log of stores written before one log per build.
@@ -39,6 +54,10 @@ pub struct StoreMetadata {
     pub candid_index: Value,
     /// Documents of other groups and arrays (e.g. `splits/.zgroup`), written as they are.
     pub extra: Vec<(String, Value)>,
+    /// The light-curve key index (`store/lckeys.rs`); Null without light curves.
+    pub lightcurve_keys: Value,
+    /// Light-curve rows per kind: detections, upper limits, forced.
+    pub lightcurve_counts: [u64; 3],
 }
 
 impl StoreMetadata {
@@ -55,10 +74,28 @@ impl StoreMetadata {
             files.push((spec.zarray_key(), spec.zarray(rows, self.settings.zstd_level)));
             files.push((spec.zattrs_key(), spec.attrs.clone()));
         }
+        if self.settings.lightcurves {
+            files.push((format!("{LIGHTCURVES}/.zgroup"), json!({"zarr_format": 2})));
+            files.push((format!("{LIGHTCURVES}/.zattrs"), self.lightcurves_zattrs()));
+        }
         files.extend(with_dimensions(&self.extra));
         files.push((".zgroup".into(), json!({"zarr_format": 2})));
         files.push((".zattrs".into(), self.root_zattrs()));
         files
+    }
+
+    fn lightcurves_zattrs(&self) -> Value {
+        let [detections, upper_limits, forced] = self.lightcurve_counts;
+        json!({
+            "description": "Light curves of the stored alerts' objects: every distinct epoch that any stored alert carried, once",
+            "epochs": "One row per distinct detection (from prv_candidates and the alert's own candidate; kind = detection, keyed by candid) or upper limit (prv_candidates without a candid; kind = upper_limit, keyed by objectId, jd, fid); detections and upper limits keep the first stored alert's values",
+            "forced": "One row per distinct forced-photometry epoch (fp_hists, schema 4.x), keyed by objectId, jd, fid, pid; the row holds the values of the latest alert that carried the epoch (greatest jd, then greatest candid: alert_jd, alert_candid), also across appends",
+            "objects": "The object index: rows [start, start+count) of table (epochs or forced) belong to objectId; an object may have several ranges (one per group of rows added together, more after appends); each build's ranges are sorted by objectId",
+            "alerts": "Row i is catalog row i: its history is entries history_start .. history_start+history_count-1 of history_epochs, which are rows of epochs (forced: forced_start, forced_count, history_forced): exactly the epochs its own packet carried, nothing from its future",
+            "ztf2zarr": {
+                "rows": {"detections": detections, "upper_limits": upper_limits, "forced": forced},
+            },
+        })
     }
 
     fn root_zattrs(&self) -> Value {
@@ -84,6 +121,10 @@ impl StoreMetadata {
                 "runs": self.runs,
             },
         });
+        if self.settings.lightcurves {
+            attrs[LIGHTCURVES] = json!("Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's history window lightcurves/alerts; see lightcurves/.zattrs");
+            attrs["ztf2zarr"]["lightcurve_keys"] = self.lightcurve_keys.clone();
+        }
         if self.extra.iter().any(|(key, _)| key == "splits/.zgroup") {
             attrs[SPLITS] = json!("Training splits: 1-D int64 arrays of catalog/stamps row indices (train, val, test), grouped by objectId; see splits/.zattrs");
         }
@@ -131,6 +172,52 @@ pub fn catalog_spec(settings: &Settings, column_docs: &[String]) -> ArraySpec {
         filter: super::StampFilter::None,
         rows: Rows::PerAlert,
         attrs: Value::Object(attrs),
+    }
+}
+
+/// The four light-curve arrays of a store with light curves.
+#[must_use]
+pub fn lightcurve_specs(settings: &Settings) -> Vec<ArraySpec> {
+    let table = |name: &str, layout: &Layout, rows: Rows, dimension: &str| {
+        let mut attrs = Map::new();
+        attrs.insert(DIMENSIONS.into(), json!([dimension]));
+        attrs.extend(layout.columns().iter().map(|c| (c.name.clone(), Value::String(c.description.clone()))));
+        ArraySpec {
+            name: name.into(),
+            row_shape: Vec::new(),
+            row_bytes: layout.itemsize(),
+            chunk_rows: settings.chunk_rows,
+            dtype: layout.zarr_dtype(),
+            filter: super::StampFilter::None,
+            rows,
+            attrs: Value::Object(attrs),
+        }
+    };
+    vec![
+        table(EPOCHS, Layout::epochs(), Rows::Own, "epoch"),
+        table(FORCED, Layout::forced(), Rows::Own, "forced_epoch"),
+        table(OBJECTS, crate::lightcurves::objects_layout(), Rows::Own, "object_range"),
+        table(HISTORY, crate::lightcurves::alerts_layout(), Rows::PerAlert, "alert"),
+        carried(HISTORY_EPOCHS, EPOCHS, "history_epoch", settings),
+        carried(HISTORY_FORCED, FORCED, "history_forced_epoch", settings),
+    ]
+}
+
+/// A 1-D int64 array of rows of `table` that alerts carried: alert i's are entries
+/// `start .. start+count` (its `lightcurves/alerts` row says where).
+fn carried(name: &str, table: &str, dimension: &str, settings: &Settings) -> ArraySpec {
+    ArraySpec {
+        name: name.into(),
+        row_shape: Vec::new(),
+        row_bytes: 8,
+        chunk_rows: settings.chunk_rows * 8,
+        dtype: json!("<i8"),
+        filter: super::StampFilter::None,
+        rows: Rows::Own,
+        attrs: json!({
+            DIMENSIONS: [dimension],
+            "description": format!("Rows of {table} that each alert carried in its packet, alert after alert (catalog row order); lightcurves/alerts says where each alert's entries start and how many there are: exactly its packet's history, nothing from its future"),
+        }),
     }
 }
 

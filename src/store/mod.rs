@@ -10,8 +10,11 @@
 //! 1. under the store's lock, a marker `.ztf2zarr/pending.json` says a write is in progress and
 //!    which chunks it may add;
 //! 2. new chunk objects are written past the committed rows (no reader looks there), and the
-//!    incomplete last chunk is rewritten with its visible rows unchanged;
-//! 3. this build's candid run and rejects log (new objects no committed metadata names);
+//!    incomplete last chunk is rewritten with its visible rows unchanged; a committed chunk whose
+//!    rows change (forced photometry revised by a later alert) is first copied to a backup the
+//!    marker names, and put back from it if the change does not commit;
+//! 3. this build's candid run, light-curve key blocks and rejects log (new objects no committed
+//!    metadata names);
 //! 4. every array's `.zarray`/`.zattrs`, other groups', the root `.zattrs`;
 //! 5. `.zmetadata` last: the commit point. Then the marker is removed.
 //!
@@ -31,6 +34,8 @@ pub mod arrays;
 pub mod candids;
 mod codec;
 pub mod inspect;
+pub mod lckeys;
+mod lcverify;
 mod lock;
 mod metadata;
 pub mod object;
@@ -49,12 +54,17 @@ use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
 pub use codec::StampFilter;
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
-pub use metadata::{StoreMetadata, CATALOG, LEGACY_CANDIDS, LEGACY_REJECTS, REJECTS, STAMPS};
+pub use metadata::{
+    StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS,
+    REJECTS, STAMPS,
+};
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};
 
 /// The marker of a write in progress (or of one that was killed).
 pub const PENDING: &str = ".ztf2zarr/pending.json";
+/// Folder of the copies of committed chunks that a change rewrites, until it commits.
+const BACKUPS: &str = ".ztf2zarr/backup";
 
 /// A failure to write the store; always names the path.
 #[derive(Debug, Error)]
@@ -134,6 +144,8 @@ pub struct Requested {
     pub chunk_rows: Option<usize>,
     /// `--zstd-level`
     pub zstd_level: Option<i32>,
+    /// `--no-lightcurves`
+    pub no_lightcurves: bool,
 }
 
 /// The layout settings of a store.
@@ -149,6 +161,8 @@ pub struct Settings {
     pub zstd_level: i32,
     /// Filter of the stamp chunks before zstd (`stamps/.zarray` `filters`).
     pub stamp_filter: StampFilter,
+    /// Whether the store has the `lightcurves` group.
+    pub lightcurves: bool,
 }
 
 /// The largest uncompressed chunk (of either array) a store may have: bounds the memory a read
@@ -213,11 +227,17 @@ pub struct Committed {
     runs: Vec<Value>,
     column_docs: Vec<String>,
     candid_runs: Vec<Run>,
+    lightcurve_blocks: Vec<lckeys::Block>,
+    lightcurve_counts: [u64; 3],
     /// Metadata documents of groups and arrays besides the declared ones (e.g. `splits/…`).
     extra_metadata: Vec<(String, Value)>,
     /// The legacy candid index to delete once this commit has upgraded it.
     upgraded_legacy_index: bool,
 }
+
+/// A build's new light-curve keys with the rows they were written to, and its new rows per kind
+/// (detections, upper limits, forced).
+pub type NewLightCurves = (Vec<(lckeys::Key, u64)>, [u64; 3]);
 
 /// What a finished build adds.
 #[derive(Debug)]
@@ -238,6 +258,9 @@ pub struct Commit {
     pub labels: Option<Value>,
     /// New metadata documents besides stamps and catalog (None: keep the store's).
     pub extra_metadata: Option<Vec<(String, Value)>>,
+    /// The new light-curve keys with their rows, and new rows per kind (detections, upper
+    /// limits, forced).
+    pub lightcurves: Option<NewLightCurves>,
 }
 
 impl Commit {
@@ -253,6 +276,7 @@ impl Commit {
             run,
             labels: None,
             extra_metadata: None,
+            lightcurves: None,
         }
     }
 }
@@ -358,6 +382,7 @@ impl Transaction {
                 chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
                 stamp_filter: StampFilter::NEW_STORE,
+                lightcurves: !requested.no_lightcurves,
             },
         };
         if purpose != Purpose::Append && reader.is_none() {
@@ -379,9 +404,11 @@ impl Transaction {
             "command": purpose.command(),
             "pid": std::process::id(),
             "started": utc_now(),
+            "number": number,
             "chunks_from": first_new,
             "objects": [],
             "metadata": [],
+            "backups": [],
         });
         storage.put(PENDING, pretty(&pending).as_bytes())?;
         storage.flush()?;
@@ -427,6 +454,78 @@ impl Transaction {
     #[must_use]
     pub fn array_index(&self, name: &str) -> Option<usize> {
         self.arrays.iter().position(|a| a.name == name)
+    }
+
+    /// Look-ups of the committed light-curve keys (reading key blocks only as needed).
+    #[must_use]
+    pub fn committed_lightcurve_keys(&self) -> lckeys::CommittedKeys {
+        lckeys::CommittedKeys::new(self.committed.as_ref().map(|c| c.lightcurve_blocks.clone()).unwrap_or_default())
+    }
+
+    /// Rewrite rows of array `array` in place: each `(row, bytes)` in order, a committed row
+    /// only if `replaces(stored, new)` says so. A committed chunk is first copied to a backup
+    /// the marker names, so that it is put back if this change does not commit. Returns the
+    /// rows rewritten.
+    ///
+    /// # Errors
+    /// Storage or compression failure, or a chunk that does not read back.
+    pub fn rewrite_rows(
+        &mut self,
+        array: usize,
+        rows: &[(u64, Vec<u8>)],
+        replaces: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let spec = self.arrays[array].clone();
+        let committed = self.committed_rows(array) as u64;
+        let mut by_chunk: std::collections::BTreeMap<u64, Vec<&(u64, Vec<u8>)>> = std::collections::BTreeMap::new();
+        for entry in rows {
+            by_chunk.entry(entry.0 / spec.chunk_rows as u64).or_default().push(entry);
+        }
+        let backups: Vec<String> = by_chunk
+            .keys()
+            .filter(|index| **index * (spec.chunk_rows as u64) < committed)
+            .map(|index| spec.chunk_key(*index as usize))
+            .collect();
+        if !backups.is_empty() {
+            let listed = self.pending["backups"].as_array_mut().map(std::mem::take).unwrap_or_default();
+            let mut all: Vec<Value> = listed;
+            all.extend(backups.iter().map(|k| json!(k)));
+            self.pending["backups"] = Value::Array(all);
+            self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
+            self.storage.flush()?;
+        }
+        let mut rewritten = 0;
+        for (index, entries) in by_chunk {
+            let key = spec.chunk_key(index as usize);
+            let compressed = self.storage.get(&key)?.ok_or_else(|| {
+                StoreError::Read(ReadError::Invalid {
+                    path: self.storage.object_location(&key).into(),
+                    reason: "missing: a chunk to rewrite is gone".into(),
+                })
+            })?;
+            let is_committed = index * (spec.chunk_rows as u64) < committed;
+            if is_committed {
+                self.storage.put(&backup_key(self.number, &key), &compressed)?;
+                self.storage.flush()?;
+            }
+            let mut raw = spec.filter.decode(reader::decompress_chunk(self.storage.as_ref(), &key, &compressed, spec.chunk_bytes())?);
+            let mut changed = false;
+            for (row, bytes) in entries {
+                let at = (*row - index * spec.chunk_rows as u64) as usize * spec.row_bytes;
+                let stored = &raw[at..at + spec.row_bytes];
+                if stored == bytes.as_slice() || (*row < committed && !replaces(stored, bytes)) {
+                    continue;
+                }
+                raw[at..at + spec.row_bytes].copy_from_slice(bytes);
+                rewritten += 1;
+                changed = true;
+            }
+            if changed {
+                self.put_compressed(&key, &spec.filter.encode(&raw))?;
+                fault_point("after-revision");
+            }
+        }
+        Ok(rewritten)
     }
 
     /// Look-ups of the committed candids (reading the candid runs only as needed).
@@ -525,6 +624,8 @@ impl Transaction {
             Some(c) => (c.runs.clone(), c.column_docs.clone(), c.candid_runs.clone(), c.rows),
             None => (Vec::new(), commit.column_docs, Vec::new(), 0),
         };
+        let mut blocks = committed.as_ref().map(|c| c.lightcurve_blocks.clone()).unwrap_or_default();
+        let mut lightcurve_counts = committed.as_ref().map_or([0; 3], |c| c.lightcurve_counts);
         let labels = commit.labels.or_else(|| committed.as_ref().and_then(|c| c.labels.clone()));
         let extra =
             commit.extra_metadata.clone().unwrap_or_else(|| committed.as_ref().map(|c| c.extra_metadata.clone()).unwrap_or_default());
@@ -534,6 +635,15 @@ impl Transaction {
             let (entry, bytes) = Run::of(run_key(self.number), rows_before, &commit.new_candids);
             objects.push((entry.key.clone(), bytes));
             candid_runs.push(entry);
+        }
+        if let Some((keys, counts)) = &commit.lightcurves {
+            for (block, bytes) in lckeys::blocks_of(self.number, keys, self.settings.zstd_level) {
+                objects.push((block.key.clone(), bytes));
+                blocks.push(block);
+            }
+            for (total, new) in lightcurve_counts.iter_mut().zip(counts) {
+                *total += new;
+            }
         }
         if !commit.new_rejects.is_empty() {
             let key = self.rejects_log_key();
@@ -550,6 +660,8 @@ impl Transaction {
             labels,
             candid_index: candids::runs_json(&candid_runs),
             extra,
+            lightcurve_keys: if self.settings.lightcurves { lckeys::blocks_json(&blocks) } else { Value::Null },
+            lightcurve_counts,
         };
         let files = metadata.files();
         self.pending["objects"] = json!(objects.iter().map(|(k, _)| k).collect::<Vec<_>>());
@@ -597,6 +709,7 @@ impl Transaction {
         if committed.is_some_and(|c| c.upgraded_legacy_index) {
             result = result.and(self.storage.delete(LEGACY_CANDIDS).map_err(StoreError::from));
         }
+        result = result.and(delete_backups(self.storage.as_ref(), &self.pending));
         let result = result.and_then(|()| match injected_failure("tidy") {
             Some(source) => Err(StoreError::Remove { path: self.storage.object_location(PENDING).into(), source }),
             None => Ok(self.storage.delete(PENDING).and_then(|()| self.storage.flush())?),
@@ -630,6 +743,9 @@ impl Transaction {
             return;
         }
         if self.purpose == Purpose::Append {
+            if restore_backups(self.storage.as_ref(), &self.pending).is_err() {
+                return; // the marker stays: the next writer puts the chunks back
+            }
             for array in 0..self.arrays.len() {
                 let first = self.arrays[array].chunks_for(self.committed_rows(array));
                 if self.discard_chunks_from(array, first).is_err() {
@@ -738,6 +854,12 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
         storage.delete(key)?;
     }
     if command == "build" {
+        let committed_runs = committed.get(".zattrs").and_then(|a| a["ztf2zarr"]["runs"].as_array().map(Vec::len)).unwrap_or(0);
+        let number = pending["number"].as_u64().map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        if committed_runs < number {
+            restore_backups(storage, &pending)?;
+        }
+        delete_backups(storage, &pending)?;
         delete_added_chunks(storage, &pending, &committed)?;
     }
     let named = committed_names(&committed);
@@ -750,6 +872,52 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
         storage.delete(PENDING)?;
     }
     storage.flush()?;
+    Ok(())
+}
+
+/// Where the backup of chunk `key` made by change `number` lives.
+fn backup_key(number: usize, key: &str) -> String {
+    format!("{BACKUPS}/{number:06}/{key}")
+}
+
+/// The chunks the marker's change backed up, with their backups' keys.
+fn backups_of(pending: &Value) -> Vec<(String, String)> {
+    let number = pending["number"].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    pending["backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|key| (key.to_string(), backup_key(number, key)))
+        .collect()
+}
+
+/// Put back every chunk the marker's change backed up (a backup not yet made means its chunk
+/// was not yet rewritten).
+fn restore_backups(storage: &dyn Storage, pending: &Value) -> Result<(), StoreError> {
+    let backups = backups_of(pending);
+    for (key, backup) in &backups {
+        if let Some(bytes) = storage.get(backup)? {
+            storage.put(key, &bytes)?;
+        }
+    }
+    if !backups.is_empty() {
+        storage.flush()?;
+    }
+    Ok(())
+}
+
+fn delete_backups(storage: &dyn Storage, pending: &Value) -> Result<(), StoreError> {
+    let backups = backups_of(pending);
+    for (_, backup) in &backups {
+        storage.delete(backup)?;
+    }
+    // A local disk keeps the folders the backups were in; an object store has none.
+    if let Some(root) = storage.local_root().filter(|_| !backups.is_empty()) {
+        let folder = root.join(BACKUPS);
+        remove_empty_folders(&folder);
+        let _ = std::fs::remove_dir(folder);
+    }
     Ok(())
 }
 
@@ -784,6 +952,9 @@ fn committed_names(committed: &serde_json::Map<String, Value>) -> Vec<String> {
         .filter_map(|r| r["key"].as_str().map(String::from))
         .collect();
     names.extend(attrs["ztf2zarr"]["runs"].as_array().into_iter().flatten().filter_map(|r| r["rejects_log"].as_str().map(String::from)));
+    names.extend(
+        attrs["ztf2zarr"]["lightcurve_keys"]["blocks"].as_array().into_iter().flatten().filter_map(|b| b["key"].as_str().map(String::from)),
+    );
     names
 }
 
@@ -890,6 +1061,9 @@ fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Resu
     if let Some(level) = requested.zstd_level.filter(|l| *l != have.zstd_level) {
         return refuse(format!("the store's chunks use zstd level {}; --zstd-level {level} differs", have.zstd_level));
     }
+    if requested.no_lightcurves && have.lightcurves {
+        return refuse("the store has light curves; --no-lightcurves would leave the new alerts' epochs out of them".into());
+    }
     Ok(have)
 }
 
@@ -923,6 +1097,11 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
     } else {
         reader.extra_metadata()
     };
+    let location = storage.object_location(".zattrs");
+    let lightcurve_blocks = lckeys::parse_blocks(&reader.root_attrs()["ztf2zarr"]["lightcurve_keys"], &location)?;
+    let rows_by_kind = &reader.documents().get(&format!("{LIGHTCURVES}/.zattrs")).cloned().unwrap_or(Value::Null)["ztf2zarr"]["rows"];
+    let count = |kind: &str| rows_by_kind[kind].as_u64().unwrap_or(0);
+    let lightcurve_counts = [count("detections"), count("upper_limits"), count("forced")];
     Ok(Committed {
         rows,
         array_rows,
@@ -931,6 +1110,8 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
         runs: reader.runs(),
         column_docs: reader.column_docs(),
         candid_runs,
+        lightcurve_blocks,
+        lightcurve_counts,
         extra_metadata,
         upgraded_legacy_index,
     })

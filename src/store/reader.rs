@@ -148,15 +148,17 @@ impl StoreReader {
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
+        let lightcurves = check_lightcurves(&docs, chunk_rows).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,
             rows,
-            settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter },
+            settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter, lightcurves },
             itemsize: layout.itemsize(),
             docs,
             root_attrs,
         };
         reader.check_last_chunk()?;
+        reader.check_history_rows()?;
         Ok(reader)
     }
 
@@ -196,23 +198,32 @@ impl StoreReader {
         parse_runs(&self.root_attrs["ztf2zarr"]["candid_index"], &self.storage.object_location(".zattrs"))
     }
 
-    /// The row count must be backed by chunk objects: the last chunk of both arrays is present.
-    fn check_last_chunk(&self) -> Result<(), ReadError> {
-        if self.rows == 0 {
-            return Ok(());
+    /// `lightcurves/alerts` has one row per alert (checked after the stamps' and catalog's shapes,
+    /// which name the store's row count).
+    fn check_history_rows(&self) -> Result<(), ReadError> {
+        let key = format!("{}/.zarray", super::metadata::HISTORY);
+        match self.docs.get(&key).map(|z| dims(z, "shape")) {
+            Some(shape) if shape != [self.rows] => {
+                Err(invalid(self.storage.as_ref(), &key, format!("{shape:?} rows, but the catalog has {}", self.rows)))
+            }
+            _ => Ok(()),
         }
-        let last = (self.rows - 1) / self.settings.chunk_rows;
+    }
+
+    /// The row count must be backed by chunk objects: the last chunk of every array is present.
+    fn check_last_chunk(&self) -> Result<(), ReadError> {
         for spec in self.arrays() {
+            let rows = self.array_rows(&spec);
+            let Some(last) = rows.checked_sub(1).map(|r| r / spec.chunk_rows) else { continue };
             let key = spec.chunk_key(last);
             if self.storage.size(&key)?.is_none() {
                 return Err(invalid(
                     self.storage.as_ref(),
-                    "stamps/.zarray",
+                    &spec.zarray_key(),
                     format!(
-                        "the shape says {} rows in {} chunks of {}, but the last chunk `{}` is missing (damaged metadata or chunks)",
-                        self.rows,
+                        "the shape says {rows} rows in {} chunks of {}, but the last chunk `{}` is missing (damaged metadata or chunks)",
                         last + 1,
-                        self.settings.chunk_rows,
+                        spec.chunk_rows,
                         self.storage.object_location(&key)
                     ),
                 ));
@@ -289,6 +300,21 @@ impl StoreReader {
     pub fn chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
         let raw = read_chunk(self.storage.as_ref(), &spec.chunk_key(index), spec.chunk_bytes())?;
         Ok(spec.filter.decode(raw))
+    }
+
+    /// Every row of `spec` (an array the store has), concatenated, in order.
+    ///
+    /// # Errors
+    /// A chunk that is missing or does not decompress.
+    pub fn table_bytes(&self, spec: &ArraySpec) -> Result<Vec<u8>, ReadError> {
+        let rows = self.array_rows(spec);
+        let mut bytes = Vec::with_capacity(rows.saturating_mul(spec.row_bytes));
+        for chunk in 0..spec.chunks_for(rows) {
+            let raw = self.chunk(spec, chunk)?;
+            let kept = (rows - chunk * spec.chunk_rows).min(spec.chunk_rows);
+            bytes.extend_from_slice(&raw[..kept * spec.row_bytes]);
+        }
+        Ok(bytes)
     }
 
     /// Every catalog row's bytes, in order.
@@ -400,6 +426,43 @@ impl StoreReader {
     }
 }
 
+/// Whether the store has light curves, and if so that their arrays are the ones this version
+/// writes: the tables' columns, one chunking, and one history row per alert.
+fn check_lightcurves(docs: &Map<String, Value>, chunk_rows: usize) -> Result<bool, (String, String)> {
+    use super::metadata::{EPOCHS, FORCED, HISTORY, OBJECTS};
+    if !docs.contains_key(&format!("{EPOCHS}/.zarray")) {
+        return Ok(false);
+    }
+    let expected = [
+        (EPOCHS, Layout::epochs()),
+        (FORCED, Layout::forced()),
+        (OBJECTS, crate::lightcurves::objects_layout()),
+        (HISTORY, crate::lightcurves::alerts_layout()),
+    ];
+    for (name, layout) in expected {
+        let key = format!("{name}/.zarray");
+        let Some(zarray) = docs.get(&key) else { return Err((key, "missing (not in .zmetadata)".into())) };
+        if zarray["dtype"] != layout.zarr_dtype() {
+            return Err((key, "the light-curve columns differ from this version's; use the ztf2zarr version that wrote the store".into()));
+        }
+        if dims(zarray, "chunks") != [chunk_rows] || dims(zarray, "shape").len() != 1 {
+            return Err((
+                key,
+                format!("shape/chunks {:?}/{:?} are not 1-D chunks of {chunk_rows} rows", dims(zarray, "shape"), dims(zarray, "chunks")),
+            ));
+        }
+    }
+    for name in [super::metadata::HISTORY_EPOCHS, super::metadata::HISTORY_FORCED] {
+        let key = format!("{name}/.zarray");
+        match docs.get(&key) {
+            Some(zarray) if zarray["dtype"] == "<i8" && dims(zarray, "shape").len() == 1 => {}
+            Some(_) => return Err((key, "not a 1-D int64 array".into())),
+            None => return Err((key, "missing (not in .zmetadata)".into())),
+        }
+    }
+    Ok(true)
+}
+
 fn dims(value: &Value, key: &str) -> Vec<usize> {
     value[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok())).collect()).unwrap_or_default()
 }
@@ -437,14 +500,21 @@ pub(super) fn committed_documents(storage: &dyn Storage) -> Result<Map<String, V
 
 fn read_chunk(storage: &dyn Storage, key: &str, expected: usize) -> Result<Vec<u8>, ReadError> {
     let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
+    decompress_chunk(storage, key, &compressed, expected)
+}
+
+/// The `expected` bytes of the zstd chunk `key` (filter not undone).
+///
+/// # Errors
+/// A frame of another size, or one that does not decompress.
+pub(super) fn decompress_chunk(storage: &dyn Storage, key: &str, compressed: &[u8], expected: usize) -> Result<Vec<u8>, ReadError> {
     // A frame that declares another size is refused before memory is reserved for it.
-    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&compressed) {
+    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(compressed) {
         if declared != expected as u64 {
             return Err(invalid(storage, key, format!("chunk holds {declared} bytes, expected {expected}")));
         }
     }
-    let raw =
-        zstd::bulk::decompress(&compressed, expected).map_err(|e| invalid(storage, key, format!("chunk does not decompress: {e}")))?;
+    let raw = zstd::bulk::decompress(compressed, expected).map_err(|e| invalid(storage, key, format!("chunk does not decompress: {e}")))?;
     if raw.len() != expected {
         return Err(invalid(storage, key, format!("chunk holds {} bytes, expected {expected}", raw.len())));
     }

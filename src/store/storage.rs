@@ -313,7 +313,11 @@ impl Storage for LocalStorage {
         // Deepest first, so that a folder's own entry is synced after what is inside it.
         dirty.sort_by_key(|folder| std::cmp::Reverse(folder.components().count()));
         for folder in dirty {
-            File::open(&folder).and_then(|f| sync(&f)).map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?;
+            match File::open(&folder).and_then(|f| sync(&f)) {
+                // A folder removed since (emptied backups) has no entries left to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                result => result.map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?,
+            }
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn check(&mut self, ok: bool, passed: String, problem: impl FnOnce() -> String) {
+    pub(super) fn check(&mut self, ok: bool, passed: String, problem: impl FnOnce() -> String) {
         if ok {
             self.passed.push(passed);
         } else {
@@ -53,6 +53,9 @@ pub fn verify(storage: &Arc<dyn Storage>) -> Report {
     check_chunks(&reader, &mut report);
     check_candids(&reader, &mut report);
     check_attrs(&reader, &mut report);
+    if reader.settings().lightcurves {
+        super::lcverify::check_lightcurves(&reader, &mut report);
+    }
     check_consolidated(storage.as_ref(), &reader, pending.as_ref(), &mut report);
     report
 }
@@ -84,14 +87,15 @@ fn check_pending(storage: &dyn Storage, report: &mut Report) -> Option<Value> {
 fn check_chunks(reader: &StoreReader, report: &mut Report) {
     let mut bad = Vec::new();
     let arrays = reader.arrays();
+    let mut count = 0;
     for spec in &arrays {
-        for index in 0..reader.chunks() {
+        for index in 0..spec.chunks_for(reader.array_rows(spec)) {
+            count += 1;
             if let Err(error) = reader.chunk(spec, index) {
                 bad.push(error.to_string());
             }
         }
     }
-    let count = reader.chunks();
     report.check(bad.is_empty(), format!("chunks: all {count} chunks of the {} arrays decode to full size", arrays.len()), || {
         format!("chunks: {} damaged: {}", bad.len(), bad.join("; "))
     });

@@ -209,10 +209,11 @@ fn to_earlier_layout(store: &Path) {
 fn a_store_of_the_earlier_layout_is_upgraded_by_its_next_append() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = nights();
+    // The earlier layout had no light curves.
     let one_shot = dir.path().join("one.zarr");
-    build(&one_shot, &[a.clone(), b.clone()].concat(), &[]);
+    build(&one_shot, &[a.clone(), b.clone()].concat(), &["--no-lightcurves"]);
     let store = dir.path().join("old.zarr");
-    build(&store, &a, &[]);
+    build(&store, &a, &["--no-lightcurves"]);
     to_earlier_layout(&store);
     let verify = ztf2zarr(["verify", store.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&verify.stdout).contains("matches the catalog, row by row"), "{verify:?}");

@@ -1,0 +1,529 @@
+//! Light curves: which of an alert's history rows are new to the store, in row order. Owns
+//! the dedup rules (detections by candid, upper limits by objectId, jd, fid, forced photometry
+//! by objectId, jd, fid, pid), the "latest alert wins" rule of forced photometry (a row already
+//! written is revised in place: within a build, and across appends through the store's
+//! conditional rewrite), the object index (`lightcurves/objects`: objectId → row ranges) and the
+//! per-alert history window (`lightcurves/alerts`). Rows themselves are packed by
+//! `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
+//!
+//! Memory: the build's new keys, plus the committed keys of the blocks whose jd range the
+//! build's epochs fall in; never the whole store's epochs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use crate::catalog::{Layout, Scalar};
+use crate::decode::history::{History, DETECTION};
+use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
+use crate::store::{ReadError, Storage};
+
+/// Columns of `lightcurves/objects`, the object index.
+const OBJECTS_TSV: &str = "objectId\t<U12\t\tderived\tZTF object identifier
+table\t<U6\t\tderived\tThe table the range is in: epochs (lightcurves/epochs) or forced (lightcurves/forced)
+start\t<i8\t-1\tderived\tFirst row of the range
+count\t<i8\t0\tderived\tRows in the range: rows start .. start+count-1 of the table belong to the object
+";
+
+/// Columns of `lightcurves/alerts`: row i is catalog row i.
+const ALERTS_TSV: &str = "history_start\t<i8\t-1\tderived\tFirst entry of this alert's history in lightcurves/history_epochs
+history_count\t<i4\t0\tderived\tDistinct epochs (detections and upper limits) this alert carried, itself included: entries history_start .. history_start+history_count-1
+forced_start\t<i8\t-1\tderived\tFirst entry of this alert's forced photometry in lightcurves/history_forced
+forced_count\t<i4\t0\tderived\tDistinct forced-photometry epochs this alert carried (0 before schema 4.x)
+";
+
+/// The layout of `lightcurves/objects`.
+///
+/// # Panics
+/// Never: the table is a constant, checked by the tests.
+pub fn objects_layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| Layout::parse(OBJECTS_TSV).expect("the objects table is valid (checked by tests)"))
+}
+
+/// The layout of `lightcurves/alerts`.
+///
+/// # Panics
+/// Never: the table is a constant, checked by the tests.
+pub fn alerts_layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| Layout::parse(ALERTS_TSV).expect("the alerts table is valid (checked by tests)"))
+}
+
+/// The two tables of epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// `lightcurves/epochs`
+    Epochs = 0,
+    /// `lightcurves/forced`
+    Forced = 1,
+}
+
+impl Table {
+    /// Its name in the object index's `table` column.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Epochs => "epochs",
+            Table::Forced => "forced",
+        }
+    }
+
+    /// Its row layout.
+    #[must_use]
+    pub fn layout(self) -> &'static Layout {
+        match self {
+            Table::Epochs => Layout::epochs(),
+            Table::Forced => Layout::forced(),
+        }
+    }
+}
+
+/// Where a key's row is and whose values it holds.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    row: u64,
+    /// The alert whose values the row holds (for forced photometry: the latest wins).
+    alert: (f64, i64),
+}
+
+/// A range of rows of one table belonging to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Range {
+    object: [u8; 12],
+    table: Table,
+    start: u64,
+    count: u64,
+}
+
+/// A forced-photometry row to rewrite with a later alert's values.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// Row of `lightcurves/forced`.
+    pub row: u64,
+    /// The new row.
+    pub bytes: Vec<u8>,
+}
+
+/// Rows each table had when the build started, and new rows since, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Detection rows.
+    pub detections: u64,
+    /// Upper-limit rows.
+    pub upper_limits: u64,
+    /// Forced-photometry rows.
+    pub forced: u64,
+}
+
+/// What one alert adds: new rows of each table and its row of `lightcurves/alerts`.
+#[derive(Debug, Default)]
+pub struct Added {
+    /// New rows of `lightcurves/epochs`, packed.
+    pub epochs: Vec<u8>,
+    /// New rows of `lightcurves/forced`, packed.
+    pub forced: Vec<u8>,
+    /// The rows of `lightcurves/epochs` the alert carried (little-endian int64 each).
+    pub carried_epochs: Vec<u8>,
+    /// The rows of `lightcurves/forced` it carried.
+    pub carried_forced: Vec<u8>,
+    /// The alert's row of `lightcurves/alerts`.
+    pub alert_row: Vec<u8>,
+}
+
+/// The state of a build's light curves at a point it may have to return to (an archive that
+/// fails its checksum takes back what was read from it since its last verified member).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    undo: usize,
+    new_keys: usize,
+    ranges: usize,
+    last_range: Option<Range>,
+    revisions: usize,
+    next_row: [u64; 2],
+    next_carried: [u64; 2],
+    counts: Counts,
+}
+
+/// The light curves of one build.
+pub struct LightCurves {
+    committed: CommittedKeys,
+    seen: HashMap<Key, Slot>,
+    /// Previous slots of keys changed in `seen` (None: the key was new), to roll back.
+    undo: Vec<(Key, Option<Slot>)>,
+    new_keys: Vec<(Key, u64)>,
+    ranges: Vec<Range>,
+    revisions: Vec<Revision>,
+    /// Next row of each table.
+    next_row: [u64; 2],
+    /// Next entry of each table's history array (`lightcurves/history_epochs`, `…_forced`).
+    next_carried: [u64; 2],
+    /// Rows of each table committed before this build.
+    committed_rows: [u64; 2],
+    counts: Counts,
+}
+
+impl LightCurves {
+    /// The light curves of a build onto tables of `committed_rows` (epochs, forced) and history
+    /// arrays of `committed_carried` entries, whose keys `committed` finds.
+    #[must_use]
+    pub fn new(committed: CommittedKeys, committed_rows: [u64; 2], committed_carried: [u64; 2]) -> Self {
+        LightCurves {
+            committed,
+            seen: HashMap::new(),
+            undo: Vec::new(),
+            new_keys: Vec::new(),
+            ranges: Vec::new(),
+            revisions: Vec::new(),
+            next_row: committed_rows,
+            next_carried: committed_carried,
+            committed_rows,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Take the history of an alert the store writes (its `candid`, its jd): the rows new to
+    /// the store, and its history window.
+    ///
+    /// # Errors
+    /// A committed key block cannot be read.
+    pub fn take(&mut self, storage: &dyn Storage, candid: i64, jd: f64, history: &History) -> Result<Added, ReadError> {
+        let mut added = Added::default();
+        self.rows(storage, Table::Epochs, &history.epochs, (jd, candid), &mut added.epochs, &mut added.carried_epochs)?;
+        self.rows(storage, Table::Forced, &history.forced, (jd, candid), &mut added.forced, &mut added.carried_forced)?;
+        let count = |carried: &[u8]| (carried.len() / 8) as u64;
+        let (epochs, forced) = (count(&added.carried_epochs), count(&added.carried_forced));
+        added.alert_row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
+        self.next_carried[0] += epochs;
+        self.next_carried[1] += forced;
+        Ok(added)
+    }
+
+    /// Take one table's rows of an alert: new ones go to `out`, and the row of every epoch it
+    /// carried (new or already stored) to `carried`.
+    fn rows(
+        &mut self,
+        storage: &dyn Storage,
+        table: Table,
+        rows: &[u8],
+        alert: (f64, i64),
+        out: &mut Vec<u8>,
+        carried: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
+        let layout = table.layout();
+        let mut in_packet = HashSet::new();
+        for row in rows.chunks_exact(layout.itemsize()) {
+            let key = key_of(table, row);
+            if !in_packet.insert(key) {
+                continue; // the same epoch twice in one packet
+            }
+            let number = match self.seen.get(&key).copied() {
+                Some(slot) => {
+                    if table == Table::Forced {
+                        self.revise(key, slot, alert, row);
+                    }
+                    slot.row
+                }
+                None => match self.committed.row_of(storage, &key)? {
+                    Some(number) => {
+                        if table == Table::Forced {
+                            self.revise_committed(key, number, alert, row);
+                        }
+                        number
+                    }
+                    None => self.append(table, key, alert, row, out),
+                },
+            };
+            carried.extend_from_slice(&number.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// A forced epoch already written in this build: a later alert's values replace it.
+    fn revise(&mut self, key: Key, slot: Slot, alert: (f64, i64), row: &[u8]) {
+        if later(alert, slot.alert) {
+            self.undo.push((key, Some(slot)));
+            self.seen.insert(key, Slot { row: slot.row, alert });
+            self.revisions.push(Revision { row: slot.row, bytes: row.to_vec() });
+        }
+    }
+
+    /// A forced epoch the store holds: this alert's values replace the stored ones if it is the
+    /// later alert, which the rewrite checks against the stored row.
+    fn revise_committed(&mut self, key: Key, row_number: u64, alert: (f64, i64), row: &[u8]) {
+        self.undo.push((key, None));
+        self.seen.insert(key, Slot { row: row_number, alert });
+        self.revisions.push(Revision { row: row_number, bytes: row.to_vec() });
+    }
+
+    fn append(&mut self, table: Table, key: Key, alert: (f64, i64), row: &[u8], out: &mut Vec<u8>) -> u64 {
+        let number = self.next_row[table as usize];
+        self.next_row[table as usize] += 1;
+        self.undo.push((key, None));
+        self.seen.insert(key, Slot { row: number, alert });
+        self.new_keys.push((key, number));
+        out.extend_from_slice(row);
+        match key.kind {
+            KeyKind::Detection => self.counts.detections += 1,
+            KeyKind::UpperLimit => self.counts.upper_limits += 1,
+            KeyKind::Forced => self.counts.forced += 1,
+        }
+        match self.ranges.last_mut() {
+            Some(last) if last.object == key.object && last.table == table && last.start + last.count == number => last.count += 1,
+            _ => self.ranges.push(Range { object: key.object, table, start: number, count: 1 }),
+        }
+        number
+    }
+
+    /// Where to come back to.
+    #[must_use]
+    pub fn mark(&self) -> Mark {
+        Mark {
+            undo: self.undo.len(),
+            new_keys: self.new_keys.len(),
+            ranges: self.ranges.len(),
+            last_range: self.ranges.last().cloned(),
+            revisions: self.revisions.len(),
+            next_row: self.next_row,
+            next_carried: self.next_carried,
+            counts: self.counts,
+        }
+    }
+
+    /// Undo everything taken since `mark`.
+    pub fn roll_back(&mut self, mark: &Mark) {
+        for (key, slot) in self.undo.drain(mark.undo..).rev() {
+            match slot {
+                Some(slot) => self.seen.insert(key, slot),
+                None => self.seen.remove(&key),
+            };
+        }
+        self.new_keys.truncate(mark.new_keys);
+        self.ranges.truncate(mark.ranges);
+        if let (Some(last), Some(was)) = (self.ranges.last_mut(), &mark.last_range) {
+            *last = was.clone();
+        }
+        self.revisions.truncate(mark.revisions);
+        self.next_row = mark.next_row;
+        self.next_carried = mark.next_carried;
+        self.counts = mark.counts;
+    }
+
+    /// Rows of each table after this build.
+    #[must_use]
+    pub fn rows_after(&self) -> [u64; 2] {
+        self.next_row
+    }
+
+    /// Rows of each table committed before this build.
+    #[must_use]
+    pub fn committed_rows(&self) -> [u64; 2] {
+        self.committed_rows
+    }
+
+    /// New rows per kind.
+    #[must_use]
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The build's new keys with their rows (for the key index).
+    #[must_use]
+    pub fn new_keys(&self) -> &[(Key, u64)] {
+        &self.new_keys
+    }
+
+    /// Take the revisions of forced rows, in the order they were made (a later one of the
+    /// same row wins).
+    pub fn take_revisions(&mut self) -> Vec<Revision> {
+        std::mem::take(&mut self.revisions)
+    }
+
+    /// The build's segment of the object index: its ranges sorted by (objectId, table, start),
+    /// adjacent ones merged, as packed rows of `lightcurves/objects`.
+    #[must_use]
+    pub fn index_rows(&self) -> Vec<Vec<u8>> {
+        let mut ranges = self.ranges.clone();
+        ranges.sort_by_key(|r| (r.object, r.table, r.start));
+        let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match merged.last_mut() {
+                Some(last) if last.object == range.object && last.table == range.table && last.start + last.count == range.start => {
+                    last.count += range.count;
+                }
+                _ => merged.push(range),
+            }
+        }
+        merged.iter().map(index_row).collect()
+    }
+}
+
+/// Whether alert `a` is later than alert `b`: greater jd, then greater candid.
+fn later(a: (f64, i64), b: (f64, i64)) -> bool {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_gt()
+}
+
+/// Whether the stored forced `row` should take the values of `new` (from a later alert).
+#[must_use]
+pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
+    let forced = Layout::forced();
+    let alert = |row: &[u8]| {
+        let jd = read_f64(row, forced.column("alert_jd").offset);
+        let candid = forced.index_of("alert_candid").and_then(|c| forced.read_i64(row, c)).unwrap_or(i64::MIN);
+        (jd, candid)
+    };
+    later(alert(new), alert(stored))
+}
+
+fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
+    let layout = alerts_layout();
+    let mut row = layout.new_row();
+    let int = |n: u64| Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    for (name, value) in
+        [("history_start", epochs[0]), ("history_count", epochs[1]), ("forced_start", forced[0]), ("forced_count", forced[1])]
+    {
+        if let Some(column) = layout.index_of(name) {
+            let _ = layout.pack(&mut row, column, int(value));
+        }
+    }
+    row
+}
+
+fn index_row(range: &Range) -> Vec<u8> {
+    let layout = objects_layout();
+    let mut row = layout.new_row();
+    let object: String = range.object.iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect();
+    let values = [
+        ("objectId", Scalar::Str(object.as_bytes())),
+        ("table", Scalar::Str(range.table.name().as_bytes())),
+        ("start", Scalar::Int(i64::try_from(range.start).unwrap_or(i64::MAX))),
+        ("count", Scalar::Int(i64::try_from(range.count).unwrap_or(i64::MAX))),
+    ];
+    for (name, value) in values {
+        if let Some(column) = layout.index_of(name) {
+            let _ = layout.pack(&mut row, column, value);
+        }
+    }
+    row
+}
+
+fn read_f64(row: &[u8], offset: usize) -> f64 {
+    f64::from_le_bytes(row[offset..offset + 8].try_into().unwrap_or_default())
+}
+
+/// The key of a packed row of `table`.
+#[must_use]
+pub fn key_of(table: Table, row: &[u8]) -> Key {
+    let layout = table.layout();
+    let int = |name: &str| layout.index_of(name).and_then(|c| layout.read_i64(row, c)).unwrap_or(0);
+    let object_cell = layout.column("objectId");
+    let mut object = [0u8; 12];
+    // objectIds are ASCII (ZTFyyaaaaaaa): one byte per UTF-32 code point.
+    for (slot, code) in object.iter_mut().zip(row[object_cell.offset..object_cell.offset + object_cell.dtype.size()].chunks_exact(4)) {
+        *slot = code[0];
+    }
+    let jd = read_f64(row, layout.column("jd").offset).to_bits();
+    #[allow(clippy::cast_possible_truncation)] // fid is an <i4 column
+    let fid = int("fid") as i32;
+    match table {
+        Table::Forced => Key { jd, kind: KeyKind::Forced, fid, object, id: int("pid") },
+        Table::Epochs => {
+            let candid = int("candid");
+            let detection = layout.index_of("kind").and_then(|c| layout.read_str(row, c)).is_some_and(|k| k == DETECTION);
+            if detection {
+                Key { jd, kind: KeyKind::Detection, fid, object, id: candid }
+            } else {
+                Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_row(object: &str, jd: f64, candid: Option<i64>) -> Vec<u8> {
+        let layout = Layout::epochs();
+        let mut row = layout.new_row();
+        let put = |row: &mut Vec<u8>, name: &str, value: Scalar<'_>| layout.pack(row, layout.index_of(name).unwrap(), value).unwrap();
+        put(&mut row, "objectId", Scalar::Str(object.as_bytes()));
+        put(&mut row, "jd", Scalar::F64(jd));
+        put(&mut row, "fid", Scalar::Int(1));
+        if let Some(candid) = candid {
+            put(&mut row, "candid", Scalar::Int(candid));
+        }
+        put(&mut row, "kind", Scalar::Str(if candid.is_some() { b"detection" } else { b"upper_limit" }));
+        row
+    }
+
+    fn forced_row(object: &str, jd: f64, flux: f32, alert: (f64, i64)) -> Vec<u8> {
+        let layout = Layout::forced();
+        let mut row = layout.new_row();
+        let put = |row: &mut Vec<u8>, name: &str, value: Scalar<'_>| layout.pack(row, layout.index_of(name).unwrap(), value).unwrap();
+        put(&mut row, "objectId", Scalar::Str(object.as_bytes()));
+        put(&mut row, "jd", Scalar::F64(jd));
+        put(&mut row, "fid", Scalar::Int(1));
+        put(&mut row, "pid", Scalar::Int(7));
+        put(&mut row, "forcediffimflux", Scalar::F32(flux));
+        put(&mut row, "alert_jd", Scalar::F64(alert.0));
+        put(&mut row, "alert_candid", Scalar::Int(alert.1));
+        row
+    }
+
+    fn history(epochs: &[Vec<u8>], forced: &[Vec<u8>]) -> History {
+        History { epochs: epochs.concat(), forced: forced.concat() }
+    }
+
+    #[test]
+    fn layouts_of_the_index_tables_parse() {
+        assert_eq!(objects_layout().itemsize(), 48 + 24 + 16);
+        assert_eq!(alerts_layout().columns().len(), 4);
+    }
+
+    #[test]
+    fn repeated_epochs_are_stored_once_and_forced_takes_the_latest_alert() {
+        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
+        let mut curves = LightCurves::new(CommittedKeys::default(), [10, 0], [0, 0]);
+        let first =
+            history(&[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
+        let added = curves.take(&storage, 5, 2.0, &first).unwrap();
+        assert_eq!(added.epochs.len(), 2 * Layout::epochs().itemsize());
+        assert_eq!(added.forced.len(), Layout::forced().itemsize());
+        let second = history(
+            &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5)), epoch_row("ZTF18a", 3.0, Some(6))],
+            &[forced_row("ZTF18a", 1.5, 9.0, (3.0, 6))],
+        );
+        let mark = curves.mark();
+        let added = curves.take(&storage, 6, 3.0, &second).unwrap();
+        assert_eq!(added.epochs.len(), Layout::epochs().itemsize(), "only the new detection");
+        let carried: Vec<u64> = added.carried_epochs.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(carried, [10, 11, 12], "the alert carried the two stored epochs and its own");
+        assert!(added.forced.is_empty());
+        let revisions = curves.revisions.clone();
+        assert_eq!(revisions.len(), 1);
+        assert_eq!(revisions[0].row, 0);
+        // An earlier alert never overrides.
+        let earlier = history(&[], &[forced_row("ZTF18a", 1.5, 4.0, (1.0, 4))]);
+        curves.take(&storage, 4, 1.0, &earlier).unwrap();
+        assert_eq!(curves.revisions.len(), 1);
+        assert_eq!(curves.rows_after(), [13, 1]);
+        assert_eq!(curves.counts(), Counts { detections: 2, upper_limits: 1, forced: 1 });
+        curves.roll_back(&mark);
+        assert_eq!(curves.rows_after(), [12, 1]);
+        assert!(curves.revisions.is_empty());
+        assert_eq!(curves.index_rows().len(), 2, "one epochs range, one forced range");
+    }
+
+    #[test]
+    fn ranges_of_one_object_merge_in_the_index() {
+        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
+        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        curves.take(&storage, 1, 1.0, &history(&[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
+        curves.take(&storage, 2, 1.0, &history(&[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
+        curves.take(&storage, 3, 2.0, &history(&[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
+        let rows = curves.index_rows();
+        let layout = objects_layout();
+        let objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, 0).unwrap()).collect();
+        assert_eq!(objects, ["ZTF18a", "ZTF18b", "ZTF18b"], "sorted; b's rows 0 and 2 are not adjacent");
+    }
+}

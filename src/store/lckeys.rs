@@ -1,0 +1,242 @@
+//! The light-curve key index: which epochs the store's light-curve tables hold, for finding
+//! repeats without reading the tables. Each build that adds epochs writes its new keys, sorted
+//! by jd, as **blocks** of at most [`BLOCK_RECORDS`] records (`.ztf2zarr/lightcurve_keys/
+//! 000007.0000`, zstd), each listed in the root attrs with its jd range and record count
+//! (`ztf2zarr.lightcurve_keys`). Blocks are never rewritten.
+//!
+//! A key is looked up only in the blocks whose jd range holds its jd, and a block is read (whole,
+//! once) only when some key falls in its range. An alert carries about 30 days of history, so a
+//! nightly append reads the blocks of the last weeks' epochs, never the store's whole history:
+//! memory follows the jd span of the night's epochs, not the store's size.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use super::{ReadError, Storage};
+
+/// Folder of the block objects.
+pub const BLOCKS: &str = ".ztf2zarr/lightcurve_keys";
+/// Records per block: large enough that a night is a few objects, small enough that a block
+/// spans a narrow jd range.
+pub const BLOCK_RECORDS: usize = 65_536;
+/// Bytes of one record: jd, kind, fid, objectId, id, row.
+const RECORD_BYTES: usize = 8 + 1 + 4 + 12 + 8 + 8;
+
+/// What a key is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyKind {
+    /// A detection (`lightcurves/epochs`, keyed by candid).
+    Detection = 0,
+    /// An upper limit (`lightcurves/epochs`, keyed by objectId, jd, fid).
+    UpperLimit = 1,
+    /// A forced-photometry epoch (`lightcurves/forced`, keyed by objectId, jd, fid, pid).
+    Forced = 2,
+}
+
+impl KeyKind {
+    fn from_byte(byte: u8) -> Option<KeyKind> {
+        match byte {
+            0 => Some(KeyKind::Detection),
+            1 => Some(KeyKind::UpperLimit),
+            2 => Some(KeyKind::Forced),
+            _ => None,
+        }
+    }
+}
+
+/// The identity of one epoch. Detections are keyed by candid (`id`); their objectId, jd and fid
+/// follow from it and are kept so the key sorts by jd like the others. Upper limits have id 0;
+/// forced epochs have their pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// jd's bits (jd is never NaN: ZTF's schema makes it a non-null double).
+    pub jd: u64,
+    /// What the key is of.
+    pub kind: KeyKind,
+    /// Filter ID.
+    pub fid: i32,
+    /// objectId (ASCII, zero-padded).
+    pub object: [u8; 12],
+    /// candid, pid, or 0.
+    pub id: i64,
+}
+
+impl Key {
+    /// The jd as a number.
+    #[must_use]
+    pub fn jd(&self) -> f64 {
+        f64::from_bits(self.jd)
+    }
+
+    fn sort_key(&self) -> (f64, KeyKind, [u8; 12], i32, i64) {
+        (self.jd(), self.kind, self.object, self.fid, self.id)
+    }
+
+    fn encode(&self, row: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.jd.to_le_bytes());
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.fid.to_le_bytes());
+        out.extend_from_slice(&self.object);
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&row.to_le_bytes());
+    }
+
+    fn decode(record: &[u8]) -> Option<(Key, u64)> {
+        let u64_at = |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().unwrap_or_default());
+        let kind = KeyKind::from_byte(record[8])?;
+        let fid = i32::from_le_bytes(record[9..13].try_into().ok()?);
+        let object: [u8; 12] = record[13..25].try_into().ok()?;
+        #[allow(clippy::cast_possible_wrap)] // the bits are what was stored
+        let id = u64_at(25) as i64;
+        Some((Key { jd: u64_at(0), kind, fid, object, id }, u64_at(33)))
+    }
+}
+
+/// One block of the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// Key of its object.
+    pub key: String,
+    /// Smallest and largest jd of its keys.
+    pub jd_min: f64,
+    /// Largest jd.
+    pub jd_max: f64,
+    /// Keys it holds.
+    pub records: usize,
+}
+
+impl Block {
+    fn json(&self) -> Value {
+        json!({"key": self.key, "jd_min": self.jd_min, "jd_max": self.jd_max, "records": self.records})
+    }
+}
+
+/// The blocks of build number `number`'s new keys (each with the table row it was written to),
+/// with their objects' bytes.
+#[must_use]
+pub fn blocks_of(number: usize, keys: &[(Key, u64)], zstd_level: i32) -> Vec<(Block, Vec<u8>)> {
+    let mut sorted = keys.to_vec();
+    sorted.sort_unstable_by(|a, b| a.0.sort_key().partial_cmp(&b.0.sort_key()).unwrap_or(std::cmp::Ordering::Equal));
+    sorted
+        .chunks(BLOCK_RECORDS)
+        .enumerate()
+        .map(|(index, part)| {
+            let mut raw = Vec::with_capacity(part.len() * RECORD_BYTES);
+            for (key, row) in part {
+                key.encode(*row, &mut raw);
+            }
+            let bytes = zstd::bulk::compress(&raw, zstd_level).unwrap_or_else(|_| unreachable!("zstd compresses any bytes in memory"));
+            let block = Block {
+                key: format!("{BLOCKS}/{number:06}.{index:04}"),
+                jd_min: part.first().map_or(0.0, |(k, _)| k.jd()),
+                jd_max: part.last().map_or(0.0, |(k, _)| k.jd()),
+                records: part.len(),
+            };
+            (block, bytes)
+        })
+        .collect()
+}
+
+/// `ztf2zarr.lightcurve_keys` for `blocks`.
+#[must_use]
+pub fn blocks_json(blocks: &[Block]) -> Value {
+    json!({"blocks": blocks.iter().map(Block::json).collect::<Vec<_>>()})
+}
+
+/// The blocks listed in `ztf2zarr.lightcurve_keys` (an absent list: none).
+///
+/// # Errors
+/// An entry that is not a block (names `.zattrs`).
+pub fn parse_blocks(value: &Value, location: &str) -> Result<Vec<Block>, ReadError> {
+    let Some(list) = value["blocks"].as_array() else { return Ok(Vec::new()) };
+    let invalid = |reason: String| ReadError::Invalid { path: location.into(), reason };
+    list.iter()
+        .map(|entry| {
+            let (Some(key), Some(jd_min), Some(jd_max), Some(records)) =
+                (entry["key"].as_str(), entry["jd_min"].as_f64(), entry["jd_max"].as_f64(), entry["records"].as_u64())
+            else {
+                return Err(invalid(format!("ztf2zarr.lightcurve_keys holds an entry that is not a block: {entry}")));
+            };
+            if !key.starts_with(BLOCKS) {
+                return Err(invalid(format!("ztf2zarr.lightcurve_keys names `{key}`, outside {BLOCKS}/")));
+            }
+            let records = usize::try_from(records).map_err(|_| invalid(format!("block `{key}` of {records} records")))?;
+            Ok(Block { key: key.to_string(), jd_min, jd_max, records })
+        })
+        .collect()
+}
+
+/// Read every record of `block`.
+///
+/// # Errors
+/// The object is missing, damaged, or does not hold the records its entry says.
+pub fn read_block(storage: &dyn Storage, block: &Block) -> Result<Vec<(Key, u64)>, ReadError> {
+    let invalid = |reason: String| ReadError::Invalid { path: storage.object_location(&block.key).into(), reason };
+    let compressed = storage.get(&block.key)?.ok_or_else(|| invalid("missing: the light-curve key block is gone".into()))?;
+    let expected = block.records.checked_mul(RECORD_BYTES).ok_or_else(|| invalid(format!("{} records", block.records)))?;
+    let raw = zstd::bulk::decompress(&compressed, expected).map_err(|e| invalid(format!("not a zstd block of {expected} bytes: {e}")))?;
+    if raw.len() != expected {
+        return Err(invalid(format!("holds {} bytes, expected {expected} ({} records)", raw.len(), block.records)));
+    }
+    raw.chunks_exact(RECORD_BYTES).map(|record| Key::decode(record).ok_or_else(|| invalid("a record of an unknown kind".into()))).collect()
+}
+
+/// Look-ups of the committed keys, reading blocks only as keys fall in their jd ranges.
+#[derive(Debug, Default)]
+pub struct CommittedKeys {
+    blocks: Vec<(Block, bool)>,
+    loaded: HashMap<Key, u64>,
+}
+
+impl CommittedKeys {
+    /// Look-ups over `blocks`.
+    #[must_use]
+    pub fn new(blocks: Vec<Block>) -> Self {
+        CommittedKeys { blocks: blocks.into_iter().map(|b| (b, false)).collect(), loaded: HashMap::new() }
+    }
+
+    /// The table row holding `key`, if the store holds it.
+    ///
+    /// # Errors
+    /// A block in the key's range cannot be read.
+    pub fn row_of(&mut self, storage: &dyn Storage, key: &Key) -> Result<Option<u64>, ReadError> {
+        let jd = key.jd();
+        for (block, loaded) in &mut self.blocks {
+            if !*loaded && block.jd_min <= jd && jd <= block.jd_max {
+                self.loaded.extend(read_block(storage, block)?);
+                *loaded = true;
+            }
+        }
+        Ok(self.loaded.get(key).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(jd: f64, kind: KeyKind, id: i64) -> Key {
+        Key { jd: jd.to_bits(), kind, fid: 2, object: *b"ZTF18abcdefg", id }
+    }
+
+    #[test]
+    fn blocks_round_trip_sorted_by_jd() {
+        let keys = vec![(key(3.5, KeyKind::Forced, 9), 7), (key(1.5, KeyKind::Detection, 11), 0), (key(2.5, KeyKind::UpperLimit, 0), 3)];
+        let blocks = blocks_of(4, &keys, 1);
+        assert_eq!(blocks.len(), 1);
+        let (block, bytes) = &blocks[0];
+        assert_eq!((block.jd_min, block.jd_max, block.records), (1.5, 3.5, 3));
+        assert_eq!(block.key, ".ztf2zarr/lightcurve_keys/000004.0000");
+        let raw = zstd::bulk::decompress(bytes, 3 * RECORD_BYTES).unwrap();
+        let read: Vec<(Key, u64)> = raw.chunks_exact(RECORD_BYTES).map(|r| Key::decode(r).unwrap()).collect();
+        assert_eq!(read, vec![keys[1], keys[2], keys[0]]);
+        assert_eq!(parse_blocks(&blocks_json(std::slice::from_ref(block)), ".zattrs").unwrap(), vec![block.clone()]);
+    }
+
+    #[test]
+    fn entries_outside_the_folder_are_refused() {
+        let bad = json!({"blocks": [{"key": "../x", "jd_min": 0.0, "jd_max": 1.0, "records": 1}]});
+        assert!(parse_blocks(&bad, ".zattrs").is_err());
+    }
+}
