@@ -6,6 +6,7 @@ mod build;
 mod folders;
 mod hostile;
 mod label;
+mod lightcurves;
 mod mutation;
 mod newcomer;
 mod samples;

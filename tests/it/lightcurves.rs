@@ -1,0 +1,116 @@
+//! Light curves across builds: an append of a later night gives the light curves of a one-shot
+//! build (each epoch once, each alert's history the epochs its packet carried), and a store
+//! without them stays without.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ztf2zarr::catalog::Layout;
+use ztf2zarr::store::StoreReader;
+
+use crate::util::{real_alerts, ztf2zarr, ztf2zarr_ok};
+
+fn nights() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let root = real_alerts();
+    (
+        vec![root.join("kowalski-20200202"), root.join("ztf-avro-alert"), root.join("fink-alert-simulator-20181129")],
+        vec![root.join("fink-alert-schemas"), root.join("ampel/tests"), root.join("boom"), root.join("ampel/ztf_public_20180601")],
+    )
+}
+
+fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
+    let mut args: Vec<String> = vec!["build".into()];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    args.extend(["-o".to_string(), store.display().to_string(), "--chunk-rows".into(), "50".into(), "--no-progress".into()]);
+    args.extend(extra.iter().map(|s| (*s).to_string()));
+    ztf2zarr_ok(args)
+}
+
+fn table(reader: &StoreReader, name: &str) -> Vec<u8> {
+    let spec = reader.arrays().into_iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no {name}"));
+    reader.table_bytes(&spec).unwrap()
+}
+
+/// Every table row (as bytes), and per alert (by candid) the rows its history names.
+struct Curves {
+    epochs: BTreeSet<Vec<u8>>,
+    forced: BTreeSet<Vec<u8>>,
+    histories: BTreeSet<(i64, Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+}
+
+fn curves(store: &Path) -> Curves {
+    let reader = StoreReader::open(store).unwrap();
+    let rows = |name: &str, itemsize: usize| -> Vec<Vec<u8>> { table(&reader, name).chunks_exact(itemsize).map(<[u8]>::to_vec).collect() };
+    let epochs = rows("lightcurves/epochs", Layout::epochs().itemsize());
+    let forced = rows("lightcurves/forced", Layout::forced().itemsize());
+    let entries = |name: &str| -> Vec<usize> {
+        table(&reader, name).chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).collect()
+    };
+    let (carried_epochs, carried_forced) = (entries("lightcurves/history_epochs"), entries("lightcurves/history_forced"));
+    let alerts = ztf2zarr::lightcurves::alerts_layout();
+    let candids = reader.catalog_candids().unwrap();
+    let histories = table(&reader, "lightcurves/alerts")
+        .chunks_exact(alerts.itemsize())
+        .zip(candids)
+        .map(|(row, candid)| {
+            let n = |name: &str| alerts.read_i64(row, alerts.index_of(name).unwrap()).unwrap() as usize;
+            let pick = |entries: &[usize], rows: &[Vec<u8>], start: usize, count: usize| -> Vec<Vec<u8>> {
+                let mut picked: Vec<Vec<u8>> = entries[start..start + count].iter().map(|r| rows[*r].clone()).collect();
+                picked.sort();
+                picked
+            };
+            (
+                candid,
+                pick(&carried_epochs, &epochs, n("history_start"), n("history_count")),
+                pick(&carried_forced, &forced, n("forced_start"), n("forced_count")),
+            )
+        })
+        .collect();
+    let epochs_set: BTreeSet<Vec<u8>> = epochs.iter().cloned().collect();
+    assert_eq!(epochs_set.len(), epochs.len(), "{}: an epochs row stored twice", store.display());
+    Curves { epochs: epochs_set, forced: forced.into_iter().collect(), histories }
+}
+
+#[test]
+fn an_appended_night_gives_the_light_curves_of_a_one_shot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let one_shot = dir.path().join("one.zarr");
+    let appended = dir.path().join("two.zarr");
+    build(&one_shot, &[a.clone(), b.clone()].concat(), &[]);
+    build(&appended, &a, &[]);
+    build(&appended, &b, &[]);
+    let (one, two) = (curves(&one_shot), curves(&appended));
+    assert!(one.epochs.len() > 1000 && !one.forced.is_empty(), "real alerts give epochs and (schema 4.x) forced photometry");
+    assert!(one.epochs == two.epochs, "epochs differ: {} vs {} rows", one.epochs.len(), two.epochs.len());
+    assert!(one.forced == two.forced, "forced photometry differs");
+    assert!(one.histories == two.histories, "some alert's history differs");
+    // Appending a night again adds nothing.
+    let again = build(&appended, &b, &[]);
+    assert!(again.contains("written     0 alerts"), "{again}");
+    assert!(curves(&appended).epochs == one.epochs);
+    let verify = ztf2zarr(["verify", appended.to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn a_store_without_light_curves_stays_without_and_refuses_to_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let plain = dir.path().join("plain.zarr");
+    build(&plain, &a, &["--no-lightcurves"]);
+    build(&plain, &b, &[]);
+    assert!(!plain.join("lightcurves").exists(), "an append keeps a store without light curves so");
+    let info = String::from_utf8_lossy(&ztf2zarr(["info", plain.to_str().unwrap()]).stdout).into_owned();
+    assert!(info.contains("light curves -"), "{info}");
+    let with = dir.path().join("with.zarr");
+    build(&with, &a, &[]);
+    let mut args: Vec<String> = vec!["build".into()];
+    args.extend(b.iter().map(|p| p.display().to_string()));
+    args.extend(["-o".into(), with.display().to_string(), "--no-lightcurves".into()]);
+    let refused = ztf2zarr(&args);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--no-lightcurves"), "{refused:?}");
+    let info = String::from_utf8_lossy(&ztf2zarr(["info", with.to_str().unwrap()]).stdout).into_owned();
+    assert!(info.contains("light curves ") && info.contains("objects:") && info.contains("upper limits"), "{info}");
+}
