@@ -31,11 +31,14 @@ fn table(reader: &StoreReader, name: &str) -> Vec<u8> {
     reader.table_bytes(&spec).unwrap()
 }
 
+/// One alert's candid with the epochs and forced-photometry rows (sorted bytes) its history names.
+type History = (i64, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// Every table row (as bytes), and per alert (by candid) the rows its history names.
 struct Curves {
     epochs: BTreeSet<Vec<u8>>,
     forced: BTreeSet<Vec<u8>>,
-    histories: BTreeSet<(i64, Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+    histories: BTreeSet<History>,
 }
 
 fn curves(store: &Path) -> Curves {
