@@ -53,7 +53,11 @@ def test_consolidated_metadata_matches_the_array_files(real_default):
         "stamps/.zattrs",
         "catalog/.zarray",
         "catalog/.zattrs",
+        "lightcurves/.zgroup",
+        "lightcurves/.zattrs",
     }
+    for name in ["epochs", "forced", "objects", "alerts", "history_epochs", "history_forced"]:
+        expected_keys |= {f"lightcurves/{name}/.zarray", f"lightcurves/{name}/.zattrs"}
     assert set(meta) == expected_keys
     for key in expected_keys:
         assert meta[key] == ztfref.read_json(store / key), key
