@@ -285,6 +285,18 @@ impl Layout {
         Ok(Packed::Exact)
     }
 
+    /// Read column `index` of `row` as an f64 (for float columns such as `jd`).
+    #[must_use]
+    pub fn read_f64(&self, row: &[u8], index: usize) -> Option<f64> {
+        let column = &self.columns[index];
+        let cell = &row[column.offset..column.offset + column.dtype.size()];
+        match column.dtype {
+            Dtype::F8 => Some(f64::from_le_bytes(cell.try_into().ok()?)),
+            Dtype::F4 => Some(f64::from(f32::from_le_bytes(cell.try_into().ok()?))),
+            _ => None,
+        }
+    }
+
     /// Read column `index` of `row` as an i64 (for integer columns such as `candid`).
     #[must_use]
     pub fn read_i64(&self, row: &[u8], index: usize) -> Option<i64> {

@@ -181,12 +181,13 @@ impl LightCurves {
         }
     }
 
-    /// Take the history of an alert the store writes (its `candid`, its jd): the rows new to
-    /// the store, and its history window.
+    /// Take the history of an alert the store writes (its `candid`): the rows new to the store,
+    /// and the rows it carried.
     ///
     /// # Errors
     /// A committed key block cannot be read.
-    pub fn take(&mut self, storage: &dyn Storage, candid: i64, jd: f64, history: &History) -> Result<Added, ReadError> {
+    pub fn take(&mut self, storage: &dyn Storage, candid: i64, history: &History) -> Result<Added, ReadError> {
+        let jd = history.jd;
         let mut added = Added::default();
         self.rows(storage, Table::Epochs, &history.epochs, (jd, candid), &mut added.epochs, &mut added.carried_epochs)?;
         self.rows(storage, Table::Forced, &history.forced, (jd, candid), &mut added.forced, &mut added.carried_forced)?;
@@ -367,7 +368,7 @@ fn later(a: (f64, i64), b: (f64, i64)) -> bool {
 pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
     let forced = Layout::forced();
     let alert = |row: &[u8]| {
-        let jd = read_f64(row, forced.column("alert_jd").offset);
+        let jd = forced.index_of("alert_jd").and_then(|c| forced.read_f64(row, c)).unwrap_or(f64::NAN);
         let candid = forced.index_of("alert_candid").and_then(|c| forced.read_i64(row, c)).unwrap_or(i64::MIN);
         (jd, candid)
     };
@@ -406,10 +407,6 @@ fn index_row(range: &Range) -> Vec<u8> {
     row
 }
 
-fn read_f64(row: &[u8], offset: usize) -> f64 {
-    f64::from_le_bytes(row[offset..offset + 8].try_into().unwrap_or_default())
-}
-
 /// The key of a packed row of `table`.
 #[must_use]
 pub fn key_of(table: Table, row: &[u8]) -> Key {
@@ -421,7 +418,7 @@ pub fn key_of(table: Table, row: &[u8]) -> Key {
     for (slot, code) in object.iter_mut().zip(row[object_cell.offset..object_cell.offset + object_cell.dtype.size()].chunks_exact(4)) {
         *slot = code[0];
     }
-    let jd = read_f64(row, layout.column("jd").offset).to_bits();
+    let jd = layout.index_of("jd").and_then(|c| layout.read_f64(row, c)).unwrap_or(f64::NAN).to_bits();
     #[allow(clippy::cast_possible_truncation)] // fid is an <i4 column
     let fid = int("fid") as i32;
     match table {
@@ -470,8 +467,8 @@ mod tests {
         row
     }
 
-    fn history(epochs: &[Vec<u8>], forced: &[Vec<u8>]) -> History {
-        History { epochs: epochs.concat(), forced: forced.concat() }
+    fn history(jd: f64, epochs: &[Vec<u8>], forced: &[Vec<u8>]) -> History {
+        History { jd, epochs: epochs.concat(), forced: forced.concat() }
     }
 
     #[test]
@@ -485,16 +482,17 @@ mod tests {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
         let mut curves = LightCurves::new(CommittedKeys::default(), [10, 0], [0, 0]);
         let first =
-            history(&[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
-        let added = curves.take(&storage, 5, 2.0, &first).unwrap();
+            history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
+        let added = curves.take(&storage, 5, &first).unwrap();
         assert_eq!(added.epochs.len(), 2 * Layout::epochs().itemsize());
         assert_eq!(added.forced.len(), Layout::forced().itemsize());
         let second = history(
+            3.0,
             &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5)), epoch_row("ZTF18a", 3.0, Some(6))],
             &[forced_row("ZTF18a", 1.5, 9.0, (3.0, 6))],
         );
         let mark = curves.mark();
-        let added = curves.take(&storage, 6, 3.0, &second).unwrap();
+        let added = curves.take(&storage, 6, &second).unwrap();
         assert_eq!(added.epochs.len(), Layout::epochs().itemsize(), "only the new detection");
         let carried: Vec<u64> = added.carried_epochs.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
         assert_eq!(carried, [10, 11, 12], "the alert carried the two stored epochs and its own");
@@ -503,8 +501,8 @@ mod tests {
         assert_eq!(revisions.len(), 1);
         assert_eq!(revisions[0].row, 0);
         // An earlier alert never overrides.
-        let earlier = history(&[], &[forced_row("ZTF18a", 1.5, 4.0, (1.0, 4))]);
-        curves.take(&storage, 4, 1.0, &earlier).unwrap();
+        let earlier = history(1.0, &[], &[forced_row("ZTF18a", 1.5, 4.0, (1.0, 4))]);
+        curves.take(&storage, 4, &earlier).unwrap();
         assert_eq!(curves.revisions.len(), 1);
         assert_eq!(curves.rows_after(), [13, 1]);
         assert_eq!(curves.counts(), Counts { detections: 2, upper_limits: 1, forced: 1 });
@@ -518,9 +516,9 @@ mod tests {
     fn ranges_of_one_object_merge_in_the_index() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
         let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
-        curves.take(&storage, 1, 1.0, &history(&[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
-        curves.take(&storage, 2, 1.0, &history(&[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
-        curves.take(&storage, 3, 2.0, &history(&[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
+        curves.take(&storage, 1, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
+        curves.take(&storage, 2, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
+        curves.take(&storage, 3, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
         let rows = curves.index_rows();
         let layout = objects_layout();
         let objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, 0).unwrap()).collect();

@@ -381,11 +381,7 @@ impl Collector<'_> {
     /// What the alert's history adds to the light curves (nothing without them).
     fn take_history(&mut self, alert: &Alert) -> Result<Added, BuildError> {
         let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else { return Ok(Added::default()) };
-        let jd = self.layout.index_of("jd").map_or(f64::NAN, |c| {
-            let offset = self.layout.columns()[c].offset;
-            f64::from_le_bytes(alert.row[offset..offset + 8].try_into().unwrap_or_default())
-        });
-        Ok(curves.take(self.storage, alert.candid, jd, history).map_err(StoreError::from)?)
+        Ok(curves.take(self.storage, alert.candid, history).map_err(StoreError::from)?)
     }
 
     /// Add one row to the buffer at `position`; a chunk that becomes full goes to `full`.

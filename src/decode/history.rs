@@ -16,6 +16,8 @@ pub const UPPER_LIMIT: &str = "upper_limit";
 /// The packed history rows of one alert.
 #[derive(Debug, Default, Clone)]
 pub struct History {
+    /// The alert's own jd (its candidate's), which orders alerts for forced photometry.
+    pub jd: f64,
     /// Rows of `lightcurves/epochs`: the prv_candidates, then the candidate itself.
     pub epochs: Vec<u8>,
     /// Rows of `lightcurves/forced`: the fp_hists.

@@ -571,8 +571,8 @@ impl Decoder {
         };
         copy_object(&mut history.epochs, epochs);
         copy_object(&mut history.forced, forced);
-        let jd = self.layout.columns()[self.columns.jd].offset;
-        let alert_jd = f64::from_le_bytes(row[jd..jd + 8].try_into().unwrap_or_default());
+        let alert_jd = self.layout.read_f64(row, self.columns.jd).unwrap_or(f64::NAN);
+        history.jd = alert_jd;
         let (candid_column, jd_column) = (forced.index_of("alert_candid"), forced.index_of("alert_jd"));
         for each in history.forced.chunks_exact_mut(forced.itemsize()) {
             if let (Some(c), Some(j)) = (candid_column, jd_column) {
