@@ -142,31 +142,44 @@ pub struct TableError {
 }
 
 impl Layout {
-    /// The catalog's layout compiled into this binary.
+    /// A column table compiled into this binary (`name` says which), parsed once into `cell`.
     ///
     /// # Panics
-    /// Never in a released binary: the table is checked by the unit tests.
+    /// If the table is not valid: never in a released binary, as every built-in table is checked
+    /// by the unit tests.
+    pub fn parsed_once(cell: &'static OnceLock<Layout>, table: &str, name: &str) -> &'static Layout {
+        cell.get_or_init(|| Layout::parse(table).unwrap_or_else(|error| panic!("{name} is valid (checked by tests): {error}")))
+    }
+
+    /// The catalog's layout compiled into this binary.
     pub fn builtin() -> &'static Layout {
         static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        LAYOUT.get_or_init(|| Layout::parse(CATALOG_TSV).expect("schemas/catalog.tsv is valid (checked by tests)"))
+        Layout::parsed_once(&LAYOUT, CATALOG_TSV, "schemas/catalog.tsv")
     }
 
     /// The layout of `lightcurves/epochs` (detections and upper limits).
-    ///
-    /// # Panics
-    /// Never in a released binary: the table is checked by the unit tests.
     pub fn epochs() -> &'static Layout {
         static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        LAYOUT.get_or_init(|| Layout::parse(EPOCHS_TSV).expect("schemas/epochs.tsv is valid (checked by tests)"))
+        Layout::parsed_once(&LAYOUT, EPOCHS_TSV, "schemas/epochs.tsv")
     }
 
     /// The layout of `lightcurves/forced` (forced photometry).
-    ///
-    /// # Panics
-    /// Never in a released binary: the table is checked by the unit tests.
     pub fn forced() -> &'static Layout {
         static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        LAYOUT.get_or_init(|| Layout::parse(FORCED_TSV).expect("schemas/forced.tsv is valid (checked by tests)"))
+        Layout::parsed_once(&LAYOUT, FORCED_TSV, "schemas/forced.tsv")
+    }
+
+    /// A fresh row holding `values` in the columns they name (a name the layout lacks, or a value
+    /// its column cannot hold, leaves the missing value: for rows this tool derives itself).
+    #[must_use]
+    pub fn row_of(&self, values: &[(&str, Scalar<'_>)]) -> Vec<u8> {
+        let mut row = self.new_row();
+        for (name, value) in values {
+            if let Some(column) = self.index_of(name) {
+                let _ = self.pack(&mut row, column, *value);
+            }
+        }
+        row
     }
 
     /// The numpy structured dtype of a row, as `.zarray` writes it.

@@ -32,21 +32,15 @@ forced_count\t<i4\t0\tderived\tDistinct forced-photometry epochs this alert carr
 ";
 
 /// The layout of `lightcurves/objects`.
-///
-/// # Panics
-/// Never: the table is a constant, checked by the tests.
 pub fn objects_layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| Layout::parse(OBJECTS_TSV).expect("the objects table is valid (checked by tests)"))
+    Layout::parsed_once(&LAYOUT, OBJECTS_TSV, "the objects table")
 }
 
 /// The layout of `lightcurves/alerts`.
-///
-/// # Panics
-/// Never: the table is a constant, checked by the tests.
 pub fn alerts_layout() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    LAYOUT.get_or_init(|| Layout::parse(ALERTS_TSV).expect("the alerts table is valid (checked by tests)"))
+    Layout::parsed_once(&LAYOUT, ALERTS_TSV, "the alerts table")
 }
 
 /// The two tables of epochs.
@@ -376,35 +370,27 @@ pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
 }
 
 fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
-    let layout = alerts_layout();
-    let mut row = layout.new_row();
-    let int = |n: u64| Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX));
-    for (name, value) in
-        [("history_start", epochs[0]), ("history_count", epochs[1]), ("forced_start", forced[0]), ("forced_count", forced[1])]
-    {
-        if let Some(column) = layout.index_of(name) {
-            let _ = layout.pack(&mut row, column, int(value));
-        }
-    }
-    row
+    alerts_layout().row_of(&[
+        ("history_start", count(epochs[0])),
+        ("history_count", count(epochs[1])),
+        ("forced_start", count(forced[0])),
+        ("forced_count", count(forced[1])),
+    ])
 }
 
 fn index_row(range: &Range) -> Vec<u8> {
-    let layout = objects_layout();
-    let mut row = layout.new_row();
     let object: String = range.object.iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect();
-    let values = [
+    objects_layout().row_of(&[
         ("objectId", Scalar::Str(object.as_bytes())),
         ("table", Scalar::Str(range.table.name().as_bytes())),
-        ("start", Scalar::Int(i64::try_from(range.start).unwrap_or(i64::MAX))),
-        ("count", Scalar::Int(i64::try_from(range.count).unwrap_or(i64::MAX))),
-    ];
-    for (name, value) in values {
-        if let Some(column) = layout.index_of(name) {
-            let _ = layout.pack(&mut row, column, value);
-        }
-    }
-    row
+        ("start", count(range.start)),
+        ("count", count(range.count)),
+    ])
+}
+
+/// A row number or count as an integer value.
+fn count(n: u64) -> Scalar<'static> {
+    Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// The key of a packed row of `table`.
