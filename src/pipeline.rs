@@ -397,6 +397,15 @@ impl Collector<'_> {
         }
     }
 
+    /// Add the build's segment of the object index to its array, once every alert is taken.
+    fn index_objects(&mut self, full: &mut Vec<ChunkBuffer>) {
+        let Some(position) = self.chunks.iter().position(|(_, feed)| *feed == Feed::Objects) else { return };
+        let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default();
+        for row in rows {
+            self.push_row(position, &row, full);
+        }
+    }
+
     fn reject(&mut self, origin: usize, source: String, reject: Reject) -> Result<(), BuildError> {
         if self.config.strict {
             return Err(BuildError::Strict { input: source, reason: reject.reason });
@@ -493,17 +502,6 @@ impl Collector<'_> {
     }
 }
 
-impl Collector<'_> {
-    /// Add the build's segment of the object index to its array, once every alert is taken.
-    fn index_objects(&mut self, full: &mut Vec<ChunkBuffer>) {
-        let Some(position) = self.chunks.iter().position(|(_, feed)| *feed == Feed::Objects) else { return };
-        let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default();
-        for row in rows {
-            self.push_row(position, &row, full);
-        }
-    }
-}
-
 /// Column docs gathered from writer schemas: the first schema (in row order) that documents a column wins.
 #[derive(Clone)]
 struct ColumnDocs {
@@ -567,7 +565,7 @@ pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress
 /// stored values come from an earlier alert).
 fn revise_forced(transaction: &mut Transaction, revisions: &[Revision], stats: &mut Stats) -> Result<(), StoreError> {
     let Some(array) = transaction.array_index(store::FORCED).filter(|_| !revisions.is_empty()) else { return Ok(()) };
-    let rows: Vec<(u64, Vec<u8>)> = revisions.iter().map(|r| (r.row, r.bytes.clone())).collect();
+    let rows: Vec<(u64, &[u8])> = revisions.iter().map(|r| (r.row, r.bytes.as_slice())).collect();
     stats.revised_forced = transaction.rewrite_rows(array, &rows, lightcurves::is_later_forced)?;
     Ok(())
 }

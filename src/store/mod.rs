@@ -463,7 +463,7 @@ impl Transaction {
     }
 
     /// Rewrite rows of array `array` in place: each `(row, bytes)` in order, a committed row
-    /// only if `replaces(stored, new)` says so. A committed chunk is first copied to a backup
+    /// only if `replaces(stored, new)` says so. A committed chunk that changes is first copied to a backup
     /// the marker names, so that it is put back if this change does not commit. Returns the
     /// rows rewritten.
     ///
@@ -472,25 +472,23 @@ impl Transaction {
     pub fn rewrite_rows(
         &mut self,
         array: usize,
-        rows: &[(u64, Vec<u8>)],
+        rows: &[(u64, &[u8])],
         replaces: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Result<usize, StoreError> {
         let spec = self.arrays[array].clone();
         let committed = self.committed_rows(array) as u64;
-        let mut by_chunk: std::collections::BTreeMap<u64, Vec<&(u64, Vec<u8>)>> = std::collections::BTreeMap::new();
-        for entry in rows {
-            by_chunk.entry(entry.0 / spec.chunk_rows as u64).or_default().push(entry);
+        let chunk_rows = spec.chunk_rows as u64;
+        let holds_committed_rows = |index: u64| index * chunk_rows < committed;
+        let mut by_chunk: std::collections::BTreeMap<u64, Vec<(u64, &[u8])>> = std::collections::BTreeMap::new();
+        for &(row, bytes) in rows {
+            by_chunk.entry(row / chunk_rows).or_default().push((row, bytes));
         }
-        let backups: Vec<String> = by_chunk
-            .keys()
-            .filter(|index| **index * (spec.chunk_rows as u64) < committed)
-            .map(|index| spec.chunk_key(*index as usize))
-            .collect();
+        let backups: Vec<Value> =
+            by_chunk.keys().filter(|i| holds_committed_rows(**i)).map(|i| json!(spec.chunk_key(*i as usize))).collect();
         if !backups.is_empty() {
-            let listed = self.pending["backups"].as_array_mut().map(std::mem::take).unwrap_or_default();
-            let mut all: Vec<Value> = listed;
-            all.extend(backups.iter().map(|k| json!(k)));
-            self.pending["backups"] = Value::Array(all);
+            if let Some(listed) = self.pending["backups"].as_array_mut() {
+                listed.extend(backups);
+            }
             self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
             self.storage.flush()?;
         }
@@ -503,27 +501,27 @@ impl Transaction {
                     reason: "missing: a chunk to rewrite is gone".into(),
                 })
             })?;
-            let is_committed = index * (spec.chunk_rows as u64) < committed;
-            if is_committed {
-                self.storage.put(&backup_key(self.number, &key), &compressed)?;
-                self.storage.flush()?;
-            }
             let mut raw = spec.filter.decode(reader::decompress_chunk(self.storage.as_ref(), &key, &compressed, spec.chunk_bytes())?);
-            let mut changed = false;
+            let mut changed = 0;
             for (row, bytes) in entries {
-                let at = (*row - index * spec.chunk_rows as u64) as usize * spec.row_bytes;
+                let at = (row - index * chunk_rows) as usize * spec.row_bytes;
                 let stored = &raw[at..at + spec.row_bytes];
-                if stored == bytes.as_slice() || (*row < committed && !replaces(stored, bytes)) {
+                if stored == bytes || (row < committed && !replaces(stored, bytes)) {
                     continue;
                 }
                 raw[at..at + spec.row_bytes].copy_from_slice(bytes);
-                rewritten += 1;
-                changed = true;
+                changed += 1;
             }
-            if changed {
-                self.put_compressed(&key, &spec.filter.encode(&raw))?;
-                fault_point("after-revision");
+            if changed == 0 {
+                continue; // nothing to put back either: the backup is not made
             }
+            if holds_committed_rows(index) {
+                self.storage.put(&backup_key(self.number, &key), &compressed)?;
+                self.storage.flush()?;
+            }
+            self.put_compressed(&key, &spec.filter.encode(&raw))?;
+            fault_point("after-revision");
+            rewritten += changed;
         }
         Ok(rewritten)
     }
