@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ztf2zarr::store::{StoreLock, StoreReader};
 
-use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
+use crate::util::{assert_sound, real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
 /// Two "nights" of real alerts: 16 and 13 alerts, several schema versions, one rejected file.
 fn nights() -> (Vec<PathBuf>, Vec<PathBuf>) {
@@ -27,11 +27,6 @@ fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
 fn contents(store: &Path) -> (Vec<Vec<u8>>, Vec<Vec<f32>>) {
     let reader = StoreReader::open(store).unwrap();
     (reader.catalog_rows().unwrap(), reader.stamps().unwrap())
-}
-
-fn assert_sound(store: &Path) {
-    let output = ztf2zarr(["verify", store.to_str().unwrap()]);
-    assert!(output.status.success(), "verify: {}", String::from_utf8_lossy(&output.stdout));
 }
 
 #[test]

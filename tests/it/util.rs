@@ -40,6 +40,12 @@ where
 }
 
 /// Every file under `root`, relative path → bytes, sorted.
+/// `ztf2zarr verify` finds `store` sound.
+pub fn assert_sound(store: &Path) {
+    let output = ztf2zarr(["verify", store.to_str().unwrap()]);
+    assert!(output.status.success(), "verify: {}", String::from_utf8_lossy(&output.stdout));
+}
+
 pub fn tree_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
