@@ -151,8 +151,6 @@ pub struct LightCurves {
     next_row: [u64; 2],
     /// Next entry of each table's history array (`lightcurves/history_epochs`, `…_forced`).
     next_carried: [u64; 2],
-    /// Rows of each table committed before this build.
-    committed_rows: [u64; 2],
     counts: Counts,
 }
 
@@ -170,7 +168,6 @@ impl LightCurves {
             revisions: Vec::new(),
             next_row: committed_rows,
             next_carried: committed_carried,
-            committed_rows,
             counts: Counts::default(),
         }
     }
@@ -307,12 +304,6 @@ impl LightCurves {
     #[must_use]
     pub fn rows_after(&self) -> [u64; 2] {
         self.next_row
-    }
-
-    /// Rows of each table committed before this build.
-    #[must_use]
-    pub fn committed_rows(&self) -> [u64; 2] {
-        self.committed_rows
     }
 
     /// New rows per kind.
