@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use crate::lightcurves;
 use crate::pipeline::Stats;
 use crate::source::Ignored;
 
@@ -117,6 +118,9 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}, masked-pixels {masked}");
     let versions: Vec<String> = stats.schema_versions.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
     let _ = writeln!(out, "  schemas     {}", if versions.is_empty() { "-".into() } else { versions.join(", ") });
+    if let Some(rows) = &stats.lightcurve_rows {
+        lightcurve_line(&mut out, rows, stats.revised_forced);
+    }
     if !stats.truncated.is_empty() {
         let _ = writeln!(
             out,
@@ -140,6 +144,21 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     let rate = stats.alerts() as f64 / seconds;
     let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
     out
+}
+
+/// What the build added to the light curves, and how many stored forced epochs a later alert revised.
+fn lightcurve_line(out: &mut String, rows: &lightcurves::Counts, revised: usize) {
+    let _ = write!(
+        out,
+        "  light curves +{}, +{}, +{}",
+        counted(rows.detections as usize, "detection", "detections"),
+        counted(rows.upper_limits as usize, "upper limit", "upper limits"),
+        counted(rows.forced as usize, "forced-photometry epoch", "forced-photometry epochs")
+    );
+    if revised > 0 {
+        let _ = write!(out, "; {} took a later alert's values", counted(revised, "stored forced epoch", "stored forced epochs"));
+    }
+    out.push('\n');
 }
 
 /// Paths found and not read: counts by reason, then the first few with their reason.

@@ -1,5 +1,6 @@
 """Reading whole chunks of a ztf2zarr store: the `stamps` rows and the `catalog` fields of one
-chunk, and the row-index arrays of `splits/`.
+chunk, the row-index arrays of `splits/`, and any other array by name (`Store.array`, which the
+light-curve reader uses).
 
 Two engines give the same arrays. `direct` reads each chunk as one whole object and decodes it
 with numcodecs as each array's `.zarray` says (compressor, filters, dtype, chunk shape, key
@@ -180,6 +181,25 @@ class _DirectArray:
         parts = [self.chunk(c)[max(start - c * size, 0) : stop - c * size] for c in range(start // size, -(-stop // size))]
         return np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
 
+    def take(self, rows: np.ndarray, cache: dict | None = None) -> np.ndarray:
+        """Rows at the positions `rows` of a 1-D array, in that order, each chunk that holds one
+        of them fetched and decoded once (all fetched together: one round trip to object
+        storage). `cache` (chunk index → decoded chunk) is consulted and filled."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        cache = {} if cache is None else cache
+        size = self.chunks[0]
+        which = rows // size
+        needed = [int(c) for c in np.unique(which) if int(c) not in cache]
+        for index, data in zip(needed, self.files.get_many([self.key(c) for c in needed])):
+            cache[index] = self.decode(index, data)
+        for index in np.unique(which):
+            at = which == index
+            out[at] = cache[int(index)][rows[at] - index * size]
+        return out
+
 
 class _ZarrArray:
     """The same interface through zarr-python."""
@@ -199,6 +219,13 @@ class _ZarrArray:
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[start:stop])
+
+    def take(self, rows: np.ndarray, cache: dict | None = None) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.empty(0, dtype=self.dtype)
+        # Coordinate selection reads structured arrays in zarr-python 2.18 and 3.x alike.
+        return np.asarray(self.array.get_coordinate_selection(rows))
 
 
 @dataclass
@@ -247,6 +274,7 @@ class Store:
             if key not in metadata:
                 raise ValueError(f"{files.where('')}: not a ztf2zarr store (no {key})")
         self.attrs = metadata.get(".zattrs", {})
+        self._files, self._direct_metadata, self._root = files, metadata, None
         self.stamps = _DirectArray(files, STAMPS, metadata[f"{STAMPS}/.zarray"])
         self.catalog = _DirectArray(files, CATALOG, metadata[f"{CATALOG}/.zarray"])
         self._split_arrays = {
@@ -275,11 +303,40 @@ class Store:
         else:
             root = zarr.open(str(path) if isinstance(path, os.PathLike) else path, mode="r")
         self.attrs = dict(root.attrs)
+        self._root = root
         self.stamps = _ZarrArray(root[STAMPS])
         self.catalog = _ZarrArray(root[CATALOG])
         self._split_arrays = {}
         if SPLITS in root:
             self._split_arrays = {name: _ZarrArray(root[f"{SPLITS}/{name}"]) for name in ("train", "val", "test") if name in root[SPLITS]}
+
+    def has_array(self, name: str) -> bool:
+        """Whether the store holds the array `name` (a path such as `lightcurves/epochs`)."""
+        if self._root is not None:
+            try:
+                self._root[name]
+            except KeyError:
+                return False
+            return True
+        return self._zarray(name) is not None
+
+    def array(self, name: str):
+        """The array `name`, read through this store's engine (chunk, rows and take)."""
+        if self._root is not None:
+            return _ZarrArray(self._root[name])
+        zarray = self._zarray(name)
+        if zarray is None:
+            raise KeyError(f"{self._files.where(name)}: no such array in the store")
+        return _DirectArray(self._files, name, zarray)
+
+    def _zarray(self, name: str) -> dict | None:
+        key = f"{name}/.zarray"
+        if key not in self._direct_metadata:
+            raw = self._files.get(key)  # a store without .zmetadata: read the one key by name
+            if raw is None:
+                return None
+            self._direct_metadata[key] = json.loads(raw)
+        return self._direct_metadata[key]
 
     @property
     def columns(self) -> tuple:
