@@ -66,9 +66,10 @@ class Column:
 
 
 @functools.lru_cache(maxsize=None)
-def catalog_columns() -> tuple[Column, ...]:
+def table_columns(tsv: str) -> tuple[Column, ...]:
+    """The columns of schemas/<tsv> (catalog.tsv, epochs.tsv, forced.tsv), in order."""
     cols = []
-    for line in (REPO / "schemas" / "catalog.tsv").read_text(encoding="utf-8").splitlines():
+    for line in (REPO / "schemas" / tsv).read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, dtype, missing, source, description = line.split("\t")
@@ -76,8 +77,16 @@ def catalog_columns() -> tuple[Column, ...]:
     return tuple(cols)
 
 
+def table_dtype(columns) -> np.dtype:
+    return np.dtype([(c.name, c.dtype) for c in columns])
+
+
+def catalog_columns() -> tuple[Column, ...]:
+    return table_columns("catalog.tsv")
+
+
 def catalog_dtype() -> np.dtype:
-    return np.dtype([(c.name, c.dtype) for c in catalog_columns()])
+    return table_dtype(catalog_columns())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,9 +285,14 @@ def expected_row(alert: Alert, source: str, flags: int) -> dict:
 
 def expected_catalog(rows: list[dict]) -> np.ndarray:
     """Rows (dicts from expected_row) as an array of the catalog dtype."""
-    dt = catalog_dtype()
-    arr = np.zeros(len(rows), dtype=dt)
-    for col in catalog_columns():
+    return expected_table(catalog_columns(), rows)
+
+
+def expected_table(columns, rows: list[dict]) -> np.ndarray:
+    """Rows (column name -> value, missing values applied) as an array of the columns' dtype;
+    a string longer than its column is an error (the reference never cuts one)."""
+    arr = np.zeros(len(rows), dtype=table_dtype(columns))
+    for col in columns:
         values = [r[col.name] for r in rows]
         if col.kind == "U":
             width = col.np_dtype.itemsize // 4
