@@ -24,6 +24,7 @@ import fastavro
 import numpy as np
 import pytest
 
+import ztf2zarr
 import ztfref
 from conftest import local_files, open_root, run
 
@@ -32,6 +33,7 @@ FORCED = ztfref.table_columns("forced.tsv")
 DETECTION, UPPER_LIMIT = "detection", "upper_limit"
 ENGINES = ("direct", "zarr")
 BOOM = "boom/2695378462115010012.avro"
+HALVES_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +231,8 @@ def check_key_sets(t: Tables, ref: Reference):
         for object_id in sorted(set(have) | set(want)):
             missing, extra = want[object_id] - have[object_id], have[object_id] - want[object_id]
             if missing or extra:
-                problems.append(f"{object_id}: missing {sorted(missing)[:3]} ({len(missing)}), extra {sorted(extra)[:3]} ({len(extra)})")
+                problems.append(f"{object_id}: missing {sorted(missing)[:3]} ({len(missing)}), "
+                                f"extra {sorted(extra)[:3]} ({len(extra)})")
         assert not problems, f"{name}: {len(problems)} objects differ from the packets:\n" + "\n".join(problems[:20])
 
 
@@ -303,7 +306,8 @@ def check_history_raw(t: Tables, ref: Reference):
             mine = carried[_window(starts, counts_, i)]
             got = [keys[r] for r in mine]
             if got != want[i]:
-                problems.append(f"row {i} ({t.catalog['source'][i]}): {name} history {got[:3]}… ({len(got)}) != packet {want[i][:3]}… ({len(want[i])})")
+                problems.append(f"row {i} ({t.catalog['source'][i]}): {name} history {got[:3]}… ({len(got)}) "
+                                f"!= packet {want[i][:3]}… ({len(want[i])})")
             rows.append(mine)
         assert not problems, f"{len(problems)} {name} histories differ:\n" + "\n".join(problems[:20])
         flat = np.concatenate(rows)
@@ -427,7 +431,8 @@ class Halves:
 @pytest.fixture(scope="session")
 def real_halves(binary, data_root, real_default, tmp_path_factory) -> Halves:
     """The real folder's inputs (in the one-shot build's order) built as two appends, split
-    just before the second alert of an object whose first alert is in the first half."""
+    just before the second alert of an object whose first alert is in the first half; small
+    chunks, so that histories and curves span several."""
     inputs = [str(p.relative_to(data_root.parent)) for p in ztfref.walk(data_root)]
     catalog = open_root(real_default.store)["catalog"][:]
     first_of, split = {}, None
@@ -438,7 +443,7 @@ def real_halves(binary, data_root, real_default, tmp_path_factory) -> Halves:
         first_of[object_id] = source
     assert split is not None, "no object with two stored alerts"
     store = tmp_path_factory.mktemp("lc-halves") / "halves.zarr"
-    run(binary, ["build", *inputs[:split], "-o", store, "--no-progress"], data_root.parent).check()
+    run(binary, ["build", *inputs[:split], "-o", store, "--no-progress", "--chunk-rows", HALVES_CHUNK], data_root.parent).check()
     run(binary, ["build", *inputs[split:], "-o", store, "--no-progress"], data_root.parent).check()
     return Halves(inputs[:split], inputs[split:], store)
 
@@ -491,9 +496,12 @@ def _write_avro(path: Path, schema, record):
 
 def craft(original: dict, candid: int, days: float) -> dict:
     """A later (days > 0) or earlier alert of the same object: its own candidate at jd + days
-    with a new candid; the original's candidate as a prv_candidate (with another magpsf, which
-    must not replace the first stored value); one new upper limit; the original's fp_hists with
-    revised fluxes, and one new forced epoch."""
+    with a new candid; the original's prv_candidates, then the original's candidate as a
+    prv_candidate (with another magpsf, which must not replace the first stored value), one new
+    upper limit, one at the jd of an existing one in another filter (a new epoch), and the first
+    upper limit again with another diffmaglim (a repeat inside the packet and of the original's,
+    keeping the first value); the original's fp_hists with revised fluxes, and one new forced
+    epoch."""
     record = copy.deepcopy(original)
     cand = record["candidate"]
     record["candid"] = cand["candid"] = candid
@@ -507,7 +515,11 @@ def craft(original: dict, candid: int, days: float) -> dict:
     detection["magpsf"] = original["candidate"]["magpsf"] + 1.0
     limit = copy.deepcopy(next(p for p in prv if p.get("candid") is None))
     limit["jd"] = original["candidate"]["jd"] + days / 2
-    record["prv_candidates"] = prv + [detection, limit]
+    other_filter = copy.deepcopy(next(p for p in prv if p.get("candid") is None))
+    other_filter["fid"] = 3 - other_filter["fid"]
+    repeat = copy.deepcopy(next(p for p in prv if p.get("candid") is None))
+    repeat["diffmaglim"] += 0.5
+    record["prv_candidates"] = prv + [detection, limit, other_filter, repeat]
     fps = record["fp_hists"]
     for i, fp in enumerate(fps):
         fp["forcediffimflux"] = (fp["forcediffimflux"] or 0.0) * 2 + 100.0 + i
@@ -522,7 +534,9 @@ def craft(original: dict, candid: int, days: float) -> dict:
 def crafted(data_root, tmp_path_factory) -> Crafted:
     folder = tmp_path_factory.mktemp("lc-crafted")
     schema, original = _read_avro(data_root / BOOM)
-    assert original["fp_hists"] and any(p.get("candid") is None for p in original["prv_candidates"])
+    limits = [p for p in original["prv_candidates"] if p.get("candid") is None]
+    assert original["fp_hists"] and limits and limits[0]["fid"] in (1, 2)
+    assert not [p for p in limits if p["jd"] == limits[0]["jd"] and p["fid"] != limits[0]["fid"]]
     shutil.copyfile(data_root / BOOM, folder / "original.avro")
     later = craft(original, original["candid"] + 1, 1.0)
     earlier = craft(original, original["candid"] + 2, -1.0)
@@ -569,7 +583,14 @@ def _check_crafted(binary, crafted: Crafted, store: Path, winner: dict, others: 
     first_magpsf = original["candidate"]["magpsf"] + (0.0 if t.catalog["candid"][0] == original["candid"] else 1.0)
     assert len(detections) == 1 and detections["magpsf"][0] == np.float32(first_magpsf)
     own = len(_once(k for k, _ in packet_epochs(original)))
-    assert len(t.epochs) == own + 2 * len(others)  # each crafted alert: its candidate and one upper limit
+    # Each crafted alert: its candidate and its new upper limit; the one in the other filter is
+    # the same epoch in every crafted alert.
+    assert len(t.epochs) == own + 2 * len(others) + 1
+    first_limit = next(p for p in original["prv_candidates"] if p.get("candid") is None)
+    kept = t.epochs[(t.epochs["kind"] == UPPER_LIMIT) & (t.epochs["jd"] == first_limit["jd"])]
+    assert sorted(kept["fid"].tolist()) == sorted([first_limit["fid"], 3 - first_limit["fid"]])
+    # Its repeat (in a crafted packet, after the unchanged entry) keeps the first value.
+    assert kept[kept["fid"] == first_limit["fid"]]["diffmaglim"][0] == np.float32(first_limit["diffmaglim"])
     assert sorted(t.catalog["candid"].tolist()) == sorted(r["candid"] for r in [original, *others])
 
 
@@ -598,3 +619,224 @@ def test_earlier_alert_changes_no_forced_row_on_append(binary, crafted):
 def test_later_then_earlier_appends(binary, crafted):
     store = _build_crafted(binary, crafted, "three-appends", ["original.avro"], ["later.avro"], ["earlier.avro"])
     _check_crafted(binary, crafted, store, crafted.later, [crafted.later, crafted.earlier])
+
+
+# ----------------------------------------------------------------------------------------------
+# 5: readers: pandas, dask, the package's LightCurves
+
+
+@pytest.fixture(scope="session", params=["one-shot", "halves"])
+def lc_store(request, real_lc, real_halves, data_root):
+    """(store, tables, reference) of the real folder built at once, and in two appends."""
+    if request.param == "one-shot":
+        t, ref = real_lc
+    else:
+        t = read_tables(real_halves.store)
+        ref = reference(stored_records(t.catalog, lambda s: data_root.parent / s))
+    return t.store, t, ref
+
+
+def test_pandas_and_dask_read_the_tables(lc_store):
+    import dask.array as da
+    import pandas as pd
+
+    store, t, _ = lc_store
+    root = open_root(store)
+    epochs = pd.DataFrame(root["lightcurves/epochs"][:])
+    assert list(epochs.columns) == [c.name for c in EPOCHS]
+    assert epochs["kind"].value_counts().to_dict() == {k: v for k, v in collections.Counter(t.epochs["kind"].tolist()).items()}
+    # One object's curve the way docs/store-format.md shows it, against the reader's.
+    index = pd.DataFrame(root["lightcurves/objects"][:])
+    object_id = collections.Counter(t.epochs["objectId"].tolist()).most_common(1)[0][0]
+    one = index[(index.objectId == object_id) & (index.table == "epochs")]
+    curve = pd.concat([epochs.iloc[s : s + n] for s, n in zip(one.start, one["count"])]).sort_values("jd", kind="stable")
+    assert same_rows(curve.to_records(index=False).astype(t.epochs.dtype), ztf2zarr.curve(store, object_id), EPOCHS)
+    for name in ("epochs", "forced", "history_epochs"):
+        lazy = da.from_zarr(root[f"lightcurves/{name}"])
+        assert lazy.shape == root[f"lightcurves/{name}"].shape
+        computed = lazy.compute()
+        expected = t.history_epochs if name == "history_epochs" else t.table(name)
+        assert computed.dtype == expected.dtype
+        assert np.array_equal(computed, expected) if name == "history_epochs" else same_rows(
+            computed, expected, EPOCHS if name == "epochs" else FORCED)
+
+
+def _joined(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reader_curve_of_every_object(lc_store, engine):
+    """curve() of every object and table: the object's store rows sorted by jd (stable), whose
+    keys and values are the reference's."""
+    store, t, ref = lc_store
+    lc = ztf2zarr.LightCurves(store, engine=engine)
+    with_rows = set(t.epochs["objectId"].tolist()) | set(t.forced["objectId"].tolist())
+    assert lc.objects.tolist() == sorted(with_rows)
+    assert set(lc.objects.tolist()) == set(ref.objects("epochs")) | set(ref.objects("forced"))
+    for name, columns in (("epochs", EPOCHS), ("forced", FORCED)):
+        table, want, values = t.table(name), ref.objects(name), ref.epochs if name == "epochs" else ref.forced
+        by_object = collections.defaultdict(list)
+        for i, object_id in enumerate(table["objectId"].tolist()):
+            by_object[object_id].append(i)
+        curves = [lc.curve(o, name) for o in lc.objects.tolist()]
+        problems = []
+        for object_id, got in zip(lc.objects.tolist(), curves):
+            keys = read_keys(got, name)
+            if len(keys) != len(want[object_id]) or set(keys) != want[object_id]:
+                problems.append(f"{name} {object_id}: curve keys {sorted(set(keys))[:3]} ({len(keys)}) "
+                                f"!= the packets' ({len(want[object_id])})")
+        assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
+        got = _joined(curves, table.dtype)
+        rows = [np.array(by_object[o], dtype=np.int64) for o in lc.objects.tolist()]
+        store_order = _joined([r[np.argsort(table["jd"][r], kind="stable")] for r in rows], np.int64)
+        assert same_rows(got, table[store_order], columns), f"{name}: curves differ from the store's rows sorted by jd"
+        expected = ztfref.expected_table(columns, [values[k] for k in read_keys(got, name)])
+        problems = _mismatches(got, expected, columns, lambda i: f"{name} curve row {i}")
+        assert not problems, f"{len(problems)} values differ:\n" + "\n".join(problems[:20])
+    assert sum(len(lc.curve(o, "forced")) for o in lc.objects.tolist()) == len(t.forced) > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reader_history_of_every_alert(lc_store, engine):
+    """history(), history_rows() of every catalog row and histories() of all: its packet's epochs
+    in packet order, each once, with the reference's values."""
+    store, t, ref = lc_store
+    lc = ztf2zarr.LightCurves(store, engine=engine)
+    n = len(t.catalog)
+    for name, columns, starts, counts_, carried, want in (
+        ("epochs", EPOCHS, t.alerts["history_start"], t.alerts["history_count"], t.history_epochs, ref.history),
+        ("forced", FORCED, t.alerts["forced_start"], t.alerts["forced_count"], t.history_forced, ref.history_forced),
+    ):
+        values = ref.epochs if name == "epochs" else ref.forced
+        flat_keys = [k for row in want for k in row]
+        expected = ztfref.expected_table(columns, [values[k] for k in flat_keys])
+        windows = [carried[_window(starts, counts_, row)] for row in range(n)]
+        many = lc.histories(range(n), name)
+        assert len(many) == n and [len(h) for h in many] == [len(w) for w in want]
+        readings = {"histories": _joined(many, t.table(name).dtype)}
+        rows = [lc.history_rows(row, name) for row in range(n)]
+        assert all(r.dtype == np.int64 for r in rows)
+        assert [r.tolist() for r in rows] == [w.tolist() for w in windows]
+        readings["history"] = _joined([lc.history(row, name) for row in range(n)], t.table(name).dtype)
+        for how, got in readings.items():
+            assert read_keys(got, name) == flat_keys, f"{name} {how}: keys differ from the packets'"
+            problems = _mismatches(got, expected, columns, lambda i: f"{name} {how} entry {i}")
+            assert not problems, f"{len(problems)} values differ:\n" + "\n".join(problems[:20])
+    assert same_rows(lc.history(-1), lc.history(n - 1), EPOCHS)
+
+
+def read_keys(rows: np.ndarray, name: str) -> list:
+    """The keys of rows of table `name`."""
+    if name == "epochs":
+        return [epoch_key(str(k), str(o), c, j, f) for k, o, c, j, f in
+                zip(rows["kind"], rows["objectId"], rows["candid"].tolist(), rows["jd"].tolist(), rows["fid"].tolist())]
+    return [forced_key(o, j, f, p) for o, j, f, p in
+            zip(rows["objectId"].tolist(), rows["jd"].tolist(), rows["fid"].tolist(), rows["pid"].tolist())]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_module_functions_and_errors(real_lc, engine):
+    t, ref = real_lc
+    store = t.store
+    boom_row = next(i for i, s in enumerate(t.catalog["source"].tolist()) if s.endswith(BOOM))
+    object_id = str(t.catalog["objectId"][boom_row])
+    lc = ztf2zarr.LightCurves(store, engine=engine)
+    assert same_rows(ztf2zarr.curve(store, object_id, engine=engine), lc.curve(object_id), EPOCHS)
+    assert same_rows(ztf2zarr.curve(store, object_id, table="forced", engine=engine), lc.curve(object_id, "forced"), FORCED)
+    assert len(lc.curve(object_id, "forced")) == 10
+    assert same_rows(ztf2zarr.history(store, boom_row, engine=engine), lc.history(boom_row), EPOCHS)
+    forced = ztf2zarr.history(store, boom_row, table="forced", engine=engine)
+    assert read_keys(forced, "forced") == ref.history_forced[boom_row] and len(forced) == 10
+    three = next(i for i, s in enumerate(t.catalog["source"].tolist()) if "fink-alert-simulator" in s)
+    assert len(lc.history(three, "forced")) == 0 and len(lc.curve(str(t.catalog["objectId"][three]), "forced")) == 0
+    with pytest.raises(KeyError, match="ZTF00nothere"):
+        lc.curve("ZTF00nothere")
+    with pytest.raises(KeyError, match="ZTF00nothere"):
+        ztf2zarr.curve(store, "ZTF00nothere", engine=engine)
+    for row in (len(t.catalog), -len(t.catalog) - 1):
+        with pytest.raises(IndexError):
+            lc.history(row)
+        with pytest.raises(IndexError):
+            ztf2zarr.history(store, row, engine=engine)
+    for call in (lambda: lc.curve(object_id, "stamps"), lambda: lc.history(0, "catalog"), lambda: lc.history_rows(0, "x"),
+                 lambda: ztf2zarr.history(store, 0, table="epoch", engine=engine)):
+        with pytest.raises(ValueError):
+            call()
+
+
+# ----------------------------------------------------------------------------------------------
+# 6: --no-lightcurves
+
+
+NIGHT_1, NIGHT_2 = "kowalski-20200202", "fink-alert-schemas"
+
+
+def _no_lightcurves_anywhere(store: Path):
+    root = open_root(store)
+    assert "lightcurves" not in root
+    assert not (store / "lightcurves").exists()
+    consolidated = ztfref.read_json(store / ".zmetadata")["metadata"]
+    assert not [k for k in consolidated if k.startswith("lightcurves")]
+    for engine in ENGINES:
+        with pytest.raises(ValueError, match="no light curves"):
+            ztf2zarr.LightCurves(store, engine=engine)
+        with pytest.raises(ValueError, match="no light curves"):
+            ztf2zarr.curve(store, str(root["catalog"][0]["objectId"]), engine=engine)
+
+
+def test_no_lightcurves_store_stays_without(binary, data_root, tmp_path):
+    store = tmp_path / "plain.zarr"
+    run(binary, ["build", NIGHT_1, "-o", store, "--no-progress", "--no-lightcurves"], data_root).check()
+    _no_lightcurves_anywhere(store)
+    assert json.loads(run(binary, ["info", "--json", store], tmp_path).check().stdout)["lightcurves"] is None
+    rows = open_root(store)["catalog"].shape[0]
+    run(binary, ["build", NIGHT_2, "-o", store, "--no-progress"], data_root).check()  # no flag: still none
+    assert open_root(store)["catalog"].shape[0] > rows
+    _no_lightcurves_anywhere(store)
+    run(binary, ["verify", store], tmp_path).check()
+
+
+def test_no_lightcurves_on_a_store_with_them_is_refused(binary, data_root, tmp_path):
+    store = tmp_path / "curves.zarr"
+    run(binary, ["build", NIGHT_1, "-o", store, "--no-progress"], data_root).check()
+    before = local_files(store)
+    r = run(binary, ["build", NIGHT_2, "-o", store, "--no-progress", "--no-lightcurves"], data_root)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert re.search(r"light.?curves", r.stderr, re.I), r.stderr
+    assert local_files(store) == before
+    check_all(store, lambda s: data_root / s, binary)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7: verify notices a damaged light-curve table
+
+
+def _damaged(binary, store: Path, pattern: str):
+    r = run(binary, ["verify", store], store.parent)
+    assert r.returncode != 0, r.stdout
+    assert re.search(pattern, r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_verify_finds_a_repeated_epoch(binary, data_root, tmp_path):
+    import zarr
+
+    store = tmp_path / "repeated.zarr"
+    run(binary, ["build", NIGHT_1, "-o", store, "--no-progress"], data_root).check()
+    run(binary, ["verify", store], tmp_path).check()
+    epochs = zarr.open_array(str(store / "lightcurves" / "epochs"), mode="r+")
+    epochs[1] = epochs[0]  # row 1 now repeats row 0's key
+    _damaged(binary, store, r"repeat a key")
+
+
+def test_verify_finds_wrong_counts_in_attrs(binary, data_root, tmp_path):
+    store = tmp_path / "counts.zarr"
+    run(binary, ["build", NIGHT_1, "-o", store, "--no-progress"], data_root).check()
+    for path, at in ((store / "lightcurves" / ".zattrs", ()), (store / ".zmetadata", ("metadata", "lightcurves/.zattrs"))):
+        doc = ztfref.read_json(path)
+        attrs = doc
+        for key in at:
+            attrs = attrs[key]
+        attrs["ztf2zarr"]["rows"]["detections"] += 1
+        path.write_text(json.dumps(doc))
+    _damaged(binary, store, r"rows per kind")
