@@ -69,7 +69,7 @@ and in STORE/rejects/, one log per build); the build still succeeds unless --str
 Light curves: every stored alert's history (prv_candidates, its own candidate, and fp_hists in
 schema 4.x) goes into STORE/lightcurves/, each epoch of an object once (detections by candid,
 upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid, whose values come from
-the latest alert that carried it), with an object index and each alert's history window
+the latest alert that carried it), with an object index and each alert's own history
 (docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
 
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows

@@ -3,7 +3,7 @@
 //! by objectId, jd, fid, pid), the "latest alert wins" rule of forced photometry (a row already
 //! written is revised in place: within a build, and across appends through the store's
 //! conditional rewrite), the object index (`lightcurves/objects`: objectId → row ranges) and the
-//! per-alert history window (`lightcurves/alerts`). Rows themselves are packed by
+//! per-alert history (`lightcurves/alerts`). Rows themselves are packed by
 //! `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
 //!
 //! Memory: the build's new keys, plus the committed keys of the blocks whose jd range the

@@ -183,17 +183,22 @@ pub fn read_block(storage: &dyn Storage, block: &Block) -> Result<Vec<(Key, u64)
 }
 
 /// Look-ups of the committed keys, reading blocks only as keys fall in their jd ranges.
+///
+/// The blocks not read yet are kept sorted by `jd_max`, so a look-up considers only the blocks
+/// that end at or after its jd: a night's keys reach back a month, and a store of years holds
+/// thousands of blocks that end long before it, which a look-up never visits.
 #[derive(Debug, Default)]
 pub struct CommittedKeys {
-    blocks: Vec<(Block, bool)>,
+    unread: Vec<Block>,
     loaded: HashMap<Key, u64>,
 }
 
 impl CommittedKeys {
     /// Look-ups over `blocks`.
     #[must_use]
-    pub fn new(blocks: Vec<Block>) -> Self {
-        CommittedKeys { blocks: blocks.into_iter().map(|b| (b, false)).collect(), loaded: HashMap::new() }
+    pub fn new(mut blocks: Vec<Block>) -> Self {
+        blocks.sort_by(|a, b| a.jd_max.total_cmp(&b.jd_max));
+        CommittedKeys { unread: blocks, loaded: HashMap::new() }
     }
 
     /// The table row holding `key`, if the store holds it.
@@ -202,10 +207,14 @@ impl CommittedKeys {
     /// A block in the key's range cannot be read.
     pub fn row_of(&mut self, storage: &dyn Storage, key: &Key) -> Result<Option<u64>, ReadError> {
         let jd = key.jd();
-        for (block, loaded) in &mut self.blocks {
-            if !*loaded && block.jd_min <= jd && jd <= block.jd_max {
-                self.loaded.extend(read_block(storage, block)?);
-                *loaded = true;
+        let first = self.unread.partition_point(|block| block.jd_max < jd);
+        let mut at = first;
+        while at < self.unread.len() {
+            if self.unread[at].jd_min <= jd {
+                let block = self.unread.remove(at);
+                self.loaded.extend(read_block(storage, &block)?);
+            } else {
+                at += 1;
             }
         }
         Ok(self.loaded.get(key).copied())
@@ -232,6 +241,28 @@ mod tests {
         let read: Vec<(Key, u64)> = raw.chunks_exact(RECORD_BYTES).map(|r| Key::decode(r).unwrap()).collect();
         assert_eq!(read, vec![keys[1], keys[2], keys[0]]);
         assert_eq!(parse_blocks(&blocks_json(std::slice::from_ref(block)), ".zattrs").unwrap(), vec![block.clone()]);
+    }
+
+    #[test]
+    fn a_look_up_reads_only_the_blocks_whose_jd_range_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::store::storage::LocalStorage::new(dir.path());
+        let builds = [(1, 10.5, 7), (2, 40.5, 8), (3, 41.5, 9)];
+        let mut blocks = Vec::new();
+        for (number, jd, id) in builds {
+            let (block, bytes) =
+                blocks_of(number, &[(key(jd, KeyKind::Detection, id), id as u64), (key(jd + 1.0, KeyKind::Detection, id + 100), 0)], 1)
+                    .remove(0);
+            storage.put(&block.key, &bytes).unwrap();
+            blocks.push(block);
+        }
+        // Build 1's block is gone: a look-up within build 2's range must not need it.
+        std::fs::remove_file(dir.path().join(&blocks[0].key)).unwrap();
+        let mut committed = CommittedKeys::new(blocks);
+        assert_eq!(committed.row_of(&storage, &key(40.5, KeyKind::Detection, 8)).unwrap(), Some(8));
+        assert_eq!(committed.row_of(&storage, &key(41.5, KeyKind::Detection, 9)).unwrap(), Some(9));
+        assert_eq!(committed.row_of(&storage, &key(41.5, KeyKind::Detection, 5)).unwrap(), None);
+        assert!(committed.row_of(&storage, &key(10.5, KeyKind::Detection, 7)).is_err(), "build 1's range needs its block");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub const CATALOG: &str = "catalog";
 /// Name of the light-curve group.
 pub const LIGHTCURVES: &str = "lightcurves";
 /// The light-curve tables: detections and upper limits, forced photometry, the object index,
-/// and each alert's history window.
+/// and each alert's own history.
 pub const EPOCHS: &str = "lightcurves/epochs";
 /// Forced photometry.
 pub const FORCED: &str = "lightcurves/forced";
@@ -122,7 +122,7 @@ impl StoreMetadata {
             },
         });
         if self.settings.lightcurves {
-            attrs[LIGHTCURVES] = json!("Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's history window lightcurves/alerts; see lightcurves/.zattrs");
+            attrs[LIGHTCURVES] = json!("Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's own history (lightcurves/alerts, history_epochs, history_forced); see lightcurves/.zattrs");
             attrs["ztf2zarr"]["lightcurve_keys"] = self.lightcurve_keys.clone();
         }
         if self.extra.iter().any(|(key, _)| key == "splits/.zgroup") {

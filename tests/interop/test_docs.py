@@ -1,5 +1,6 @@
-"""The Python examples in docs/training.md run as written, in order, against the store its
-shell commands build from data-samples/ (with the ztf2zarr package and xarray installed)."""
+"""The Python examples in docs/training.md and docs/lightcurves.md run as written, in order,
+against the store their shell commands build from data-samples/ (with the ztf2zarr package,
+dask and xarray installed), and the column tables of docs/lightcurves.md are schemas/*.tsv's."""
 
 from __future__ import annotations
 
@@ -42,3 +43,46 @@ def test_training_doc_examples_run(binary, tmp_path):
         os.chdir(cwd)
     assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
     assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
+
+
+def _run_doc(doc: Path, binary, tmp_path) -> dict:
+    (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
+    for command in _shell_commands(doc):
+        run(binary, command[1:], cwd=tmp_path).check()
+    script = tmp_path / f"{doc.stem}_examples.py"
+    script.write_text("\n\n".join(_python_blocks(doc)))
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        return runpy.run_path(str(script))
+    finally:
+        os.chdir(cwd)
+
+
+def test_lightcurves_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "lightcurves.md"
+    assert [c[1] for c in _shell_commands(doc)] == ["build"]
+    namespace = _run_doc(doc, binary, tmp_path)
+    curve, curve_df = namespace["curve"], namespace["curve_df"]
+    assert len(curve) > 0 and (curve["objectId"] == namespace["object_id"]).all()
+    assert list(curve_df["jd"]) == list(curve["jd"]) and list(curve_df["candid"]) == list(curve["candid"])
+    history, history_df = namespace["history"], namespace["history_df"]
+    assert len(history) > 0 and list(history_df["jd"]) == list(history["jd"])
+    assert len(namespace["histories"]) == 32
+
+
+def _doc_columns(doc_text: str, heading: str) -> list[str]:
+    section = doc_text.split(heading, 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \| `", section, re.M)
+
+
+def _tsv_columns(name: str) -> list[str]:
+    lines = (REPO / "schemas" / name).read_text().splitlines()
+    return [line.split("\t")[0] for line in lines if line and not line.startswith("#")]
+
+
+def test_lightcurves_doc_lists_every_column():
+    text = (REPO / "docs" / "lightcurves.md").read_text()
+    assert _doc_columns(text, "### `lightcurves/epochs`") == _tsv_columns("epochs.tsv")
+    assert _doc_columns(text, "### `lightcurves/forced`") == _tsv_columns("forced.tsv")
