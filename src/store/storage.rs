@@ -345,7 +345,7 @@ fn list_files(folder: &Path, relative: &str, keys: &mut Vec<String>) -> std::io:
 }
 
 /// Whether files and folders are synced: always, except when `ZTF2ZARR_NO_SYNC` is set, which
-/// only `scripts/bench_durability` does, to measure what the syncs cost.
+/// only the benchmarks (`scripts/bench_durability`, `scripts/bench_lightcurves`) do, to measure what the syncs cost.
 pub(super) fn syncing() -> bool {
     static SYNCING: OnceLock<bool> = OnceLock::new();
     *SYNCING.get_or_init(|| std::env::var_os("ZTF2ZARR_NO_SYNC").is_none())
