@@ -14,13 +14,11 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import io
 import json
 import re
 import shutil
 from pathlib import Path
 
-import fastavro
 import numpy as np
 import pytest
 
@@ -482,18 +480,6 @@ class Crafted:
     earlier: dict  # smaller jd: its fp_hists values do not
 
 
-def _read_avro(path: Path):
-    with open(path, "rb") as f:
-        reader = fastavro.reader(f)
-        return reader.writer_schema, next(reader)
-
-
-def _write_avro(path: Path, schema, record):
-    buf = io.BytesIO()
-    fastavro.writer(buf, schema, [record])
-    path.write_bytes(buf.getvalue())
-
-
 def craft(original: dict, candid: int, days: float) -> dict:
     """A later (days > 0) or earlier alert of the same object: its own candidate at jd + days
     with a new candid; the original's prv_candidates, then the original's candidate as a
@@ -533,15 +519,15 @@ def craft(original: dict, candid: int, days: float) -> dict:
 @pytest.fixture(scope="session")
 def crafted(data_root, tmp_path_factory) -> Crafted:
     folder = tmp_path_factory.mktemp("lc-crafted")
-    schema, original = _read_avro(data_root / BOOM)
+    schema, original = ztfref.read_with_schema(data_root / BOOM)
     limits = [p for p in original["prv_candidates"] if p.get("candid") is None]
     assert original["fp_hists"] and limits and limits[0]["fid"] in (1, 2)
     assert not [p for p in limits if p["jd"] == limits[0]["jd"] and p["fid"] != limits[0]["fid"]]
     shutil.copyfile(data_root / BOOM, folder / "original.avro")
     later = craft(original, original["candid"] + 1, 1.0)
     earlier = craft(original, original["candid"] + 2, -1.0)
-    _write_avro(folder / "later.avro", schema, later)
-    _write_avro(folder / "earlier.avro", schema, earlier)
+    ztfref.write_alert(folder / "later.avro", schema, later)
+    ztfref.write_alert(folder / "earlier.avro", schema, earlier)
     return Crafted(folder, original, later, earlier)
 
 

@@ -100,14 +100,7 @@ def _fits_gz(img: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def crafted(data_root, tmp_path_factory):
-    import io
-
-    import fastavro
-
-    with open(data_root / CRAFT_BASE, "rb") as fh:
-        reader = fastavro.reader(fh)
-        schema = reader.writer_schema
-        base = next(reader)
+    schema, base = ztfref.read_with_schema(data_root / CRAFT_BASE)
     folder = tmp_path_factory.mktemp("crafted")
     out = folder / "alerts"
     out.mkdir()
@@ -125,10 +118,8 @@ def crafted(data_root, tmp_path_factory):
                 img[30, 30] = np.nan
                 flags |= 2
             rec[cut]["stampData"] = _fits_gz(img[rows, cols])
-        buf = io.BytesIO()
-        fastavro.writer(buf, schema, [rec])
         path = out / f"{k}-{name}.avro"
-        path.write_bytes(buf.getvalue())
+        ztfref.write_alert(path, schema, rec)
         expected_flags[str(path.relative_to(folder))] = flags
     return folder, expected_flags
 

@@ -102,6 +102,20 @@ class BadAlert(Exception):
         self.detail = detail
 
 
+def read_with_schema(path: Path) -> tuple[dict, dict]:
+    """The writer schema and the first record of one Avro container: the base of a crafted alert."""
+    with open(path, "rb") as f:
+        reader = fastavro.reader(f)
+        return reader.writer_schema, next(reader)
+
+
+def write_alert(path: Path, schema: dict, record: dict):
+    """One record in an Avro container of `schema` at `path` (a crafted alert)."""
+    buf = io.BytesIO()
+    fastavro.writer(buf, schema, [record])
+    path.write_bytes(buf.getvalue())
+
+
 def read_record(data: bytes) -> dict:
     """The single record of one Avro container; any decode error (even after the record was
     returned, as fastavro does on a bad trailing sync marker) makes the file corrupt."""
