@@ -4,6 +4,7 @@ dask and xarray installed), and the column tables of docs/lightcurves.md are sch
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 from pathlib import Path
@@ -22,42 +23,32 @@ def _shell_commands(doc: Path) -> list[list[str]]:
     return commands
 
 
-def test_training_doc_examples_run(binary, tmp_path):
-    doc = REPO / "docs" / "training.md"
-    commands = _shell_commands(doc)
-    assert [c[1] for c in commands] == ["build", "split"], commands
-    (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
-    for command in commands:
-        run(binary, command[1:], cwd=tmp_path).check()
-    blocks = _python_blocks(doc)
-    assert len(blocks) >= 6
-    assert any("ztf2zarr.batches(" in b for b in blocks) and any("xr.open_zarr(" in b for b in blocks)
-    script = tmp_path / "training_examples.py"
-    script.write_text("\n\n".join(blocks))
-    import os
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        namespace = runpy.run_path(str(script))
-    finally:
-        os.chdir(cwd)
-    assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
-    assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
-
-
 def _run_doc(doc: Path, binary, tmp_path) -> dict:
+    """Run the doc's `ztf2zarr` shell commands in `tmp_path` (beside a link to data-samples/),
+    then its Python blocks as one script there; the script's globals."""
     (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
     for command in _shell_commands(doc):
         run(binary, command[1:], cwd=tmp_path).check()
     script = tmp_path / f"{doc.stem}_examples.py"
     script.write_text("\n\n".join(_python_blocks(doc)))
-    import os
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
         return runpy.run_path(str(script))
     finally:
         os.chdir(cwd)
+
+
+def test_training_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "training.md"
+    commands = _shell_commands(doc)
+    assert [c[1] for c in commands] == ["build", "split"], commands
+    blocks = _python_blocks(doc)
+    assert len(blocks) >= 6
+    assert any("ztf2zarr.batches(" in b for b in blocks) and any("xr.open_zarr(" in b for b in blocks)
+    namespace = _run_doc(doc, binary, tmp_path)
+    assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
+    assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
 
 
 def test_lightcurves_doc_examples_run(binary, tmp_path):
