@@ -47,13 +47,14 @@ class LightCurves:
 
     def __init__(self, store, engine: str = "auto", storage_options: dict | None = None, cache_chunks: int = DEFAULT_CACHE_CHUNKS):
         self.store = store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
-        if not self.store.has_array(f"{GROUP}/epochs"):
+        try:
+            self._tables = {name: self.store.array(f"{GROUP}/{name}") for name in TABLES}
+        except KeyError:
             raise ValueError(
                 f"{self.store.path}: no light curves in this store (it was built with --no-lightcurves, "
                 "or by a ztf2zarr without them; rebuild it to get them)"
-            )
+            ) from None
         self.rows = self.store.rows
-        self._tables = {name: self.store.array(f"{GROUP}/{name}") for name in TABLES}
         self._alerts = self.store.array(f"{GROUP}/alerts")
         self._history = {name: self.store.array(f"{GROUP}/history_{name}") for name in TABLES}
         if self._alerts.shape[0] != self.rows:
@@ -81,8 +82,7 @@ class LightCurves:
             raise KeyError(f"{self.store.path}: no object {object_id!r} in the light curves")
         mine = ranges[order[lo:hi]]
         mine = mine[mine["table"] == table]
-        rows = np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in zip(mine["start"], mine["count"])] or [np.empty(0, np.int64)])
-        values = self._take(table, np.sort(rows))
+        values = self._take(table, np.sort(_spans(mine["start"], mine["count"])))
         return values[np.argsort(values["jd"], kind="stable")]
 
     def _object_index(self):
@@ -99,7 +99,8 @@ class LightCurves:
     def history_rows(self, row: int, table: str = "epochs") -> np.ndarray:
         """The rows of `table` that catalog row `row`'s packet carried, in packet order
         (`prv_candidates`, then the alert's own candidate; `fp_hists` for `forced`)."""
-        return self._history_rows([self._row(row)], table)[0]
+        rows, _ = self._history_rows([row], table)
+        return rows
 
     def history(self, row: int, table: str = "epochs") -> np.ndarray:
         """The epochs catalog row `row`'s own packet carried (rows of `table`, packet order):
@@ -108,20 +109,19 @@ class LightCurves:
 
     def histories(self, rows, table: str = "epochs") -> list:
         """`history(r, table)` for each of `rows`, reading each chunk they need once."""
-        rows = [self._row(r) for r in rows]
-        lists = self._history_rows(rows, table)
-        counts = [len(r) for r in lists]
-        values = self._take(table, np.concatenate(lists) if lists else np.empty(0, np.int64))
-        return np.split(values, np.cumsum(counts)[:-1]) if lists else []
+        flat, counts = self._history_rows(rows, table)
+        values = self._take(table, flat)
+        return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
 
-    def _history_rows(self, rows: list, table: str) -> list:
+    def _history_rows(self, rows, table: str) -> tuple:
+        """The table rows the alerts at `rows` carried, one alert after another, and how many
+        each carried."""
         self._check_table(table)
         start_column, count_column = _HISTORY_COLUMNS[table]
-        where = self._take_array("alerts", self._alerts, np.asarray(rows, dtype=np.int64))
+        where = self._take_array("alerts", self._alerts, np.asarray([self._row(r) for r in rows], dtype=np.int64))
         starts, counts = where[start_column].astype(np.int64), where[count_column].astype(np.int64)
-        positions = [np.arange(s, s + n, dtype=np.int64) for s, n in zip(starts, counts)]
-        flat = self._take_array(f"history_{table}", self._history[table], np.concatenate(positions) if positions else np.empty(0, np.int64))
-        return np.split(flat.astype(np.int64), np.cumsum(counts)[:-1]) if positions else []
+        flat = self._take_array(f"history_{table}", self._history[table], _spans(starts, counts))
+        return flat.astype(np.int64), counts
 
     # ---- reads ----
 
@@ -144,6 +144,12 @@ class LightCurves:
         values = array.take(rows, cache)
         cache.trim()
         return values
+
+
+def _spans(starts, counts) -> np.ndarray:
+    """Positions start .. start+count-1 of each (start, count), one span after another."""
+    parts = [np.arange(start, start + count, dtype=np.int64) for start, count in zip(starts, counts)]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 def curve(store, object_id: str, table: str = "epochs", **open_options) -> np.ndarray:

@@ -192,12 +192,13 @@ class _DirectArray:
         cache = {} if cache is None else cache
         size = self.chunks[0]
         which = rows // size
-        needed = [int(c) for c in np.unique(which) if int(c) not in cache]
+        chunks = [int(c) for c in np.unique(which)]
+        needed = [c for c in chunks if c not in cache]
         for index, data in zip(needed, self.files.get_many([self.key(c) for c in needed])):
             cache[index] = self.decode(index, data)
-        for index in np.unique(which):
+        for index in chunks:
             at = which == index
-            out[at] = cache[int(index)][rows[at] - index * size]
+            out[at] = cache[index][rows[at] - index * size]
         return out
 
 
@@ -309,16 +310,6 @@ class Store:
         self._split_arrays = {}
         if SPLITS in root:
             self._split_arrays = {name: _ZarrArray(root[f"{SPLITS}/{name}"]) for name in ("train", "val", "test") if name in root[SPLITS]}
-
-    def has_array(self, name: str) -> bool:
-        """Whether the store holds the array `name` (a path such as `lightcurves/epochs`)."""
-        if self._root is not None:
-            try:
-                self._root[name]
-            except KeyError:
-                return False
-            return True
-        return self._zarray(name) is not None
 
     def array(self, name: str):
         """The array `name`, read through this store's engine (chunk, rows and take)."""
