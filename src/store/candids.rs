@@ -107,6 +107,10 @@ pub fn read_run(storage: &dyn Storage, run: &Run) -> Result<Vec<i64>, ReadError>
 }
 
 /// Look-ups of candids in the committed runs, reading a run only when a candid falls in its range.
+///
+/// The runs are kept sorted by their greatest candid, so a look-up starts at the first run that
+/// can hold it: a new night's candids are greater than every earlier night's, and a store of
+/// years of appends is not scanned run by run for each alert.
 #[derive(Debug, Default)]
 pub struct CommittedCandids {
     runs: Vec<Run>,
@@ -116,7 +120,8 @@ pub struct CommittedCandids {
 impl CommittedCandids {
     /// Look-ups in `runs`.
     #[must_use]
-    pub fn new(runs: Vec<Run>) -> CommittedCandids {
+    pub fn new(mut runs: Vec<Run>) -> CommittedCandids {
+        runs.sort_by_key(|run| run.max);
         CommittedCandids { runs, loaded: HashMap::new() }
     }
 
@@ -125,8 +130,9 @@ impl CommittedCandids {
     /// # Errors
     /// A run that must be read and cannot be.
     pub fn contains(&mut self, storage: &dyn Storage, candid: i64) -> Result<bool, ReadError> {
-        for (index, run) in self.runs.iter().enumerate() {
-            if candid < run.min || candid > run.max {
+        let first = self.runs.partition_point(|run| run.max < candid);
+        for (index, run) in self.runs.iter().enumerate().skip(first) {
+            if candid < run.min {
                 continue;
             }
             let candids = match self.loaded.entry(index) {

@@ -207,8 +207,7 @@ impl CommittedKeys {
     /// A block in the key's range cannot be read.
     pub fn row_of(&mut self, storage: &dyn Storage, key: &Key) -> Result<Option<u64>, ReadError> {
         let jd = key.jd();
-        let first = self.unread.partition_point(|block| block.jd_max < jd);
-        let mut at = first;
+        let mut at = self.unread.partition_point(|block| block.jd_max < jd);
         while at < self.unread.len() {
             if self.unread[at].jd_min <= jd {
                 let block = self.unread.remove(at);
