@@ -261,6 +261,12 @@ impl Layout {
         self.missing_row.clone()
     }
 
+    /// The row of missing values, to append without allocating one per row.
+    #[must_use]
+    pub fn missing_row(&self) -> &[u8] {
+        &self.missing_row
+    }
+
     /// Put `value` into column `index` of `row`.
     ///
     /// # Errors

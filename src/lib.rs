@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod decode;
+pub mod fasthash;
 pub mod labels;
 pub mod lightcurves;
 pub mod pipeline;

@@ -9,11 +9,11 @@
 //! Memory: the build's new keys, plus the committed keys of the blocks whose jd range the
 //! build's epochs fall in; never the whole store's epochs.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use crate::catalog::{Layout, Scalar};
+use crate::catalog::{Dtype, Layout, Scalar};
 use crate::decode::history::{History, DETECTION};
+use crate::fasthash::{FastMap, FastSet};
 use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
 use crate::store::{ReadError, Storage};
 
@@ -124,6 +124,17 @@ pub struct Added {
     pub alert_row: Vec<u8>,
 }
 
+impl Added {
+    /// Empty every buffer, keeping its room.
+    pub fn clear(&mut self) {
+        self.epochs.clear();
+        self.forced.clear();
+        self.carried_epochs.clear();
+        self.carried_forced.clear();
+        self.alert_row.clear();
+    }
+}
+
 /// The state of a build's light curves at a point it may have to return to (an archive that
 /// fails its checksum takes back what was read from it since its last verified member).
 #[derive(Debug, Clone)]
@@ -141,7 +152,9 @@ pub struct Mark {
 /// The light curves of one build.
 pub struct LightCurves {
     committed: CommittedKeys,
-    seen: HashMap<Key, Slot>,
+    seen: FastMap<Key, Slot>,
+    /// Keys of the alert being taken (reused: one allocation per build, not per alert).
+    in_packet: FastSet<Key>,
     /// Previous slots of keys changed in `seen` (None: the key was new), to roll back.
     undo: Vec<(Key, Option<Slot>)>,
     new_keys: Vec<(Key, u64)>,
@@ -161,7 +174,8 @@ impl LightCurves {
     pub fn new(committed: CommittedKeys, committed_rows: [u64; 2], committed_carried: [u64; 2]) -> Self {
         LightCurves {
             committed,
-            seen: HashMap::new(),
+            seen: FastMap::default(),
+            in_packet: FastSet::default(),
             undo: Vec::new(),
             new_keys: Vec::new(),
             ranges: Vec::new(),
@@ -178,16 +192,26 @@ impl LightCurves {
     /// # Errors
     /// A committed key block cannot be read.
     pub fn take(&mut self, storage: &dyn Storage, candid: i64, history: &History) -> Result<Added, ReadError> {
-        let jd = history.jd;
         let mut added = Added::default();
+        self.take_into(storage, candid, history, &mut added)?;
+        Ok(added)
+    }
+
+    /// [`LightCurves::take`] into `added` (emptied first), reusing its buffers.
+    ///
+    /// # Errors
+    /// A committed key block cannot be read.
+    pub fn take_into(&mut self, storage: &dyn Storage, candid: i64, history: &History, added: &mut Added) -> Result<(), ReadError> {
+        let jd = history.jd;
+        added.clear();
         self.rows(storage, Table::Epochs, &history.epochs, (jd, candid), &mut added.epochs, &mut added.carried_epochs)?;
         self.rows(storage, Table::Forced, &history.forced, (jd, candid), &mut added.forced, &mut added.carried_forced)?;
         let count = |carried: &[u8]| (carried.len() / 8) as u64;
         let (epochs, forced) = (count(&added.carried_epochs), count(&added.carried_forced));
-        added.alert_row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
+        alert_row(&mut added.alert_row, [self.next_carried[0], epochs], [self.next_carried[1], forced]);
         self.next_carried[0] += epochs;
         self.next_carried[1] += forced;
-        Ok(added)
+        Ok(())
     }
 
     /// Take one table's rows of an alert: new ones go to `out`, and the row of every epoch it
@@ -202,10 +226,11 @@ impl LightCurves {
         carried: &mut Vec<u8>,
     ) -> Result<(), ReadError> {
         let layout = table.layout();
-        let mut in_packet = HashSet::new();
+        let cells = KeyCells::of(table);
+        self.in_packet.clear();
         for row in rows.chunks_exact(layout.itemsize()) {
-            let key = key_of(table, row);
-            if !in_packet.insert(key) {
+            let key = cells.key(row);
+            if !self.in_packet.insert(key) {
                 continue; // the same epoch twice in one packet
             }
             let number = match self.seen.get(&key).copied() {
@@ -360,13 +385,13 @@ pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
     later(alert(new), alert(stored))
 }
 
-fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
-    alerts_layout().row_of(&[
+fn alert_row(out: &mut Vec<u8>, epochs: [u64; 2], forced: [u64; 2]) {
+    *out = alerts_layout().row_of(&[
         ("history_start", count(epochs[0])),
         ("history_count", count(epochs[1])),
         ("forced_start", count(forced[0])),
         ("forced_count", count(forced[1])),
-    ])
+    ]);
 }
 
 fn index_row(range: &Range) -> Vec<u8> {
@@ -387,27 +412,55 @@ fn count(n: u64) -> Scalar<'static> {
 /// The key of a packed row of `table`.
 #[must_use]
 pub fn key_of(table: Table, row: &[u8]) -> Key {
-    let layout = table.layout();
-    let int = |name: &str| layout.index_of(name).and_then(|c| layout.read_i64(row, c)).unwrap_or(0);
-    let object_cell = layout.column("objectId");
-    let mut object = [0u8; 12];
-    // objectIds are ASCII (ZTFyyaaaaaaa): one byte per UTF-32 code point.
-    for (slot, code) in object.iter_mut().zip(row[object_cell.offset..object_cell.offset + object_cell.dtype.size()].chunks_exact(4)) {
-        *slot = code[0];
+    KeyCells::of(table).key(row)
+}
+
+/// Where a key's fields are in a table's rows, found once per table: keys are read for every
+/// epoch of every alert, on the one thread that puts alerts in order.
+struct KeyCells {
+    table: Table,
+    object: usize,
+    jd: usize,
+    fid: usize,
+    /// candid (epochs) or pid (forced).
+    id: usize,
+    /// First code point of `kind` (epochs only): `d`etection or `u`pper_limit.
+    kind: Option<usize>,
+}
+
+impl KeyCells {
+    fn of(table: Table) -> &'static KeyCells {
+        static CELLS: [OnceLock<KeyCells>; 2] = [OnceLock::new(), OnceLock::new()];
+        CELLS[table as usize].get_or_init(|| {
+            let layout = table.layout();
+            let at = |name: &str, dtype: Dtype| {
+                let column = layout.column(name);
+                assert_eq!(column.dtype, dtype, "{}: `{name}` is a key column of dtype {}", table.name(), dtype.numpy());
+                column.offset
+            };
+            let (id, kind) = match table {
+                Table::Epochs => (at("candid", Dtype::I8), Some(layout.column("kind").offset)),
+                Table::Forced => (at("pid", Dtype::I8), None),
+            };
+            assert!(matches!(layout.column("objectId").dtype, Dtype::Unicode(chars) if chars >= 12), "objectId holds 12 characters");
+            KeyCells { table, object: layout.column("objectId").offset, jd: at("jd", Dtype::F8), fid: at("fid", Dtype::I4), id, kind }
+        })
     }
-    let jd = layout.index_of("jd").and_then(|c| layout.read_f64(row, c)).unwrap_or(f64::NAN).to_bits();
-    #[allow(clippy::cast_possible_truncation)] // fid is an <i4 column
-    let fid = int("fid") as i32;
-    match table {
-        Table::Forced => Key { jd, kind: KeyKind::Forced, fid, object, id: int("pid") },
-        Table::Epochs => {
-            let candid = int("candid");
-            let detection = layout.index_of("kind").and_then(|c| layout.read_str(row, c)).is_some_and(|k| k == DETECTION);
-            if detection {
-                Key { jd, kind: KeyKind::Detection, fid, object, id: candid }
-            } else {
-                Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0 }
-            }
+
+    fn key(&self, row: &[u8]) -> Key {
+        let bytes = |at: usize| -> [u8; 8] { row[at..at + 8].try_into().unwrap_or_default() };
+        let mut object = [0u8; 12];
+        // objectIds are ASCII (ZTFyyaaaaaaa): one byte per UTF-32 code point.
+        for (slot, code) in object.iter_mut().zip(row[self.object..self.object + 48].chunks_exact(4)) {
+            *slot = code[0];
+        }
+        let jd = u64::from_le_bytes(bytes(self.jd));
+        let fid = i32::from_le_bytes(row[self.fid..self.fid + 4].try_into().unwrap_or_default());
+        let id = i64::from_le_bytes(bytes(self.id));
+        match (self.table, self.kind) {
+            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => Key { jd, kind: KeyKind::Detection, fid, object, id },
+            (Table::Epochs, _) => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0 },
+            (Table::Forced, _) => Key { jd, kind: KeyKind::Forced, fid, object, id },
         }
     }
 }

@@ -5,7 +5,6 @@
 //! continued and rewritten whole, and nothing is visible until the store commits.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use thiserror::Error;
 use crate::catalog::Layout;
 use crate::decode::cutout::STAMP_FLAGS;
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
+use crate::fasthash::FastSet;
 use crate::labels::Labels;
 use crate::lightcurves::{self, Added, LightCurves, Revision};
 use crate::report::Progress;
@@ -28,6 +28,8 @@ use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, Stor
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
 /// far slower than 512), small enough to bound memory (archive members wait here as bytes).
 const BATCH: usize = 512;
+/// Items in the first batch; each next one is twice as large, up to [`BATCH`].
+const FIRST_BATCH: usize = 32;
 
 /// A validated build: everything `build` needs, checked before any input is read.
 #[derive(Debug, Clone)]
@@ -163,17 +165,26 @@ struct ChunkBuffer {
     index: usize,
     rows: usize,
     capacity: usize,
+    row_bytes: usize,
     bytes: Vec<u8>,
 }
 
 impl ChunkBuffer {
-    fn new(array: usize, index: usize, capacity: usize) -> Self {
-        ChunkBuffer { array, index, rows: 0, capacity, bytes: Vec::new() }
+    /// An empty chunk, its rows going into `bytes` (empty, with room for the whole chunk).
+    fn new(array: usize, index: usize, spec: &store::arrays::ArraySpec, bytes: Vec<u8>) -> Self {
+        ChunkBuffer { array, index, rows: 0, capacity: spec.chunk_rows, row_bytes: spec.row_bytes, bytes }
     }
 
     /// Continue the store's incomplete last chunk.
-    fn resume(partial: PartialChunk, capacity: usize) -> Self {
-        ChunkBuffer { array: partial.array, index: partial.index, rows: partial.rows, capacity, bytes: partial.bytes }
+    fn resume(partial: PartialChunk, spec: &store::arrays::ArraySpec) -> Self {
+        ChunkBuffer {
+            array: partial.array,
+            index: partial.index,
+            rows: partial.rows,
+            capacity: spec.chunk_rows,
+            row_bytes: spec.row_bytes,
+            bytes: partial.bytes,
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -215,20 +226,20 @@ impl Feed {
         }
     }
 
-    /// The rows `alert` adds to the array (one for a per-alert array, any number for a table
-    /// with rows of its own), given what its history added to the light curves.
-    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> Vec<std::borrow::Cow<'a, [u8]>> {
-        let table = |bytes: &'a [u8], itemsize: usize| bytes.chunks_exact(itemsize).map(Into::into).collect();
+    /// The rows `alert` adds to the array, packed one after the other (one row for a per-alert
+    /// array, any number for a table with rows of its own), given what its history added to
+    /// the light curves.
+    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> std::borrow::Cow<'a, [u8]> {
         match self {
-            Feed::Catalog => vec![alert.row.as_slice().into()],
-            Feed::Stamps => vec![alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into()],
-            Feed::Epochs => table(&added.epochs, crate::catalog::Layout::epochs().itemsize()),
-            Feed::Forced => table(&added.forced, crate::catalog::Layout::forced().itemsize()),
-            Feed::History if added.alert_row.is_empty() => vec![lightcurves::alerts_layout().new_row().into()],
-            Feed::History => vec![added.alert_row.as_slice().into()],
-            Feed::CarriedEpochs => table(&added.carried_epochs, 8),
-            Feed::CarriedForced => table(&added.carried_forced, 8),
-            Feed::Objects => Vec::new(),
+            Feed::Catalog => alert.row.as_slice().into(),
+            Feed::Stamps => alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(),
+            Feed::Epochs => added.epochs.as_slice().into(),
+            Feed::Forced => added.forced.as_slice().into(),
+            Feed::History if added.alert_row.is_empty() => lightcurves::alerts_layout().missing_row().into(),
+            Feed::History => added.alert_row.as_slice().into(),
+            Feed::CarriedEpochs => added.carried_epochs.as_slice().into(),
+            Feed::CarriedForced => added.carried_forced.as_slice().into(),
+            Feed::Objects => (&[][..]).into(),
         }
     }
 }
@@ -242,10 +253,13 @@ struct ChunkWriter<'t> {
 
 impl ChunkWriter<'_> {
     /// Pad to whole-chunk length (Zarr v2 chunks are always full size), compress, write.
-    fn write(&self, mut chunk: ChunkBuffer) -> Result<(), StoreError> {
+    /// Gives back the chunk's buffer, emptied, for the next chunk of the array.
+    fn write(&self, mut chunk: ChunkBuffer) -> Result<Vec<u8>, StoreError> {
         let spec = &self.transaction.arrays()[chunk.array];
         chunk.bytes.resize(spec.chunk_bytes(), 0);
-        self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)
+        self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)?;
+        chunk.bytes.clear();
+        Ok(chunk.bytes)
     }
 }
 
@@ -260,32 +274,7 @@ struct Decoded {
     mark: Option<Mark>,
 }
 
-/// A hasher for candids: they are already well spread, so one multiply-xorshift is plenty and
-/// much cheaper than SipHash on the hot path.
-#[derive(Default)]
-struct CandidHasher(u64);
-
-impl std::hash::Hasher for CandidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_i64(&mut self, value: i64) {
-        #[allow(clippy::cast_sign_loss)] // the bits are what is hashed
-        let mut x = value as u64;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        self.0 = x ^ (x >> 31);
-    }
-}
-
-type CandidSet = HashSet<i64, BuildHasherDefault<CandidHasher>>;
+type CandidSet = FastSet<i64>;
 
 /// Everything gathered from decoded alerts in row order: the rows themselves, in chunks, and
 /// what the summary and the commit need to know about them.
@@ -307,6 +296,11 @@ struct Collector<'c> {
     stale_chunks: Vec<Option<usize>>,
     /// The build's light curves (None: the store has none).
     lightcurves: Option<LightCurves>,
+    /// What the alert being taken adds to the light curves (its buffers reused alert after alert).
+    added: Added,
+    /// Per array: buffers of chunks already written, for the next chunks (already-touched memory
+    /// instead of fresh pages for every chunk of every array).
+    spare: Vec<Vec<Vec<u8>>>,
 }
 
 /// The collector's state at an archive's last verified point. Rows after it are only in the
@@ -367,33 +361,68 @@ impl Collector<'_> {
             self.docs.merge(&alert.schema, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
-            let added = self.take_history(&alert)?;
+            let mut added = std::mem::take(&mut self.added);
+            self.take_history(&alert, &mut added)?;
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                for row in feed.rows(&alert, &added) {
-                    self.push_row(position, &row, full);
-                }
+                self.push_rows(position, &feed.rows(&alert, &added), full);
             }
+            self.added = added;
         }
         Ok(())
     }
 
-    /// What the alert's history adds to the light curves (nothing without them).
-    fn take_history(&mut self, alert: &Alert) -> Result<Added, BuildError> {
-        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else { return Ok(Added::default()) };
-        Ok(curves.take(self.storage, alert.candid, history).map_err(StoreError::from)?)
+    /// What the alert's history adds to the light curves, into `added` (nothing without them).
+    fn take_history(&mut self, alert: &Alert, added: &mut Added) -> Result<(), BuildError> {
+        added.clear();
+        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else { return Ok(()) };
+        Ok(curves.take_into(self.storage, alert.candid, history, added).map_err(StoreError::from)?)
     }
 
-    /// Add one row to the buffer at `position`; a chunk that becomes full goes to `full`.
-    fn push_row(&mut self, position: usize, row: &[u8], full: &mut Vec<ChunkBuffer>) {
-        let chunk = &mut self.chunks[position].0;
-        chunk.bytes.extend_from_slice(row);
-        chunk.rows += 1;
-        if chunk.is_full() {
-            self.save_for_rollback(position);
+    /// Add packed rows to the buffer at `position`; each chunk that becomes full goes to `full`.
+    fn push_rows(&mut self, position: usize, mut rows: &[u8], full: &mut Vec<ChunkBuffer>) {
+        while !rows.is_empty() {
             let chunk = &mut self.chunks[position].0;
-            let next = ChunkBuffer::new(chunk.array, chunk.index + 1, chunk.capacity);
-            full.push(std::mem::replace(chunk, next));
+            let fitting = (rows.len() / chunk.row_bytes).min(chunk.capacity - chunk.rows);
+            let (now, later) = rows.split_at(fitting * chunk.row_bytes);
+            chunk.bytes.extend_from_slice(now);
+            chunk.rows += fitting;
+            rows = later;
+            if chunk.is_full() {
+                self.save_for_rollback(position);
+                let bytes = self.spare[position]
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.chunks[position].0.capacity * self.chunks[position].0.row_bytes));
+                let chunk = &mut self.chunks[position].0;
+                let next = ChunkBuffer { index: chunk.index + 1, rows: 0, bytes, ..*chunk };
+                full.push(std::mem::replace(chunk, next));
+            } else {
+                debug_assert!(rows.is_empty(), "rows are whole: {} bytes left of {}-byte rows", rows.len(), chunk.row_bytes);
+                break;
+            }
+        }
+    }
+
+    /// Write the chunks that filled, after deleting any written chunks that hold rolled-back rows.
+    fn write_full(&mut self, transaction: &Transaction, writer: &ChunkWriter<'_>, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
+        for (array, stale) in self.stale_chunks.iter_mut().enumerate() {
+            if let Some(first) = stale.take() {
+                transaction.discard_chunks_from(array, first)?;
+            }
+        }
+        for chunk in full.drain(..) {
+            let array = chunk.array;
+            let bytes = writer.write(chunk)?;
+            self.recycle(array, bytes);
+        }
+        Ok(())
+    }
+
+    /// Keep a written chunk's buffer for the array's next chunk (one spare per array is enough:
+    /// chunks are written as they fill).
+    fn recycle(&mut self, array: usize, bytes: Vec<u8>) {
+        if self.spare[array].is_empty() {
+            self.spare[array].push(bytes);
         }
     }
 
@@ -402,7 +431,7 @@ impl Collector<'_> {
         let Some(position) = self.chunks.iter().position(|(_, feed)| *feed == Feed::Objects) else { return };
         let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default();
         for row in rows {
-            self.push_row(position, &row, full);
+            self.push_rows(position, &row, full);
         }
     }
 
@@ -489,9 +518,9 @@ impl Collector<'_> {
                 chunk.rows = mark.rows;
                 chunk.bytes.truncate(mark.len);
             } else {
-                let (array, capacity) = (chunk.array, chunk.capacity);
+                let array = chunk.array;
                 let bytes = mark.saved.clone().unwrap_or_default();
-                *chunk = ChunkBuffer { array, index: mark.index, rows: mark.rows, capacity, bytes };
+                *chunk = ChunkBuffer { index: mark.index, rows: mark.rows, bytes, ..*chunk };
                 full.retain(|c| c.array != array || c.index < mark.index);
                 let stale = &mut self.stale_chunks[position];
                 *stale = Some(stale.map_or(mark.index, |k| k.min(mark.index)));
@@ -602,6 +631,8 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         chunks,
         rollback: None,
         lightcurves,
+        added: Added::default(),
+        spare: vec![Vec::new(); transaction.arrays().len()],
     };
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
@@ -619,14 +650,9 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
             let bytes: u64 = batch.iter().map(|d| d.progress).sum();
             for decoded in batch {
                 collector.take(decoded, &mut full)?;
-            }
-            for (array, stale) in collector.stale_chunks.iter_mut().enumerate() {
-                if let Some(first) = stale.take() {
-                    transaction.discard_chunks_from(array, first)?;
-                }
-            }
-            for chunk in full.drain(..) {
-                writer.write(chunk)?;
+                // Chunks are written as soon as they fill, so their buffers come back for the
+                // next chunks while the batch is still being taken.
+                collector.write_full(transaction, &writer, &mut full)?;
             }
             progress.advance(bytes, collector.stats.written);
         }
@@ -638,7 +664,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let mut full = Vec::new();
     collector.index_objects(&mut full);
     for chunk in full {
-        writer.write(chunk)?;
+        let _ = writer.write(chunk)?;
     }
     let Collector { mut stats, docs, versions, new_candids, chunks, lightcurves, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
@@ -657,7 +683,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
             own_rows.push((spec.name.clone(), chunk.index * spec.chunk_rows + chunk.rows));
         }
         if chunk.rows > 0 {
-            writer.write(chunk)?;
+            let _ = writer.write(chunk)?;
         }
     }
     stats.committed = true;
@@ -701,8 +727,8 @@ fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
             let rows_before = transaction.committed_rows(array);
             let feed = Feed::for_array(&spec.name).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
             let chunk = match partials.iter().position(|p| p.array == array) {
-                Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec.chunk_rows),
-                None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec.chunk_rows),
+                Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec),
+                None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec, Vec::with_capacity(spec.chunk_bytes())),
             };
             (chunk, feed)
         })
@@ -724,8 +750,12 @@ fn join_reader(reader: std::thread::JoinHandle<()>) -> Result<(), BuildError> {
 
 /// Decode batches of items on the pool, in order, until the inputs end or the consumer stops.
 fn decode_stage(items: &Receiver<Item>, decoder: &Decoder, pool: &rayon::ThreadPool, decoded: &SyncSender<Vec<Decoded>>) {
+    // The first batches are small so that ordering and writing start early instead of waiting
+    // for a whole batch: then they overlap the decoding of the rest, even for a few hundred alerts.
+    let mut size = FIRST_BATCH;
     loop {
-        let batch: Vec<Item> = items.iter().take(BATCH).collect();
+        let batch: Vec<Item> = items.iter().take(size).collect();
+        size = (size * 2).min(BATCH);
         if batch.is_empty() {
             return;
         }

@@ -24,22 +24,83 @@ pub struct History {
     pub forced: Vec<u8>,
 }
 
+/// History rows reserved at most per array block read.
+const RESERVE_ROWS: usize = 64;
+
 /// How the fields of one history record (a prv_candidate or an fp_hist) map to a table.
 #[derive(Debug, Clone)]
 pub struct RecordPlan {
     layout: &'static Layout,
-    /// Column of the table per field of the record (None: not stored).
-    columns: Vec<Option<usize>>,
-    /// Whether each row's `kind` says if it has a candid (epochs) or not (forced has no kind).
-    kinds: bool,
+    /// How each field of the record is read.
+    reads: Vec<FieldRead>,
+    /// The `kind` column, which says if a row has a candid (epochs; forced has no kind).
+    kind: Option<usize>,
+    /// The position of the `candid` field among the record's fields.
+    candid_field: Option<usize>,
 }
 
 impl RecordPlan {
-    /// The plan for records with `fields` stored in `layout` (by field name).
+    /// The plan for records with `fields` (of `schema`) stored in `layout` (by field name).
     #[must_use]
-    pub fn new(fields: &[Field], layout: &'static Layout) -> Self {
-        let kinds = layout.index_of("kind").is_some();
-        RecordPlan { layout, columns: fields.iter().map(|f| layout.index_of(&f.name)).collect(), kinds }
+    pub fn new(schema: &Schema, fields: &[Field], layout: &'static Layout) -> Self {
+        RecordPlan {
+            layout,
+            reads: fields.iter().map(|f| FieldRead::new(schema, f, layout)).collect(),
+            kind: layout.index_of("kind"),
+            candid_field: fields.iter().position(|f| f.name == "candid"),
+        }
+    }
+}
+
+/// How one field of a history record is read. Most fields are numbers whose Avro type is their
+/// column's own, alone or in a union with null: their bytes go straight into the row, without
+/// the general path's value and dtype matching (history rows are an alert's bulk: 15 per alert
+/// in real packets, 57 fields each).
+#[derive(Debug, Clone, Copy)]
+enum FieldRead {
+    /// Not stored.
+    Skip,
+    /// Any value, through `scalar` and `Layout::pack` (strings, conversions).
+    Packed(usize),
+    /// A number of the column's own type, at `offset` in the row; `union`: the branch count and
+    /// the value's branch of a union with null (a null leaves the missing value in place).
+    Direct { column: usize, offset: usize, number: Number, union: Option<(usize, usize)> },
+}
+
+/// An Avro number and the column dtype that holds it byte for byte.
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    /// float → `<f4`
+    Float,
+    /// double → `<f8`
+    Double,
+    /// int or long → `<i8`
+    Long,
+    /// int → `<i4`
+    Int,
+}
+
+impl FieldRead {
+    fn new(schema: &Schema, field: &Field, layout: &Layout) -> FieldRead {
+        let Some(column) = layout.index_of(&field.name) else { return FieldRead::Skip };
+        let (node, union) = match schema.node(field.node) {
+            Node::Union(branches) if branches.len() == 2 => {
+                let value = usize::from(schema.node(branches[0]) == &Node::Null);
+                if schema.node(branches[1 - value]) != &Node::Null {
+                    return FieldRead::Packed(column);
+                }
+                (schema.node(branches[value]), Some((2, value)))
+            }
+            other => (other, None),
+        };
+        let number = match (node, layout.columns()[column].dtype) {
+            (Node::Float, Dtype::F4) => Number::Float,
+            (Node::Double, Dtype::F8) => Number::Double,
+            (Node::Int | Node::Long, Dtype::I8) => Number::Long,
+            (Node::Int, Dtype::I4) => Number::Int,
+            _ => return FieldRead::Packed(column),
+        };
+        FieldRead::Direct { column, offset: layout.columns()[column].offset, number, union }
     }
 }
 
@@ -73,7 +134,7 @@ impl CandidateCopy {
     /// Append the candidate's epochs row, built from its catalog `row`, to `out`.
     pub fn append(&self, row: &[u8], epochs: &Layout, out: &mut Vec<u8>) {
         let start = out.len();
-        out.extend_from_slice(&epochs.new_row());
+        out.extend_from_slice(epochs.missing_row());
         let target = &mut out[start..];
         for &(from, to, size) in &self.spans {
             target[to..to + size].copy_from_slice(&row[from..from + size]);
@@ -118,6 +179,10 @@ pub fn read_records(
                 if count == 0 {
                     return Ok(total);
                 }
+                // Room for the block's rows up front, and the alert's own detection row that
+                // follows them (at most a few dozen: a count read from the input must not size
+                // an allocation).
+                out.reserve((count.min(RESERVE_ROWS) + 1) * plan.layout.itemsize());
                 for _ in 0..count {
                     cursor.spend()?;
                     if read_record(cursor, schema, *items, plan, out, noticed)? {
@@ -148,42 +213,70 @@ fn read_record(
             let branch = cursor.branch(branches.len())?;
             return read_record(cursor, schema, branches[branch], plan, out, noticed);
         }
-        Node::Record { fields, .. } if fields.len() == plan.columns.len() => fields,
+        Node::Record { fields, .. } if fields.len() == plan.reads.len() => fields,
         _ => {
             cursor.skip(schema, node)?;
             return Ok(false);
         }
     };
     let start = out.len();
-    out.extend_from_slice(&layout.new_row());
+    out.extend_from_slice(layout.missing_row());
     let mut has_candid = false;
-    for (field, column) in fields.iter().zip(&plan.columns) {
-        let Some(column) = *column else {
-            cursor.skip(schema, field.node)?;
-            continue;
+    for (position, (field, read)) in fields.iter().zip(&plan.reads).enumerate() {
+        let column = match *read {
+            FieldRead::Skip => {
+                cursor.skip(schema, field.node)?;
+                continue;
+            }
+            FieldRead::Direct { column, offset, number, union } => {
+                if let Some((branches, value)) = union {
+                    if cursor.branch(branches)? != value {
+                        continue; // null: the row already holds the missing value
+                    }
+                }
+                has_candid |= plan.candid_field == Some(position);
+                let cell = &mut out[start + offset..];
+                match number {
+                    Number::Float => cell[..4].copy_from_slice(cursor.take(4, "a float")?),
+                    Number::Double => cell[..8].copy_from_slice(cursor.take(8, "a double")?),
+                    Number::Long => cell[..8].copy_from_slice(&cursor.long()?.to_le_bytes()),
+                    Number::Int => {
+                        let value = cursor.long()?;
+                        match i32::try_from(value) {
+                            Ok(value) => cell[..4].copy_from_slice(&value.to_le_bytes()),
+                            Err(_) => pack(layout, &mut out[start..], column, Scalar::Int(value), noticed),
+                        }
+                    }
+                }
+                continue;
+            }
+            FieldRead::Packed(column) => column,
         };
         let value = scalar(cursor, schema, field.node)?;
-        if field.name == "candid" {
+        if plan.candid_field == Some(position) {
             has_candid = matches!(value, Scalar::Int(_));
         }
-        match layout.pack(&mut out[start..], column, value) {
-            Ok(Packed::Exact) => {}
-            Ok(Packed::Truncated) => {
-                let name = &layout.columns()[column].name;
-                if !noticed.truncated.contains(name) {
-                    noticed.truncated.push(name.clone());
-                }
-            }
-            Err(error) => {
-                noticed.problem.get_or_insert_with(|| error.to_string());
-            }
-        }
+        pack(layout, &mut out[start..], column, value, noticed);
     }
-    if plan.kinds {
-        if let Some(kind) = layout.index_of("kind") {
-            let text = if has_candid { DETECTION } else { UPPER_LIMIT };
-            let _ = layout.pack(&mut out[start..], kind, Scalar::Str(text.as_bytes()));
-        }
+    if let Some(kind) = plan.kind {
+        let text = if has_candid { DETECTION } else { UPPER_LIMIT };
+        let _ = layout.pack(&mut out[start..], kind, Scalar::Str(text.as_bytes()));
     }
     Ok(true)
+}
+
+/// Put `value` into `column` of `row` through the general path, noting a cut or a misfit.
+fn pack(layout: &Layout, row: &mut [u8], column: usize, value: Scalar<'_>, noticed: &mut Noticed) {
+    match layout.pack(row, column, value) {
+        Ok(Packed::Exact) => {}
+        Ok(Packed::Truncated) => {
+            let name = &layout.columns()[column].name;
+            if !noticed.truncated.contains(name) {
+                noticed.truncated.push(name.clone());
+            }
+        }
+        Err(error) => {
+            noticed.problem.get_or_insert_with(|| error.to_string());
+        }
+    }
 }

@@ -460,7 +460,7 @@ impl Decoder {
                     Table::Epochs => Layout::epochs(),
                     Table::Forced => Layout::forced(),
                 };
-                Action::History { count, plan: RecordPlan::new(fields, layout), table }
+                Action::History { count, plan: RecordPlan::new(schema, fields, layout), table }
             }
             (None, Some(column)) => Action::Count(column),
             (None, None) => Action::Skip,

@@ -9,11 +9,12 @@
 //! nightly append reads the blocks of the last weeks' epochs, never the store's whole history:
 //! memory follows the jd span of the night's epochs, not the store's size.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use serde_json::{json, Value};
 
 use super::{ReadError, Storage};
+use crate::fasthash::FastMap;
 
 /// Folder of the block objects.
 pub const BLOCKS: &str = ".ztf2zarr/lightcurve_keys";
@@ -48,7 +49,7 @@ impl KeyKind {
 /// The identity of one epoch. Detections are keyed by candid (`id`); their objectId, jd and fid
 /// follow from it and are kept so the key sorts by jd like the others. Upper limits have id 0;
 /// forced epochs have their pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     /// jd's bits (jd is never NaN: ZTF's schema makes it a non-null double).
     pub jd: u64,
@@ -60,6 +61,20 @@ pub struct Key {
     pub object: [u8; 12],
     /// candid, pid, or 0.
     pub id: i64,
+}
+
+/// One integer write of all the fields, folded: a map through [`crate::fasthash::MixHasher`]
+/// then mixes once per key instead of once per field.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (low, high) = self.object.split_at(8);
+        let low = u64::from_le_bytes(low.try_into().unwrap_or_default());
+        let high = u64::from(u32::from_le_bytes(high.try_into().unwrap_or_default()));
+        #[allow(clippy::cast_sign_loss)] // the bits are what is hashed
+        let (id, fid) = (self.id as u64, u64::from(self.fid as u32));
+        let tags = fid << 8 | self.kind as u64;
+        state.write_u64(self.jd ^ id.rotate_left(23) ^ low.rotate_left(7) ^ high.rotate_left(41) ^ tags.rotate_left(53));
+    }
 }
 
 impl Key {
@@ -190,7 +205,7 @@ pub fn read_block(storage: &dyn Storage, block: &Block) -> Result<Vec<(Key, u64)
 #[derive(Debug, Default)]
 pub struct CommittedKeys {
     unread: Vec<Block>,
-    loaded: HashMap<Key, u64>,
+    loaded: FastMap<Key, u64>,
 }
 
 impl CommittedKeys {
@@ -198,7 +213,7 @@ impl CommittedKeys {
     #[must_use]
     pub fn new(mut blocks: Vec<Block>) -> Self {
         blocks.sort_by(|a, b| a.jd_max.total_cmp(&b.jd_max));
-        CommittedKeys { unread: blocks, loaded: HashMap::new() }
+        CommittedKeys { unread: blocks, loaded: FastMap::default() }
     }
 
     /// The table row holding `key`, if the store holds it.

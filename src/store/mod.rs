@@ -584,9 +584,11 @@ impl Transaction {
     }
 
     fn put_compressed(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
-        let compressed = zstd::bulk::compress(raw, self.settings.zstd_level)
-            .map_err(|source| StoreError::Compress { path: self.storage.object_location(key).into(), source })?;
-        Ok(self.storage.put(key, &compressed)?)
+        let failed = |source| StoreError::Compress { path: self.storage.object_location(key).into(), source };
+        COMPRESSOR.with_borrow_mut(|compressor| {
+            let compressed = compressor.compress(raw, self.settings.zstd_level).map_err(failed)?;
+            Ok(self.storage.put(key, compressed)?)
+        })
     }
 
     /// Delete the chunks of array `array` written by this build from chunk `first` on (rows
@@ -1188,5 +1190,32 @@ mod legacy {
         let Some(parent) = target.parent() else { return Vec::new() };
         let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
         entries.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).map(|e| e.path()).collect()
+    }
+}
+
+thread_local! {
+    /// Each writing thread's compressor: one zstd context and output buffer for all its chunks,
+    /// instead of a fresh context and fresh pages per chunk.
+    static COMPRESSOR: std::cell::RefCell<ChunkCompressor> = std::cell::RefCell::default();
+}
+
+/// A zstd context kept for one level, and the buffer it compresses into.
+#[derive(Default)]
+struct ChunkCompressor {
+    context: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    out: Vec<u8>,
+}
+
+impl ChunkCompressor {
+    /// `raw` compressed as one zstd frame at `level` (the same bytes as `zstd::bulk::compress`).
+    fn compress(&mut self, raw: &[u8], level: i32) -> std::io::Result<&[u8]> {
+        if self.context.as_ref().is_none_or(|(kept, _)| *kept != level) {
+            self.context = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, context)) = self.context.as_mut() else { unreachable!("set above") };
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        context.compress_to_buffer(raw, &mut self.out)?;
+        Ok(&self.out)
     }
 }
