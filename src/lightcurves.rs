@@ -208,7 +208,7 @@ impl LightCurves {
         self.rows(storage, Table::Forced, &history.forced, (jd, candid), &mut added.forced, &mut added.carried_forced)?;
         let count = |carried: &[u8]| (carried.len() / 8) as u64;
         let (epochs, forced) = (count(&added.carried_epochs), count(&added.carried_forced));
-        alert_row(&mut added.alert_row, [self.next_carried[0], epochs], [self.next_carried[1], forced]);
+        added.alert_row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
         self.next_carried[0] += epochs;
         self.next_carried[1] += forced;
         Ok(())
@@ -385,13 +385,13 @@ pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
     later(alert(new), alert(stored))
 }
 
-fn alert_row(out: &mut Vec<u8>, epochs: [u64; 2], forced: [u64; 2]) {
-    *out = alerts_layout().row_of(&[
+fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
+    alerts_layout().row_of(&[
         ("history_start", count(epochs[0])),
         ("history_count", count(epochs[1])),
         ("forced_start", count(forced[0])),
         ("forced_count", count(forced[1])),
-    ]);
+    ])
 }
 
 fn index_row(range: &Range) -> Vec<u8> {

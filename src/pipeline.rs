@@ -298,9 +298,9 @@ struct Collector<'c> {
     lightcurves: Option<LightCurves>,
     /// What the alert being taken adds to the light curves (its buffers reused alert after alert).
     added: Added,
-    /// Per array: buffers of chunks already written, for the next chunks (already-touched memory
-    /// instead of fresh pages for every chunk of every array).
-    spare: Vec<Vec<Vec<u8>>>,
+    /// Per array: the buffer of a chunk already written, for the next chunk (already-touched
+    /// memory instead of fresh pages for every chunk of every array).
+    spare: Vec<Option<Vec<u8>>>,
 }
 
 /// The collector's state at an archive's last verified point. Rows after it are only in the
@@ -374,8 +374,10 @@ impl Collector<'_> {
 
     /// What the alert's history adds to the light curves, into `added` (nothing without them).
     fn take_history(&mut self, alert: &Alert, added: &mut Added) -> Result<(), BuildError> {
-        added.clear();
-        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else { return Ok(()) };
+        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else {
+            added.clear();
+            return Ok(());
+        };
         Ok(curves.take_into(self.storage, alert.candid, history, added).map_err(StoreError::from)?)
     }
 
@@ -389,10 +391,9 @@ impl Collector<'_> {
             chunk.rows += fitting;
             rows = later;
             if chunk.is_full() {
+                let chunk_bytes = chunk.capacity * chunk.row_bytes;
                 self.save_for_rollback(position);
-                let bytes = self.spare[position]
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(self.chunks[position].0.capacity * self.chunks[position].0.row_bytes));
+                let bytes = self.spare[position].take().unwrap_or_else(|| Vec::with_capacity(chunk_bytes));
                 let chunk = &mut self.chunks[position].0;
                 let next = ChunkBuffer { index: chunk.index + 1, rows: 0, bytes, ..*chunk };
                 full.push(std::mem::replace(chunk, next));
@@ -421,9 +422,7 @@ impl Collector<'_> {
     /// Keep a written chunk's buffer for the array's next chunk (one spare per array is enough:
     /// chunks are written as they fill).
     fn recycle(&mut self, array: usize, bytes: Vec<u8>) {
-        if self.spare[array].is_empty() {
-            self.spare[array].push(bytes);
-        }
+        self.spare[array].get_or_insert(bytes);
     }
 
     /// Add the build's segment of the object index to its array, once every alert is taken.
@@ -632,7 +631,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         rollback: None,
         lightcurves,
         added: Added::default(),
-        spare: vec![Vec::new(); transaction.arrays().len()],
+        spare: vec![None; transaction.arrays().len()],
     };
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);

@@ -62,9 +62,9 @@ enum FieldRead {
     Skip,
     /// Any value, through `scalar` and `Layout::pack` (strings, conversions).
     Packed(usize),
-    /// A number of the column's own type, at `offset` in the row; `union`: the branch count and
-    /// the value's branch of a union with null (a null leaves the missing value in place).
-    Direct { column: usize, offset: usize, number: Number, union: Option<(usize, usize)> },
+    /// A number of the column's own type, at `offset` in the row; `value_branch`: its branch of a
+    /// two-branch union with null, if it is in one (a null leaves the missing value in place).
+    Direct { column: usize, offset: usize, number: Number, value_branch: Option<usize> },
 }
 
 /// An Avro number and the column dtype that holds it byte for byte.
@@ -83,13 +83,13 @@ enum Number {
 impl FieldRead {
     fn new(schema: &Schema, field: &Field, layout: &Layout) -> FieldRead {
         let Some(column) = layout.index_of(&field.name) else { return FieldRead::Skip };
-        let (node, union) = match schema.node(field.node) {
+        let (node, value_branch) = match schema.node(field.node) {
             Node::Union(branches) if branches.len() == 2 => {
                 let value = usize::from(schema.node(branches[0]) == &Node::Null);
                 if schema.node(branches[1 - value]) != &Node::Null {
                     return FieldRead::Packed(column);
                 }
-                (schema.node(branches[value]), Some((2, value)))
+                (schema.node(branches[value]), Some(value))
             }
             other => (other, None),
         };
@@ -100,7 +100,7 @@ impl FieldRead {
             (Node::Int, Dtype::I4) => Number::Int,
             _ => return FieldRead::Packed(column),
         };
-        FieldRead::Direct { column, offset: layout.columns()[column].offset, number, union }
+        FieldRead::Direct { column, offset: layout.columns()[column].offset, number, value_branch }
     }
 }
 
@@ -228,9 +228,9 @@ fn read_record(
                 cursor.skip(schema, field.node)?;
                 continue;
             }
-            FieldRead::Direct { column, offset, number, union } => {
-                if let Some((branches, value)) = union {
-                    if cursor.branch(branches)? != value {
+            FieldRead::Direct { column, offset, number, value_branch } => {
+                if let Some(value) = value_branch {
+                    if cursor.branch(2)? != value {
                         continue; // null: the row already holds the missing value
                     }
                 }
