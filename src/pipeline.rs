@@ -660,11 +660,8 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let read = join_reader(reader);
     outcome?;
     read?;
-    let mut full = Vec::new();
-    collector.index_objects(&mut full);
-    for chunk in full {
-        let _ = writer.write(chunk)?;
-    }
+    let mut last_chunks = Vec::new();
+    collector.index_objects(&mut last_chunks);
     let Collector { mut stats, docs, versions, new_candids, chunks, lightcurves, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
     versions.sort();
@@ -682,9 +679,10 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
             own_rows.push((spec.name.clone(), chunk.index * spec.chunk_rows + chunk.rows));
         }
         if chunk.rows > 0 {
-            let _ = writer.write(chunk)?;
+            last_chunks.push(chunk);
         }
     }
+    write_last_chunks(pool, &writer, last_chunks)?;
     stats.committed = true;
     if !stats.rejects.is_empty() {
         stats.rejects_log = Some(transaction.storage().object_location(&transaction.rejects_log_key()));
@@ -713,6 +711,12 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         lightcurves: lightcurve_commit,
     };
     Ok((stats, Some(commit), revisions))
+}
+
+/// The chunks left once every alert is taken (each array's incomplete last chunk, the object
+/// index's): compressed and written on the pool side by side, as nothing else runs by then.
+fn write_last_chunks(pool: &rayon::ThreadPool, writer: &ChunkWriter<'_>, chunks: Vec<ChunkBuffer>) -> Result<(), StoreError> {
+    pool.install(|| chunks.into_par_iter().try_for_each(|chunk| writer.write(chunk).map(drop)))
 }
 
 /// One buffer per array of the store, continuing its incomplete last chunk if it has one.

@@ -128,21 +128,41 @@ pub trait Storage: std::fmt::Debug + Send + Sync {
     }
 }
 
-/// A store in a folder on a local disk. Every `put` writes a temporary file beside the object,
-/// syncs it and renames it over the object, so that a reader never sees half a file; the
-/// folders that got new entries are synced by `flush`.
+/// A store in a folder on a local disk. Every `put` writes a temporary file beside the object
+/// and renames it over the object, so that a reader never sees half a file.
+///
+/// Syncs wait for the disk, so they are put off to `flush`, the step before anything names the
+/// new objects, and done there together: a new object's disk write only starts when it is put,
+/// and `flush` syncs every such file and every folder that got entries, on several threads at
+/// once (a file system commits concurrent syncs together). Only an object that replaces one is
+/// synced before its rename, so that a power cut leaves the old object or the new one, never an
+/// empty file where a committed object was.
 #[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
     /// Folders with entries not yet synced.
     dirty: Mutex<Vec<PathBuf>>,
+    /// New objects in place whose bytes are not yet synced.
+    unsynced: Mutex<Vec<PathBuf>>,
 }
+
+/// A temporary file written beside the object it becomes.
+struct Written {
+    file: File,
+    temporary: PathBuf,
+    path: PathBuf,
+    /// Whether an object is there already (the bytes are then synced before the rename).
+    replaces: bool,
+}
+
+/// Threads that sync files at once in `flush`: a sync waits for the disk, not for a core.
+const SYNC_THREADS: usize = 8;
 
 impl LocalStorage {
     /// The store in folder `root` (which need not exist yet).
     #[must_use]
     pub fn new(root: &Path) -> LocalStorage {
-        LocalStorage { root: root.to_path_buf(), dirty: Mutex::new(Vec::new()) }
+        LocalStorage { root: root.to_path_buf(), dirty: Mutex::new(Vec::new()), unsynced: Mutex::new(Vec::new()) }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -160,32 +180,42 @@ impl LocalStorage {
         }
     }
 
-    /// Write `bytes` to a synced temporary file beside the object `key`; returns (that file, the
-    /// object's path). A failed write leaves no temporary file.
-    fn write_temporary(&self, key: &str, bytes: &[u8]) -> Result<(PathBuf, PathBuf), StorageError> {
+    /// Write `bytes` to a temporary file beside the object `key`. A failed write leaves no
+    /// temporary file.
+    fn write_temporary(&self, key: &str, bytes: &[u8]) -> Result<Written, StorageError> {
         let path = self.path(key);
         let temporary = temporary_path(&path);
-        let write = || -> std::io::Result<()> {
+        let write = || -> std::io::Result<(File, bool)> {
             self.make_parents(&path)?;
             let mut file = File::create(&temporary)?;
             file.write_all(bytes)?;
-            sync(&file)
+            let replaces = path.symlink_metadata().is_ok();
+            if !replaces {
+                start_writeback(&file);
+            }
+            Ok((file, replaces))
         };
-        write().map_err(|e| {
+        let (file, replaces) = write().map_err(|e| {
             let _ = std::fs::remove_file(&temporary);
             self.error("write", key, e)
         })?;
-        Ok((temporary, path))
+        Ok(Written { file, temporary, path, replaces })
     }
 
-    /// Rename a temporary file over its object (atomic for readers), noting the folder to sync.
-    fn rename_into_place(&self, key: &str, temporary: &Path, path: &Path) -> Result<(), StorageError> {
-        std::fs::rename(temporary, path).map_err(|e| {
-            let _ = std::fs::remove_file(temporary);
+    /// Rename a temporary file over its object (atomic for readers), noting the folder to sync
+    /// and, for a new object, its bytes. One that replaces an object must be synced already.
+    fn rename_into_place(&self, key: &str, written: Written) -> Result<(), StorageError> {
+        let Written { file, temporary, path, replaces } = written;
+        drop(file);
+        std::fs::rename(&temporary, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
             self.error("write", key, e)
         })?;
         if let Some(parent) = path.parent() {
             self.note_dirty(parent);
+        }
+        if !replaces {
+            self.unsynced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(path);
         }
         Ok(())
     }
@@ -252,19 +282,25 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let (temporary, path) = self.write_temporary(key, bytes)?;
-        self.rename_into_place(key, &temporary, &path)
+        let written = self.write_temporary(key, bytes)?;
+        if written.replaces {
+            sync(&written.file).map_err(|e| self.error("sync", key, e))?;
+        }
+        self.rename_into_place(key, written)
     }
 
-    /// Every file written and synced first, then the renames one after another: the new
-    /// metadata documents of a commit appear within microseconds of each other.
+    /// Every file written first (those that replace an object synced, together), then the
+    /// renames one after another: the new metadata documents of a commit appear within
+    /// microseconds of each other.
     fn put_all(&self, objects: &[(String, Vec<u8>)]) -> Result<(), StorageError> {
         let mut prepared = Vec::with_capacity(objects.len());
         for (key, bytes) in objects {
             prepared.push((key, self.write_temporary(key, bytes)?));
         }
-        for (key, (temporary, path)) in prepared {
-            self.rename_into_place(key, &temporary, &path)?;
+        let replacing: Vec<_> = prepared.iter().filter(|(_, w)| w.replaces).collect();
+        sync_each(&replacing, |(key, written)| sync(&written.file).map_err(|e| self.error("sync", key, e)))?;
+        for (key, written) in prepared {
+            self.rename_into_place(key, written)?;
         }
         Ok(())
     }
@@ -309,19 +345,53 @@ impl Storage for LocalStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        let mut dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        // Deepest first, so that a folder's own entry is synced after what is inside it.
-        dirty.sort_by_key(|folder| std::cmp::Reverse(folder.components().count()));
-        for folder in dirty {
-            match File::open(&folder).and_then(|f| sync(&f)) {
-                // A folder removed since (emptied backups) has no entries left to sync.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                result => result.map_err(|e| StorageError::new("sync", folder.display().to_string(), e))?,
-            }
+        let files = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let folders = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if !syncing() {
+            return Ok(());
         }
-        Ok(())
+        // Files and folders together: all are synced before flush returns, and nothing names
+        // them before that, so their order does not matter.
+        let paths: Vec<PathBuf> = files.into_iter().chain(folders).collect();
+        sync_each(&paths, |path| match File::open(path).and_then(|f| f.sync_all()) {
+            // Removed since (a discarded chunk, emptied backups): nothing left to sync.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            result => result.map_err(|e| StorageError::new("sync", path.display().to_string(), e)),
+        })
     }
 }
+
+/// `sync_one` for every item, on up to [`SYNC_THREADS`] threads; the first error is returned.
+fn sync_each<T: Sync>(items: &[T], sync_one: impl Fn(&T) -> Result<(), StorageError> + Sync) -> Result<(), StorageError> {
+    if items.len() < 2 {
+        return items.iter().try_for_each(&sync_one);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || -> Result<(), StorageError> {
+        while let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            sync_one(item)?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..items.len().min(SYNC_THREADS)).map(|_| scope.spawn(worker)).collect();
+        threads.into_iter().try_for_each(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Have the disk write of a new file start now, so that the sync in `flush` finds it (nearly)
+/// done. Only a hint: a failure is ignored, and `flush` syncs the file all the same.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    if syncing() {
+        // SAFETY: sync_file_range on a file descriptor this function borrows; it reads no memory.
+        let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File) {}
 
 /// `.<name>.tmp.<pid>` beside `path`: on the same file system, so the rename is atomic, and
 /// hidden from zarr (its name starts with a dot).
@@ -376,6 +446,32 @@ mod tests {
         assert_eq!(storage.get("a/none").unwrap(), None);
         assert_eq!(storage.list("a/").unwrap(), vec!["a/b/c".to_string()]);
         assert!(storage.list("nothing/").unwrap().is_empty());
+    }
+
+    #[test]
+    fn new_objects_wait_for_flush_to_be_synced_and_replacements_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(&dir.path().join("s.zarr"));
+        let unsynced = |s: &LocalStorage| s.unsynced.lock().unwrap().clone();
+        storage.put("a/new", b"one").unwrap();
+        assert_eq!(unsynced(&storage), vec![dir.path().join("s.zarr/a/new")]);
+        storage.put("a/new", b"two").unwrap(); // replaces: synced before its rename
+        storage.put_all(&[("a/new".into(), b"three".to_vec()), ("b/other".into(), b"x".to_vec())]).unwrap();
+        assert_eq!(unsynced(&storage).len(), 2, "only new objects wait for flush: {:?}", unsynced(&storage));
+        storage.delete("b/other").unwrap(); // gone before the flush: nothing to sync
+        storage.flush().unwrap();
+        assert!(unsynced(&storage).is_empty());
+        assert!(storage.dirty.lock().unwrap().is_empty());
+        assert_eq!(storage.get("a/new").unwrap().as_deref(), Some(&b"three"[..]));
+    }
+
+    #[test]
+    fn a_failed_sync_among_many_is_reported() {
+        let items: Vec<usize> = (0..20).collect();
+        let failing = |i: &usize| if *i == 13 { Err(StorageError::new("sync", format!("file {i}"), "no")) } else { Ok(()) };
+        let error = sync_each(&items, failing).unwrap_err();
+        assert_eq!(error.location, "file 13");
+        assert!(sync_each(&items[..3], |_| Ok(())).is_ok());
     }
 
     #[test]
