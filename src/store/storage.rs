@@ -155,6 +155,14 @@ struct Written {
     replaces: bool,
 }
 
+impl Written {
+    /// Remove the temporary file: its object is not put.
+    fn discard(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
 /// Threads that sync files at once in `flush`: a sync waits for the disk, not for a core.
 const SYNC_THREADS: usize = 8;
 
@@ -284,7 +292,10 @@ impl Storage for LocalStorage {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let written = self.write_temporary(key, bytes)?;
         if written.replaces {
-            sync(&written.file).map_err(|e| self.error("sync", key, e))?;
+            if let Err(e) = sync(&written.file) {
+                written.discard();
+                return Err(self.error("sync", key, e));
+            }
         }
         self.rename_into_place(key, written)
     }
@@ -298,7 +309,10 @@ impl Storage for LocalStorage {
             prepared.push((key, self.write_temporary(key, bytes)?));
         }
         let replacing: Vec<_> = prepared.iter().filter(|(_, w)| w.replaces).collect();
-        sync_each(&replacing, |(key, written)| sync(&written.file).map_err(|e| self.error("sync", key, e)))?;
+        if let Err(error) = sync_each(&replacing, |(key, written)| sync(&written.file).map_err(|e| self.error("sync", key, e))) {
+            prepared.into_iter().for_each(|(_, written)| written.discard());
+            return Err(error);
+        }
         for (key, written) in prepared {
             self.rename_into_place(key, written)?;
         }
