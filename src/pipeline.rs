@@ -244,9 +244,10 @@ impl Feed {
     }
 }
 
-/// Compresses and writes full chunks. It runs on the ordering thread, beside the pool's
-/// workers: spawning chunk writes onto the pool measured slower (the workers then wait on the
-/// decode batches they were pulled away from).
+/// Compresses and writes chunks. While alerts are decoded it runs on the ordering thread, beside
+/// the pool's workers: spawning chunk writes onto the pool measured slower (the workers then wait
+/// on the decode batches they were pulled away from). The last chunks, written once decoding is
+/// over, go to the pool (`write_last_chunks`).
 struct ChunkWriter<'t> {
     transaction: &'t Transaction,
 }

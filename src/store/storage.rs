@@ -210,6 +210,11 @@ impl LocalStorage {
         Ok(Written { file, temporary, path, replaces })
     }
 
+    /// Sync the temporary file of an object that replaces one, before its rename.
+    fn sync_temporary(&self, key: &str, written: &Written) -> Result<(), StorageError> {
+        sync(&written.file).map_err(|e| self.error("sync", key, e))
+    }
+
     /// Rename a temporary file over its object (atomic for readers), noting the folder to sync
     /// and, for a new object, its bytes. One that replaces an object must be synced already.
     fn rename_into_place(&self, key: &str, written: Written) -> Result<(), StorageError> {
@@ -292,9 +297,9 @@ impl Storage for LocalStorage {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let written = self.write_temporary(key, bytes)?;
         if written.replaces {
-            if let Err(e) = sync(&written.file) {
+            if let Err(error) = self.sync_temporary(key, &written) {
                 written.discard();
-                return Err(self.error("sync", key, e));
+                return Err(error);
             }
         }
         self.rename_into_place(key, written)
@@ -309,7 +314,7 @@ impl Storage for LocalStorage {
             prepared.push((key, self.write_temporary(key, bytes)?));
         }
         let replacing: Vec<_> = prepared.iter().filter(|(_, w)| w.replaces).collect();
-        if let Err(error) = sync_each(&replacing, |(key, written)| sync(&written.file).map_err(|e| self.error("sync", key, e))) {
+        if let Err(error) = sync_each(&replacing, |(key, written)| self.sync_temporary(key, written)) {
             prepared.into_iter().for_each(|(_, written)| written.discard());
             return Err(error);
         }
