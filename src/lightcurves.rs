@@ -1,10 +1,10 @@
 //! Light curves: which of an alert's history rows are new to the store, in row order. Owns
 //! the dedup rules (detections by candid, upper limits by objectId, jd, fid, forced photometry
-//! by objectId, jd, fid, pid), the "latest alert wins" rule of forced photometry (a row already
-//! written is revised in place: within a build, and across appends through the store's
-//! conditional rewrite), the object index (`lightcurves/objects`: objectId → row ranges) and the
-//! per-alert history (`lightcurves/alerts`). Rows themselves are packed by
-//! `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
+//! by objectId, jd, fid, pid; a key's row holds one value set some packet carried, a different
+//! value set is another row, an identical one adds nothing, and no row is ever rewritten), the
+//! object index (`lightcurves/objects`: objectId → row ranges) and the per-alert history
+//! (`lightcurves/alerts`: exactly the versions its own packet carried). Rows themselves are
+//! packed by `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
 //!
 //! Memory: the build's new keys, plus the committed keys of the blocks whose jd range the
 //! build's epochs fall in; never the whole store's epochs.
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use crate::catalog::{Dtype, Layout, Scalar};
 use crate::decode::history::{History, DETECTION};
-use crate::fasthash::{FastMap, FastSet};
+use crate::fasthash::{digest, FastMap, FastSet};
 use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
 use crate::store::{ReadError, Storage};
 
@@ -72,14 +72,6 @@ impl Table {
     }
 }
 
-/// Where a key's row is and whose values it holds.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    row: u64,
-    /// The alert whose values the row holds (for forced photometry: the latest wins).
-    alert: (f64, i64),
-}
-
 /// A range of rows of one table belonging to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Range {
@@ -87,15 +79,6 @@ struct Range {
     table: Table,
     start: u64,
     count: u64,
-}
-
-/// A forced-photometry row to rewrite with a later alert's values.
-#[derive(Debug, Clone)]
-pub struct Revision {
-    /// Row of `lightcurves/forced`.
-    pub row: u64,
-    /// The new row.
-    pub bytes: Vec<u8>,
 }
 
 /// Rows each table had when the build started, and new rows since, per kind.
@@ -143,7 +126,6 @@ pub struct Mark {
     new_keys: usize,
     ranges: usize,
     last_range: Option<Range>,
-    revisions: usize,
     next_row: [u64; 2],
     next_carried: [u64; 2],
     counts: Counts,
@@ -152,14 +134,14 @@ pub struct Mark {
 /// The light curves of one build.
 pub struct LightCurves {
     committed: CommittedKeys,
-    seen: FastMap<Key, Slot>,
+    /// The build's new keys and their rows.
+    seen: FastMap<Key, u64>,
     /// Keys of the alert being taken (reused: one allocation per build, not per alert).
     in_packet: FastSet<Key>,
-    /// Previous slots of keys changed in `seen` (None: the key was new), to roll back.
-    undo: Vec<(Key, Option<Slot>)>,
+    /// Keys added to `seen`, in order, to roll back.
+    undo: Vec<Key>,
     new_keys: Vec<(Key, u64)>,
     ranges: Vec<Range>,
-    revisions: Vec<Revision>,
     /// Next row of each table.
     next_row: [u64; 2],
     /// Next entry of each table's history array (`lightcurves/history_epochs`, `…_forced`).
@@ -179,21 +161,20 @@ impl LightCurves {
             undo: Vec::new(),
             new_keys: Vec::new(),
             ranges: Vec::new(),
-            revisions: Vec::new(),
             next_row: committed_rows,
             next_carried: committed_carried,
             counts: Counts::default(),
         }
     }
 
-    /// Take the history of an alert the store writes (its `candid`): the rows new to the store,
-    /// and the rows it carried.
+    /// Take the history of an alert the store writes: the rows new to the store, and the rows
+    /// it carried.
     ///
     /// # Errors
     /// A committed key block cannot be read.
-    pub fn take(&mut self, storage: &dyn Storage, candid: i64, history: &History) -> Result<Added, ReadError> {
+    pub fn take(&mut self, storage: &dyn Storage, history: &History) -> Result<Added, ReadError> {
         let mut added = Added::default();
-        self.take_into(storage, candid, history, &mut added)?;
+        self.take_into(storage, history, &mut added)?;
         Ok(added)
     }
 
@@ -201,11 +182,10 @@ impl LightCurves {
     ///
     /// # Errors
     /// A committed key block cannot be read.
-    pub fn take_into(&mut self, storage: &dyn Storage, candid: i64, history: &History, added: &mut Added) -> Result<(), ReadError> {
-        let jd = history.jd;
+    pub fn take_into(&mut self, storage: &dyn Storage, history: &History, added: &mut Added) -> Result<(), ReadError> {
         added.clear();
-        self.rows(storage, Table::Epochs, &history.epochs, (jd, candid), &mut added.epochs, &mut added.carried_epochs)?;
-        self.rows(storage, Table::Forced, &history.forced, (jd, candid), &mut added.forced, &mut added.carried_forced)?;
+        self.rows(storage, Table::Epochs, &history.epochs, &mut added.epochs, &mut added.carried_epochs)?;
+        self.rows(storage, Table::Forced, &history.forced, &mut added.forced, &mut added.carried_forced)?;
         let count = |carried: &[u8]| (carried.len() / 8) as u64;
         let (epochs, forced) = (count(&added.carried_epochs), count(&added.carried_forced));
         added.alert_row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
@@ -214,40 +194,22 @@ impl LightCurves {
         Ok(())
     }
 
-    /// Take one table's rows of an alert: new ones go to `out`, and the row of every epoch it
-    /// carried (new or already stored) to `carried`.
-    fn rows(
-        &mut self,
-        storage: &dyn Storage,
-        table: Table,
-        rows: &[u8],
-        alert: (f64, i64),
-        out: &mut Vec<u8>,
-        carried: &mut Vec<u8>,
-    ) -> Result<(), ReadError> {
+    /// Take one table's rows of an alert: new versions go to `out`, and the row of every
+    /// version it carried (new or already stored) to `carried`.
+    fn rows(&mut self, storage: &dyn Storage, table: Table, rows: &[u8], out: &mut Vec<u8>, carried: &mut Vec<u8>) -> Result<(), ReadError> {
         let layout = table.layout();
         let cells = KeyCells::of(table);
         self.in_packet.clear();
         for row in rows.chunks_exact(layout.itemsize()) {
             let key = cells.key(row);
             if !self.in_packet.insert(key) {
-                continue; // the same epoch twice in one packet
+                continue; // the same version twice in one packet
             }
             let number = match self.seen.get(&key).copied() {
-                Some(slot) => {
-                    if table == Table::Forced {
-                        self.revise(key, slot, alert, row);
-                    }
-                    slot.row
-                }
+                Some(number) => number,
                 None => match self.committed.row_of(storage, &key)? {
-                    Some(number) => {
-                        if table == Table::Forced {
-                            self.revise_committed(key, number, alert, row);
-                        }
-                        number
-                    }
-                    None => self.append(table, key, alert, row, out),
+                    Some(number) => number,
+                    None => self.append(table, key, row, out),
                 },
             };
             carried.extend_from_slice(&number.to_le_bytes());
@@ -255,28 +217,11 @@ impl LightCurves {
         Ok(())
     }
 
-    /// A forced epoch already written in this build: a later alert's values replace it.
-    fn revise(&mut self, key: Key, slot: Slot, alert: (f64, i64), row: &[u8]) {
-        if later(alert, slot.alert) {
-            self.undo.push((key, Some(slot)));
-            self.seen.insert(key, Slot { row: slot.row, alert });
-            self.revisions.push(Revision { row: slot.row, bytes: row.to_vec() });
-        }
-    }
-
-    /// A forced epoch the store holds: this alert's values replace the stored ones if it is the
-    /// later alert, which the rewrite checks against the stored row.
-    fn revise_committed(&mut self, key: Key, row_number: u64, alert: (f64, i64), row: &[u8]) {
-        self.undo.push((key, None));
-        self.seen.insert(key, Slot { row: row_number, alert });
-        self.revisions.push(Revision { row: row_number, bytes: row.to_vec() });
-    }
-
-    fn append(&mut self, table: Table, key: Key, alert: (f64, i64), row: &[u8], out: &mut Vec<u8>) -> u64 {
+    fn append(&mut self, table: Table, key: Key, row: &[u8], out: &mut Vec<u8>) -> u64 {
         let number = self.next_row[table as usize];
         self.next_row[table as usize] += 1;
-        self.undo.push((key, None));
-        self.seen.insert(key, Slot { row: number, alert });
+        self.undo.push(key);
+        self.seen.insert(key, number);
         self.new_keys.push((key, number));
         out.extend_from_slice(row);
         match key.kind {
@@ -299,7 +244,6 @@ impl LightCurves {
             new_keys: self.new_keys.len(),
             ranges: self.ranges.len(),
             last_range: self.ranges.last().cloned(),
-            revisions: self.revisions.len(),
             next_row: self.next_row,
             next_carried: self.next_carried,
             counts: self.counts,
@@ -308,18 +252,14 @@ impl LightCurves {
 
     /// Undo everything taken since `mark`.
     pub fn roll_back(&mut self, mark: &Mark) {
-        for (key, slot) in self.undo.drain(mark.undo..).rev() {
-            match slot {
-                Some(slot) => self.seen.insert(key, slot),
-                None => self.seen.remove(&key),
-            };
+        for key in self.undo.drain(mark.undo..) {
+            self.seen.remove(&key);
         }
         self.new_keys.truncate(mark.new_keys);
         self.ranges.truncate(mark.ranges);
         if let (Some(last), Some(was)) = (self.ranges.last_mut(), &mark.last_range) {
             *last = was.clone();
         }
-        self.revisions.truncate(mark.revisions);
         self.next_row = mark.next_row;
         self.next_carried = mark.next_carried;
         self.counts = mark.counts;
@@ -343,12 +283,6 @@ impl LightCurves {
         &self.new_keys
     }
 
-    /// Take the revisions of forced rows, in the order they were made (a later one of the
-    /// same row wins).
-    pub fn take_revisions(&mut self) -> Vec<Revision> {
-        std::mem::take(&mut self.revisions)
-    }
-
     /// The build's segment of the object index: its ranges sorted by (objectId, table, start),
     /// adjacent ones merged, as packed rows of `lightcurves/objects`.
     #[must_use]
@@ -366,23 +300,6 @@ impl LightCurves {
         }
         merged.iter().map(index_row).collect()
     }
-}
-
-/// Whether alert `a` is later than alert `b`: greater jd, then greater candid.
-fn later(a: (f64, i64), b: (f64, i64)) -> bool {
-    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_gt()
-}
-
-/// Whether the stored forced `row` should take the values of `new` (from a later alert).
-#[must_use]
-pub fn is_later_forced(stored: &[u8], new: &[u8]) -> bool {
-    let forced = Layout::forced();
-    let alert = |row: &[u8]| {
-        let jd = forced.index_of("alert_jd").and_then(|c| forced.read_f64(row, c)).unwrap_or(f64::NAN);
-        let candid = forced.index_of("alert_candid").and_then(|c| forced.read_i64(row, c)).unwrap_or(i64::MIN);
-        (jd, candid)
-    };
-    later(alert(new), alert(stored))
 }
 
 fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
@@ -426,6 +343,9 @@ struct KeyCells {
     id: usize,
     /// First code point of `kind` (epochs only): `d`etection or `u`pper_limit.
     kind: Option<usize>,
+    /// The row's values end here: after them come only the carrying alert's `alert_candid`
+    /// and `alert_jd`, which a version does not depend on.
+    values_end: usize,
 }
 
 impl KeyCells {
@@ -443,7 +363,10 @@ impl KeyCells {
                 Table::Forced => (at("pid", Dtype::I8), None),
             };
             assert!(matches!(layout.column("objectId").dtype, Dtype::Unicode(chars) if chars >= 12), "objectId holds 12 characters");
-            KeyCells { table, object: layout.column("objectId").offset, jd: at("jd", Dtype::F8), fid: at("fid", Dtype::I4), id, kind }
+            let values_end = at("alert_candid", Dtype::I8);
+            assert_eq!(values_end + 16, layout.itemsize(), "{}: alert_candid, alert_jd end the row", table.name());
+            assert_eq!(at("alert_jd", Dtype::F8), values_end + 8, "{}: alert_jd follows alert_candid", table.name());
+            KeyCells { table, object: layout.column("objectId").offset, jd: at("jd", Dtype::F8), fid: at("fid", Dtype::I4), id, kind, values_end }
         })
     }
 
@@ -457,10 +380,11 @@ impl KeyCells {
         let jd = u64::from_le_bytes(bytes(self.jd));
         let fid = i32::from_le_bytes(row[self.fid..self.fid + 4].try_into().unwrap_or_default());
         let id = i64::from_le_bytes(bytes(self.id));
+        let version = digest(&row[..self.values_end]);
         match (self.table, self.kind) {
-            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => Key { jd, kind: KeyKind::Detection, fid, object, id },
-            (Table::Epochs, _) => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0 },
-            (Table::Forced, _) => Key { jd, kind: KeyKind::Forced, fid, object, id },
+            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => Key { jd, kind: KeyKind::Detection, fid, object, id, version },
+            (Table::Epochs, _) => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0, version },
+            (Table::Forced, _) => Key { jd, kind: KeyKind::Forced, fid, object, id, version },
         }
     }
 }
@@ -508,37 +432,37 @@ mod tests {
     }
 
     #[test]
-    fn repeated_epochs_are_stored_once_and_forced_takes_the_latest_alert() {
+    fn repeated_epochs_are_stored_once_and_other_values_are_another_version() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
         let mut curves = LightCurves::new(CommittedKeys::default(), [10, 0], [0, 0]);
         let first =
             history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
-        let added = curves.take(&storage, 5, &first).unwrap();
+        let added = curves.take(&storage, &first).unwrap();
         assert_eq!(added.epochs.len(), 2 * Layout::epochs().itemsize());
         assert_eq!(added.forced.len(), Layout::forced().itemsize());
+        // The same epochs again, one forced epoch revised, from a later alert.
         let second = history(
             3.0,
             &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5)), epoch_row("ZTF18a", 3.0, Some(6))],
             &[forced_row("ZTF18a", 1.5, 9.0, (3.0, 6))],
         );
         let mark = curves.mark();
-        let added = curves.take(&storage, 6, &second).unwrap();
+        let added = curves.take(&storage, &second).unwrap();
         assert_eq!(added.epochs.len(), Layout::epochs().itemsize(), "only the new detection");
-        let carried: Vec<u64> = added.carried_epochs.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
-        assert_eq!(carried, [10, 11, 12], "the alert carried the two stored epochs and its own");
+        let rows = |carried: &[u8]| -> Vec<u64> { carried.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect() };
+        assert_eq!(rows(&added.carried_epochs), [10, 11, 12], "the alert carried the two stored epochs and its own");
+        assert_eq!(added.forced.len(), Layout::forced().itemsize(), "the revised values are a new row");
+        assert_eq!(rows(&added.carried_forced), [1], "the alert's history points at its own values");
+        // An earlier alert carrying the first values adds nothing: the carrying alert is not a value.
+        let earlier = history(1.0, &[], &[forced_row("ZTF18a", 1.5, 1.0, (1.0, 4))]);
+        let added = curves.take(&storage, &earlier).unwrap();
         assert!(added.forced.is_empty());
-        let revisions = curves.revisions.clone();
-        assert_eq!(revisions.len(), 1);
-        assert_eq!(revisions[0].row, 0);
-        // An earlier alert never overrides.
-        let earlier = history(1.0, &[], &[forced_row("ZTF18a", 1.5, 4.0, (1.0, 4))]);
-        curves.take(&storage, 4, &earlier).unwrap();
-        assert_eq!(curves.revisions.len(), 1);
-        assert_eq!(curves.rows_after(), [13, 1]);
-        assert_eq!(curves.counts(), Counts { detections: 2, upper_limits: 1, forced: 1 });
+        assert_eq!(rows(&added.carried_forced), [0]);
+        assert_eq!(curves.rows_after(), [13, 2]);
+        assert_eq!(curves.counts(), Counts { detections: 2, upper_limits: 1, forced: 2 });
         curves.roll_back(&mark);
         assert_eq!(curves.rows_after(), [12, 1]);
-        assert!(curves.revisions.is_empty());
+        assert_eq!(curves.new_keys().len(), 3);
         assert_eq!(curves.index_rows().len(), 2, "one epochs range, one forced range");
     }
 
@@ -546,9 +470,9 @@ mod tests {
     fn ranges_of_one_object_merge_in_the_index() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
         let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
-        curves.take(&storage, 1, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
-        curves.take(&storage, 2, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
-        curves.take(&storage, 3, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
+        curves.take(&storage, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
+        curves.take(&storage, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
+        curves.take(&storage, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
         let rows = curves.index_rows();
         let layout = objects_layout();
         let objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, 0).unwrap()).collect();

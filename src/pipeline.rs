@@ -19,7 +19,7 @@ use crate::decode::cutout::STAMP_FLAGS;
 use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::fasthash::FastSet;
 use crate::labels::Labels;
-use crate::lightcurves::{self, Added, LightCurves, Revision};
+use crate::lightcurves::{self, Added, LightCurves};
 use crate::report::Progress;
 use crate::source::{self, Item, Mark, Payload, Plan};
 use crate::store::candids::CommittedCandids;
@@ -118,8 +118,6 @@ pub struct Stats {
     pub rejects_log: Option<String>,
     /// New light-curve rows per kind (detections, upper limits, forced), if the store has light curves.
     pub lightcurve_rows: Option<lightcurves::Counts>,
-    /// Stored forced-photometry rows that took a later alert's values.
-    pub revised_forced: usize,
     /// False when nothing new was found and the store was left untouched.
     pub committed: bool,
     /// Wall time.
@@ -166,13 +164,15 @@ struct ChunkBuffer {
     rows: usize,
     capacity: usize,
     row_bytes: usize,
+    /// Rows are length-prefixed strings (`vlen-utf8` items), not `row_bytes` each.
+    utf8: bool,
     bytes: Vec<u8>,
 }
 
 impl ChunkBuffer {
     /// An empty chunk, its rows going into `bytes` (empty, with room for the whole chunk).
     fn new(array: usize, index: usize, spec: &store::arrays::ArraySpec, bytes: Vec<u8>) -> Self {
-        ChunkBuffer { array, index, rows: 0, capacity: spec.chunk_rows, row_bytes: spec.row_bytes, bytes }
+        ChunkBuffer { array, index, rows: 0, capacity: spec.chunk_rows, row_bytes: spec.row_bytes, utf8: is_utf8(spec), bytes }
     }
 
     /// Continue the store's incomplete last chunk.
@@ -183,6 +183,7 @@ impl ChunkBuffer {
             rows: partial.rows,
             capacity: spec.chunk_rows,
             row_bytes: spec.row_bytes,
+            utf8: is_utf8(spec),
             bytes: partial.bytes,
         }
     }
@@ -190,56 +191,102 @@ impl ChunkBuffer {
     fn is_full(&self) -> bool {
         self.rows == self.capacity
     }
+
+    /// Bytes to reserve for a fresh buffer: a whole chunk of fixed-size rows; for strings, whose
+    /// length is not known ahead, what the buffer grows to as it fills.
+    fn reserve(&self) -> usize {
+        if self.utf8 {
+            0
+        } else {
+            self.capacity * self.row_bytes
+        }
+    }
 }
 
-/// What an alert gives each array: the bytes of its row.
+fn is_utf8(spec: &store::arrays::ArraySpec) -> bool {
+    matches!(spec.cell, store::arrays::Cell::Utf8 { .. })
+}
+
+/// What an alert gives each array: the bytes of its row, or for a column of a light-curve
+/// table, one cell of each of the table's rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Feed {
     Catalog,
     Stamps,
-    /// New detections and upper limits.
-    Epochs,
-    /// New forced-photometry epochs.
-    Forced,
-    /// Where the alert's history is.
-    History,
     /// The rows of epochs the alert carried.
     CarriedEpochs,
     /// The rows of forced photometry it carried.
     CarriedForced,
+    /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row
+    /// (UTF-32 cells written as variable-length UTF-8 when `utf8`).
+    Column { table: TableRows, offset: usize, width: usize, utf8: bool },
+}
+
+/// Which packed rows a light-curve column takes its cells from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TableRows {
+    /// The alert's new detections and upper limits.
+    Epochs,
+    /// Its new forced-photometry epochs.
+    Forced,
+    /// Its row of `lightcurves/alerts`.
+    Alerts,
     /// The object index: its rows come at the end of the build.
     Objects,
 }
 
 impl Feed {
-    fn for_array(name: &str) -> Option<Feed> {
-        match name {
+    fn for_array(spec: &store::arrays::ArraySpec) -> Option<Feed> {
+        if let Some(column) = spec.column_of {
+            let table = match column.table {
+                store::EPOCHS => TableRows::Epochs,
+                store::FORCED => TableRows::Forced,
+                store::HISTORY => TableRows::Alerts,
+                store::OBJECTS => TableRows::Objects,
+                _ => return None,
+            };
+            let utf8 = matches!(spec.cell, store::arrays::Cell::Utf8 { .. });
+            return Some(Feed::Column { table, offset: column.offset, width: column.width, utf8 });
+        }
+        match spec.name.as_str() {
             store::CATALOG => Some(Feed::Catalog),
             store::STAMPS => Some(Feed::Stamps),
-            store::EPOCHS => Some(Feed::Epochs),
-            store::FORCED => Some(Feed::Forced),
-            store::HISTORY => Some(Feed::History),
             store::HISTORY_EPOCHS => Some(Feed::CarriedEpochs),
             store::HISTORY_FORCED => Some(Feed::CarriedForced),
-            store::OBJECTS => Some(Feed::Objects),
             _ => None,
         }
     }
 
     /// The rows `alert` adds to the array, packed one after the other (one row for a per-alert
     /// array, any number for a table with rows of its own), given what its history added to
-    /// the light curves.
-    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> std::borrow::Cow<'a, [u8]> {
+    /// the light curves; for a column, the table's packed rows and their size.
+    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
         match self {
-            Feed::Catalog => alert.row.as_slice().into(),
-            Feed::Stamps => alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(),
-            Feed::Epochs => added.epochs.as_slice().into(),
-            Feed::Forced => added.forced.as_slice().into(),
-            Feed::History if added.alert_row.is_empty() => lightcurves::alerts_layout().missing_row().into(),
-            Feed::History => added.alert_row.as_slice().into(),
-            Feed::CarriedEpochs => added.carried_epochs.as_slice().into(),
-            Feed::CarriedForced => added.carried_forced.as_slice().into(),
-            Feed::Objects => (&[][..]).into(),
+            Feed::Catalog => (alert.row.as_slice().into(), None),
+            Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
+            Feed::CarriedEpochs => (added.carried_epochs.as_slice().into(), None),
+            Feed::CarriedForced => (added.carried_forced.as_slice().into(), None),
+            Feed::Column { table, .. } => {
+                let rows: &[u8] = match table {
+                    TableRows::Epochs => &added.epochs,
+                    TableRows::Forced => &added.forced,
+                    TableRows::Alerts if added.alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
+                    TableRows::Alerts => &added.alert_row,
+                    TableRows::Objects => &[],
+                };
+                (rows.into(), Some(table.itemsize()))
+            }
+        }
+    }
+}
+
+impl TableRows {
+    fn itemsize(self) -> usize {
+        match self {
+            TableRows::Epochs => Layout::epochs().itemsize(),
+            TableRows::Forced => Layout::forced().itemsize(),
+            TableRows::Alerts => lightcurves::alerts_layout().itemsize(),
+            TableRows::Objects => lightcurves::objects_layout().itemsize(),
         }
     }
 }
@@ -253,12 +300,21 @@ struct ChunkWriter<'t> {
 }
 
 impl ChunkWriter<'_> {
-    /// Pad to whole-chunk length (Zarr v2 chunks are always full size), compress, write.
-    /// Gives back the chunk's buffer, emptied, for the next chunk of the array.
+    /// Pad to whole-chunk length (Zarr v2 chunks are always full size: zeros, or empty
+    /// strings with the item count in front), compress, write. Gives back the chunk's buffer,
+    /// emptied, for the next chunk of the array.
     fn write(&self, mut chunk: ChunkBuffer) -> Result<Vec<u8>, StoreError> {
         let spec = &self.transaction.arrays()[chunk.array];
-        chunk.bytes.resize(spec.chunk_bytes(), 0);
-        self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)?;
+        match spec.cell {
+            store::arrays::Cell::Fixed => {
+                chunk.bytes.resize(spec.chunk_bytes(), 0);
+                self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)?;
+            }
+            store::arrays::Cell::Utf8 { .. } => {
+                let whole = store::vlen::chunk(&chunk.bytes, chunk.rows, chunk.capacity);
+                self.transaction.write_chunk(chunk.array, chunk.index, &whole)?;
+            }
+        }
         chunk.bytes.clear();
         Ok(chunk.bytes)
     }
@@ -366,7 +422,10 @@ impl Collector<'_> {
             self.take_history(&alert, &mut added)?;
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                self.push_rows(position, &feed.rows(&alert, &added), full);
+                match feed.rows(&alert, &added) {
+                    (rows, None) => self.push_rows(position, &rows, full),
+                    (rows, Some(itemsize)) => self.push_cells(position, &rows, itemsize, full),
+                }
             }
             self.added = added;
         }
@@ -379,7 +438,7 @@ impl Collector<'_> {
             added.clear();
             return Ok(());
         };
-        Ok(curves.take_into(self.storage, alert.candid, history, added).map_err(StoreError::from)?)
+        Ok(curves.take_into(self.storage, history, added).map_err(StoreError::from)?)
     }
 
     /// Add packed rows to the buffer at `position`; each chunk that becomes full goes to `full`.
@@ -392,17 +451,42 @@ impl Collector<'_> {
             chunk.rows += fitting;
             rows = later;
             if chunk.is_full() {
-                let chunk_bytes = chunk.capacity * chunk.row_bytes;
-                self.save_for_rollback(position);
-                let bytes = self.spare[position].take().unwrap_or_else(|| Vec::with_capacity(chunk_bytes));
-                let chunk = &mut self.chunks[position].0;
-                let next = ChunkBuffer { index: chunk.index + 1, rows: 0, bytes, ..*chunk };
-                full.push(std::mem::replace(chunk, next));
+                self.next_chunk(position, full);
             } else {
                 debug_assert!(rows.is_empty(), "rows are whole: {} bytes left of {}-byte rows", rows.len(), chunk.row_bytes);
                 break;
             }
         }
+    }
+
+    /// Add one cell of each of a table's packed `rows` (of `itemsize` bytes) to the column
+    /// buffer at `position`; each chunk that becomes full goes to `full`.
+    fn push_cells(&mut self, position: usize, rows: &[u8], itemsize: usize, full: &mut Vec<ChunkBuffer>) {
+        let Feed::Column { offset, width, utf8, .. } = self.chunks[position].1 else { return };
+        for row in rows.chunks_exact(itemsize) {
+            let cell = &row[offset..offset + width];
+            let chunk = &mut self.chunks[position].0;
+            if utf8 {
+                store::vlen::push_utf32_cell(cell, &mut chunk.bytes);
+            } else {
+                chunk.bytes.extend_from_slice(cell);
+            }
+            chunk.rows += 1;
+            if chunk.is_full() {
+                self.next_chunk(position, full);
+            }
+        }
+    }
+
+    /// The buffer at `position` is full: hand it to `full` and start the array's next chunk.
+    fn next_chunk(&mut self, position: usize, full: &mut Vec<ChunkBuffer>) {
+        self.save_for_rollback(position);
+        let chunk = &self.chunks[position].0;
+        let reserve = chunk.reserve();
+        let bytes = self.spare[position].take().unwrap_or_else(|| Vec::with_capacity(reserve));
+        let chunk = &mut self.chunks[position].0;
+        let next = ChunkBuffer { index: chunk.index + 1, rows: 0, bytes, ..*chunk };
+        full.push(std::mem::replace(chunk, next));
     }
 
     /// Write the chunks that filled, after deleting any written chunks that hold rolled-back rows.
@@ -426,12 +510,14 @@ impl Collector<'_> {
         self.spare[array].get_or_insert(bytes);
     }
 
-    /// Add the build's segment of the object index to its array, once every alert is taken.
+    /// Add the build's segment of the object index to its columns, once every alert is taken.
     fn index_objects(&mut self, full: &mut Vec<ChunkBuffer>) {
-        let Some(position) = self.chunks.iter().position(|(_, feed)| *feed == Feed::Objects) else { return };
-        let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default();
-        for row in rows {
-            self.push_rows(position, &row, full);
+        let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default().concat();
+        let itemsize = TableRows::Objects.itemsize();
+        for position in 0..self.chunks.len() {
+            if matches!(self.chunks[position].1, Feed::Column { table: TableRows::Objects, .. }) {
+                self.push_cells(position, &rows, itemsize, full);
+            }
         }
     }
 
@@ -570,15 +656,9 @@ pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress
         return Err(error);
     }
     match run(config, pool, progress, &mut transaction) {
-        Ok((mut stats, commit, revisions)) => {
+        Ok((stats, commit)) => {
             match commit {
-                Some(commit) => {
-                    if let Err(error) = revise_forced(&mut transaction, &revisions, &mut stats) {
-                        transaction.abandon();
-                        return Err(error.into());
-                    }
-                    transaction.commit(commit)?;
-                }
+                Some(commit) => transaction.commit(commit)?,
                 None => transaction.abandon(),
             }
             Ok(stats)
@@ -590,18 +670,8 @@ pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress
     }
 }
 
-/// Rewrite the forced-photometry rows that later alerts revised (committed ones only where the
-/// stored values come from an earlier alert).
-fn revise_forced(transaction: &mut Transaction, revisions: &[Revision], stats: &mut Stats) -> Result<(), StoreError> {
-    let Some(array) = transaction.array_index(store::FORCED).filter(|_| !revisions.is_empty()) else { return Ok(()) };
-    let rows: Vec<(u64, &[u8])> = revisions.iter().map(|r| (r.row, r.bytes.as_slice())).collect();
-    stats.revised_forced = transaction.rewrite_rows(array, &rows, lightcurves::is_later_forced)?;
-    Ok(())
-}
-
-/// What a build read, ready to commit: its summary, the commit (None: nothing new), and the
-/// forced-photometry rows to revise first.
-type Outcome = (Stats, Option<Commit>, Vec<Revision>);
+/// What a build read, ready to commit: its summary and the commit (None: nothing new).
+type Outcome = (Stats, Option<Commit>);
 
 fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, transaction: &mut Transaction) -> Result<Outcome, BuildError> {
     let started = Instant::now();
@@ -613,7 +683,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let chunks = chunk_buffers(transaction);
     let lightcurves = settings.lightcurves.then(|| {
         let rows = |name: &str| transaction.array_index(name).map_or(0, |a| transaction.committed_rows(a) as u64);
-        let tables = [rows(store::EPOCHS), rows(store::FORCED)];
+        let tables = [rows(&format!("{}/objectId", store::EPOCHS)), rows(&format!("{}/objectId", store::FORCED))];
         LightCurves::new(transaction.committed_lightcurve_keys(), tables, [rows(store::HISTORY_EPOCHS), rows(store::HISTORY_FORCED)])
     });
     let transaction: &Transaction = transaction;
@@ -669,7 +739,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     stats.schema_versions = versions;
     if stats.written == 0 && stats.rejects.is_empty() && transaction.committed().is_some() {
         stats.elapsed = started.elapsed();
-        return Ok((stats, None, Vec::new())); // nothing new: leave the store exactly as it was
+        return Ok((stats, None)); // nothing new: leave the store exactly as it was
     }
     // From here on the run is committed, even with no new row: its rejects and its run record
     // must reach the store, or the user is told of rejects the store does not keep.
@@ -691,15 +761,11 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     stats.elapsed = started.elapsed();
     let run = run_record(config, &stats, &started_at);
     stats.unlabeled_append = config.labels.is_none() && transaction.committed().is_some_and(|c| c.labels.is_some());
-    let (lightcurve_commit, revisions) = match lightcurves {
-        Some(mut curves) => {
-            let counts = curves.counts();
-            stats.lightcurve_rows = Some(counts);
-            let revisions = curves.take_revisions();
-            (Some((curves.new_keys().to_vec(), [counts.detections, counts.upper_limits, counts.forced])), revisions)
-        }
-        None => (None, Vec::new()),
-    };
+    let lightcurve_commit = lightcurves.map(|curves| {
+        let counts = curves.counts();
+        stats.lightcurve_rows = Some(counts);
+        (curves.new_keys().to_vec(), [counts.detections, counts.upper_limits, counts.forced])
+    });
     let commit = Commit {
         rows: stats.rows_before + stats.written,
         own_rows,
@@ -711,7 +777,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         extra_metadata: None,
         lightcurves: lightcurve_commit,
     };
-    Ok((stats, Some(commit), revisions))
+    Ok((stats, Some(commit)))
 }
 
 /// The chunks left once every alert is taken (each array's incomplete last chunk, the object
@@ -729,10 +795,13 @@ fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
         .enumerate()
         .map(|(array, spec)| {
             let rows_before = transaction.committed_rows(array);
-            let feed = Feed::for_array(&spec.name).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
+            let feed = Feed::for_array(spec).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
             let chunk = match partials.iter().position(|p| p.array == array) {
                 Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec),
-                None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec, Vec::with_capacity(spec.chunk_bytes())),
+                None => {
+                    let reserve = if is_utf8(spec) { 0 } else { spec.chunk_bytes() };
+                    ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec, Vec::with_capacity(reserve))
+                }
             };
             (chunk, feed)
         })

@@ -119,7 +119,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     let versions: Vec<String> = stats.schema_versions.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
     let _ = writeln!(out, "  schemas     {}", if versions.is_empty() { "-".into() } else { versions.join(", ") });
     if let Some(rows) = &stats.lightcurve_rows {
-        lightcurve_line(&mut out, rows, stats.revised_forced);
+        lightcurve_line(&mut out, rows);
     }
     if !stats.truncated.is_empty() {
         let _ = writeln!(
@@ -147,18 +147,14 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
 }
 
 /// What the build added to the light curves, and how many stored forced epochs a later alert revised.
-fn lightcurve_line(out: &mut String, rows: &lightcurves::Counts, revised: usize) {
-    let _ = write!(
+fn lightcurve_line(out: &mut String, rows: &lightcurves::Counts) {
+    let _ = writeln!(
         out,
-        "  light curves +{}, +{}, +{}",
+        "  light curves +{}, +{}, +{} (new keys and new versions of stored ones)",
         counted(rows.detections as usize, "detection", "detections"),
         counted(rows.upper_limits as usize, "upper limit", "upper limits"),
         counted(rows.forced as usize, "forced-photometry epoch", "forced-photometry epochs")
     );
-    if revised > 0 {
-        let _ = write!(out, "; {} took a later alert's values", counted(revised, "stored forced epoch", "stored forced epochs"));
-    }
-    out.push('\n');
 }
 
 /// Paths found and not read: counts by reason, then the first few with their reason.

@@ -1,11 +1,13 @@
 """Light curves of a ztf2zarr store: one object's whole curve, and the history one alert carried.
 
-The store keeps each epoch of an object once (`lightcurves/epochs`: detections and upper limits;
-`lightcurves/forced`: forced photometry), an object index of row ranges (`lightcurves/objects`),
-and for every catalog row the rows of the epochs its own packet carried
-(`lightcurves/alerts` → `history_epochs`, `history_forced`). `curve` reads the ranges of one
-object; `history` reads exactly an alert's own history, so a training row never sees epochs from
-its future. docs/lightcurves.md describes the tables.
+This module owns reading `lightcurves/`. The store keeps every version of an epoch that a stored
+alert carried (`lightcurves/epochs`: detections and upper limits; `lightcurves/forced`: forced
+photometry), an object index of row ranges (`lightcurves/objects`), and for every catalog row
+the rows its own packet carried (`lightcurves/alerts` → `history_epochs`, `history_forced`).
+Each table is a group of 1-D column arrays, so a read fetches only the columns asked for;
+stores of the previous release, whose tables are single structured arrays, read the same way.
+`curve` reads the ranges of one object; `history` reads exactly an alert's own history, so a
+training row never sees epochs from its future. docs/lightcurves.md describes the tables.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from ._store import Store
 
 GROUP = "lightcurves"
 TABLES = ("epochs", "forced")
+VERSIONS = ("latest", "all")
 #: Where each table's history of an alert is: (start column, count column) of `lightcurves/alerts`.
 _HISTORY_COLUMNS = {"epochs": ("history_start", "history_count"), "forced": ("forced_start", "forced_count")}
-#: Decoded chunks kept per array, so alerts read one after another share their chunks.
+#: The columns that name the alert whose packet first carried a row's values.
+_ALERT_COLUMNS = ("alert_jd", "alert_candid")
+#: Within one object, the columns that tell its epochs apart (objectId is the object's own):
+#: a detection by candid, an upper limit by (jd, fid), a forced epoch by (jd, fid, pid).
+_KEY_COLUMNS = {"epochs": ("kind", "candid", "jd", "fid"), "forced": ("jd", "fid", "pid")}
+#: Decoded chunks kept per column, so alerts read one after another share their chunks.
 DEFAULT_CACHE_CHUNKS = 8
 
 
@@ -36,32 +44,97 @@ class _ChunkCache(OrderedDict):
             self.popitem(last=False)
 
 
+class _Table:
+    """One table of `lightcurves/`, read column by column with a chunk cache per column.
+
+    This release writes a table as a group of 1-D arrays, one per column, listed in order by the
+    group's `columns` attribute; the previous release wrote one structured array, which is read
+    whole and cut into columns here, so both look the same to the reader."""
+
+    def __init__(self, store: Store, name: str, cache_chunks: int):
+        self.name = name
+        self._cache_chunks = cache_chunks
+        self._caches: dict = {}
+        if store.node(name) == "group":
+            order = store.node_attrs(name).get("columns")
+            if not order:
+                raise ValueError(f"{store.path}: {name} has no 'columns' attribute listing its columns")
+            self._arrays = {column: store.array(f"{name}/{column}") for column in order}
+            self.structured = None
+        else:
+            self.structured = store.array(name)  # KeyError when the store has no such table
+            self._arrays = {}
+        self.columns = tuple(self._arrays) if self.structured is None else tuple(self.structured.dtype.names)
+        first = self.structured if self.structured is not None else self._arrays[self.columns[0]]
+        self.length = first.shape[0]
+
+    def check(self, columns) -> tuple:
+        """`columns` (None: all of them, in table order) as a tuple, each one of this table's."""
+        if columns is None:
+            return self.columns
+        columns = (columns,) if isinstance(columns, str) else tuple(columns)
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise ValueError(f"{self.name} has no column {unknown[0]!r} (columns: {', '.join(self.columns)})")
+        return tuple(dict.fromkeys(columns))
+
+    def take(self, rows: np.ndarray, columns) -> dict:
+        """column → values at the positions `rows`, in that order; each chunk decoded once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.structured is not None:
+            values = _take(self._caches, None, self.structured, rows, self._cache_chunks)
+            return {c: values[c] for c in columns}
+        return {c: _take(self._caches, c, self._arrays[c], rows, self._cache_chunks) for c in columns}
+
+    def read(self, columns) -> dict:
+        """column → every value of the column."""
+        return self.take(np.arange(self.length, dtype=np.int64), columns)
+
+
+def _take(caches: dict, key, array, rows: np.ndarray, limit: int) -> np.ndarray:
+    """`array.take(rows)` through the chunk cache `caches[key]` (made on first use)."""
+    cache = caches.setdefault(key, _ChunkCache(limit))
+    values = array.take(rows, cache)
+    cache.trim()
+    return values
+
+
 class LightCurves:
     """The light curves of one store.
 
     >>> lc = LightCurves("train.zarr")
-    >>> lc.curve("ZTF18abcdefg")            # every detection and upper limit, sorted by jd
-    >>> lc.history(5)                       # the epochs that catalog row 5's packet carried
-    >>> lc.history(5, table="forced")       # its forced photometry (schema 4.x)
+    >>> lc.curve("ZTF18abcdefg")                          # its detections and upper limits, by jd
+    >>> lc.curve("ZTF18abcdefg", columns=["jd", "magpsf"])  # only these columns are read
+    >>> lc.history(5)                                     # the rows catalog row 5's packet carried
+    >>> lc.history(5, table="forced")                     # its forced photometry (schema 4.x)
     """
 
     def __init__(self, store, engine: str = "auto", storage_options: dict | None = None, cache_chunks: int = DEFAULT_CACHE_CHUNKS):
         self.store = store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
-        try:
-            self._tables = {name: self.store.array(f"{GROUP}/{name}") for name in TABLES}
-        except KeyError:
+        if self.store.node(GROUP) is None:
             raise ValueError(
                 f"{self.store.path}: no light curves in this store (it was built with --no-lightcurves, "
                 "or by a ztf2zarr without them; rebuild it to get them)"
-            ) from None
-        self.rows = self.store.rows
-        self._alerts = self.store.array(f"{GROUP}/alerts")
+            )
+        self._tables = {name: _Table(self.store, f"{GROUP}/{name}", cache_chunks) for name in TABLES}
+        self._alerts = _Table(self.store, f"{GROUP}/alerts", cache_chunks)
+        # Plain 1-D arrays of table rows, in both layouts.
         self._history = {name: self.store.array(f"{GROUP}/history_{name}") for name in TABLES}
-        if self._alerts.shape[0] != self.rows:
-            raise ValueError(f"{self.store.path}: {GROUP}/alerts has {self._alerts.shape[0]} rows, the catalog {self.rows}")
+        self._history_caches: dict = {}
+        self.rows = self.store.rows
+        if self._alerts.length != self.rows:
+            raise ValueError(f"{self.store.path}: {GROUP}/alerts has {self._alerts.length} rows, the catalog {self.rows}")
         self._cache_chunks = cache_chunks
-        self._caches: dict = {}
         self._index = None
+
+    @property
+    def columnar(self) -> bool:
+        """Whether the tables are groups of columns (False: a store of the previous release)."""
+        return self._tables["epochs"].structured is None
+
+    def columns(self, table: str = "epochs") -> tuple:
+        """The column names of `table`, in table order."""
+        return self._table(table).columns
 
     # ---- one object's curve ----
 
@@ -71,27 +144,47 @@ class LightCurves:
         ids, _, _ = self._object_index()
         return np.unique(ids)
 
-    def curve(self, object_id: str, table: str = "epochs") -> np.ndarray:
-        """Every row of `table` (`epochs` or `forced`) that belongs to `object_id`, sorted by `jd`
-        (rows of equal jd in store order). An object with no rows in `table` (forced photometry
-        of a schema 3.x object) gives an empty array; an object not in the store is a KeyError."""
-        self._check_table(table)
+    def curve(self, object_id: str, table: str = "epochs", columns=None, versions: str = "latest") -> np.ndarray:
+        """The rows of `table` (`epochs` or `forced`) that belong to `object_id`, sorted by `jd`
+        (rows of equal jd in store order), with `columns` only (default: all, in table order).
+
+        A key (detection: candid; upper limit: jd, fid; forced epoch: jd, fid, pid) has one row
+        per distinct value set the alerts carried. `versions="latest"` gives one row per key:
+        the version first carried by the latest alert (greatest `alert_jd`, then `alert_candid`;
+        of two versions one packet carried, the one stored first). `versions="all"` gives every
+        stored version. An object with no rows in `table` (forced photometry of a schema 3.x
+        object) gives an empty array; an object not in the store is a KeyError."""
+        source = self._table(table)
+        columns = source.check(columns)
+        if versions not in VERSIONS:
+            raise ValueError(f"versions must be one of {VERSIONS}, not {versions!r}")
+        rows = self._object_rows(object_id, table)
+        latest = versions == "latest" and all(c in source.columns for c in _ALERT_COLUMNS)
+        # objectId is the same on every row of one curve: only read it if it is asked for.
+        needed = set(columns) | {"jd"} | (set(_KEY_COLUMNS[table]) | set(_ALERT_COLUMNS) if latest else set())
+        values = source.take(rows, [c for c in source.columns if c in needed])
+        keep = _latest_versions(values, table, rows) if latest else np.arange(len(rows))
+        by_jd = keep[np.argsort(values["jd"][keep], kind="stable")]
+        return _records({c: values[c][by_jd] for c in columns})
+
+    def _object_rows(self, object_id: str, table: str) -> np.ndarray:
+        """The store rows of `table` that belong to `object_id`, ascending."""
         ids, ranges, order = self._object_index()
         lo, hi = np.searchsorted(ids, object_id, "left"), np.searchsorted(ids, object_id, "right")
         if lo == hi:
             raise KeyError(f"{self.store.path}: no object {object_id!r} in the light curves")
-        mine = ranges[order[lo:hi]]
-        mine = mine[mine["table"] == table]
-        values = self._take(table, np.sort(_spans(mine["start"], mine["count"])))
-        return values[np.argsort(values["jd"], kind="stable")]
+        mine = order[lo:hi]
+        mine = mine[_fixed_width(ranges["table"][mine]) == table]
+        return np.sort(_spans(ranges["start"][mine], ranges["count"][mine]))
 
     def _object_index(self):
         """The object index read once: objectIds sorted, the ranges, and the sorting order."""
         if self._index is None:
-            objects = self.store.array(f"{GROUP}/objects")
-            ranges = objects.rows(0, objects.shape[0])
-            order = np.argsort(ranges["objectId"], kind="stable")
-            self._index = (ranges["objectId"][order], ranges, order)
+            objects = _Table(self.store, f"{GROUP}/objects", self._cache_chunks)
+            ranges = objects.read(("objectId", "table", "start", "count"))
+            ids = _fixed_width(ranges["objectId"])
+            order = np.argsort(ids, kind="stable")
+            self._index = (ids[order], ranges, order)
         return self._index
 
     # ---- one alert's history ----
@@ -102,28 +195,30 @@ class LightCurves:
         rows, _ = self._history_rows([row], table)
         return rows
 
-    def history(self, row: int, table: str = "epochs") -> np.ndarray:
-        """The epochs catalog row `row`'s own packet carried (rows of `table`, packet order):
-        exactly what that alert knew, nothing from its future."""
-        return self.histories([row], table)[0]
+    def history(self, row: int, table: str = "epochs", columns=None) -> np.ndarray:
+        """The rows catalog row `row`'s own packet carried (rows of `table`, packet order, the
+        very versions it carried): exactly what that alert knew, nothing from its future.
+        `columns` as for `curve`."""
+        return self.histories([row], table, columns)[0]
 
-    def histories(self, rows, table: str = "epochs") -> list:
-        """`history(r, table)` for each of `rows`, reading each chunk they need once."""
+    def histories(self, rows, table: str = "epochs", columns=None) -> list:
+        """`history(r, table, columns)` for each of `rows`, reading each chunk they need once."""
+        columns = self._table(table).check(columns)
         flat, counts = self._history_rows(rows, table)
-        values = self._take(table, flat)
+        values = _records(self._table(table).take(flat, columns))
         return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
 
     def _history_rows(self, rows, table: str) -> tuple:
         """The table rows the alerts at `rows` carried, one alert after another, and how many
         each carried."""
-        self._check_table(table)
+        self._table(table)
         start_column, count_column = _HISTORY_COLUMNS[table]
-        where = self._take_array("alerts", self._alerts, np.asarray([self._row(r) for r in rows], dtype=np.int64))
+        where = self._alerts.take(np.asarray([self._row(r) for r in rows], dtype=np.int64), (start_column, count_column))
         starts, counts = where[start_column].astype(np.int64), where[count_column].astype(np.int64)
-        flat = self._take_array(f"history_{table}", self._history[table], _spans(starts, counts))
+        flat = _take(self._history_caches, table, self._history[table], _spans(starts, counts), self._cache_chunks)
         return flat.astype(np.int64), counts
 
-    # ---- reads ----
+    # ---- checks ----
 
     def _row(self, row) -> int:
         row = int(row)
@@ -131,19 +226,58 @@ class LightCurves:
             raise IndexError(f"{self.store.path}: row {row} is not in the store ({self.rows} rows)")
         return row % self.rows
 
-    @staticmethod
-    def _check_table(table: str):
+    def _table(self, table: str) -> _Table:
         if table not in TABLES:
             raise ValueError(f"table must be one of {TABLES}, not {table!r}")
+        return self._tables[table]
 
-    def _take(self, table: str, rows: np.ndarray) -> np.ndarray:
-        return self._take_array(table, self._tables[table], rows)
 
-    def _take_array(self, name: str, array, rows: np.ndarray) -> np.ndarray:
-        cache = self._caches.setdefault(name, _ChunkCache(self._cache_chunks))
-        values = array.take(rows, cache)
-        cache.trim()
+def _latest_versions(values: dict, table: str, rows: np.ndarray) -> np.ndarray:
+    """Positions (into `rows`, ascending) of the latest version of each key: the greatest
+    (alert_jd, alert_candid), and among versions of one alert the first stored (`rows` ascends)."""
+    if not len(rows):
+        return np.empty(0, np.int64)
+    keys = _key_arrays(values, table)
+    # np.lexsort sorts by its last key first: keys, then alert_jd, alert_candid, then store row
+    # descending, so the last position of each key's run is the version to keep.
+    order = np.lexsort((-rows, values["alert_candid"], values["alert_jd"], *reversed(keys)))
+    same_as_next = np.zeros(len(order), dtype=bool)
+    same_as_next[:-1] = True
+    for k in keys:
+        k = k[order]
+        same_as_next[:-1] &= k[1:] == k[:-1]
+    return np.sort(order[~same_as_next])
+
+
+def _key_arrays(values: dict, table: str) -> list:
+    """The numeric arrays that, together, identify an epoch of one object: for epochs a
+    detection's candid or an upper limit's (jd, fid), with a flag telling the two apart."""
+    if table == "forced":
+        return [values["jd"], values["fid"], values["pid"]]
+    limit = _fixed_width(values["kind"]) != "detection"
+    return [limit, np.where(limit, 0, values["candid"]), np.where(limit, values["jd"], 0.0), np.where(limit, values["fid"], 0)]
+
+
+def _records(columns: dict) -> np.ndarray:
+    """Columns (name → 1-D array, all of one length) as one numpy structured array; a string
+    column becomes `<U{n}` with n its longest value (at least 1), so existing users of the
+    structured arrays keep working whatever zarr-python gives for strings."""
+    fixed = {name: _fixed_width(values) for name, values in columns.items()}
+    length = len(next(iter(fixed.values()))) if fixed else 0
+    out = np.empty(length, dtype=[(name, values.dtype) for name, values in fixed.items()])
+    for name, values in fixed.items():
+        out[name] = values
+    return out
+
+
+def _fixed_width(values: np.ndarray) -> np.ndarray:
+    """Variable-length strings (numpy object or StringDType) as `<U{longest}`; other arrays as they are."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "OT":
         return values
+    strings = values.tolist()
+    width = max([1, *map(len, strings)])
+    return np.array(strings, dtype=f"<U{width}") if strings else np.empty(0, dtype="<U1")
 
 
 def _spans(starts, counts) -> np.ndarray:
@@ -152,11 +286,11 @@ def _spans(starts, counts) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-def curve(store, object_id: str, table: str = "epochs", **open_options) -> np.ndarray:
-    """One object's light curve (`LightCurves(store, **open_options).curve(object_id, table)`)."""
-    return LightCurves(store, **open_options).curve(object_id, table)
+def curve(store, object_id: str, table: str = "epochs", columns=None, versions: str = "latest", **open_options) -> np.ndarray:
+    """One object's light curve (`LightCurves(store, **open_options).curve(object_id, table, columns, versions)`)."""
+    return LightCurves(store, **open_options).curve(object_id, table, columns, versions)
 
 
-def history(store, row: int, table: str = "epochs", **open_options) -> np.ndarray:
-    """The history catalog row `row` carried (`LightCurves(store, **open_options).history(row, table)`)."""
-    return LightCurves(store, **open_options).history(row, table)
+def history(store, row: int, table: str = "epochs", columns=None, **open_options) -> np.ndarray:
+    """The history catalog row `row` carried (`LightCurves(store, **open_options).history(row, table, columns)`)."""
+    return LightCurves(store, **open_options).history(row, table, columns)

@@ -3,8 +3,11 @@ chunk, the row-index arrays of `splits/`, and any other array by name (`Store.ar
 light-curve reader uses).
 
 Two engines give the same arrays. `direct` reads each chunk as one whole object and decodes it
-with numcodecs as each array's `.zarray` says (compressor, filters, dtype, chunk shape, key
-separator, fill value for a missing chunk); it skips zarr-python's per-call machinery. It reads
+with numcodecs as each array's `.zarray` says (compressor, filters such as shuffle and vlen-utf8,
+dtype, chunk shape, key separator, fill value for a missing chunk); it skips zarr-python's
+per-call machinery. Variable-length strings (`|O` with the vlen-utf8 filter) come back as numpy
+object arrays from the direct engine, and as zarr-python gives them (object in 2.18,
+StringDType in 3.x) from the zarr engine. It reads
 a local store folder as files, and a store at a URL (`s3://`, `gs://`, `az://`, any fsspec
 protocol) through fsspec, fetching a chunk's stamps and catalog objects together. `zarr` goes
 through zarr-python (2.18 or 3.x) and serves any store zarr-python opens.
@@ -128,13 +131,23 @@ class _DirectArray:
         self.filters = [numcodecs.get_codec(f) for f in zarray.get("filters") or []]
         fill = zarray.get("fill_value")
         self.fill = 0 if fill is None or self.dtype.fields else fill
+        if self.dtype.kind == "O":
+            self.fill = "" if fill is None else fill
+
+    @property
+    def is_object(self) -> bool:
+        """Whether the array holds variable-length values (vlen-utf8 strings), decoded to objects."""
+        return self.dtype.kind == "O"
 
     @property
     def chunk_bytes(self) -> int:
         return int(np.prod(self.chunks)) * self.dtype.itemsize
 
-    def scratch(self) -> list:
-        """Two buffers of one decoded chunk, for `chunk(…, scratch)` to decode into."""
+    def scratch(self) -> list | None:
+        """Two buffers of one decoded chunk, for `chunk(…, scratch)` to decode into (None for
+        variable-length values, whose decoded size is not known in advance)."""
+        if self.is_object:
+            return None
         return [np.empty(self.chunk_bytes, np.uint8), np.empty(self.chunk_bytes, np.uint8)]
 
     def key(self, index: int) -> str:
@@ -163,11 +176,21 @@ class _DirectArray:
                 step += 1
         except Exception as error:  # numcodecs raises RuntimeError, ValueError, …
             raise ValueError(f"{where}: chunk does not decode ({error})") from error
+        if self.is_object:
+            return self._objects(where, data)
         flat = np.frombuffer(memoryview(data), dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data)
         raw = flat.reshape(-1).view(np.uint8)
         if raw.nbytes != self.chunk_bytes:
             raise ValueError(f"{where}: chunk decodes to {raw.nbytes} bytes, expected {self.chunk_bytes}")
         return raw.view(self.dtype).reshape(self.chunks)
+
+    def _objects(self, where: str, data) -> np.ndarray:
+        """A decoded chunk of variable-length values: the object array the vlen filter made."""
+        values = np.asarray(data)
+        if values.dtype.kind != "O" or values.size != int(np.prod(self.chunks)):
+            raise ValueError(f"{where}: chunk decodes to {values.size} values of {values.dtype}, "
+                             f"expected {int(np.prod(self.chunks))} objects")
+        return values.reshape(self.chunks)
 
     @staticmethod
     def _decode(codec, data, scratch, step):
@@ -314,19 +337,39 @@ class Store:
     def array(self, name: str):
         """The array `name`, read through this store's engine (chunk, rows and take)."""
         if self._root is not None:
+            if self.node(name) != "array":
+                raise KeyError(f"{self.path}: no array {name!r} in the store")
             return _ZarrArray(self._root[name])
-        zarray = self._zarray(name)
+        zarray = self._metadata_key(f"{name}/.zarray")
         if zarray is None:
             raise KeyError(f"{self._files.where(name)}: no such array in the store")
         return _DirectArray(self._files, name, zarray)
 
-    def _zarray(self, name: str) -> dict | None:
-        key = f"{name}/.zarray"
-        if key not in self._direct_metadata:
-            raw = self._files.get(key)  # a store without .zmetadata: read the one key by name
-            if raw is None:
+    def node(self, name: str) -> str | None:
+        """What `name` is in the store: "array", "group", or None when there is nothing there."""
+        if self._root is not None:
+            try:
+                found = self._root[name]
+            except KeyError:
                 return None
-            self._direct_metadata[key] = json.loads(raw)
+            return "array" if hasattr(found, "shape") else "group"
+        if self._metadata_key(f"{name}/.zarray") is not None:
+            return "array"
+        return "group" if self._metadata_key(f"{name}/.zgroup") is not None else None
+
+    def node_attrs(self, name: str) -> dict:
+        """The attributes (`.zattrs`) of the array or group `name` ({} if it has none)."""
+        if self._root is not None:
+            return dict(self._root[name].attrs)
+        return self._metadata_key(f"{name}/.zattrs") or {}
+
+    def _metadata_key(self, key: str) -> dict | None:
+        """One metadata document (None: no such key), from .zmetadata if it lists the key, else
+        read by name. Both answers are kept, absent keys too: telling a group from an array
+        asks for a key that is not there, and on object storage each ask is a round trip."""
+        if key not in self._direct_metadata:
+            raw = self._files.get(key)
+            self._direct_metadata[key] = None if raw is None else json.loads(raw)
         return self._direct_metadata[key]
 
     @property

@@ -15,6 +15,7 @@ use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
 use crate::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
+use crate::store::lightcurve_tables;
 use crate::store::{StoreReader, LIGHTCURVES, OBJECTS};
 
 /// Run `info`.
@@ -88,14 +89,17 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
 /// Objects and rows per kind of the light curves (null: the store has none). Objects are
 /// counted from the object index, the small table of row ranges.
 fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
+    if reader.has_legacy_lightcurves() {
+        return Ok(json!({"layout": "structured"}));
+    }
     if !reader.settings().lightcurves {
         return Ok(Value::Null);
     }
-    let Some(index) = reader.arrays().into_iter().find(|a| a.name == OBJECTS) else { return Ok(Value::Null) };
+    let Some(index) = lightcurve_tables().into_iter().find(|t| t.name == OBJECTS) else { return Ok(Value::Null) };
     let layout = objects_layout();
     let column = layout.index_of("objectId").unwrap_or(0);
     let objects: HashSet<String> =
-        reader.table_bytes(&index)?.chunks_exact(layout.itemsize()).filter_map(|row| layout.read_str(row, column)).collect();
+        reader.table_rows(&index)?.chunks_exact(layout.itemsize()).filter_map(|row| layout.read_str(row, column)).collect();
     let attrs = reader.documents().get(&format!("{LIGHTCURVES}/.zattrs")).cloned().unwrap_or(Value::Null);
     let rows = &attrs["ztf2zarr"]["rows"];
     Ok(json!({
@@ -156,6 +160,8 @@ fn render(info: &Value) -> String {
     let curves = &info["lightcurves"];
     let line = if curves.is_null() {
         "- (built with --no-lightcurves, or by an earlier version)".to_string()
+    } else if curves["layout"] == "structured" {
+        "in the structured layout of an earlier release (read by the Python reader; writing commands refuse it: build a new store)".to_string()
     } else {
         format!(
             "{}: {}, {}, {} (lightcurves/)",

@@ -557,7 +557,7 @@ impl Decoder {
     }
 
     /// Add the candidate's own detection row, and put into every row what the alert knows:
-    /// its objectId, and for forced photometry, which alert the values come from.
+    /// its objectId, and which alert carried the values.
     fn complete_history(&self, row: &[u8], candid: i64, mut history: History) -> History {
         let (epochs, forced) = (Layout::epochs(), Layout::forced());
         self.candidate_copy.append(row, epochs, &mut history.epochs);
@@ -573,13 +573,15 @@ impl Decoder {
         copy_object(&mut history.forced, forced);
         let alert_jd = self.layout.read_f64(row, self.columns.jd).unwrap_or(f64::NAN);
         history.jd = alert_jd;
-        let (candid_column, jd_column) = (forced.index_of("alert_candid"), forced.index_of("alert_jd"));
-        for each in history.forced.chunks_exact_mut(forced.itemsize()) {
-            if let (Some(c), Some(j)) = (candid_column, jd_column) {
-                let _ = forced.pack(each, c, Scalar::Int(candid));
-                let _ = forced.pack(each, j, Scalar::F64(alert_jd));
+        let carried_by = |rows: &mut [u8], layout: &Layout| {
+            let (Some(c), Some(j)) = (layout.index_of("alert_candid"), layout.index_of("alert_jd")) else { return };
+            for each in rows.chunks_exact_mut(layout.itemsize()) {
+                let _ = layout.pack(each, c, Scalar::Int(candid));
+                let _ = layout.pack(each, j, Scalar::F64(alert_jd));
             }
-        }
+        };
+        carried_by(&mut history.epochs, epochs);
+        carried_by(&mut history.forced, forced);
         history
     }
 

@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 
-use super::{Settings, StampFilter};
+use super::codec::ChunkFilter;
+use super::Settings;
 
 /// How an array's rows relate to the alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,27 @@ pub enum Rows {
     Own,
 }
 
+/// What one row of an array is in its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// `row_bytes` little-endian bytes.
+    Fixed,
+    /// A variable-length UTF-8 string (`vlen-utf8`) of at most `max_bytes` bytes.
+    Utf8 { max_bytes: usize },
+}
+
+/// Where a column array's cells come from: bytes `offset .. offset + width` of each packed
+/// row of a light-curve table (a `<U` cell is UTF-32, written as UTF-8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnOf {
+    /// The table's group (`lightcurves/epochs`).
+    pub table: &'static str,
+    /// The cell's offset in the packed row.
+    pub offset: usize,
+    /// The cell's width in the packed row.
+    pub width: usize,
+}
+
 /// One array of the store.
 #[derive(Debug, Clone)]
 pub struct ArraySpec {
@@ -23,14 +45,18 @@ pub struct ArraySpec {
     pub name: String,
     /// Shape of one row (empty for a 1-D table).
     pub row_shape: Vec<usize>,
-    /// Uncompressed bytes per row.
+    /// Uncompressed bytes per row (for a string column: at most this many UTF-8 bytes).
     pub row_bytes: usize,
+    /// What a row is in the chunks.
+    pub cell: Cell,
+    /// For a column of a light-curve table: where its cells are in the table's packed rows.
+    pub column_of: Option<ColumnOf>,
     /// Rows per chunk.
     pub chunk_rows: usize,
     /// The Zarr `dtype` value.
     pub dtype: Value,
     /// Filter applied before compression.
-    pub filter: StampFilter,
+    pub filter: ChunkFilter,
     /// How its rows relate to the alerts.
     pub rows: Rows,
     /// The array's `.zattrs`.
@@ -48,10 +74,19 @@ impl ArraySpec {
         key
     }
 
-    /// Uncompressed bytes of one whole chunk.
+    /// Uncompressed bytes of one whole chunk (for a string column: at most).
     #[must_use]
     pub fn chunk_bytes(&self) -> usize {
-        self.chunk_rows * self.row_bytes
+        match self.cell {
+            Cell::Fixed => self.chunk_rows * self.row_bytes,
+            Cell::Utf8 { max_bytes } => 4 + self.chunk_rows * (4 + max_bytes),
+        }
+    }
+
+    /// Uncompressed bytes of one whole chunk if every chunk has the same (None: strings).
+    #[must_use]
+    pub fn exact_chunk_bytes(&self) -> Option<usize> {
+        (self.cell == Cell::Fixed).then(|| self.chunk_bytes())
     }
 
     /// Chunks holding `rows` rows.
@@ -95,12 +130,13 @@ impl ArraySpec {
     }
 }
 
-/// Whether `key` is a metadata document of one of `arrays` (or of the light-curve group,
+/// Whether `key` is a metadata document of one of `arrays` (or of the light-curve groups,
 /// which the metadata writes with them).
 #[must_use]
 pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
-    let group = super::metadata::LIGHTCURVES;
-    key.strip_prefix(group).is_some_and(|rest| rest == "/.zgroup" || rest == "/.zattrs")
+    let group_doc = |group: &str| key.strip_prefix(group).is_some_and(|rest| rest == "/.zgroup" || rest == "/.zattrs");
+    group_doc(super::metadata::LIGHTCURVES)
+        || arrays.iter().filter_map(|a| a.column_of).any(|c| group_doc(c.table))
         || arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
 }
 

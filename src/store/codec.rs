@@ -1,6 +1,9 @@
-//! The filter applied to `stamps` chunks before zstd, as named in `stamps/.zarray` `filters`.
+//! The filters applied to chunks before zstd, as named in each `.zarray`'s `filters`: numcodecs'
+//! byte `shuffle` for numbers, and `vlen-utf8` for the light-curve tables' string columns
+//! (a chunk is its item count, then each item's byte length and UTF-8 bytes, all little-endian
+//! u32; <https://numcodecs.readthedocs.io/en/stable/other/vlen.html>).
 //!
-//! Only numcodecs' byte `shuffle` (`{"id": "shuffle", "elementsize": 4}`) is written: it groups
+//! On `stamps` only the byte `shuffle` (`{"id": "shuffle", "elementsize": 4}`) is written: it groups
 //! the first bytes of every float32, then the second bytes, and so on, so zstd sees the slowly
 //! varying exponent bytes side by side (stamps: 1.115:1 with zstd alone, 1.269:1 shuffled). A store
 //! keeps the filter it was created with; its `.zarray` says which, and appends follow it.
@@ -67,17 +70,155 @@ impl StampFilter {
 }
 
 fn shuffle_json() -> Value {
-    json!({"id": "shuffle", "elementsize": ELEMENT})
+    shuffle_json_of(ELEMENT)
+}
+
+fn shuffle_json_of(element: usize) -> Value {
+    json!({"id": "shuffle", "elementsize": element})
+}
+
+/// The filter of one array's chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkFilter {
+    /// `"filters": null`.
+    None,
+    /// numcodecs `shuffle` of elements of this many bytes.
+    Shuffle(usize),
+    /// numcodecs `vlen-utf8`: the chunk bytes are already the encoded items (see [`vlen`]).
+    VlenUtf8,
+}
+
+impl From<StampFilter> for ChunkFilter {
+    fn from(filter: StampFilter) -> Self {
+        match filter {
+            StampFilter::None => ChunkFilter::None,
+            StampFilter::Shuffle => ChunkFilter::Shuffle(ELEMENT),
+        }
+    }
+}
+
+impl ChunkFilter {
+    /// The `filters` value of `.zarray`.
+    #[must_use]
+    pub fn zarray_value(self) -> Value {
+        match self {
+            ChunkFilter::None => Value::Null,
+            ChunkFilter::Shuffle(element) => json!([shuffle_json_of(element)]),
+            ChunkFilter::VlenUtf8 => json!([{"id": "vlen-utf8"}]),
+        }
+    }
+
+    /// Apply the filter to raw chunk bytes (before compression).
+    #[must_use]
+    pub fn encode<'a>(self, raw: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self {
+            ChunkFilter::None | ChunkFilter::VlenUtf8 => raw.into(),
+            ChunkFilter::Shuffle(element) => shuffle_of(raw, element).into(),
+        }
+    }
+
+    /// Undo the filter on decompressed chunk bytes.
+    #[must_use]
+    pub fn decode(self, filtered: Vec<u8>) -> Vec<u8> {
+        match self {
+            ChunkFilter::None | ChunkFilter::VlenUtf8 => filtered,
+            ChunkFilter::Shuffle(element) => unshuffle_of(&filtered, element),
+        }
+    }
+}
+
+/// numcodecs `vlen-utf8` chunks. While a chunk fills, its items are kept as they are encoded
+/// (length, bytes), so that a chunk's rows can be counted, cut back and continued like fixed-size
+/// ones; the item count goes in front and empty items pad it to the chunk length when written.
+pub mod vlen {
+    /// Append a fixed-width UTF-32LE cell (zero-padded, as a packed row holds it) as one item.
+    /// A code point that is not a char (never packed by this tool) is written as U+FFFD.
+    pub fn push_utf32_cell(cell: &[u8], out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        for code in cell.chunks_exact(4) {
+            let code = u32::from_le_bytes([code[0], code[1], code[2], code[3]]);
+            if code == 0 {
+                break;
+            }
+            if code < 0x80 {
+                out.push(code as u8);
+            } else {
+                let mut buffer = [0; 4];
+                out.extend_from_slice(char::from_u32(code).unwrap_or('\u{fffd}').encode_utf8(&mut buffer).as_bytes());
+            }
+        }
+        let length = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+        out[at..at + 4].copy_from_slice(&length.to_le_bytes());
+    }
+
+    /// Append one item.
+    pub fn push_str(text: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// The chunk of `capacity` items whose first `rows` are encoded in `items`: count, items,
+    /// then empty items.
+    #[must_use]
+    pub fn chunk(items: &[u8], rows: usize, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + items.len() + 4 * (capacity - rows));
+        out.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(items);
+        out.resize(out.len() + 4 * (capacity - rows), 0);
+        out
+    }
+
+    /// The items of a chunk, each as its UTF-8 bytes.
+    ///
+    /// # Errors
+    /// A chunk whose count or lengths run past its bytes, or whose count is not `capacity`.
+    pub fn items(chunk: &[u8], capacity: usize) -> Result<Vec<&[u8]>, String> {
+        let mut at = 4;
+        let count = chunk.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("no item count")?;
+        if count != capacity {
+            return Err(format!("holds {count} strings, expected {capacity}"));
+        }
+        let mut items = Vec::with_capacity(count);
+        for index in 0..count {
+            let length = chunk.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            let item = length.and_then(|n| chunk.get(at + 4..at + 4 + n)).ok_or_else(|| format!("string {index} runs past the chunk"))?;
+            at += 4 + item.len();
+            items.push(item);
+        }
+        if at != chunk.len() {
+            return Err(format!("{} bytes after its {count} strings", chunk.len() - at));
+        }
+        Ok(items)
+    }
+
+    /// The first `rows` items of a chunk, encoded as while filling (for continuing it).
+    ///
+    /// # Errors
+    /// As [`items`].
+    pub fn kept(chunk: &[u8], capacity: usize, rows: usize) -> Result<Vec<u8>, String> {
+        let items = items(chunk, capacity)?;
+        let mut out = Vec::new();
+        for item in items.iter().take(rows) {
+            out.extend_from_slice(&u32::try_from(item.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(item);
+        }
+        Ok(out)
+    }
 }
 
 /// numcodecs `shuffle`: byte `b` of element `i` goes to `b * count + i`; trailing bytes of a
 /// partial element (never present in stamp chunks) stay in place at the end.
 fn shuffle(raw: &[u8]) -> Vec<u8> {
-    let count = raw.len() / ELEMENT;
+    shuffle_of(raw, ELEMENT)
+}
+
+fn shuffle_of(raw: &[u8], element: usize) -> Vec<u8> {
+    let count = raw.len() / element;
     let mut out = raw.to_vec();
-    let (planes, _) = out.split_at_mut(count * ELEMENT);
+    let (planes, _) = out.split_at_mut(count * element);
     let mut planes: Vec<&mut [u8]> = planes.chunks_exact_mut(count.max(1)).collect();
-    for (i, element) in raw.chunks_exact(ELEMENT).enumerate() {
+    for (i, element) in raw.chunks_exact(element).enumerate() {
         for (plane, byte) in planes.iter_mut().zip(element) {
             plane[i] = *byte;
         }
@@ -87,13 +228,17 @@ fn shuffle(raw: &[u8]) -> Vec<u8> {
 
 /// The inverse of [`shuffle`].
 fn unshuffle(filtered: &[u8]) -> Vec<u8> {
-    let count = filtered.len() / ELEMENT;
+    unshuffle_of(filtered, ELEMENT)
+}
+
+fn unshuffle_of(filtered: &[u8], element: usize) -> Vec<u8> {
+    let count = filtered.len() / element;
     let mut out = filtered.to_vec();
     if count == 0 {
         return out;
     }
-    let planes: Vec<&[u8]> = filtered[..count * ELEMENT].chunks_exact(count).collect();
-    for (i, element) in out[..count * ELEMENT].chunks_exact_mut(ELEMENT).enumerate() {
+    let planes: Vec<&[u8]> = filtered[..count * element].chunks_exact(count).collect();
+    for (i, element) in out[..count * element].chunks_exact_mut(element).enumerate() {
         for (byte, plane) in element.iter_mut().zip(&planes) {
             *byte = plane[i];
         }
@@ -116,6 +261,28 @@ mod tests {
         let raw: Vec<u8> = (0..4001u32).map(|i| (i * 7 % 251) as u8).collect();
         assert_eq!(unshuffle(&shuffle(&raw)), raw);
         assert_eq!(StampFilter::Shuffle.decode(StampFilter::Shuffle.encode(&raw).into_owned()), raw);
+    }
+
+    #[test]
+    fn shuffle_of_eight_byte_elements_inverts() {
+        let raw: Vec<u8> = (0..80).collect();
+        let shuffled = ChunkFilter::Shuffle(8).encode(&raw).into_owned();
+        assert_eq!(&shuffled[..10], &[0, 8, 16, 24, 32, 40, 48, 56, 64, 72]);
+        assert_eq!(ChunkFilter::Shuffle(8).decode(shuffled), raw);
+    }
+
+    #[test]
+    fn vlen_chunks_hold_count_items_and_padding_as_numcodecs_writes() {
+        let mut items = Vec::new();
+        let cell: Vec<u8> = "aé".chars().flat_map(|c| (c as u32).to_le_bytes()).chain([0; 8]).collect();
+        vlen::push_utf32_cell(&cell, &mut items);
+        vlen::push_str("", &mut items);
+        let chunk = vlen::chunk(&items, 2, 4);
+        assert_eq!(chunk, [&[4, 0, 0, 0, 3, 0, 0, 0, b'a', 0xc3, 0xa9][..], &[0; 12]].concat());
+        assert_eq!(vlen::items(&chunk, 4).unwrap(), [&b"a\xc3\xa9"[..], b"", b"", b""]);
+        assert_eq!(vlen::kept(&chunk, 4, 2).unwrap(), items);
+        assert!(vlen::items(&chunk, 5).unwrap_err().contains("expected 5"));
+        assert!(vlen::items(&chunk[..10], 4).unwrap_err().contains("runs past"));
     }
 
     #[test]

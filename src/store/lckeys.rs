@@ -21,8 +21,8 @@ pub const BLOCKS: &str = ".ztf2zarr/lightcurve_keys";
 /// Records per block: large enough that a night is a few objects, small enough that a block
 /// spans a narrow jd range.
 pub const BLOCK_RECORDS: usize = 65_536;
-/// Bytes of one record: jd, kind, fid, objectId, id, row.
-const RECORD_BYTES: usize = 8 + 1 + 4 + 12 + 8 + 8;
+/// Bytes of one record: jd, kind, fid, objectId, id, version, row.
+const RECORD_BYTES: usize = 8 + 1 + 4 + 12 + 8 + 8 + 8;
 
 /// What a key is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,9 +46,11 @@ impl KeyKind {
     }
 }
 
-/// The identity of one epoch. Detections are keyed by candid (`id`); their objectId, jd and fid
-/// follow from it and are kept so the key sorts by jd like the others. Upper limits have id 0;
-/// forced epochs have their pid.
+/// The identity of one version of an epoch. Detections are keyed by candid (`id`); their
+/// objectId, jd and fid follow from it and are kept so the key sorts by jd like the others.
+/// Upper limits have id 0; forced epochs have their pid. `version` is a hash of the row's
+/// values (every column but the carrying alert's): a key's row holds one value set, and a
+/// packet that carries other values for the key adds another row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     /// jd's bits (jd is never NaN: ZTF's schema makes it a non-null double).
@@ -61,6 +63,8 @@ pub struct Key {
     pub object: [u8; 12],
     /// candid, pid, or 0.
     pub id: i64,
+    /// Hash of the row's values.
+    pub version: u64,
 }
 
 /// One integer write of all the fields, folded: a map through [`crate::fasthash::MixHasher`]
@@ -73,7 +77,9 @@ impl Hash for Key {
         #[allow(clippy::cast_sign_loss)] // the bits are what is hashed
         let (id, fid) = (self.id as u64, u64::from(self.fid as u32));
         let tags = fid << 8 | self.kind as u64;
-        state.write_u64(self.jd ^ id.rotate_left(23) ^ low.rotate_left(7) ^ high.rotate_left(41) ^ tags.rotate_left(53));
+        state.write_u64(
+            self.jd ^ id.rotate_left(23) ^ low.rotate_left(7) ^ high.rotate_left(41) ^ tags.rotate_left(53) ^ self.version.rotate_left(31),
+        );
     }
 }
 
@@ -84,8 +90,8 @@ impl Key {
         f64::from_bits(self.jd)
     }
 
-    fn sort_key(&self) -> (f64, KeyKind, [u8; 12], i32, i64) {
-        (self.jd(), self.kind, self.object, self.fid, self.id)
+    fn sort_key(&self) -> (f64, KeyKind, [u8; 12], i32, i64, u64) {
+        (self.jd(), self.kind, self.object, self.fid, self.id, self.version)
     }
 
     fn encode(&self, row: u64, out: &mut Vec<u8>) {
@@ -94,6 +100,7 @@ impl Key {
         out.extend_from_slice(&self.fid.to_le_bytes());
         out.extend_from_slice(&self.object);
         out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&row.to_le_bytes());
     }
 
@@ -104,7 +111,7 @@ impl Key {
         let object: [u8; 12] = record[13..25].try_into().ok()?;
         #[allow(clippy::cast_possible_wrap)] // the bits are what was stored
         let id = u64_at(25) as i64;
-        Some((Key { jd: u64_at(0), kind, fid, object, id }, u64_at(33)))
+        Some((Key { jd: u64_at(0), kind, fid, object, id, version: u64_at(33) }, u64_at(41)))
     }
 }
 
@@ -240,7 +247,7 @@ mod tests {
     use super::*;
 
     fn key(jd: f64, kind: KeyKind, id: i64) -> Key {
-        Key { jd: jd.to_bits(), kind, fid: 2, object: *b"ZTF18abcdefg", id }
+        Key { jd: jd.to_bits(), kind, fid: 2, object: *b"ZTF18abcdefg", id, version: 5 }
     }
 
     #[test]

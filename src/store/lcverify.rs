@@ -1,4 +1,4 @@
-//! `verify`'s checks of the light curves: no epoch key repeats in its table, the object index
+//! `verify`'s checks of the light curves: no version of an epoch (its key and values) repeats in its table, the object index
 //! covers every row once with ranges of its own object, each alert's history entries are rows of
 //! its own object and follow one another alert by alert, the key index holds exactly the tables' keys, and the row counts
 //! per kind in `lightcurves/.zattrs` are the tables'.
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::lckeys::{parse_blocks, read_block, Key, KeyKind};
 use super::verify::Report;
+use super::metadata::{lightcurve_tables, LightCurveTable};
 use super::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
 use crate::catalog::Layout;
 use crate::lightcurves::{alerts_layout, key_of, objects_layout, Table};
@@ -30,7 +31,11 @@ impl Tables {
 
 /// Run every light-curve check, reporting each.
 pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
+    let tables: [LightCurveTable; 4] = lightcurve_tables();
     let read = |name: &str| -> Result<Vec<u8>, String> {
+        if let Some(table) = tables.iter().find(|t| t.name == name) {
+            return reader.table_rows(table).map_err(|e| e.to_string());
+        }
         let spec = reader.arrays().into_iter().find(|a| a.name == name).ok_or_else(|| format!("{name} is not declared"))?;
         reader.table_bytes(&spec).map_err(|e| e.to_string())
     };
@@ -63,21 +68,17 @@ pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
     check_key_index(reader, &tables, report);
 }
 
-/// No key twice in a table (detections by candid alone, as the dedup keys them).
+/// No version twice in a table: a key (candid, or objectId+jd+fid[+pid]) with the same values
+/// is one row, as the build keys them.
 fn check_unique(tables: &Tables, report: &mut Report) {
     let mut seen = HashSet::new();
-    let mut candids = HashSet::new();
     let mut repeated = 0usize;
     for key in tables.epochs.iter().chain(&tables.forced) {
-        let fresh = match key.kind {
-            KeyKind::Detection => candids.insert(key.id),
-            _ => seen.insert(*key),
-        };
-        repeated += usize::from(!fresh);
+        repeated += usize::from(!seen.insert(*key));
     }
     let rows = tables.epochs.len() + tables.forced.len();
-    report.check(repeated == 0, format!("light curves: {rows} epochs, no key repeated"), || {
-        format!("light curves: {repeated} epochs repeat a key (candid, or objectId+jd+fid[+pid])")
+    report.check(repeated == 0, format!("light curves: {rows} epochs, no version repeated"), || {
+        format!("light curves: {repeated} rows repeat a version (a key, candid or objectId+jd+fid[+pid], with the same values)")
     });
 }
 

@@ -4,9 +4,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::arrays::{declared, ArraySpec, Rows};
+use super::arrays::{declared, ArraySpec, Cell, ColumnOf, Rows};
+use super::codec::ChunkFilter;
 use super::{Settings, SPLITS};
-use crate::catalog::Layout;
+use crate::catalog::{Dtype, Layout};
 use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
 
 /// Name of the stamps array.
@@ -15,8 +16,8 @@ pub const STAMPS: &str = "stamps";
 pub const CATALOG: &str = "catalog";
 /// Name of the light-curve group.
 pub const LIGHTCURVES: &str = "lightcurves";
-/// The light-curve tables: detections and upper limits, forced photometry, the object index,
-/// and each alert's own history.
+/// The light-curve tables, each a group of one 1-D array per column: detections and upper
+/// limits, forced photometry, the object index, and where each alert's own history is.
 pub const EPOCHS: &str = "lightcurves/epochs";
 /// Forced photometry.
 pub const FORCED: &str = "lightcurves/forced";
@@ -77,6 +78,10 @@ impl StoreMetadata {
         if self.settings.lightcurves {
             files.push((format!("{LIGHTCURVES}/.zgroup"), json!({"zarr_format": 2})));
             files.push((format!("{LIGHTCURVES}/.zattrs"), self.lightcurves_zattrs()));
+            for table in lightcurve_tables() {
+                files.push((format!("{}/.zgroup", table.name), json!({"zarr_format": 2})));
+                files.push((format!("{}/.zattrs", table.name), table.zattrs()));
+            }
         }
         files.extend(with_dimensions(&self.extra));
         files.push((".zgroup".into(), json!({"zarr_format": 2})));
@@ -88,8 +93,9 @@ impl StoreMetadata {
         let [detections, upper_limits, forced] = self.lightcurve_counts;
         json!({
             "description": "Light curves of the stored alerts' objects: every distinct epoch that any stored alert carried, once",
-            "epochs": "One row per distinct detection (from prv_candidates and the alert's own candidate; kind = detection, keyed by candid) or upper limit (prv_candidates without a candid; kind = upper_limit, keyed by objectId, jd, fid); detections and upper limits keep the first stored alert's values",
-            "forced": "One row per distinct forced-photometry epoch (fp_hists, schema 4.x), keyed by objectId, jd, fid, pid; the row holds the values of the latest alert that carried the epoch (greatest jd, then greatest candid: alert_jd, alert_candid), also across appends",
+            "epochs": "One row per distinct version of a detection (from prv_candidates and the alert's own candidate; kind = detection, keyed by candid) or upper limit (prv_candidates without a candid; kind = upper_limit, keyed by objectId, jd, fid): a key's row holds one value set some packet carried, a different value set is another row, an identical one adds nothing; alert_jd, alert_candid name the alert that first carried it",
+            "forced": "One row per distinct version of a forced-photometry epoch (fp_hists, schema 4.x), keyed by objectId, jd, fid, pid, under the same rule: a revised epoch is a new row, no row is ever rewritten",
+            "layout": "Each table (epochs, forced, objects, alerts) is a group of 1-D arrays, one per column, all of the group's length; strings are variable-length UTF-8 (vlen-utf8); the group's columns attribute lists them in table order",
             "objects": "The object index: rows [start, start+count) of table (epochs or forced) belong to objectId; an object may have several ranges (one per group of rows added together, more after appends); each build's ranges are sorted by objectId",
             "alerts": "Row i is catalog row i: its history is entries history_start .. history_start+history_count-1 of history_epochs, which are rows of epochs (forced: forced_start, forced_count, history_forced): exactly the epochs its own packet carried, nothing from its future",
             "ztf2zarr": {
@@ -140,9 +146,11 @@ pub fn stamps_spec(settings: &Settings) -> ArraySpec {
         name: STAMPS.into(),
         row_shape: vec![3, s, s],
         row_bytes: 3 * s * s * 4,
+        cell: Cell::Fixed,
+        column_of: None,
         chunk_rows: settings.chunk_rows,
         dtype: json!("<f4"),
-        filter: settings.stamp_filter,
+        filter: settings.stamp_filter.into(),
         rows: Rows::PerAlert,
         attrs: json!({
             DIMENSIONS: ["alert", "channel", "y", "x"],
@@ -167,40 +175,119 @@ pub fn catalog_spec(settings: &Settings, column_docs: &[String]) -> ArraySpec {
         name: CATALOG.into(),
         row_shape: Vec::new(),
         row_bytes: layout.itemsize(),
+        cell: Cell::Fixed,
+        column_of: None,
         chunk_rows: settings.chunk_rows,
         dtype: Value::Array(fields),
-        filter: super::StampFilter::None,
+        filter: ChunkFilter::None,
         rows: Rows::PerAlert,
         attrs: Value::Object(attrs),
     }
 }
 
-/// The four light-curve arrays of a store with light curves.
+/// One light-curve table: a group of column arrays sharing one dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct LightCurveTable {
+    /// The group's key (`lightcurves/epochs`).
+    pub name: &'static str,
+    /// Its columns.
+    pub layout: &'static Layout,
+    /// Its rows: its own, or one per alert.
+    pub rows: Rows,
+    /// The dimension name its arrays share.
+    pub dimension: &'static str,
+    description: &'static str,
+}
+
+impl LightCurveTable {
+    fn zattrs(&self) -> Value {
+        let columns: Vec<&str> = self.layout.columns().iter().map(|c| c.name.as_str()).collect();
+        json!({"description": self.description, "columns": columns})
+    }
+
+    /// The array of column `index`.
+    #[must_use]
+    pub fn column_spec(&self, index: usize, settings: &Settings) -> ArraySpec {
+        let column = &self.layout.columns()[index];
+        let (dtype, cell, filter, chunk_rows) = match column.dtype {
+            Dtype::Unicode(chars) => (json!("|O"), Cell::Utf8 { max_bytes: 4 * chars }, ChunkFilter::VlenUtf8, settings.chunk_rows * STRING_CHUNK_FACTOR),
+            numeric => {
+                (json!(numeric.numpy()), Cell::Fixed, ChunkFilter::Shuffle(numeric.size()), settings.chunk_rows * NUMERIC_CHUNK_BYTES_PER_ROW / numeric.size())
+            }
+        };
+        ArraySpec {
+            name: format!("{}/{}", self.name, column.name),
+            row_shape: Vec::new(),
+            row_bytes: match cell {
+                Cell::Fixed => column.dtype.size(),
+                Cell::Utf8 { max_bytes } => max_bytes,
+            },
+            cell,
+            column_of: Some(ColumnOf { table: self.name, offset: column.offset, width: column.dtype.size() }),
+            chunk_rows,
+            dtype,
+            filter,
+            rows: self.rows,
+            attrs: json!({
+                DIMENSIONS: [self.dimension],
+                "description": column.description,
+                "missing": column.missing,
+            }),
+        }
+    }
+}
+
+/// A numeric column's chunk holds `chunk_rows × 1024` bytes (1 MB at the default 1,000 rows):
+/// a column is read on its own, so its chunk is sized as an object worth a request, whatever
+/// the catalog's chunking.
+const NUMERIC_CHUNK_BYTES_PER_ROW: usize = 1024;
+/// A string column's chunk holds `chunk_rows × 64` strings (64,000 at the default).
+const STRING_CHUNK_FACTOR: usize = 64;
+
+/// The light-curve tables, in the order their arrays are declared.
+#[must_use]
+pub fn lightcurve_tables() -> [LightCurveTable; 4] {
+    [
+        LightCurveTable {
+            name: EPOCHS,
+            layout: Layout::epochs(),
+            rows: Rows::Own,
+            dimension: "epoch",
+            description: "Detections and upper limits: one row per distinct version of each epoch (see lightcurves/.zattrs)",
+        },
+        LightCurveTable {
+            name: FORCED,
+            layout: Layout::forced(),
+            rows: Rows::Own,
+            dimension: "forced_epoch",
+            description: "Forced photometry (fp_hists, schema 4.x): one row per distinct version of each epoch",
+        },
+        LightCurveTable {
+            name: OBJECTS,
+            layout: crate::lightcurves::objects_layout(),
+            rows: Rows::Own,
+            dimension: "object_range",
+            description: "The object index: rows start .. start+count-1 of table belong to objectId",
+        },
+        LightCurveTable {
+            name: HISTORY,
+            layout: crate::lightcurves::alerts_layout(),
+            rows: Rows::PerAlert,
+            dimension: "alert",
+            description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",
+        },
+    ]
+}
+
+/// The light-curve arrays of a store with light curves: every column of every table, then the
+/// two arrays of what each alert carried.
 #[must_use]
 pub fn lightcurve_specs(settings: &Settings) -> Vec<ArraySpec> {
-    let table = |name: &str, layout: &Layout, rows: Rows, dimension: &str| {
-        let mut attrs = Map::new();
-        attrs.insert(DIMENSIONS.into(), json!([dimension]));
-        attrs.extend(layout.columns().iter().map(|c| (c.name.clone(), Value::String(c.description.clone()))));
-        ArraySpec {
-            name: name.into(),
-            row_shape: Vec::new(),
-            row_bytes: layout.itemsize(),
-            chunk_rows: settings.chunk_rows,
-            dtype: layout.zarr_dtype(),
-            filter: super::StampFilter::None,
-            rows,
-            attrs: Value::Object(attrs),
-        }
-    };
-    vec![
-        table(EPOCHS, Layout::epochs(), Rows::Own, "epoch"),
-        table(FORCED, Layout::forced(), Rows::Own, "forced_epoch"),
-        table(OBJECTS, crate::lightcurves::objects_layout(), Rows::Own, "object_range"),
-        table(HISTORY, crate::lightcurves::alerts_layout(), Rows::PerAlert, "alert"),
-        carried(HISTORY_EPOCHS, EPOCHS, "history_epoch", settings),
-        carried(HISTORY_FORCED, FORCED, "history_forced_epoch", settings),
-    ]
+    let mut specs: Vec<ArraySpec> =
+        lightcurve_tables().iter().flat_map(|table| (0..table.layout.columns().len()).map(|i| table.column_spec(i, settings))).collect();
+    specs.push(carried(HISTORY_EPOCHS, EPOCHS, "history_epoch", settings));
+    specs.push(carried(HISTORY_FORCED, FORCED, "history_forced_epoch", settings));
+    specs
 }
 
 /// A 1-D int64 array of rows of `table` that alerts carried: alert i's are entries
@@ -210,9 +297,11 @@ fn carried(name: &str, table: &str, dimension: &str, settings: &Settings) -> Arr
         name: name.into(),
         row_shape: Vec::new(),
         row_bytes: 8,
+        cell: Cell::Fixed,
+        column_of: None,
         chunk_rows: settings.chunk_rows * 8,
         dtype: json!("<i8"),
-        filter: super::StampFilter::None,
+        filter: ChunkFilter::None,
         rows: Rows::Own,
         attrs: json!({
             DIMENSIONS: [dimension],

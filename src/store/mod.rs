@@ -52,10 +52,10 @@ use thiserror::Error;
 pub use crate::calendar::utc_now;
 use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
-pub use codec::StampFilter;
+pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
-    StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS,
+    lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS,
     REJECTS, STAMPS,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
@@ -129,6 +129,13 @@ fn waited_text(waited: Option<u64>) -> String {
         Some(seconds) => format!("still locked after it waited {seconds} s"),
     }
 }
+
+/// Why a store whose light curves are in the structured layout of earlier releases is not
+/// written to.
+pub const LEGACY_LIGHTCURVES: &str = "its light curves are in the structured layout of an earlier ztf2zarr (one array of wide rows \
+     per table); this version writes them as columns and does not change that layout in place. The store reads as before \
+     (info, verify, the Python reader); to add alerts, labels or splits, build a new store from the same inputs \
+     (`ztf2zarr build INPUTS -o NEW.zarr`)";
 
 /// What the command line asks of the store: the options that fix its layout (None: the store's,
 /// or the default for a new store), and how long to wait for another writer.
@@ -374,6 +381,9 @@ impl Transaction {
         };
         recover(storage.as_ref(), purpose)?;
         let reader = open_existing(&storage)?;
+        if reader.as_ref().is_some_and(StoreReader::has_legacy_lightcurves) {
+            return Err(StoreError::Incompatible { store: target.to_path_buf(), reason: LEGACY_LIGHTCURVES.into() });
+        }
         let settings = match &reader {
             Some(reader) => check_compatible(target, reader.settings(), requested)?,
             None => Settings {
@@ -408,7 +418,6 @@ impl Transaction {
             "chunks_from": first_new,
             "objects": [],
             "metadata": [],
-            "backups": [],
         });
         storage.put(PENDING, pretty(&pending).as_bytes())?;
         storage.flush()?;
@@ -460,70 +469,6 @@ impl Transaction {
     #[must_use]
     pub fn committed_lightcurve_keys(&self) -> lckeys::CommittedKeys {
         lckeys::CommittedKeys::new(self.committed.as_ref().map(|c| c.lightcurve_blocks.clone()).unwrap_or_default())
-    }
-
-    /// Rewrite rows of array `array` in place: each `(row, bytes)` in order, a committed row
-    /// only if `replaces(stored, new)` says so. A committed chunk that changes is first copied to a backup
-    /// the marker names, so that it is put back if this change does not commit. Returns the
-    /// rows rewritten.
-    ///
-    /// # Errors
-    /// Storage or compression failure, or a chunk that does not read back.
-    pub fn rewrite_rows(
-        &mut self,
-        array: usize,
-        rows: &[(u64, &[u8])],
-        replaces: impl Fn(&[u8], &[u8]) -> bool,
-    ) -> Result<usize, StoreError> {
-        let spec = self.arrays[array].clone();
-        let committed = self.committed_rows(array) as u64;
-        let chunk_rows = spec.chunk_rows as u64;
-        let holds_committed_rows = |index: u64| index * chunk_rows < committed;
-        let mut by_chunk: std::collections::BTreeMap<u64, Vec<(u64, &[u8])>> = std::collections::BTreeMap::new();
-        for &(row, bytes) in rows {
-            by_chunk.entry(row / chunk_rows).or_default().push((row, bytes));
-        }
-        let backups: Vec<Value> =
-            by_chunk.keys().filter(|i| holds_committed_rows(**i)).map(|i| json!(spec.chunk_key(*i as usize))).collect();
-        if !backups.is_empty() {
-            if let Some(listed) = self.pending["backups"].as_array_mut() {
-                listed.extend(backups);
-            }
-            self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
-            self.storage.flush()?;
-        }
-        let mut rewritten = 0;
-        for (index, entries) in by_chunk {
-            let key = spec.chunk_key(index as usize);
-            let compressed = self.storage.get(&key)?.ok_or_else(|| {
-                StoreError::Read(ReadError::Invalid {
-                    path: self.storage.object_location(&key).into(),
-                    reason: "missing: a chunk to rewrite is gone".into(),
-                })
-            })?;
-            let mut raw = spec.filter.decode(reader::decompress_chunk(self.storage.as_ref(), &key, &compressed, spec.chunk_bytes())?);
-            let mut changed = 0;
-            for (row, bytes) in entries {
-                let at = (row - index * chunk_rows) as usize * spec.row_bytes;
-                let stored = &raw[at..at + spec.row_bytes];
-                if stored == bytes || (row < committed && !replaces(stored, bytes)) {
-                    continue;
-                }
-                raw[at..at + spec.row_bytes].copy_from_slice(bytes);
-                changed += 1;
-            }
-            if changed == 0 {
-                continue; // nothing to put back either: the backup is not made
-            }
-            if holds_committed_rows(index) {
-                self.storage.put(&backup_key(self.number, &key), &compressed)?;
-                self.storage.flush()?;
-            }
-            self.put_compressed(&key, &spec.filter.encode(&raw))?;
-            fault_point("after-revision");
-            rewritten += changed;
-        }
-        Ok(rewritten)
     }
 
     /// Look-ups of the committed candids (reading the candid runs only as needed).
@@ -893,7 +838,8 @@ fn backups_of(pending: &Value) -> Vec<(String, String)> {
 }
 
 /// Put back every chunk the marker's change backed up (a backup not yet made means its chunk
-/// was not yet rewritten).
+/// was not yet rewritten). Only markers of earlier releases list backups: they rewrote
+/// forced-photometry rows in place, which no change does now.
 fn restore_backups(storage: &dyn Storage, pending: &Value) -> Result<(), StoreError> {
     let backups = backups_of(pending);
     for (key, backup) in &backups {
@@ -1081,8 +1027,7 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
             if rows % spec.chunk_rows != 0 {
                 let index = rows / spec.chunk_rows;
                 let kept = rows - index * spec.chunk_rows;
-                let mut bytes = reader.chunk(spec, index)?;
-                bytes.truncate(kept * spec.row_bytes);
+                let bytes = reader.chunk_rows(spec, index, kept)?;
                 partials.push(PartialChunk { array, index, rows: kept, bytes });
             }
         }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::arrays::{declared, is_declared_metadata, ArraySpec};
+use super::arrays::{declared, is_declared_metadata, ArraySpec, Cell};
+use super::codec::vlen;
+use super::metadata::LightCurveTable;
 use super::candids::{parse_runs, Run};
 use super::{chunk_fits, Settings, Storage, StorageError, LEGACY_CANDIDS, MAX_CHUNK_BYTES};
 use crate::catalog::Layout;
@@ -68,6 +70,9 @@ pub struct StoreReader {
     itemsize: usize,
     docs: Map<String, Value>,
     root_attrs: Value,
+    /// The store's light curves are in the structured layout of earlier releases (one array
+    /// per table): read them elsewhere, and refuse to append to them.
+    legacy_lightcurves: bool,
 }
 
 impl StoreReader {
@@ -148,14 +153,17 @@ impl StoreReader {
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
-        let lightcurves = check_lightcurves(&docs, chunk_rows).map_err(|(key, reason)| bad(&key, reason))?;
+        let legacy_lightcurves = docs.contains_key(&format!("{}/.zarray", super::metadata::EPOCHS));
+        let settings = Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter, lightcurves: false };
+        let lightcurves = check_lightcurves(&docs, &settings).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,
             rows,
-            settings: Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter, lightcurves },
+            settings: Settings { lightcurves, ..settings },
             itemsize: layout.itemsize(),
             docs,
             root_attrs,
+            legacy_lightcurves,
         };
         reader.check_last_chunk()?;
         reader.check_history_rows()?;
@@ -198,16 +206,38 @@ impl StoreReader {
         parse_runs(&self.root_attrs["ztf2zarr"]["candid_index"], &self.storage.object_location(".zattrs"))
     }
 
-    /// `lightcurves/alerts` has one row per alert (checked after the stamps' and catalog's shapes,
-    /// which name the store's row count).
+    /// Every column of `lightcurves/alerts` has one row per alert (checked after the stamps'
+    /// and catalog's shapes, which name the store's row count), and the columns of each table
+    /// have one length.
     fn check_history_rows(&self) -> Result<(), ReadError> {
-        let key = format!("{}/.zarray", super::metadata::HISTORY);
-        match self.docs.get(&key).map(|z| dims(z, "shape")) {
-            Some(shape) if shape != [self.rows] => {
-                Err(invalid(self.storage.as_ref(), &key, format!("{shape:?} rows, but the catalog has {}", self.rows)))
-            }
-            _ => Ok(()),
+        if !self.settings.lightcurves {
+            return Ok(());
         }
+        for table in super::metadata::lightcurve_tables() {
+            let mut length = None;
+            for index in 0..table.layout.columns().len() {
+                let key = table.column_spec(index, &self.settings).zarray_key();
+                let shape = self.docs.get(&key).map(|z| dims(z, "shape")).unwrap_or_default();
+                let expected = match table.rows {
+                    super::arrays::Rows::PerAlert => Some(self.rows),
+                    super::arrays::Rows::Own => length,
+                };
+                match expected {
+                    Some(rows) if shape != [rows] => {
+                        let what = if length.is_some() { "the table's other columns" } else { "the catalog" };
+                        return Err(invalid(self.storage.as_ref(), &key, format!("{shape:?} rows, but {what} {rows}")));
+                    }
+                    _ => length = shape.first().copied(),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the store's light curves are in the structured layout of earlier releases.
+    #[must_use]
+    pub fn has_legacy_lightcurves(&self) -> bool {
+        self.legacy_lightcurves
     }
 
     /// The row count must be backed by chunk objects: the last chunk of every array is present.
@@ -298,8 +328,72 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing, does not decompress, or has the wrong length.
     pub fn chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
-        let raw = read_chunk(self.storage.as_ref(), &spec.chunk_key(index), spec.chunk_bytes())?;
+        let key = spec.chunk_key(index);
+        let raw = match spec.exact_chunk_bytes() {
+            Some(bytes) => read_chunk(self.storage.as_ref(), &key, bytes)?,
+            None => read_chunk_at_most(self.storage.as_ref(), &key, spec.chunk_bytes())?,
+        };
         Ok(spec.filter.decode(raw))
+    }
+
+    /// The first `kept` rows of chunk `index` of `spec`, as a build holds them while filling it:
+    /// fixed-size cells, or length-prefixed strings (see [`vlen`]).
+    ///
+    /// # Errors
+    /// A chunk that is missing, does not decompress, or (strings) does not parse.
+    pub fn chunk_rows(&self, spec: &ArraySpec, index: usize, kept: usize) -> Result<Vec<u8>, ReadError> {
+        let mut raw = self.chunk(spec, index)?;
+        match spec.cell {
+            Cell::Fixed => {
+                raw.truncate(kept * spec.row_bytes);
+                Ok(raw)
+            }
+            Cell::Utf8 { .. } => {
+                vlen::kept(&raw, spec.chunk_rows, kept).map_err(|reason| invalid(self.storage.as_ref(), &spec.chunk_key(index), reason))
+            }
+        }
+    }
+
+    /// Every row of a light-curve table, packed as the build packs them (its columns read and
+    /// put back side by side): what `verify` and `info` check.
+    ///
+    /// # Errors
+    /// A chunk that is missing, does not decompress or does not parse, or columns of different lengths.
+    pub fn table_rows(&self, table: &LightCurveTable) -> Result<Vec<u8>, ReadError> {
+        let layout = table.layout;
+        let first = table.column_spec(0, &self.settings);
+        let rows = self.array_rows(&first);
+        let mut packed = layout.missing_row().repeat(rows);
+        for (index, column) in layout.columns().iter().enumerate() {
+            let spec = table.column_spec(index, &self.settings);
+            if self.array_rows(&spec) != rows {
+                return Err(invalid(self.storage.as_ref(), &spec.zarray_key(), format!("not {rows} rows like {}", first.name)));
+            }
+            let mut row = 0;
+            for chunk in 0..spec.chunks_for(rows) {
+                let kept = (rows - chunk * spec.chunk_rows).min(spec.chunk_rows);
+                let raw = self.chunk(&spec, chunk)?;
+                let at = |row: usize| row * layout.itemsize() + column.offset;
+                match spec.cell {
+                    Cell::Fixed => {
+                        for cell in raw.chunks_exact(spec.row_bytes).take(kept) {
+                            packed[at(row)..at(row) + cell.len()].copy_from_slice(cell);
+                            row += 1;
+                        }
+                    }
+                    Cell::Utf8 { .. } => {
+                        let items = vlen::items(&raw, spec.chunk_rows).map_err(|r| invalid(self.storage.as_ref(), &spec.chunk_key(chunk), r))?;
+                        for item in items.into_iter().take(kept) {
+                            let target = &mut packed[row * layout.itemsize()..(row + 1) * layout.itemsize()];
+                            let text = String::from_utf8_lossy(item);
+                            let _ = layout.pack(target, index, crate::catalog::Scalar::Str(text.as_bytes()));
+                            row += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(packed)
     }
 
     /// Every row of `spec` (an array the store has), concatenated, in order.
@@ -426,30 +520,27 @@ impl StoreReader {
     }
 }
 
-/// Whether the store has light curves, and if so that their arrays are the ones this version
-/// writes: the tables' columns, one chunking, and one history row per alert.
-fn check_lightcurves(docs: &Map<String, Value>, chunk_rows: usize) -> Result<bool, (String, String)> {
-    use super::metadata::{EPOCHS, FORCED, HISTORY, OBJECTS};
-    if !docs.contains_key(&format!("{EPOCHS}/.zarray")) {
+/// Whether the store has light curves (in the columns this version writes), and if so that
+/// their arrays are the ones this version writes: every table's columns, their dtypes, filters
+/// and chunking.
+fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings) -> Result<bool, (String, String)> {
+    if !docs.contains_key(&format!("{}/.zgroup", super::metadata::EPOCHS)) {
         return Ok(false);
     }
-    let expected = [
-        (EPOCHS, Layout::epochs()),
-        (FORCED, Layout::forced()),
-        (OBJECTS, crate::lightcurves::objects_layout()),
-        (HISTORY, crate::lightcurves::alerts_layout()),
-    ];
-    for (name, layout) in expected {
-        let key = format!("{name}/.zarray");
-        let Some(zarray) = docs.get(&key) else { return Err((key, "missing (not in .zmetadata)".into())) };
-        if zarray["dtype"] != layout.zarr_dtype() {
-            return Err((key, "the light-curve columns differ from this version's; use the ztf2zarr version that wrote the store".into()));
-        }
-        if dims(zarray, "chunks") != [chunk_rows] || dims(zarray, "shape").len() != 1 {
-            return Err((
-                key,
-                format!("shape/chunks {:?}/{:?} are not 1-D chunks of {chunk_rows} rows", dims(zarray, "shape"), dims(zarray, "chunks")),
-            ));
+    for table in super::metadata::lightcurve_tables() {
+        for index in 0..table.layout.columns().len() {
+            let spec = table.column_spec(index, settings);
+            let key = spec.zarray_key();
+            let Some(zarray) = docs.get(&key) else {
+                return Err((key, "missing (not in .zmetadata): the light-curve columns differ from this version's".into()));
+            };
+            if zarray["dtype"] != spec.dtype || zarray["filters"] != spec.filter.zarray_value() {
+                return Err((key, "the light-curve columns differ from this version's; use the ztf2zarr version that wrote the store".into()));
+            }
+            if dims(zarray, "chunks") != [spec.chunk_rows] || dims(zarray, "shape").len() != 1 {
+                let (shape, chunks) = (dims(zarray, "shape"), dims(zarray, "chunks"));
+                return Err((key, format!("shape/chunks {shape:?}/{chunks:?} are not 1-D chunks of {} rows", spec.chunk_rows)));
+            }
         }
     }
     for name in [super::metadata::HISTORY_EPOCHS, super::metadata::HISTORY_FORCED] {
@@ -496,6 +587,17 @@ pub(super) fn committed_documents(storage: &dyn Storage) -> Result<Map<String, V
         }
     }
     Ok(docs)
+}
+
+/// A chunk of variable size (strings): its frame must declare its size, at most `limit`.
+fn read_chunk_at_most(storage: &dyn Storage, key: &str, limit: usize) -> Result<Vec<u8>, ReadError> {
+    let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
+    let declared = match zstd::zstd_safe::get_frame_content_size(&compressed) {
+        Ok(Some(declared)) if declared <= limit as u64 => declared as usize,
+        Ok(Some(declared)) => return Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take"))),
+        _ => return Err(invalid(storage, key, "chunk's zstd frame does not declare its size".into())),
+    };
+    decompress_chunk(storage, key, &compressed, declared)
 }
 
 fn read_chunk(storage: &dyn Storage, key: &str, expected: usize) -> Result<Vec<u8>, ReadError> {

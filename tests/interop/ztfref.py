@@ -1,8 +1,9 @@
 """Reference decoding of ZTF alerts with fastavro + astropy, written from the store specification.
 
 Everything the interop tests compare the Rust-built store against comes from here: which inputs
-are bad, the stamp rule (centre crop, edge placement, NaN policy, flags) and the catalog row
-(column list from schemas/catalog.tsv, missing values).
+are bad, the stamp rule (centre crop, edge placement, NaN policy, flags), the catalog row
+(column list from schemas/catalog.tsv, missing values), and the values of light-curve rows as
+stored (the light-curve rules themselves are in test_lightcurves.py).
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ class Column:
 
     @property
     def kind(self) -> str:
-        return self.np_dtype.kind  # 'f', 'i', 'u', 'U'
+        return self.np_dtype.kind  # 'f', 'i', 'u', 'U' ('O' for a variable-length string)
+
+    @property
+    def is_string(self) -> bool:
+        return self.kind in "UOT"
 
     def missing_value(self):
         k = self.kind
@@ -63,6 +68,13 @@ class Column:
         if k in "iu":
             return int(self.missing)
         return ""
+
+    def stored(self, value):
+        """`value` as the store holds it, comparable with ==: a number cast to the column's
+        dtype (as bytes, so NaN equals NaN), a string as it is."""
+        if self.is_string:
+            return str(value)
+        return self.np_dtype.type(value).tobytes()
 
 
 @functools.lru_cache(maxsize=None)
@@ -314,6 +326,34 @@ def expected_table(columns, rows: list[dict]) -> np.ndarray:
                 assert len(v) <= width, f"{col.name}: {v!r} longer than {width}"
         arr[col.name] = np.array(values, dtype=object).astype(col.np_dtype) if values else []
     return arr
+
+
+def records(columns: dict) -> np.ndarray:
+    """Columns (name -> 1-D values, one length) as a structured array; strings of any storage
+    (object, numpy StringDType, fixed width) become `<U{longest}` (at least 1)."""
+    fixed = {}
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if values.dtype.kind in "OTU":
+            strings = [str(v) for v in values.tolist()]
+            values = np.array(strings, dtype=f"<U{max([1, *map(len, strings)])}")
+        fixed[name] = values
+    length = len(next(iter(fixed.values()))) if fixed else 0
+    out = np.empty(length, dtype=[(name, values.dtype) for name, values in fixed.items()])
+    for name, values in fixed.items():
+        out[name] = values
+    return out
+
+
+def expected_columns(columns, rows: list[dict]) -> np.ndarray:
+    """Rows (column name -> value, missing values applied) of a table stored as columns, as a
+    structured array of `records`: numbers in the columns' dtypes, strings whole (they are
+    stored with variable length, never cut)."""
+    out = {}
+    for col in columns:
+        values = [r[col.name] for r in rows]
+        out[col.name] = np.array([str(v) for v in values], dtype=object) if col.is_string else np.array(values, dtype=col.np_dtype)
+    return records(out)
 
 
 def field_mismatches(actual: np.ndarray, expected: np.ndarray, name: str) -> np.ndarray:
