@@ -300,21 +300,11 @@ struct ChunkWriter<'t> {
 }
 
 impl ChunkWriter<'_> {
-    /// Pad to whole-chunk length (Zarr v2 chunks are always full size: zeros, or empty
-    /// strings with the item count in front), compress, write. Gives back the chunk's buffer,
-    /// emptied, for the next chunk of the array.
+    /// Compress and write, padded to whole-chunk length (Zarr v2 chunks are always full size:
+    /// zeros, or empty strings). Gives back the chunk's buffer, emptied, for the next chunk of
+    /// the array.
     fn write(&self, mut chunk: ChunkBuffer) -> Result<Vec<u8>, StoreError> {
-        let spec = &self.transaction.arrays()[chunk.array];
-        match spec.cell {
-            store::arrays::Cell::Fixed => {
-                chunk.bytes.resize(spec.chunk_bytes(), 0);
-                self.transaction.write_chunk(chunk.array, chunk.index, &chunk.bytes)?;
-            }
-            store::arrays::Cell::Utf8 { .. } => {
-                let whole = store::vlen::chunk(&chunk.bytes, chunk.rows, chunk.capacity);
-                self.transaction.write_chunk(chunk.array, chunk.index, &whole)?;
-            }
-        }
+        self.transaction.write_chunk_rows(chunk.array, chunk.index, &chunk.bytes, chunk.rows)?;
         chunk.bytes.clear();
         Ok(chunk.bytes)
     }

@@ -213,6 +213,49 @@ fn shuffle(raw: &[u8]) -> Vec<u8> {
     shuffle_of(raw, ELEMENT)
 }
 
+/// One piece of a chunk as it is compressed: bytes, or a run of zeros (the padding of a last
+/// chunk, never put in memory).
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// This many zero bytes.
+    Zeros(usize),
+}
+
+impl Part<'_> {
+    /// Its length in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        match self {
+            Part::Bytes(bytes) => bytes.len(),
+            Part::Zeros(n) => *n,
+        }
+    }
+}
+
+/// The filtered bytes of a whole chunk of `capacity` rows whose first `rows` rows are `bytes`
+/// (fixed rows of `row_bytes`, or `vlen` items), the rest padding: as parts, with the
+/// buffer some of them borrow from (`scratch`: the byte planes of a shuffle).
+#[must_use]
+pub fn padded_parts<'a>(filter: ChunkFilter, bytes: &'a [u8], row_bytes: usize, rows: usize, capacity: usize, scratch: &'a mut Vec<u8>) -> Vec<Part<'a>> {
+    let pad = capacity - rows;
+    match filter {
+        ChunkFilter::VlenUtf8 => {
+            scratch.clear();
+            scratch.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
+            vec![Part::Bytes(scratch), Part::Bytes(bytes), Part::Zeros(4 * pad)]
+        }
+        ChunkFilter::None => vec![Part::Bytes(bytes), Part::Zeros(pad * row_bytes)],
+        ChunkFilter::Shuffle(element) => {
+            // Plane b of the whole chunk is byte b of each data element, then zeros.
+            *scratch = shuffle_of(bytes, element);
+            let (data, padding) = (bytes.len() / element, pad * row_bytes / element);
+            scratch.chunks(data.max(1)).take(element).flat_map(|plane| [Part::Bytes(plane), Part::Zeros(padding)]).collect()
+        }
+    }
+}
+
 fn shuffle_of(raw: &[u8], element: usize) -> Vec<u8> {
     let count = raw.len() / element;
     let mut out = raw.to_vec();
@@ -261,6 +304,29 @@ mod tests {
         let raw: Vec<u8> = (0..4001u32).map(|i| (i * 7 % 251) as u8).collect();
         assert_eq!(unshuffle(&shuffle(&raw)), raw);
         assert_eq!(StampFilter::Shuffle.decode(StampFilter::Shuffle.encode(&raw).into_owned()), raw);
+    }
+
+    fn joined(parts: &[Part<'_>]) -> Vec<u8> {
+        parts.iter().flat_map(|p| match p {
+            Part::Bytes(b) => b.to_vec(),
+            Part::Zeros(n) => vec![0; *n],
+        }).collect()
+    }
+
+    #[test]
+    fn padded_parts_are_the_filtered_padded_chunk() {
+        let rows: Vec<u8> = (1..=24).collect();
+        let mut scratch = Vec::new();
+        let mut padded = rows.clone();
+        padded.resize(40, 0);
+        for filter in [ChunkFilter::None, ChunkFilter::Shuffle(4), ChunkFilter::Shuffle(8)] {
+            let parts = padded_parts(filter, &rows, 8, 3, 5, &mut scratch);
+            assert_eq!(joined(&parts), filter.encode(&padded).into_owned(), "{filter:?}");
+        }
+        let mut items = Vec::new();
+        vlen::push_str("ab", &mut items);
+        let parts = padded_parts(ChunkFilter::VlenUtf8, &items, 8, 1, 3, &mut scratch);
+        assert_eq!(joined(&parts), vlen::chunk(&items, 1, 3));
     }
 
     #[test]

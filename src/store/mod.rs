@@ -52,6 +52,7 @@ use thiserror::Error;
 pub use crate::calendar::utc_now;
 use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
+use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
@@ -512,6 +513,31 @@ impl Transaction {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.put_compressed(&key, &spec.filter.encode(raw))?;
+        fault_point("after-chunk");
+        Ok(())
+    }
+
+    /// Compress and write chunk `index` of array `array` from its first `rows` rows, as a build
+    /// holds them (fixed-size rows, or `vlen` items), padded to the chunk length as Zarr v2
+    /// requires: the padding is compressed as it streams by, never put in memory (a light-curve
+    /// column's last chunk is mostly padding: a megabyte for a few rows).
+    ///
+    /// # Errors
+    /// Compression or storage failure.
+    pub fn write_chunk_rows(&self, array: usize, index: usize, bytes: &[u8], rows: usize) -> Result<(), StoreError> {
+        let spec = &self.arrays[array];
+        let key = spec.chunk_key(index);
+        if self.purpose != Purpose::Append {
+            self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let failed = |source| StoreError::Compress { path: self.storage.object_location(&key).into(), source };
+        COMPRESSOR.with_borrow_mut(|compressor| {
+            let mut scratch = std::mem::take(&mut compressor.scratch);
+            let parts = codec::padded_parts(spec.filter, bytes, spec.row_bytes, rows, spec.chunk_rows, &mut scratch);
+            let result = compressor.compress_parts(&parts, self.settings.zstd_level).map_err(failed).and_then(|c| Ok(self.storage.put(&key, c)?));
+            compressor.scratch = scratch;
+            result
+        })?;
         fault_point("after-chunk");
         Ok(())
     }
@@ -1148,7 +1174,11 @@ thread_local! {
 #[derive(Default)]
 struct ChunkCompressor {
     context: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    /// The streaming context of [`ChunkCompressor::compress_parts`].
+    stream: Option<zstd::zstd_safe::CCtx<'static>>,
     out: Vec<u8>,
+    /// A buffer for the filtered bytes of a chunk.
+    scratch: Vec<u8>,
 }
 
 impl ChunkCompressor {
@@ -1161,6 +1191,49 @@ impl ChunkCompressor {
         self.out.clear();
         self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         context.compress_to_buffer(raw, &mut self.out)?;
+        Ok(&self.out)
+    }
+
+    /// `parts`, one after the other, compressed as one zstd frame at `level` that declares its
+    /// size (a string chunk is read by that size).
+    fn compress_parts(&mut self, parts: &[Part<'_>], level: i32) -> std::io::Result<&[u8]> {
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective as EndDirective;
+        use zstd::zstd_safe::{CParameter, InBuffer, OutBuffer};
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let fail = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
+        let total: usize = parts.iter().map(Part::size).sum();
+        let context = self.stream.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        context.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters).map_err(fail)?;
+        context.set_parameter(CParameter::CompressionLevel(level)).map_err(fail)?;
+        context.set_pledged_src_size(Some(total as u64)).map_err(fail)?;
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(total));
+        let mut out = OutBuffer::around(&mut self.out);
+        let feed = |bytes: &[u8], out: &mut OutBuffer<'_, Vec<u8>>, context: &mut zstd::zstd_safe::CCtx<'static>| -> std::io::Result<()> {
+            let mut input = InBuffer::around(bytes);
+            while input.pos() < bytes.len() {
+                context.compress_stream2(out, &mut input, EndDirective::ZSTD_e_continue).map_err(fail)?;
+            }
+            Ok(())
+        };
+        for part in parts {
+            match *part {
+                Part::Bytes(bytes) => feed(bytes, &mut out, context)?,
+                Part::Zeros(mut left) => {
+                    while left > 0 {
+                        let now = left.min(ZEROS.len());
+                        feed(&ZEROS[..now], &mut out, context)?;
+                        left -= now;
+                    }
+                }
+            }
+        }
+        loop {
+            let remaining = context.compress_stream2(&mut out, &mut InBuffer::around(&[]), EndDirective::ZSTD_e_end).map_err(fail)?;
+            if remaining == 0 {
+                break;
+            }
+        }
         Ok(&self.out)
     }
 }
