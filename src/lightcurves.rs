@@ -196,7 +196,14 @@ impl LightCurves {
 
     /// Take one table's rows of an alert: new versions go to `out`, and the row of every
     /// version it carried (new or already stored) to `carried`.
-    fn rows(&mut self, storage: &dyn Storage, table: Table, rows: &[u8], out: &mut Vec<u8>, carried: &mut Vec<u8>) -> Result<(), ReadError> {
+    fn rows(
+        &mut self,
+        storage: &dyn Storage,
+        table: Table,
+        rows: &[u8],
+        out: &mut Vec<u8>,
+        carried: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
         let layout = table.layout();
         let cells = KeyCells::of(table);
         self.in_packet.clear();
@@ -366,7 +373,15 @@ impl KeyCells {
             let values_end = at("alert_candid", Dtype::I8);
             assert_eq!(values_end + 16, layout.itemsize(), "{}: alert_candid, alert_jd end the row", table.name());
             assert_eq!(at("alert_jd", Dtype::F8), values_end + 8, "{}: alert_jd follows alert_candid", table.name());
-            KeyCells { table, object: layout.column("objectId").offset, jd: at("jd", Dtype::F8), fid: at("fid", Dtype::I4), id, kind, values_end }
+            KeyCells {
+                table,
+                object: layout.column("objectId").offset,
+                jd: at("jd", Dtype::F8),
+                fid: at("fid", Dtype::I4),
+                id,
+                kind,
+                values_end,
+            }
         })
     }
 
@@ -382,7 +397,9 @@ impl KeyCells {
         let id = i64::from_le_bytes(bytes(self.id));
         let version = digest(&row[..self.values_end]);
         match (self.table, self.kind) {
-            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => Key { jd, kind: KeyKind::Detection, fid, object, id, version },
+            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => {
+                Key { jd, kind: KeyKind::Detection, fid, object, id, version }
+            }
             (Table::Epochs, _) => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0, version },
             (Table::Forced, _) => Key { jd, kind: KeyKind::Forced, fid, object, id, version },
         }

@@ -219,7 +219,12 @@ enum Feed {
     CarriedForced,
     /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row
     /// (UTF-32 cells written as variable-length UTF-8 when `utf8`).
-    Column { table: TableRows, offset: usize, width: usize, utf8: bool },
+    Column {
+        table: TableRows,
+        offset: usize,
+        width: usize,
+        utf8: bool,
+    },
 }
 
 /// Which packed rows a light-curve column takes its cells from.

@@ -161,7 +161,8 @@ fn render(info: &Value) -> String {
     let line = if curves.is_null() {
         "- (built with --no-lightcurves, or by an earlier version)".to_string()
     } else if curves["layout"] == "structured" {
-        "in the structured layout of an earlier release (read by the Python reader; writing commands refuse it: build a new store)".to_string()
+        "in the structured layout of an earlier release (read by the Python reader; writing commands refuse it: build a new store)"
+            .to_string()
     } else {
         format!(
             "{}: {}, {}, {} (lightcurves/)",

@@ -238,7 +238,14 @@ impl Part<'_> {
 /// (fixed rows of `row_bytes`, or `vlen` items), the rest padding: as parts, with the
 /// buffer some of them borrow from (`scratch`: the byte planes of a shuffle).
 #[must_use]
-pub fn padded_parts<'a>(filter: ChunkFilter, bytes: &'a [u8], row_bytes: usize, rows: usize, capacity: usize, scratch: &'a mut Vec<u8>) -> Vec<Part<'a>> {
+pub fn padded_parts<'a>(
+    filter: ChunkFilter,
+    bytes: &'a [u8],
+    row_bytes: usize,
+    rows: usize,
+    capacity: usize,
+    scratch: &'a mut Vec<u8>,
+) -> Vec<Part<'a>> {
     let pad = capacity - rows;
     match filter {
         ChunkFilter::VlenUtf8 => {
@@ -307,10 +314,13 @@ mod tests {
     }
 
     fn joined(parts: &[Part<'_>]) -> Vec<u8> {
-        parts.iter().flat_map(|p| match p {
-            Part::Bytes(b) => b.to_vec(),
-            Part::Zeros(n) => vec![0; *n],
-        }).collect()
+        parts
+            .iter()
+            .flat_map(|p| match p {
+                Part::Bytes(b) => b.to_vec(),
+                Part::Zeros(n) => vec![0; *n],
+            })
+            .collect()
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::lckeys::{parse_blocks, read_block, Key, KeyKind};
-use super::verify::Report;
 use super::metadata::{lightcurve_tables, LightCurveTable};
+use super::verify::Report;
 use super::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
 use crate::catalog::Layout;
 use crate::lightcurves::{alerts_layout, key_of, objects_layout, Table};

@@ -210,10 +210,15 @@ impl LightCurveTable {
     pub fn column_spec(&self, index: usize, settings: &Settings) -> ArraySpec {
         let column = &self.layout.columns()[index];
         let (dtype, cell, filter, chunk_rows) = match column.dtype {
-            Dtype::Unicode(chars) => (json!("|O"), Cell::Utf8 { max_bytes: 4 * chars }, ChunkFilter::VlenUtf8, settings.chunk_rows * STRING_CHUNK_FACTOR),
-            numeric => {
-                (json!(numeric.numpy()), Cell::Fixed, ChunkFilter::Shuffle(numeric.size()), settings.chunk_rows * NUMERIC_CHUNK_BYTES_PER_ROW / numeric.size())
+            Dtype::Unicode(chars) => {
+                (json!("|O"), Cell::Utf8 { max_bytes: 4 * chars }, ChunkFilter::VlenUtf8, settings.chunk_rows * STRING_CHUNK_FACTOR)
             }
+            numeric => (
+                json!(numeric.numpy()),
+                Cell::Fixed,
+                ChunkFilter::Shuffle(numeric.size()),
+                settings.chunk_rows * NUMERIC_CHUNK_BYTES_PER_ROW / numeric.size(),
+            ),
         };
         ArraySpec {
             name: format!("{}/{}", self.name, column.name),

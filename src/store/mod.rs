@@ -56,8 +56,8 @@ use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
-    lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS,
-    REJECTS, STAMPS,
+    lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS,
+    LEGACY_REJECTS, LIGHTCURVES, OBJECTS, REJECTS, STAMPS,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};
@@ -534,7 +534,8 @@ impl Transaction {
         COMPRESSOR.with_borrow_mut(|compressor| {
             let mut scratch = std::mem::take(&mut compressor.scratch);
             let parts = codec::padded_parts(spec.filter, bytes, spec.row_bytes, rows, spec.chunk_rows, &mut scratch);
-            let result = compressor.compress_parts(&parts, self.settings.zstd_level).map_err(failed).and_then(|c| Ok(self.storage.put(&key, c)?));
+            let result =
+                compressor.compress_parts(&parts, self.settings.zstd_level).map_err(failed).and_then(|c| Ok(self.storage.put(&key, c)?));
             compressor.scratch = scratch;
             result
         })?;

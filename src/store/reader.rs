@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::arrays::{declared, is_declared_metadata, ArraySpec, Cell};
+use super::candids::{parse_runs, Run};
 use super::codec::vlen;
 use super::metadata::LightCurveTable;
-use super::candids::{parse_runs, Run};
 use super::{chunk_fits, Settings, Storage, StorageError, LEGACY_CANDIDS, MAX_CHUNK_BYTES};
 use crate::catalog::Layout;
 use crate::decode::cutout::FRAME;
@@ -382,7 +382,8 @@ impl StoreReader {
                         }
                     }
                     Cell::Utf8 { .. } => {
-                        let items = vlen::items(&raw, spec.chunk_rows).map_err(|r| invalid(self.storage.as_ref(), &spec.chunk_key(chunk), r))?;
+                        let items =
+                            vlen::items(&raw, spec.chunk_rows).map_err(|r| invalid(self.storage.as_ref(), &spec.chunk_key(chunk), r))?;
                         for item in items.into_iter().take(kept) {
                             let target = &mut packed[row * layout.itemsize()..(row + 1) * layout.itemsize()];
                             let text = String::from_utf8_lossy(item);
@@ -535,7 +536,10 @@ fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings) -> Result<b
                 return Err((key, "missing (not in .zmetadata): the light-curve columns differ from this version's".into()));
             };
             if zarray["dtype"] != spec.dtype || zarray["filters"] != spec.filter.zarray_value() {
-                return Err((key, "the light-curve columns differ from this version's; use the ztf2zarr version that wrote the store".into()));
+                return Err((
+                    key,
+                    "the light-curve columns differ from this version's; use the ztf2zarr version that wrote the store".into(),
+                ));
             }
             if dims(zarray, "chunks") != [spec.chunk_rows] || dims(zarray, "shape").len() != 1 {
                 let (shape, chunks) = (dims(zarray, "shape"), dims(zarray, "chunks"));
@@ -594,7 +598,9 @@ fn read_chunk_at_most(storage: &dyn Storage, key: &str, limit: usize) -> Result<
     let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
     let declared = match zstd::zstd_safe::get_frame_content_size(&compressed) {
         Ok(Some(declared)) if declared <= limit as u64 => declared as usize,
-        Ok(Some(declared)) => return Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take"))),
+        Ok(Some(declared)) => {
+            return Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take")))
+        }
         _ => return Err(invalid(storage, key, "chunk's zstd frame does not declare its size".into())),
     };
     decompress_chunk(storage, key, &compressed, declared)

@@ -116,7 +116,7 @@ fn an_older_night_appended_after_a_newer_one_gives_each_alert_exactly_its_own_va
     build(&reversed, &a, &[]);
     // Whatever order the nights came in, an alert's history holds the values its own packet
     // carried: only which alert first carried a version (alert_candid, alert_jd) may differ.
-    let own_values = |curves: &Curves| -> BTreeSet<(i64, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    let own_values = |curves: &Curves| -> BTreeSet<History> {
         let strip = |rows: &[Vec<u8>]| -> Vec<Vec<u8>> {
             let mut rows: Vec<Vec<u8>> = rows.iter().map(|r| values(r)).collect();
             rows.sort();
