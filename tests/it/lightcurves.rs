@@ -153,3 +153,50 @@ fn a_store_without_light_curves_stays_without_and_refuses_to_mix() {
     let info = String::from_utf8_lossy(&ztf2zarr(["info", with.to_str().unwrap()]).stdout).into_owned();
     assert!(info.contains("light curves ") && info.contains("objects:") && info.contains("upper limits"), "{info}");
 }
+
+/// A store built by the release before the light-curve columns (`ztf2zarr build` of 12
+/// `data-samples` alerts, `--stamp-size 3`; tests/fixtures/README.md says how it was made).
+fn legacy_store(dir: &Path) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/structured-lightcurves.zarr");
+    let store = dir.join("legacy.zarr");
+    copy_tree(&fixture, &store);
+    store
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_store_of_the_structured_layout_reads_and_refuses_writes_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = legacy_store(dir.path());
+    assert!(store.join("lightcurves/epochs/.zarray").is_file(), "the fixture has the structured layout");
+    let before = crate::util::tree_bytes(&store);
+    let info = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(info.contains("structured layout of an earlier release"), "{info}");
+    let verify = ztf2zarr_ok(["verify", store.to_str().unwrap()]);
+    assert!(verify.contains("structured layout") && verify.contains("sound"), "{verify}");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-samples");
+    let labels = samples.join("labels.csv");
+    for args in [
+        vec!["build".to_string(), samples.display().to_string(), "-o".into(), store.display().to_string(), "--no-progress".into()],
+        vec!["label".to_string(), store.display().to_string(), "--labels".into(), labels.display().to_string()],
+        vec!["split".to_string(), store.display().to_string()],
+    ] {
+        let refused = ztf2zarr(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{}: {stderr}", args[0]);
+        assert!(stderr.contains("structured layout") && stderr.contains("build a new store"), "{}: {stderr}", args[0]);
+    }
+    assert!(crate::util::tree_bytes(&store) == before, "a refused command changed the store");
+}
