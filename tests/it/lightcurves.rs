@@ -200,3 +200,66 @@ fn a_store_of_the_structured_layout_reads_and_refuses_writes_untouched() {
     }
     assert!(crate::util::tree_bytes(&store) == before, "a refused command changed the store");
 }
+
+/// A synthetic alert whose `prv_candidates` get one more entry: a copy of entry `from` with
+/// `change` applied (a conflicting copy of the same candid).
+fn with_conflicting_copy(index: usize, from: usize, change: impl Fn(&mut Vec<(String, apache_avro::types::Value)>)) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let (schema_json, _) = crate::hostile::synth_datum(index);
+    let schema = apache_avro::Schema::parse_str(&schema_json).unwrap();
+    let config = ztf2zarr::synth::SynthConfig { count: 100, ..ztf2zarr::synth::SynthConfig::default() };
+    let Value::Record(mut fields) = ztf2zarr::synth::synth_record(&config, index) else { panic!("an alert is a record") };
+    let (_, prv) = fields.iter_mut().find(|(name, _)| name == "prv_candidates").unwrap();
+    let Value::Union(branch, list) = prv else { panic!("prv_candidates is a union: {prv:?}") };
+    let Value::Array(entries) = list.as_mut() else { panic!("prv_candidates holds an array (branch {branch})") };
+    let detections: Vec<usize> = (0..entries.len())
+        .filter(|i| {
+            let Value::Record(entry) = &entries[*i] else { return false };
+            entry.iter().any(|(name, value)| name == "candid" && matches!(value, Value::Union(_, v) if !matches!(**v, Value::Null)))
+        })
+        .collect();
+    let Value::Record(mut copy) = entries[detections[from]].clone() else { unreachable!() };
+    change(&mut copy);
+    entries.push(Value::Record(copy));
+    let datum = apache_avro::to_avro_datum(&schema, Value::Record(fields)).unwrap();
+    crate::hostile::container(&schema_json, "null", &[crate::hostile::RawBlock::new(1, datum)])
+}
+
+#[test]
+fn a_candid_carried_with_conflicting_values_is_another_version_and_verify_agrees() {
+    use apache_avro::types::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let shift_jd = |entry: &mut Vec<(String, Value)>| {
+        for (name, value) in entry.iter_mut() {
+            if name == "jd" {
+                if let Value::Double(jd) = value {
+                    *jd += 1e-4;
+                }
+            }
+        }
+    };
+    std::fs::write(inputs.join("a.avro"), with_conflicting_copy(3, 0, shift_jd)).unwrap();
+    std::fs::write(inputs.join("b.avro"), with_conflicting_copy(40, 0, |_| {})).unwrap();
+    let store = dir.path().join("s.zarr");
+    let summary = build(&store, std::slice::from_ref(&inputs), &[]);
+    assert!(summary.contains("written     2 alerts"), "{summary}");
+    assert_sound(&store);
+    let reader = StoreReader::open(&store).unwrap();
+    let layout = Layout::epochs();
+    let rows = table(&reader, "lightcurves/epochs");
+    let candid = layout.index_of("candid").unwrap();
+    let mut per_candid = std::collections::BTreeMap::<i64, usize>::new();
+    for row in rows.chunks_exact(layout.itemsize()) {
+        if let Some(c) = layout.read_i64(row, candid).filter(|c| *c != i64::MIN) {
+            *per_candid.entry(c).or_default() += 1;
+        }
+    }
+    assert!(per_candid.values().any(|n| *n == 2), "the copy with another jd is a second version: {per_candid:?}");
+    assert!(per_candid.values().all(|n| *n <= 2), "an identical copy adds nothing: {per_candid:?}");
+    // The same inputs appended again add nothing, and the store stays sound.
+    let again = build(&store, std::slice::from_ref(&inputs), &[]);
+    assert!(again.contains("written     0 alerts"), "{again}");
+    assert_sound(&store);
+}
