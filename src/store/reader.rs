@@ -345,7 +345,10 @@ impl StoreReader {
         let mut raw = self.chunk(spec, index)?;
         match spec.cell {
             Cell::Fixed => {
+                // A light-curve column's chunk is a megabyte, mostly padding in its last chunk:
+                // hold only the kept rows while the build fills it again.
                 raw.truncate(kept * spec.row_bytes);
+                raw.shrink_to_fit();
                 Ok(raw)
             }
             Cell::Utf8 { .. } => {
