@@ -30,6 +30,8 @@ const RESERVE_ROWS: usize = 64;
 /// How the fields of one history record (a prv_candidate or an fp_hist) map to a table.
 #[derive(Debug, Clone)]
 pub struct RecordPlan {
+    /// The alert field the records come from (`prv_candidates`, `fp_hists`), for reasons.
+    array: &'static str,
     layout: &'static Layout,
     /// How each field of the record is read.
     reads: Vec<FieldRead>,
@@ -37,18 +39,31 @@ pub struct RecordPlan {
     kind: Option<usize>,
     /// The position of the `candid` field among the record's fields.
     candid_field: Option<usize>,
+    /// The `jd` column, part of every epoch's key.
+    jd: Option<usize>,
 }
 
 impl RecordPlan {
-    /// The plan for records with `fields` (of `schema`) stored in `layout` (by field name).
+    /// The plan for the records of alert field `array`, with `fields` (of `schema`), stored in
+    /// `layout` (by field name).
     #[must_use]
-    pub fn new(schema: &Schema, fields: &[Field], layout: &'static Layout) -> Self {
+    pub fn new(array: &'static str, schema: &Schema, fields: &[Field], layout: &'static Layout) -> Self {
         RecordPlan {
+            array,
             layout,
             reads: fields.iter().map(|f| FieldRead::new(schema, f, layout)).collect(),
             kind: layout.index_of("kind"),
             candid_field: fields.iter().position(|f| f.name == "candid"),
+            jd: layout.index_of("jd"),
         }
+    }
+
+    /// Why the row just packed for record `index` cannot be an epoch, if it cannot: its jd is
+    /// part of the epoch's key in the store, where a NaN (also what a null or absent jd reads
+    /// as) or an infinity would break the key index for every later build.
+    fn bad_jd(&self, row: &[u8], index: usize) -> Option<String> {
+        let jd = self.layout.read_f64(row, self.jd?)?;
+        (!jd.is_finite()).then(|| format!("{}[{index}].jd is {jd}: an epoch needs a finite jd", self.array))
     }
 }
 
@@ -147,7 +162,8 @@ impl CandidateCopy {
 /// What reading history records noticed in their values.
 #[derive(Debug, Default)]
 pub struct Noticed {
-    /// A value that does not fit its column (the alert is then rejected with this reason).
+    /// A value that does not fit its column, or a jd that cannot key an epoch (the alert is then
+    /// rejected with this reason).
     pub problem: Option<String>,
     /// Columns whose string values were cut to the column width.
     pub truncated: Vec<String>,
@@ -155,6 +171,7 @@ pub struct Noticed {
 
 /// Read an array of history records (through a union; null is an empty history) of type
 /// `node`, appending one packed row per record to `out`. Returns how many rows it appended.
+/// A row whose jd cannot key an epoch is noticed as a problem.
 ///
 /// # Errors
 /// The Avro data is broken or breaks a limit.
@@ -174,6 +191,7 @@ pub fn read_records(
         Node::Array(items) => {
             let min_item = schema.min_size(*items);
             let mut total = 0usize;
+            let mut index = 0usize;
             loop {
                 let count = cursor.array_block(min_item)?;
                 if count == 0 {
@@ -185,9 +203,14 @@ pub fn read_records(
                 out.reserve((count.min(RESERVE_ROWS) + 1) * plan.layout.itemsize());
                 for _ in 0..count {
                     cursor.spend()?;
+                    let start = out.len();
                     if read_record(cursor, schema, *items, plan, out, noticed)? {
                         total += 1;
+                        if let Some(reason) = plan.bad_jd(&out[start..], index) {
+                            noticed.problem.get_or_insert(reason);
+                        }
                     }
+                    index += 1;
                 }
             }
         }
@@ -276,7 +299,7 @@ fn pack(layout: &Layout, row: &mut [u8], column: usize, value: Scalar<'_>, notic
             }
         }
         Err(error) => {
-            noticed.problem.get_or_insert_with(|| error.to_string());
+            noticed.problem.get_or_insert_with(|| format!("history: {error}"));
         }
     }
 }

@@ -456,11 +456,11 @@ impl Decoder {
         let fields = self.lightcurves.then(|| history_record_fields(schema, node)).flatten();
         match (fields, count) {
             (Some(fields), _) => {
-                let layout = match table {
-                    Table::Epochs => Layout::epochs(),
-                    Table::Forced => Layout::forced(),
+                let (array, layout) = match table {
+                    Table::Epochs => ("prv_candidates", Layout::epochs()),
+                    Table::Forced => ("fp_hists", Layout::forced()),
                 };
-                Action::History { count, plan: RecordPlan::new(schema, fields, layout), table }
+                Action::History { count, plan: RecordPlan::new(array, schema, fields, layout), table }
             }
             (None, Some(column)) => Action::Count(column),
             (None, None) => Action::Skip,
@@ -538,8 +538,13 @@ impl Decoder {
                 Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
             }
         }
+        if history.is_some() {
+            if let Some(reject) = self.bad_candidate_jd(&row) {
+                problem.get_or_insert(reject);
+            }
+        }
         if let Some(reason) = noticed.problem {
-            problem.get_or_insert(Reject::new("bad-value", format!("history: {reason}")));
+            problem.get_or_insert(Reject::new("bad-value", reason));
         }
         truncated.extend(noticed.truncated.into_iter().map(|column| format!("history.{column}")));
         if let Some(reject) = problem {
@@ -554,6 +559,13 @@ impl Decoder {
             alert.history = Some(self.complete_history(&alert.row, candid, history));
         }
         Ok(alert)
+    }
+
+    /// Why the alert's own detection cannot be an epoch of its light curve, if it cannot: its
+    /// jd keys that epoch (and orders the alert's forced photometry), as a history record's does.
+    fn bad_candidate_jd(&self, row: &[u8]) -> Option<Reject> {
+        let jd = self.layout.read_f64(row, self.columns.jd)?;
+        (!jd.is_finite()).then(|| Reject::new("bad-value", format!("candidate.jd is {jd}: an epoch needs a finite jd")))
     }
 
     /// Add the candidate's own detection row, and put into every row what the alert knows:
