@@ -27,6 +27,52 @@ pub struct History {
 /// History rows reserved at most per array block read.
 const RESERVE_ROWS: usize = 64;
 
+/// Fewest bytes of an alert's datum per history record (its prv_candidates and fp_hists
+/// together). Each record becomes a packed row (an epochs row is 1560 bytes) before any other
+/// limit applies, so records of one byte, or of none, would let a 1 MB alert take 1.5 GB. The
+/// records of the real alerts take at least 87 bytes (a prv_candidate) and 141 (an fp_hist);
+/// 16 leaves room for a leaner writer and holds an alert's rows to about 100 times its bytes.
+pub const MIN_RECORD_BYTES: usize = 16;
+
+/// The history records one alert may carry: one per [`MIN_RECORD_BYTES`] of its datum. Its
+/// length is known only once it is read, so records become rows only while the rest of the
+/// block from the datum's start could hold them; past that they are stepped over and counted,
+/// and [`RecordBound::exceeded`] judges them against the whole datum.
+#[derive(Debug)]
+pub struct RecordBound {
+    /// Records the bytes from the datum's start to the end of its block can hold.
+    most: usize,
+    /// Records seen so far, read or stepped over.
+    records: usize,
+}
+
+impl RecordBound {
+    /// The bound for a datum that starts `bytes` bytes before the end of its block.
+    #[must_use]
+    pub fn new(bytes: usize) -> Self {
+        RecordBound { most: bytes / MIN_RECORD_BYTES, records: 0 }
+    }
+
+    /// Count one more record; whether it may still become a row.
+    fn admit(&mut self) -> bool {
+        self.records = self.records.saturating_add(1);
+        self.records <= self.most
+    }
+
+    /// Why the history is too large for a datum of `bytes` bytes, if it is. Holds whenever a
+    /// record was refused a row, since `bytes` is at most what `most` was worked out from.
+    #[must_use]
+    pub fn exceeded(&self, bytes: usize) -> Option<String> {
+        let records = self.records;
+        (records > bytes / MIN_RECORD_BYTES).then(|| {
+            format!(
+                "history of {records} records in {bytes} bytes: more than one per {MIN_RECORD_BYTES} bytes of alert \
+                 (a real alert's history records take 87 bytes or more)"
+            )
+        })
+    }
+}
+
 /// How the fields of one history record (a prv_candidate or an fp_hist) map to a table.
 #[derive(Debug, Clone)]
 pub struct RecordPlan {
@@ -171,7 +217,8 @@ pub struct Noticed {
 
 /// Read an array of history records (through a union; null is an empty history) of type
 /// `node`, appending one packed row per record to `out`. Returns how many rows it appended.
-/// A row whose jd cannot key an epoch is noticed as a problem.
+/// A row whose jd cannot key an epoch is noticed as a problem; records beyond `bound` are
+/// stepped over, not read.
 ///
 /// # Errors
 /// The Avro data is broken or breaks a limit.
@@ -182,11 +229,12 @@ pub fn read_records(
     plan: &RecordPlan,
     out: &mut Vec<u8>,
     noticed: &mut Noticed,
+    bound: &mut RecordBound,
 ) -> Result<usize, AvroError> {
     match schema.node(node) {
         Node::Union(branches) => {
             let branch = cursor.branch(branches.len())?;
-            read_records(cursor, schema, branches[branch], plan, out, noticed)
+            read_records(cursor, schema, branches[branch], plan, out, noticed, bound)
         }
         Node::Array(items) => {
             let min_item = schema.min_size(*items);
@@ -202,6 +250,10 @@ pub fn read_records(
                 // an allocation).
                 out.reserve((count.min(RESERVE_ROWS) + 1) * plan.layout.itemsize());
                 for _ in 0..count {
+                    if !bound.admit() {
+                        cursor.skip(schema, *items)?; // spends the record's values itself
+                        continue;
+                    }
                     cursor.spend()?;
                     let start = out.len();
                     if read_record(cursor, schema, *items, plan, out, noticed)? {

@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use crate::catalog::{Layout, Packed, Scalar};
 use avro::{AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
 pub use cutout::{Position, StampSpec};
-use history::{CandidateCopy, History, Noticed, RecordPlan};
+use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
 
 /// The three cutouts, in stamp channel order.
 pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
@@ -474,6 +474,8 @@ impl Decoder {
     /// Decode one record. The outer error means the Avro data itself is broken (the rest of the
     /// block cannot be read); the inner one that this alert is rejected for its content.
     fn decode_record(&self, compiled: &Arc<AlertSchema>, cursor: &mut Cursor<'_>, name: &str) -> Result<Result<Alert, Reject>, AvroError> {
+        let start = cursor.position();
+        let mut bound = RecordBound::new(cursor.rest().len());
         let schema = &compiled.schema;
         let fields = schema.record_fields(schema.root).unwrap_or_default();
         let mut row = self.layout.new_row();
@@ -529,7 +531,7 @@ impl Decoder {
                         Table::Epochs => &mut history.epochs,
                         Table::Forced => &mut history.forced,
                     };
-                    let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed)?;
+                    let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed, &mut bound)?;
                     if let Some(column) = count {
                         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
                         self.store(&mut row, *column, Scalar::Int(rows), &mut truncated, &mut problem);
@@ -537,6 +539,10 @@ impl Decoder {
                 }
                 Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
             }
+        }
+        // Before any other reason: past the bound, the history's rows were not all read.
+        if let Some(reason) = bound.exceeded(cursor.position() - start) {
+            return Ok(Err(Reject::new("bad-value", reason)));
         }
         if history.is_some() {
             if let Some(reject) = self.bad_candidate_jd(&row) {

@@ -489,3 +489,22 @@ fn a_non_finite_jd_rejects_its_alert_and_the_store_stays_sound() {
         assert_sound(&dir.path().join("store.zarr"));
     }
 }
+
+#[test]
+fn two_hundred_thousand_tiny_history_records_are_rejected_for_their_bytes() {
+    let prv_candidates = |fields: &str| {
+        let items = format!(r#"{{"type":"record","name":"prv_candidate","fields":[{fields}]}}"#);
+        alert_like_schema(&format!(r#"{{"name":"prv_candidates","type":["null",{{"type":"array","items":{items}}}]}},"#))
+    };
+    // One one-byte field per record (fid 1), or records with no field at all.
+    for (schema, record) in [(prv_candidates(r#"{"name":"fid","type":"int"}"#), long(1)), (prv_candidates(""), Vec::new())] {
+        let mut history = long(1);
+        history.extend(long(200_000));
+        history.extend(record.repeat(200_000));
+        history.push(0);
+        let datum = alert_like_datum_with_cutouts(&history);
+        let file = container(&schema, "null", &[RawBlock::new(1, datum.clone())]);
+        let words = format!("history of 200000 records in {} bytes", datum.len());
+        assert_eq!(rejected_once("tiny.avro", file, "bad-value", &words), 1);
+    }
+}
