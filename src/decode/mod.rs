@@ -491,6 +491,11 @@ impl Decoder {
                 Action::Candid => candid = Some(scalar(cursor, schema, field.node)?),
                 Action::Column(col) => {
                     let value = scalar(cursor, schema, field.node)?;
+                    if *col == self.columns.object_id {
+                        if let Some(reject) = non_ascii_object_id(&value) {
+                            problem.get_or_insert(reject);
+                        }
+                    }
                     self.store(&mut row, *col, value, &mut truncated, &mut problem);
                 }
                 Action::Candidate(map) => {
@@ -648,6 +653,25 @@ impl Decoder {
     }
 }
 
+/// Characters of a rejected objectId shown in the reason: enough for any real one.
+const OBJECT_ID_SHOWN: usize = 32;
+
+/// Why `value`, an alert's objectId, is refused, if it is not ASCII. ZTF objectIds are ASCII
+/// (ZTFyyaaaaaaa), and the light-curve keys hold one byte per character: two ids differing in
+/// one non-ASCII character would share their epochs.
+fn non_ascii_object_id(value: &Scalar<'_>) -> Option<Reject> {
+    let Scalar::Str(bytes) = value else { return None };
+    if bytes.is_ascii() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.chars().take(OBJECT_ID_SHOWN).flat_map(char::escape_default).collect();
+    if text.chars().nth(OBJECT_ID_SHOWN).is_some() {
+        shown.push('…');
+    }
+    Some(Reject::new("bad-value", format!("objectId \"{shown}\" is not ASCII: a ZTF objectId must be ASCII (ZTFyyaaaaaaa)")))
+}
+
 /// The last `chars` characters of `text` (the distinctive end of a long path).
 fn tail_chars(text: &str, chars: usize) -> &str {
     let count = text.chars().count();
@@ -741,6 +765,14 @@ mod tests {
         assert_eq!(tail_chars("abcdef", 3), "def");
         assert_eq!(tail_chars("ab", 3), "ab");
         assert_eq!(tail_chars("ééé", 2), "éé");
+    }
+
+    #[test]
+    fn a_non_ascii_object_id_is_shown_escaped_and_cut() {
+        assert_eq!(non_ascii_object_id(&Scalar::Str(b"ZTF18abcdefg")), None);
+        let long = "\u{e9}".repeat(100);
+        let reason = non_ascii_object_id(&Scalar::Str(long.as_bytes())).unwrap().reason;
+        assert!(reason.starts_with(&format!("objectId \"{}…\" is not ASCII", r"\u{e9}".repeat(OBJECT_ID_SHOWN))), "{reason}");
     }
 
     #[test]

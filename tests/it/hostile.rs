@@ -508,3 +508,29 @@ fn two_hundred_thousand_tiny_history_records_are_rejected_for_their_bytes() {
         assert_eq!(rejected_once("tiny.avro", file, "bad-value", &words), 1);
     }
 }
+
+#[test]
+fn object_ids_that_differ_in_one_non_ascii_character_are_rejected() {
+    // U+00E9 and U+0229 differ only above their low byte: a light-curve key keeps one byte per
+    // character, so these two objects would share their epochs.
+    let ids = ["ZTF18abcd\u{e9}fg", "ZTF18abcd\u{229}fg"];
+    let files: Vec<(&str, Vec<u8>)> = [("e9.avro", 0), ("229.avro", 1)]
+        .into_iter()
+        .zip(ids)
+        .map(|((name, index), id)| (name, edited_alert(index, |fields| *unwrapped(field(fields, "objectId")) = Value::String(id.into()))))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = vec![good_alert()];
+    inputs.extend(files);
+    let built = build(dir.path(), &inputs);
+    assert_eq!((built.written, built.rejected), (1, 2), "{}", built.summary);
+    assert_eq!(built.candids, [synth_config().candid(99)]);
+    assert_eq!(built.rejects.len(), 2, "{}", built.summary);
+    for reject in &built.rejects {
+        let escaped = if reject["source"].as_str().unwrap().ends_with("e9.avro") { r"ZTF18abcd\u{e9}fg" } else { r"ZTF18abcd\u{229}fg" };
+        assert_eq!(reject["kind"], "bad-value", "{reject}");
+        let reason = reject["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("objectId \"{escaped}\" is not ASCII")) && reason.contains("must be ASCII"), "{reason}");
+    }
+    assert_sound(&dir.path().join("store.zarr"));
+}
