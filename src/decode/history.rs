@@ -27,9 +27,57 @@ pub struct History {
 /// History rows reserved at most per array block read.
 const RESERVE_ROWS: usize = 64;
 
+/// Fewest bytes of an alert's datum per history record (its prv_candidates and fp_hists
+/// together). Each record becomes a packed row (an epochs row is 1560 bytes) before any other
+/// limit applies, so records of one byte, or of none, would let a 1 MB alert take 1.5 GB. The
+/// records of the real alerts take at least 87 bytes (a prv_candidate) and 141 (an fp_hist);
+/// 16 leaves room for a leaner writer and holds an alert's rows to about 100 times its bytes.
+pub const MIN_RECORD_BYTES: usize = 16;
+
+/// The history records one alert may carry: one per [`MIN_RECORD_BYTES`] of its datum. Its
+/// length is known only once it is read, so records become rows only while the rest of the
+/// block from the datum's start could hold them; past that they are stepped over and counted,
+/// and [`RecordBound::exceeded`] judges them against the whole datum.
+#[derive(Debug)]
+pub struct RecordBound {
+    /// Records the bytes from the datum's start to the end of its block can hold.
+    most: usize,
+    /// Records seen so far, read or stepped over.
+    records: usize,
+}
+
+impl RecordBound {
+    /// The bound for a datum that starts `bytes` bytes before the end of its block.
+    #[must_use]
+    pub fn new(bytes: usize) -> Self {
+        RecordBound { most: bytes / MIN_RECORD_BYTES, records: 0 }
+    }
+
+    /// Count one more record; whether it may still become a row.
+    fn admit(&mut self) -> bool {
+        self.records = self.records.saturating_add(1);
+        self.records <= self.most
+    }
+
+    /// Why the history is too large for a datum of `bytes` bytes, if it is. Holds whenever a
+    /// record was refused a row, since `bytes` is at most what `most` was worked out from.
+    #[must_use]
+    pub fn exceeded(&self, bytes: usize) -> Option<String> {
+        let records = self.records;
+        (records > bytes / MIN_RECORD_BYTES).then(|| {
+            format!(
+                "history of {records} records in {bytes} bytes: more than one per {MIN_RECORD_BYTES} bytes of alert \
+                 (a real alert's history records take 87 bytes or more)"
+            )
+        })
+    }
+}
+
 /// How the fields of one history record (a prv_candidate or an fp_hist) map to a table.
 #[derive(Debug, Clone)]
 pub struct RecordPlan {
+    /// The alert field the records come from (`prv_candidates`, `fp_hists`), for reasons.
+    array: &'static str,
     layout: &'static Layout,
     /// How each field of the record is read.
     reads: Vec<FieldRead>,
@@ -37,18 +85,31 @@ pub struct RecordPlan {
     kind: Option<usize>,
     /// The position of the `candid` field among the record's fields.
     candid_field: Option<usize>,
+    /// The `jd` column, part of every epoch's key.
+    jd: Option<usize>,
 }
 
 impl RecordPlan {
-    /// The plan for records with `fields` (of `schema`) stored in `layout` (by field name).
+    /// The plan for the records of alert field `array`, with `fields` (of `schema`), stored in
+    /// `layout` (by field name).
     #[must_use]
-    pub fn new(schema: &Schema, fields: &[Field], layout: &'static Layout) -> Self {
+    pub fn new(array: &'static str, schema: &Schema, fields: &[Field], layout: &'static Layout) -> Self {
         RecordPlan {
+            array,
             layout,
             reads: fields.iter().map(|f| FieldRead::new(schema, f, layout)).collect(),
             kind: layout.index_of("kind"),
             candid_field: fields.iter().position(|f| f.name == "candid"),
+            jd: layout.index_of("jd"),
         }
+    }
+
+    /// Why the row just packed for record `index` cannot be an epoch, if it cannot: its jd is
+    /// part of the epoch's key in the store, where a NaN (also what a null or absent jd reads
+    /// as) or an infinity would break the key index for every later build.
+    fn bad_jd(&self, row: &[u8], index: usize) -> Option<String> {
+        let jd = self.layout.read_f64(row, self.jd?)?;
+        (!jd.is_finite()).then(|| format!("{}[{index}].jd is {jd}: an epoch needs a finite jd", self.array))
     }
 }
 
@@ -147,7 +208,8 @@ impl CandidateCopy {
 /// What reading history records noticed in their values.
 #[derive(Debug, Default)]
 pub struct Noticed {
-    /// A value that does not fit its column (the alert is then rejected with this reason).
+    /// A value that does not fit its column, or a jd that cannot key an epoch (the alert is then
+    /// rejected with this reason).
     pub problem: Option<String>,
     /// Columns whose string values were cut to the column width.
     pub truncated: Vec<String>,
@@ -155,6 +217,8 @@ pub struct Noticed {
 
 /// Read an array of history records (through a union; null is an empty history) of type
 /// `node`, appending one packed row per record to `out`. Returns how many rows it appended.
+/// A row whose jd cannot key an epoch is noticed as a problem; records beyond `bound` are
+/// stepped over, not read.
 ///
 /// # Errors
 /// The Avro data is broken or breaks a limit.
@@ -165,15 +229,17 @@ pub fn read_records(
     plan: &RecordPlan,
     out: &mut Vec<u8>,
     noticed: &mut Noticed,
+    bound: &mut RecordBound,
 ) -> Result<usize, AvroError> {
     match schema.node(node) {
         Node::Union(branches) => {
             let branch = cursor.branch(branches.len())?;
-            read_records(cursor, schema, branches[branch], plan, out, noticed)
+            read_records(cursor, schema, branches[branch], plan, out, noticed, bound)
         }
         Node::Array(items) => {
             let min_item = schema.min_size(*items);
             let mut total = 0usize;
+            let mut index = 0usize;
             loop {
                 let count = cursor.array_block(min_item)?;
                 if count == 0 {
@@ -184,10 +250,19 @@ pub fn read_records(
                 // an allocation).
                 out.reserve((count.min(RESERVE_ROWS) + 1) * plan.layout.itemsize());
                 for _ in 0..count {
+                    if !bound.admit() {
+                        cursor.skip(schema, *items)?; // spends the record's values itself
+                        continue;
+                    }
                     cursor.spend()?;
+                    let start = out.len();
                     if read_record(cursor, schema, *items, plan, out, noticed)? {
                         total += 1;
+                        if let Some(reason) = plan.bad_jd(&out[start..], index) {
+                            noticed.problem.get_or_insert(reason);
+                        }
                     }
+                    index += 1;
                 }
             }
         }
@@ -276,7 +351,7 @@ fn pack(layout: &Layout, row: &mut [u8], column: usize, value: Scalar<'_>, notic
             }
         }
         Err(error) => {
-            noticed.problem.get_or_insert_with(|| error.to_string());
+            noticed.problem.get_or_insert_with(|| format!("history: {error}"));
         }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use crate::catalog::{Layout, Packed, Scalar};
 use avro::{AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
 pub use cutout::{Position, StampSpec};
-use history::{CandidateCopy, History, Noticed, RecordPlan};
+use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
 
 /// The three cutouts, in stamp channel order.
 pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
@@ -456,11 +456,11 @@ impl Decoder {
         let fields = self.lightcurves.then(|| history_record_fields(schema, node)).flatten();
         match (fields, count) {
             (Some(fields), _) => {
-                let layout = match table {
-                    Table::Epochs => Layout::epochs(),
-                    Table::Forced => Layout::forced(),
+                let (array, layout) = match table {
+                    Table::Epochs => ("prv_candidates", Layout::epochs()),
+                    Table::Forced => ("fp_hists", Layout::forced()),
                 };
-                Action::History { count, plan: RecordPlan::new(schema, fields, layout), table }
+                Action::History { count, plan: RecordPlan::new(array, schema, fields, layout), table }
             }
             (None, Some(column)) => Action::Count(column),
             (None, None) => Action::Skip,
@@ -474,6 +474,8 @@ impl Decoder {
     /// Decode one record. The outer error means the Avro data itself is broken (the rest of the
     /// block cannot be read); the inner one that this alert is rejected for its content.
     fn decode_record(&self, compiled: &Arc<AlertSchema>, cursor: &mut Cursor<'_>, name: &str) -> Result<Result<Alert, Reject>, AvroError> {
+        let start = cursor.position();
+        let mut bound = RecordBound::new(cursor.rest().len());
         let schema = &compiled.schema;
         let fields = schema.record_fields(schema.root).unwrap_or_default();
         let mut row = self.layout.new_row();
@@ -489,6 +491,11 @@ impl Decoder {
                 Action::Candid => candid = Some(scalar(cursor, schema, field.node)?),
                 Action::Column(col) => {
                     let value = scalar(cursor, schema, field.node)?;
+                    if *col == self.columns.object_id {
+                        if let Some(reject) = non_ascii_object_id(&value) {
+                            problem.get_or_insert(reject);
+                        }
+                    }
                     self.store(&mut row, *col, value, &mut truncated, &mut problem);
                 }
                 Action::Candidate(map) => {
@@ -529,7 +536,7 @@ impl Decoder {
                         Table::Epochs => &mut history.epochs,
                         Table::Forced => &mut history.forced,
                     };
-                    let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed)?;
+                    let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed, &mut bound)?;
                     if let Some(column) = count {
                         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
                         self.store(&mut row, *column, Scalar::Int(rows), &mut truncated, &mut problem);
@@ -538,8 +545,17 @@ impl Decoder {
                 Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
             }
         }
+        // Before any other reason: past the bound, the history's rows were not all read.
+        if let Some(reason) = bound.exceeded(cursor.position() - start) {
+            return Ok(Err(Reject::new("bad-value", reason)));
+        }
+        if history.is_some() {
+            if let Some(reject) = self.bad_candidate_jd(&row) {
+                problem.get_or_insert(reject);
+            }
+        }
         if let Some(reason) = noticed.problem {
-            problem.get_or_insert(Reject::new("bad-value", format!("history: {reason}")));
+            problem.get_or_insert(Reject::new("bad-value", reason));
         }
         truncated.extend(noticed.truncated.into_iter().map(|column| format!("history.{column}")));
         if let Some(reject) = problem {
@@ -554,6 +570,13 @@ impl Decoder {
             alert.history = Some(self.complete_history(&alert.row, candid, history));
         }
         Ok(alert)
+    }
+
+    /// Why the alert's own detection cannot be an epoch of its light curve, if it cannot: its
+    /// jd keys that epoch (and orders the alert's forced photometry), as a history record's does.
+    fn bad_candidate_jd(&self, row: &[u8]) -> Option<Reject> {
+        let jd = self.layout.read_f64(row, self.columns.jd)?;
+        (!jd.is_finite()).then(|| Reject::new("bad-value", format!("candidate.jd is {jd}: an epoch needs a finite jd")))
     }
 
     /// Add the candidate's own detection row, and put into every row what the alert knows:
@@ -630,6 +653,25 @@ impl Decoder {
         let value = f32::from_le_bytes(row.get(offset..offset + 4)?.try_into().ok()?);
         value.is_finite().then_some(value)
     }
+}
+
+/// Characters of a rejected objectId shown in the reason: enough for any real one.
+const OBJECT_ID_SHOWN: usize = 32;
+
+/// Why `value`, an alert's objectId, is refused, if it is not ASCII. ZTF objectIds are ASCII
+/// (ZTFyyaaaaaaa), and the light-curve keys hold one byte per character: two ids differing in
+/// one non-ASCII character would share their epochs.
+fn non_ascii_object_id(value: &Scalar<'_>) -> Option<Reject> {
+    let Scalar::Str(bytes) = value else { return None };
+    if bytes.is_ascii() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.chars().take(OBJECT_ID_SHOWN).flat_map(char::escape_default).collect();
+    if text.chars().nth(OBJECT_ID_SHOWN).is_some() {
+        shown.push('…');
+    }
+    Some(Reject::new("bad-value", format!("objectId \"{shown}\" is not ASCII: a ZTF objectId must be ASCII (ZTFyyaaaaaaa)")))
 }
 
 /// The last `chars` characters of `text` (the distinctive end of a long path).
@@ -725,6 +767,14 @@ mod tests {
         assert_eq!(tail_chars("abcdef", 3), "def");
         assert_eq!(tail_chars("ab", 3), "ab");
         assert_eq!(tail_chars("ééé", 2), "éé");
+    }
+
+    #[test]
+    fn a_non_ascii_object_id_is_shown_escaped_and_cut() {
+        assert_eq!(non_ascii_object_id(&Scalar::Str(b"ZTF18abcdefg")), None);
+        let long = "\u{e9}".repeat(100);
+        let reason = non_ascii_object_id(&Scalar::Str(long.as_bytes())).unwrap().reason;
+        assert!(reason.starts_with(&format!("objectId \"{}…\" is not ASCII", r"\u{e9}".repeat(OBJECT_ID_SHOWN))), "{reason}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ztf2zarr::decode::avro::Header;
 use ztf2zarr::store::StoreReader;
 use ztf2zarr::synth::{synth_alert, synth_record, SynthConfig};
 
-use crate::util::ztf2zarr;
+use crate::util::{assert_sound, ztf2zarr, ztf2zarr_ok};
 
 /// The sync marker of every crafted container.
 pub const SYNC: [u8; 16] = *b"0123456789abcdef";
@@ -273,7 +273,12 @@ fn alert_like_datum(extra: &[u8]) -> Vec<u8> {
 /// once, as `kind`, with a reason containing `words`; returns the reject's record count.
 fn rejected_once(name: &str, file: Vec<u8>, kind: &str, words: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let built = build(dir.path(), &[good_alert(), (name, file)]);
+    records(&rejected_once_in(dir.path(), name, file, kind, words))
+}
+
+/// As [`rejected_once`], building the store in `dir`; returns the reject line.
+fn rejected_once_in(dir: &Path, name: &str, file: Vec<u8>, kind: &str, words: &str) -> serde_json::Value {
+    let built = build(dir, &[good_alert(), (name, file)]);
     assert_eq!(built.code, Some(0));
     assert_eq!(built.written, 1, "{}", built.summary);
     assert_eq!(built.candids, [synth_config().candid(99)]);
@@ -282,7 +287,7 @@ fn rejected_once(name: &str, file: Vec<u8>, kind: &str, words: &str) -> usize {
     assert!(reject["reason"].as_str().unwrap().contains(words), "{reject}");
     assert_eq!(built.rejected, records(reject), "{}", built.summary);
     assert!(built.summary.contains(name), "the summary names the file: {}", built.summary);
-    records(reject)
+    reject.clone()
 }
 
 #[test]
@@ -370,18 +375,36 @@ fn fits_gz(width: &str, height: &str) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-/// Synthetic alert 0 with its science cutout replaced by `stamp`, in a container.
-fn alert_with_science_cutout(stamp: Vec<u8>) -> Vec<u8> {
-    let (json, _) = synth_datum(0);
+/// A top-level field of an alert record.
+fn field<'f>(fields: &'f mut [(String, Value)], name: &str) -> &'f mut Value {
+    &mut fields.iter_mut().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no `{name}` field")).1
+}
+
+/// The value inside a union (or the value itself).
+fn unwrapped(value: &mut Value) -> &mut Value {
+    match value {
+        Value::Union(_, inner) => unwrapped(inner),
+        other => other,
+    }
+}
+
+/// Synthetic alert `index` with `edit` applied to its top-level fields, in a container.
+fn edited_alert(index: usize, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> Vec<u8> {
+    let (json, _) = synth_datum(index);
     let schema = apache_avro::Schema::parse_str(&json).unwrap();
-    let Value::Record(mut fields) = synth_record(&synth_config(), 0) else { panic!("an alert is a record") };
-    let (_, cutout) = fields.iter_mut().find(|(name, _)| name == "cutoutScience").unwrap();
-    let Value::Union(_, record) = cutout else { panic!("cutouts are unions") };
-    let Value::Record(parts) = record.as_mut() else { panic!("a cutout is a record") };
-    parts.iter_mut().find(|(name, _)| name == "stampData").unwrap().1 = Value::Bytes(stamp);
+    let Value::Record(mut fields) = synth_record(&synth_config(), index) else { panic!("an alert is a record") };
+    edit(&mut fields);
     let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build().unwrap();
     let datum = writer.write_value_to_vec(Value::Record(fields)).unwrap();
     container(&json, "null", &[RawBlock::new(1, datum)])
+}
+
+/// Synthetic alert 0 with its science cutout replaced by `stamp`, in a container.
+fn alert_with_science_cutout(stamp: Vec<u8>) -> Vec<u8> {
+    edited_alert(0, |fields| {
+        let Value::Record(parts) = unwrapped(field(fields, "cutoutScience")) else { panic!("a cutout is a record") };
+        parts.iter_mut().find(|(name, _)| name == "stampData").unwrap().1 = Value::Bytes(stamp);
+    })
 }
 
 #[test]
@@ -390,4 +413,124 @@ fn fits_axes_whose_product_overflows_are_a_bad_cutout() {
         let file = alert_with_science_cutout(fits_gz(width, height));
         assert_eq!(rejected_once("fits.avro", file, "bad-cutout", "-pixel limit"), 1);
     }
+}
+
+/// Build `file` onto the store that [`build`] made in `dir`, as a later night; returns the summary.
+fn build_onto(dir: &Path, name: &str, file: Vec<u8>) -> String {
+    let inputs = dir.join("later");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(inputs.join(name), file).unwrap();
+    let store = dir.join("store.zarr");
+    ztf2zarr_ok(["build".as_ref(), inputs.as_os_str(), "-o".as_ref(), store.as_os_str(), "--no-progress".as_ref()])
+}
+
+/// The `stampData` of synthetic alert 0's three cutouts.
+fn synth_stamps() -> Vec<Vec<u8>> {
+    let Value::Record(mut fields) = synth_record(&synth_config(), 0) else { panic!("an alert is a record") };
+    ["cutoutScience", "cutoutTemplate", "cutoutDifference"]
+        .iter()
+        .map(|name| {
+            let Value::Record(parts) = unwrapped(field(&mut fields, name)) else { panic!("a cutout is a record") };
+            match &parts.iter().find(|(part, _)| part == "stampData").unwrap().1 {
+                Value::Bytes(stamp) => stamp.clone(),
+                other => panic!("stampData is {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// A datum of [`alert_like_schema`] with real cutouts, so that only `extra` can make it a reject.
+fn alert_like_datum_with_cutouts(extra: &[u8]) -> Vec<u8> {
+    let mut datum = alert_like_datum(extra);
+    datum.truncate(datum.len() - 3); // the three null cutouts
+    for stamp in synth_stamps() {
+        datum.extend(long(1));
+        datum.extend(long(stamp.len() as i64));
+        datum.extend(stamp);
+    }
+    datum
+}
+
+/// An `fp_hists` array of records holding only a jd, for [`alert_like_schema`].
+const FP_HISTS_OF_JDS: &str = r#"{"name":"fp_hists","type":["null",{"type":"array","items":{"type":"record","name":"fp_hist","fields":[{"name":"jd","type":"double"}]}}]},"#;
+
+/// An alert of [`alert_like_schema`] whose fp_hists hold `jds`.
+fn fp_hists_with_jds(jds: &[f64]) -> Vec<u8> {
+    let mut history = long(1);
+    history.extend(long(jds.len() as i64));
+    history.extend(jds.iter().flat_map(|jd| jd.to_le_bytes()));
+    history.push(0);
+    container(&alert_like_schema(FP_HISTS_OF_JDS), "null", &[RawBlock::new(1, alert_like_datum_with_cutouts(&history))])
+}
+
+#[test]
+fn a_non_finite_jd_rejects_its_alert_and_the_store_stays_sound() {
+    let prv_nan = edited_alert(0, |fields| {
+        let Value::Array(history) = unwrapped(field(fields, "prv_candidates")) else { panic!("prv_candidates is an array") };
+        assert!(history.len() > 3, "alert 0 has {} prv_candidates", history.len());
+        let Value::Record(record) = unwrapped(&mut history[3]) else { panic!("a prv_candidate is a record") };
+        *unwrapped(field(record, "jd")) = Value::Double(f64::NAN);
+    });
+    let candidate_inf = edited_alert(1, |fields| {
+        let Value::Record(candidate) = unwrapped(field(fields, "candidate")) else { panic!("candidate is a record") };
+        *unwrapped(field(candidate, "jd")) = Value::Double(f64::NEG_INFINITY);
+    });
+    let cases = [
+        (prv_nan, "prv_candidates[3].jd is NaN: an epoch needs a finite jd"),
+        (candidate_inf, "candidate.jd is -inf: an epoch needs a finite jd"),
+        (fp_hists_with_jds(&[2_458_451.5, f64::INFINITY]), "fp_hists[1].jd is inf: an epoch needs a finite jd"),
+    ];
+    for (file, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        rejected_once_in(dir.path(), "jd.avro", file, "bad-value", reason);
+        assert_sound(&dir.path().join("store.zarr"));
+        let later = build_onto(dir.path(), "later.avro", synth_alert(&synth_config(), 98));
+        assert_eq!(summary_count(&later, "written"), 1, "{later}");
+        assert_sound(&dir.path().join("store.zarr"));
+    }
+}
+
+#[test]
+fn two_hundred_thousand_tiny_history_records_are_rejected_for_their_bytes() {
+    let prv_candidates = |fields: &str| {
+        let items = format!(r#"{{"type":"record","name":"prv_candidate","fields":[{fields}]}}"#);
+        alert_like_schema(&format!(r#"{{"name":"prv_candidates","type":["null",{{"type":"array","items":{items}}}]}},"#))
+    };
+    // One one-byte field per record (fid 1), or records with no field at all.
+    for (schema, record) in [(prv_candidates(r#"{"name":"fid","type":"int"}"#), long(1)), (prv_candidates(""), Vec::new())] {
+        let mut history = long(1);
+        history.extend(long(200_000));
+        history.extend(record.repeat(200_000));
+        history.push(0);
+        let datum = alert_like_datum_with_cutouts(&history);
+        let file = container(&schema, "null", &[RawBlock::new(1, datum.clone())]);
+        let words = format!("history of 200000 records in {} bytes", datum.len());
+        assert_eq!(rejected_once("tiny.avro", file, "bad-value", &words), 1);
+    }
+}
+
+#[test]
+fn object_ids_that_differ_in_one_non_ascii_character_are_rejected() {
+    // U+00E9 and U+0229 differ only above their low byte: a light-curve key keeps one byte per
+    // character, so these two objects would share their epochs.
+    let ids = ["ZTF18abcd\u{e9}fg", "ZTF18abcd\u{229}fg"];
+    let files: Vec<(&str, Vec<u8>)> = [("e9.avro", 0), ("229.avro", 1)]
+        .into_iter()
+        .zip(ids)
+        .map(|((name, index), id)| (name, edited_alert(index, |fields| *unwrapped(field(fields, "objectId")) = Value::String(id.into()))))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut inputs = vec![good_alert()];
+    inputs.extend(files);
+    let built = build(dir.path(), &inputs);
+    assert_eq!((built.written, built.rejected), (1, 2), "{}", built.summary);
+    assert_eq!(built.candids, [synth_config().candid(99)]);
+    assert_eq!(built.rejects.len(), 2, "{}", built.summary);
+    for reject in &built.rejects {
+        let escaped = if reject["source"].as_str().unwrap().ends_with("e9.avro") { r"ZTF18abcd\u{e9}fg" } else { r"ZTF18abcd\u{229}fg" };
+        assert_eq!(reject["kind"], "bad-value", "{reject}");
+        let reason = reject["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("objectId \"{escaped}\" is not ASCII")) && reason.contains("must be ASCII"), "{reason}");
+    }
+    assert_sound(&dir.path().join("store.zarr"));
 }
