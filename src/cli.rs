@@ -67,9 +67,10 @@ counted as duplicates, not written. Bad packets are rejected with a reason (list
 and in STORE/rejects/, one log per build); the build still succeeds unless --strict is given.
 
 Light curves: every stored alert's history (prv_candidates, its own candidate, and fp_hists in
-schema 4.x) goes into STORE/lightcurves/, each epoch of an object once (detections by candid,
-upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid, whose values come from
-the latest alert that carried it), with an object index and each alert's own history
+schema 4.x) goes into STORE/lightcurves/ as tables of columns, each version of an epoch once
+(detections by candid, upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid;
+a packet that carries other values for an epoch adds a row, nothing is rewritten), with an
+object index and each alert's own history, exactly the values its packet carried
 (docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
 
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows

@@ -146,7 +146,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     out
 }
 
-/// What the build added to the light curves, and how many stored forced epochs a later alert revised.
+/// What the build added to the light curves: new keys, and new versions of stored ones.
 fn lightcurve_line(out: &mut String, rows: &lightcurves::Counts) {
     let _ = writeln!(
         out,

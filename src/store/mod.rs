@@ -10,9 +10,9 @@
 //! 1. under the store's lock, a marker `.ztf2zarr/pending.json` says a write is in progress and
 //!    which chunks it may add;
 //! 2. new chunk objects are written past the committed rows (no reader looks there), and the
-//!    incomplete last chunk is rewritten with its visible rows unchanged; a committed chunk whose
-//!    rows change (forced photometry revised by a later alert) is first copied to a backup the
-//!    marker names, and put back from it if the change does not commit;
+//!    incomplete last chunk is rewritten with its visible rows unchanged (no committed row ever
+//!    changes: a revised light-curve epoch is a new row; the backups that markers of earlier
+//!    releases name are still put back);
 //! 3. this build's candid run, light-curve key blocks and rejects log (new objects no committed
 //!    metadata names);
 //! 4. every array's `.zarray`/`.zattrs`, other groups', the root `.zattrs`;
