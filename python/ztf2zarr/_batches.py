@@ -7,6 +7,9 @@ at random from all of them and the next chunk is read when it runs low. So every
 from the rows of at least as many chunks as the buffer holds, every selected row comes out
 once, and only the worker's last batch can be short. Random single-row reads, by contrast,
 decompress a whole chunk per row (about 1 ms each in zarr-python 3).
+
+With `history=`, each batch also carries every sample's own light-curve history (the epochs its
+own packet carried, never one from its future) as fixed-size arrays a model takes as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from ._store import Chunk, Store
 #: Default shuffle-buffer size in MB (10**6 bytes): with 21×21 stamps about 48,000 rows, 48 chunks
 #: of 1,000 rows.
 DEFAULT_BUFFER_MB = 256
+#: The light-curve columns of `batches(…, history=True)`.
+DEFAULT_HISTORY = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim")
+#: Names a batch gives its own arrays, which no catalog column may take.
+_RESERVED = ("stamps", "row", "history", "history_length", "history_mask")
 
 
 def epoch_chunks(chunks: Sequence[int], seed: int, epoch: int) -> np.ndarray:
@@ -77,10 +84,51 @@ def _check_columns(store: Store, columns) -> tuple:
     unknown = [c for c in columns if c not in store.columns]
     if unknown:
         raise ValueError(f"{store.path}: no catalog column {', '.join(map(repr, unknown))}")
-    clash = [c for c in columns if c in ("stamps", "row")]
+    clash = [c for c in columns if c in _RESERVED]
     if clash:
         raise ValueError(f"column name {clash[0]!r} is reserved for the batch itself")
     return tuple(dict.fromkeys(("label_code", *columns)))
+
+
+class _Histories:
+    """Each sample's own light-curve history (`lightcurves/alerts` → `history_epochs`), as
+    arrays of one shape for the whole batch: the `length` most recent epochs by jd, padded with
+    zeros after them, and a mask of the real ones. Only the alert's own packet is read, so a
+    sample never sees an epoch from its future."""
+
+    def __init__(self, store: Store, columns, length: int, relative_time: bool):
+        from ._lightcurves import LightCurves
+
+        if length < 1:
+            raise ValueError(f"history_len must be at least 1, not {length}")
+        self.curves = LightCurves(store)  # ValueError for a store without light curves
+        self.columns = (columns,) if isinstance(columns, str) else tuple(columns)
+        dtypes = self.curves.dtypes("epochs")
+        unknown = [c for c in self.columns if c not in dtypes]
+        if unknown or not self.columns:
+            raise ValueError(f"{store.path}: history columns must be columns of lightcurves/epochs, not {unknown or 'none'}")
+        strings = [c for c in self.columns if dtypes[c].kind not in "biuf"]
+        if strings:
+            raise ValueError(f"history column {strings[0]!r} holds strings; the history array is float32")
+        self.length = length
+        self.relative_time = relative_time
+
+    def add_to(self, batch: dict, alert_jd: np.ndarray | None):
+        """Put `history`, `history_length` and `history_mask` into `batch`."""
+        size = len(batch["row"])
+        read = tuple(dict.fromkeys((*self.columns, "jd")))  # jd orders the epochs
+        values = np.zeros((size, self.length, len(self.columns)), np.float32)
+        mask = np.zeros((size, self.length), bool)
+        lengths = np.zeros(size, np.int64)
+        for i, rows in enumerate(self.curves.histories(batch["row"], "epochs", columns=read)):
+            recent = rows[np.argsort(rows["jd"], kind="stable")][-self.length :]
+            for j, name in enumerate(self.columns):
+                column = recent[name].astype(np.float64)
+                # float32 cannot hold an absolute jd to better than a quarter of a day.
+                values[i, : len(recent), j] = column - alert_jd[i] if self.relative_time and name == "jd" else column
+            mask[i, : len(recent)] = True
+            lengths[i] = len(recent)
+        batch.update(history=values, history_length=lengths, history_mask=mask)
 
 
 class _Spare:
@@ -225,6 +273,9 @@ def batches(
     prefetch: int = 2,
     engine: str = "auto",
     storage_options: dict | None = None,
+    history=None,
+    history_len: int = 64,
+    history_relative_time: bool = False,
 ) -> Iterator[dict]:
     """Shuffled batches of one epoch of a ztf2zarr store, reading each chunk once.
 
@@ -245,6 +296,14 @@ def batches(
     - `storage_options`: for a store named by URL (`s3://bucket/x.zarr`, `gs://…`, `az://…`),
       the fsspec file system's options, e.g. `{"endpoint_url": …, "key": …, "secret": …}` for
       s3fs (None: fsspec's defaults, which read the usual environment variables).
+    - `history`: light-curve columns of `lightcurves/epochs` to add each sample's own history
+      as (True: `DEFAULT_HISTORY`; None: no history). The batch then also holds `history`
+      (B, `history_len`, k) float32: the sample's `history_len` most recent epochs by jd, from
+      its own packet only (values as stored, NaN where missing), padded with 0 after them;
+      `history_length` (B,) int64, the epochs kept; `history_mask` (B, `history_len`) bool,
+      True for each real epoch.
+    - `history_relative_time`: give `jd` in the history as jd − the alert's own jd (days, ≤ 0),
+      which float32 holds to the second; an absolute jd in float32 is rounded to 0.25 day.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -252,6 +311,12 @@ def batches(
         raise ValueError(f"buffer_mb must be positive, not {buffer_mb}")
     store = _open(store, engine, storage_options)
     fields = _check_columns(store, columns)
+    histories = None
+    if history is not None and history is not False:
+        histories = _Histories(store, DEFAULT_HISTORY if history is True else history, history_len, history_relative_time)
+    # Relative time needs each alert's own jd, read with the catalog fields even if not asked for.
+    drop_jd = histories is not None and history_relative_time and "jd" not in fields
+    fields = (*fields, "jd") if drop_jd else fields
     chunks, local, codes = _selection(store, split, labels)
     mine = worker_chunks(epoch_chunks(chunks, seed, epoch), worker, num_workers)
     if len(mine) == 0:
@@ -267,12 +332,21 @@ def batches(
                 buffer.empty()
             buffer.add(chunk, None if codes is None else np.isin(chunk.fields["label_code"], codes))
             while buffer.n >= buffer.capacity:
-                yield buffer.take(batch_size, rng)
+                yield _finish(buffer.take(batch_size, rng), histories, drop_jd)
         while buffer.n > 0:
-            yield buffer.take(min(batch_size, buffer.n), rng)
+            yield _finish(buffer.take(min(batch_size, buffer.n), rng), histories, drop_jd)
     finally:
         if buffer is not None:
             _spare.give_back(key, buffer)
+
+
+def _finish(batch: dict, histories: _Histories | None, drop_jd: bool) -> dict:
+    """The batch with its samples' histories, without the jd read only for them."""
+    if histories is not None:
+        histories.add_to(batch, batch["jd"] if "jd" in batch else None)
+    if drop_jd:
+        del batch["jd"]
+    return batch
 
 
 def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 256, columns: Sequence[str] = (),

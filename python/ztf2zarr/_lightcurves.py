@@ -28,8 +28,13 @@ _ALERT_COLUMNS = ("alert_jd", "alert_candid")
 #: Within one object, the columns that tell its epochs apart (objectId is the object's own):
 #: a detection by candid, an upper limit by (jd, fid), a forced epoch by (jd, fid, pid).
 _KEY_COLUMNS = {"epochs": ("kind", "candid", "jd", "fid"), "forced": ("jd", "fid", "pid")}
-#: Decoded chunks kept per column, so alerts read one after another share their chunks.
+#: Decoded chunks kept per column at most, so alerts read one after another share their chunks.
 DEFAULT_CACHE_CHUNKS = 8
+#: The decoded chunks kept per table at most, in MB. A numeric column's chunk is about 1 MB and
+#: a table has up to 72 columns, so a count alone could keep hundreds of MB.
+DEFAULT_CACHE_MB = 64
+#: Bytes a decoded string is taken to hold (a pointer and a short str), for the cache's budget.
+_STRING_BYTES = 64
 
 
 class _ChunkCache(OrderedDict):
@@ -51,9 +56,8 @@ class _Table:
     group's `columns` attribute; the previous release wrote one structured array, which is read
     whole and cut into columns here, so both look the same to the reader."""
 
-    def __init__(self, store: Store, name: str, cache_chunks: int):
+    def __init__(self, store: Store, name: str, cache_chunks: int, cache_mb: float):
         self.name = name
-        self._cache_chunks = cache_chunks
         self._caches: dict = {}
         if store.node(name) == "group":
             order = store.node_attrs(name).get("columns")
@@ -67,6 +71,8 @@ class _Table:
         self.columns = tuple(self._arrays) if self.structured is None else tuple(self.structured.dtype.names)
         first = self.structured if self.structured is not None else self._arrays[self.columns[0]]
         self.length = first.shape[0]
+        self._cache_chunks = _cache_limit([self.structured] if self.structured is not None else list(self._arrays.values()),
+                                          cache_chunks, cache_mb)
 
     def check(self, columns) -> tuple:
         """`columns` (None: all of them, in table order) as a tuple, each one of this table's."""
@@ -86,9 +92,25 @@ class _Table:
             return {c: values[c] for c in columns}
         return {c: _take(self._caches, c, self._arrays[c], rows, self._cache_chunks) for c in columns}
 
+    def dtypes(self) -> dict:
+        if self.structured is not None:
+            return {c: self.structured.dtype.fields[c][0] for c in self.columns}
+        return {c: np.dtype(self._arrays[c].dtype) for c in self.columns}
+
     def read(self, columns) -> dict:
         """column → every value of the column."""
         return self.take(np.arange(self.length, dtype=np.int64), columns)
+
+
+def _cache_limit(arrays: list, cache_chunks: int, cache_mb: float) -> int:
+    """Chunks to keep per array so that `arrays` together keep at most `cache_mb` (and each
+    at most `cache_chunks`), and at least one: the one the last read used."""
+    def chunk_bytes(array) -> int:
+        itemsize = _STRING_BYTES if np.dtype(array.dtype).kind in "OT" else np.dtype(array.dtype).itemsize
+        return int(np.prod(array.chunks)) * itemsize
+
+    total = sum(chunk_bytes(a) for a in arrays) or 1
+    return max(1, min(cache_chunks, int(cache_mb * 1e6) // total))
 
 
 def _take(caches: dict, key, array, rows: np.ndarray, limit: int) -> np.ndarray:
@@ -107,24 +129,28 @@ class LightCurves:
     >>> lc.curve("ZTF18abcdefg", columns=["jd", "magpsf"])  # only these columns are read
     >>> lc.history(5)                                     # the rows catalog row 5's packet carried
     >>> lc.history(5, table="forced")                     # its forced photometry (schema 4.x)
+
+    Decoded chunks are kept for the next read (at most `cache_chunks` per column and
+    `cache_mb` per table), so alerts or objects read one after another share their chunks.
     """
 
-    def __init__(self, store, engine: str = "auto", storage_options: dict | None = None, cache_chunks: int = DEFAULT_CACHE_CHUNKS):
+    def __init__(self, store, engine: str = "auto", storage_options: dict | None = None,
+                 cache_chunks: int = DEFAULT_CACHE_CHUNKS, cache_mb: float = DEFAULT_CACHE_MB):
         self.store = store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
         if self.store.node(GROUP) is None:
             raise ValueError(
                 f"{self.store.path}: no light curves in this store (it was built with --no-lightcurves, "
                 "or by a ztf2zarr without them; rebuild it to get them)"
             )
-        self._tables = {name: _Table(self.store, f"{GROUP}/{name}", cache_chunks) for name in TABLES}
-        self._alerts = _Table(self.store, f"{GROUP}/alerts", cache_chunks)
+        self._cache = (cache_chunks, cache_mb)
+        self._tables = {name: _Table(self.store, f"{GROUP}/{name}", *self._cache) for name in TABLES}
+        self._alerts = _Table(self.store, f"{GROUP}/alerts", *self._cache)
         # Plain 1-D arrays of table rows, in both layouts.
         self._history = {name: self.store.array(f"{GROUP}/history_{name}") for name in TABLES}
         self._history_caches: dict = {}
         self.rows = self.store.rows
         if self._alerts.length != self.rows:
             raise ValueError(f"{self.store.path}: {GROUP}/alerts has {self._alerts.length} rows, the catalog {self.rows}")
-        self._cache_chunks = cache_chunks
         self._index = None
 
     @property
@@ -135,6 +161,11 @@ class LightCurves:
     def columns(self, table: str = "epochs") -> tuple:
         """The column names of `table`, in table order."""
         return self._table(table).columns
+
+    def dtypes(self, table: str = "epochs") -> dict:
+        """column → the numpy dtype it is stored with (object or StringDType for strings of
+        this release's layout, `<U` for the previous release's)."""
+        return self._table(table).dtypes()
 
     # ---- one object's curve ----
 
@@ -180,7 +211,7 @@ class LightCurves:
     def _object_index(self):
         """The object index read once: objectIds sorted, the ranges, and the sorting order."""
         if self._index is None:
-            objects = _Table(self.store, f"{GROUP}/objects", self._cache_chunks)
+            objects = _Table(self.store, f"{GROUP}/objects", *self._cache)
             ranges = objects.read(("objectId", "table", "start", "count"))
             ids = _fixed_width(ranges["objectId"])
             order = np.argsort(ids, kind="stable")
@@ -215,7 +246,8 @@ class LightCurves:
         start_column, count_column = _HISTORY_COLUMNS[table]
         where = self._alerts.take(np.asarray([self._row(r) for r in rows], dtype=np.int64), (start_column, count_column))
         starts, counts = where[start_column].astype(np.int64), where[count_column].astype(np.int64)
-        flat = _take(self._history_caches, table, self._history[table], _spans(starts, counts), self._cache_chunks)
+        history = self._history[table]
+        flat = _take(self._history_caches, table, history, _spans(starts, counts), _cache_limit([history], *self._cache))
         return flat.astype(np.int64), counts
 
     # ---- checks ----

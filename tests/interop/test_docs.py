@@ -49,18 +49,26 @@ def test_training_doc_examples_run(binary, tmp_path):
     namespace = _run_doc(doc, binary, tmp_path)
     assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
     assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
+    assert namespace["sequence"].shape[1:] == (16, 5) and namespace["mask"].any()  # batches with history
 
 
 def test_lightcurves_doc_examples_run(binary, tmp_path):
     doc = REPO / "docs" / "lightcurves.md"
     assert [c[1] for c in _shell_commands(doc)] == ["build"]
     namespace = _run_doc(doc, binary, tmp_path)
-    curve, curve_df = namespace["curve"], namespace["curve_df"]
+    curve, latest_df = namespace["curve"], namespace["latest_df"]
+    every, curve_df = namespace["every_version"], namespace["curve_df"]
     assert len(curve) > 0 and (curve["objectId"] == namespace["object_id"]).all()
-    assert list(curve_df["jd"]) == list(curve["jd"]) and list(curve_df["candid"]) == list(curve["candid"])
+    # pandas' latest versions are the reader's, and every version is every version, row for row.
+    for name in ("jd", "candid", "alert_candid"):
+        assert list(latest_df[name]) == list(curve[name]) and list(curve_df[name]) == list(every[name]), name
     history, history_df = namespace["history"], namespace["history_df"]
     assert len(history) > 0 and list(history_df["jd"]) == list(history["jd"])
-    assert len(namespace["histories"]) == 32
+    assert list(history_df["alert_candid"]) == list(history["alert_candid"])
+    assert len(namespace["histories"]) == 32 and namespace["histories"][0].dtype.names == ("jd", "fid", "magpsf")
+    table = namespace["table"]  # xarray's
+    assert list(table.columns) == list(namespace["lc"].columns("epochs")) and len(table) == len(namespace["epochs"])
+    assert len(namespace["r_band_mags"]) == int((namespace["epochs"].fid == 2).sum())
 
 
 def _doc_columns(doc_text: str, heading: str) -> list[str]:

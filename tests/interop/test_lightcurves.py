@@ -242,22 +242,19 @@ def _window(starts, counts, i) -> slice:
     return slice(int(starts[i]), int(starts[i]) + int(counts[i]))
 
 
-def _missing_attr(dtype: str) -> str:
-    kind = np.dtype("O" if dtype == "str" else dtype).kind
-    return "NaN" if kind == "f" else str(np.iinfo(np.dtype(dtype)).min) if kind == "i" else ""
-
-
 def check_layout(t: Tables):
     """Each table is a group whose `columns` attribute lists its columns in schema order; each
     column a 1-D array of the table's length: numbers zstd + shuffle in chunks of about 1 MB,
     strings variable-length UTF-8 in chunks of 64 × the catalog's chunk rows; each named by its
-    dimension, described, with its missing value."""
+    dimension, described, with its missing value (the schema's for epochs and forced; the index
+    tables never miss a value, so theirs is only stated)."""
     chunk_rows = t.root["catalog"].chunks[0]
     for name, dimension in DIMENSIONS.items():
         if name in INDEX_COLUMNS:
-            wanted = INDEX_COLUMNS[name]
+            wanted, missing = INDEX_COLUMNS[name], {}
         else:
             wanted = {c.name: "str" if c.is_string else c.dtype for c in COLUMNS[name]}
+            missing = {c.name: c.missing for c in COLUMNS[name]}
         folder = t.store / "lightcurves" / name
         assert ztfref.read_json(folder / ".zgroup") == {"zarr_format": 2}
         attrs = ztfref.read_json(folder / ".zattrs")
@@ -280,7 +277,7 @@ def check_layout(t: Tables):
             column_attrs = ztfref.read_json(folder / column / ".zattrs")
             assert column_attrs["_ARRAY_DIMENSIONS"] == [dimension], (name, column)
             assert isinstance(column_attrs["description"], str) and column_attrs["description"], (name, column)
-            assert str(column_attrs["missing"]) == _missing_attr(dtype), (name, column, column_attrs["missing"])
+            assert str(column_attrs["missing"]) == missing.get(column, str(column_attrs["missing"])), (name, column)
         assert len(lengths) == 1, f"{name}: columns of lengths {sorted(lengths)}"
     for name in ("history_epochs", "history_forced"):
         meta = ztfref.read_json(t.store / "lightcurves" / name / ".zarray")
@@ -811,7 +808,7 @@ def test_pandas_reads_the_columns(lc_store):
 
 
 def test_xarray_opens_each_table_as_a_dataset(lc_store):
-    xr = pytest.importorskip("xarray")
+    import xarray as xr  # both test environments have it (2025.1.2 is the last to read zarr-python 2)
 
     store, t, _ = lc_store
     for name in TABLES:
@@ -967,6 +964,50 @@ def test_module_functions_and_errors(real_lc, engine):
             call()
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-jd", "relative-jd"])
+def test_batches_carry_each_samples_own_history(lc_store, relative):
+    """batches(history=…) gives each sample the most recent epochs of its own packet's history,
+    sorted by jd, padded with zeros, with its length and mask; jd − the alert's jd with
+    history_relative_time. Every row comes out once per epoch, as without history."""
+    store, t, ref = lc_store
+    columns, length = ("jd", "fid", "magpsf", "diffmaglim"), 8
+    seen, lengths = [], set()
+    for batch in ztf2zarr.batches(store, batch_size=64, seed=1, history=columns, history_len=length,
+                                  history_relative_time=relative):
+        size = len(batch["row"])
+        assert batch["history"].shape == (size, length, len(columns)) and batch["history"].dtype == np.float32
+        assert batch["history_mask"].shape == (size, length) and batch["history_mask"].dtype == bool
+        assert "jd" not in batch  # read for relative time only, not handed out
+        for i, row in enumerate(batch["row"].tolist()):
+            carried = [ref.rows["epochs"][v] for v in ref.history["epochs"][row]]
+            recent = sorted(carried, key=lambda v: v["jd"])[-length:]  # stable: packet order at equal jd
+            n = len(recent)
+            assert batch["history_length"][i] == n and batch["history_mask"][i].tolist() == [True] * n + [False] * (length - n)
+            alert_jd = float(t.catalog["jd"][row])
+            want = np.zeros((length, len(columns)), np.float32)
+            for j, name in enumerate(columns):
+                want[:n, j] = [v[name] - alert_jd if relative and name == "jd" else v[name] for v in recent]
+            assert np.array_equal(batch["history"][i], want, equal_nan=True), row
+            assert (batch["history"][i, :n, 0] <= (0 if relative else np.float32(alert_jd))).all()  # nothing from its future
+            lengths.add(n)
+        seen += batch["row"].tolist()
+    assert sorted(seen) == list(range(len(t.catalog)))
+    assert length in lengths and min(lengths) < length, lengths
+
+
+def test_batches_history_refuses_what_it_cannot_give(lc_store, tmp_path, binary, data_root):
+    store, _, _ = lc_store
+    for options in ({"history": ["kind"]}, {"history": ["flux"]}, {"history": True, "history_len": 0}, {"history": []}):
+        with pytest.raises(ValueError):
+            next(ztf2zarr.batches(store, **options))
+    assert next(ztf2zarr.batches(store, history=True))["history"].shape[1:] == (64, len(ztf2zarr.DEFAULT_HISTORY))
+    plain = tmp_path / "plain.zarr"
+    run(binary, ["build", NIGHT_1, "-o", plain, "--no-progress", "--no-lightcurves"], data_root).check()
+    assert "history" not in next(ztf2zarr.batches(plain))
+    with pytest.raises(ValueError, match="no light curves"):
+        next(ztf2zarr.batches(plain, history=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # 6: a store of the previous release (one structured array per table)
 
@@ -1042,7 +1083,7 @@ def test_writing_to_a_previous_release_store_is_refused(old_store, binary, data_
     before = local_files(store)
     r = run(binary, ["build", NIGHT_2, "-o", store, "--no-progress"], data_root)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert re.search(r"rebuild", r.stderr, re.I) and re.search(r"new store", r.stderr, re.I), r.stderr
+    assert re.search(r"earlier ztf2zarr", r.stderr, re.I) and re.search(r"build a new store", r.stderr, re.I), r.stderr
     assert local_files(store) == before
 
 

@@ -56,7 +56,17 @@ def test_consolidated_metadata_matches_the_array_files(real_default):
         "lightcurves/.zgroup",
         "lightcurves/.zattrs",
     }
-    for name in ["epochs", "forced", "objects", "alerts", "history_epochs", "history_forced"]:
+    # The light-curve tables are groups of one array per column; the history arrays plain arrays.
+    table_columns = {
+        "epochs": [c.name for c in ztfref.table_columns("epochs.tsv")],
+        "forced": [c.name for c in ztfref.table_columns("forced.tsv")],
+        "objects": ["objectId", "table", "start", "count"],
+        "alerts": ["history_start", "history_count", "forced_start", "forced_count"],
+    }
+    for name, columns in table_columns.items():
+        expected_keys |= {f"lightcurves/{name}/.zgroup", f"lightcurves/{name}/.zattrs"}
+        expected_keys |= {f"lightcurves/{name}/{c}/{key}" for c in columns for key in (".zarray", ".zattrs")}
+    for name in ["history_epochs", "history_forced"]:
         expected_keys |= {f"lightcurves/{name}/.zarray", f"lightcurves/{name}/.zattrs"}
     assert set(meta) == expected_keys
     for key in expected_keys:
