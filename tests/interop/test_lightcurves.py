@@ -1087,6 +1087,29 @@ def test_writing_to_a_previous_release_store_is_refused(old_store, binary, data_
     assert local_files(store) == before
 
 
+#: A store written by the previous release itself (tests/fixtures/README.md says how).
+PREVIOUS_RELEASE_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "structured-lightcurves.zarr"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reader_reads_the_store_the_previous_release_wrote(engine, tmp_path):
+    """The fixture made by the previous release's binary reads through the same calls: every
+    object's curve, and every alert's history exactly as long as its entries say."""
+    store = shutil.copytree(PREVIOUS_RELEASE_FIXTURE, tmp_path / "fixture.zarr")
+    lc = ztf2zarr.LightCurves(store, engine=engine)
+    assert not lc.columnar and lc.objects.size > 0
+    root = open_root(store)
+    epochs = root["lightcurves/epochs"][:]
+    for object_id in lc.objects.tolist():
+        curve = lc.curve(object_id, columns=["jd", "magpsf"])
+        assert curve.dtype.names == ("jd", "magpsf") and np.all(np.diff(curve["jd"]) >= 0)
+        assert len(curve) == int(np.sum(epochs["objectId"] == object_id))
+    alerts = root["lightcurves/alerts"][:]
+    histories = lc.histories(range(lc.rows))
+    assert [len(h) for h in histories] == alerts["history_count"].tolist()
+    assert all(set(h["objectId"].tolist()) <= {oid} for h, oid in zip(histories, root["catalog"][:]["objectId"].tolist()))
+
+
 # ----------------------------------------------------------------------------------------------
 # 7: --no-lightcurves
 
