@@ -389,7 +389,7 @@ fn unwrapped(value: &mut Value) -> &mut Value {
 }
 
 /// Synthetic alert `index` with `edit` applied to its top-level fields, in a container.
-fn edited_alert(index: usize, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> Vec<u8> {
+pub fn edited_alert(index: usize, edit: impl FnOnce(&mut Vec<(String, Value)>)) -> Vec<u8> {
     let (json, _) = synth_datum(index);
     let schema = apache_avro::Schema::parse_str(&json).unwrap();
     let Value::Record(mut fields) = synth_record(&synth_config(), index) else { panic!("an alert is a record") };

@@ -201,28 +201,22 @@ fn a_store_of_the_structured_layout_reads_and_refuses_writes_untouched() {
     assert!(crate::util::tree_bytes(&store) == before, "a refused command changed the store");
 }
 
-/// A synthetic alert whose `prv_candidates` get one more entry: a copy of entry `from` with
-/// `change` applied (a conflicting copy of the same candid).
-fn with_conflicting_copy(index: usize, from: usize, change: impl Fn(&mut Vec<(String, apache_avro::types::Value)>)) -> Vec<u8> {
+/// A synthetic alert whose `prv_candidates` get one more entry: a copy of its first detection
+/// with `change` applied (a conflicting copy of the same candid).
+fn with_conflicting_copy(index: usize, change: impl Fn(&mut Vec<(String, apache_avro::types::Value)>)) -> Vec<u8> {
     use apache_avro::types::Value;
-    let (schema_json, _) = crate::hostile::synth_datum(index);
-    let schema = apache_avro::Schema::parse_str(&schema_json).unwrap();
-    let config = ztf2zarr::synth::SynthConfig { count: 100, ..ztf2zarr::synth::SynthConfig::default() };
-    let Value::Record(mut fields) = ztf2zarr::synth::synth_record(&config, index) else { panic!("an alert is a record") };
-    let (_, prv) = fields.iter_mut().find(|(name, _)| name == "prv_candidates").unwrap();
-    let Value::Union(branch, list) = prv else { panic!("prv_candidates is a union: {prv:?}") };
-    let Value::Array(entries) = list.as_mut() else { panic!("prv_candidates holds an array (branch {branch})") };
-    let detections: Vec<usize> = (0..entries.len())
-        .filter(|i| {
-            let Value::Record(entry) = &entries[*i] else { return false };
+    crate::hostile::edited_alert(index, |fields| {
+        let (_, prv) = fields.iter_mut().find(|(name, _)| name == "prv_candidates").unwrap();
+        let Value::Union(_, list) = prv else { panic!("prv_candidates is a union: {prv:?}") };
+        let Value::Array(entries) = list.as_mut() else { panic!("prv_candidates holds an array") };
+        let is_detection = |entry: &Value| {
+            let Value::Record(entry) = entry else { return false };
             entry.iter().any(|(name, value)| name == "candid" && matches!(value, Value::Union(_, v) if !matches!(**v, Value::Null)))
-        })
-        .collect();
-    let Value::Record(mut copy) = entries[detections[from]].clone() else { unreachable!() };
-    change(&mut copy);
-    entries.push(Value::Record(copy));
-    let datum = apache_avro::to_avro_datum(&schema, Value::Record(fields)).unwrap();
-    crate::hostile::container(&schema_json, "null", &[crate::hostile::RawBlock::new(1, datum)])
+        };
+        let Some(Value::Record(mut copy)) = entries.iter().find(|e| is_detection(e)).cloned() else { panic!("a detection in the history") };
+        change(&mut copy);
+        entries.push(Value::Record(copy));
+    })
 }
 
 #[test]
@@ -240,8 +234,8 @@ fn a_candid_carried_with_conflicting_values_is_another_version_and_verify_agrees
             }
         }
     };
-    std::fs::write(inputs.join("a.avro"), with_conflicting_copy(3, 0, shift_jd)).unwrap();
-    std::fs::write(inputs.join("b.avro"), with_conflicting_copy(40, 0, |_| {})).unwrap();
+    std::fs::write(inputs.join("a.avro"), with_conflicting_copy(3, shift_jd)).unwrap();
+    std::fs::write(inputs.join("b.avro"), with_conflicting_copy(40, |_| {})).unwrap();
     let store = dir.path().join("s.zarr");
     let summary = build(&store, std::slice::from_ref(&inputs), &[]);
     assert!(summary.contains("written     2 alerts"), "{summary}");
