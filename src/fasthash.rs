@@ -42,21 +42,19 @@ impl Hasher for MixHasher {
 /// value sets of one key collide with probability about 2^-64.
 #[must_use]
 pub fn digest(bytes: &[u8]) -> u64 {
-    const K0: u64 = 0x9e37_79b9_7f4a_7c15;
-    const K1: u64 = 0xc2b2_ae3d_27d4_eb4f;
+    const KEYS: [(u64, u32); 2] = [(0x9e37_79b9_7f4a_7c15, 31), (0xc2b2_ae3d_27d4_eb4f, 29)];
     let mut lanes = [bytes.len() as u64 ^ 0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344];
+    let mut mix = |pair: &[u8]| {
+        for ((lane, (key, turn)), word) in lanes.iter_mut().zip(KEYS).zip(pair.chunks_exact(8)) {
+            *lane = (*lane ^ u64::from_le_bytes(word.try_into().unwrap_or_default())).wrapping_mul(key).rotate_left(turn);
+        }
+    };
     let mut pairs = bytes.chunks_exact(16);
-    for pair in &mut pairs {
-        let (a, b) = pair.split_at(8);
-        lanes[0] = (lanes[0] ^ u64::from_le_bytes(a.try_into().unwrap_or_default())).wrapping_mul(K0).rotate_left(31);
-        lanes[1] = (lanes[1] ^ u64::from_le_bytes(b.try_into().unwrap_or_default())).wrapping_mul(K1).rotate_left(29);
-    }
+    pairs.by_ref().for_each(&mut mix);
+    // The last 0-15 bytes, zero-padded (the length, mixed in first, tells paddings apart).
     let mut tail = [0u8; 16];
-    let rest = pairs.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
-    let (a, b) = tail.split_at(8);
-    lanes[0] = (lanes[0] ^ u64::from_le_bytes(a.try_into().unwrap_or_default())).wrapping_mul(K0).rotate_left(31);
-    lanes[1] = (lanes[1] ^ u64::from_le_bytes(b.try_into().unwrap_or_default())).wrapping_mul(K1).rotate_left(29);
+    tail[..pairs.remainder().len()].copy_from_slice(pairs.remainder());
+    mix(&tail);
     let mut hasher = MixHasher(lanes[0]);
     hasher.write_u64(lanes[1]);
     hasher.finish()

@@ -170,9 +170,19 @@ struct ChunkBuffer {
 }
 
 impl ChunkBuffer {
-    /// An empty chunk, its rows going into `bytes` (empty, with room for the whole chunk).
-    fn new(array: usize, index: usize, spec: &store::arrays::ArraySpec, bytes: Vec<u8>) -> Self {
-        ChunkBuffer { array, index, rows: 0, capacity: spec.chunk_rows, row_bytes: spec.row_bytes, utf8: is_utf8(spec), bytes }
+    /// An empty chunk (its buffer reserved as [`ChunkBuffer::reserve`] says).
+    fn new(array: usize, index: usize, spec: &store::arrays::ArraySpec) -> Self {
+        let mut chunk = ChunkBuffer {
+            array,
+            index,
+            rows: 0,
+            capacity: spec.chunk_rows,
+            row_bytes: spec.row_bytes,
+            utf8: is_utf8(spec),
+            bytes: Vec::new(),
+        };
+        chunk.bytes.reserve(chunk.reserve());
+        chunk
     }
 
     /// Continue the store's incomplete last chunk.
@@ -218,12 +228,11 @@ enum Feed {
     /// The rows of forced photometry it carried.
     CarriedForced,
     /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row
-    /// (UTF-32 cells written as variable-length UTF-8 when `utf8`).
+    /// (UTF-32 cells written as variable-length UTF-8 when the array's cells are strings).
     Column {
         table: TableRows,
         offset: usize,
         width: usize,
-        utf8: bool,
     },
 }
 
@@ -250,8 +259,7 @@ impl Feed {
                 store::OBJECTS => TableRows::Objects,
                 _ => return None,
             };
-            let utf8 = matches!(spec.cell, store::arrays::Cell::Utf8 { .. });
-            return Some(Feed::Column { table, offset: column.offset, width: column.width, utf8 });
+            return Some(Feed::Column { table, offset: column.offset, width: column.width });
         }
         match spec.name.as_str() {
             store::CATALOG => Some(Feed::Catalog),
@@ -457,11 +465,11 @@ impl Collector<'_> {
     /// Add one cell of each of a table's packed `rows` (of `itemsize` bytes) to the column
     /// buffer at `position`; each chunk that becomes full goes to `full`.
     fn push_cells(&mut self, position: usize, rows: &[u8], itemsize: usize, full: &mut Vec<ChunkBuffer>) {
-        let Feed::Column { offset, width, utf8, .. } = self.chunks[position].1 else { return };
+        let Feed::Column { offset, width, .. } = self.chunks[position].1 else { return };
         for row in rows.chunks_exact(itemsize) {
             let cell = &row[offset..offset + width];
             let chunk = &mut self.chunks[position].0;
-            if utf8 {
+            if chunk.utf8 {
                 store::vlen::push_utf32_cell(cell, &mut chunk.bytes);
             } else {
                 chunk.bytes.extend_from_slice(cell);
@@ -793,10 +801,7 @@ fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
             let feed = Feed::for_array(spec).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
             let chunk = match partials.iter().position(|p| p.array == array) {
                 Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec),
-                None => {
-                    let reserve = if is_utf8(spec) { 0 } else { spec.chunk_bytes() };
-                    ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec, Vec::with_capacity(reserve))
-                }
+                None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec),
             };
             (chunk, feed)
         })

@@ -15,7 +15,7 @@ use crate::cli::InfoArgs;
 use crate::decode::cutout::STAMP_FLAGS;
 use crate::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
-use crate::store::lightcurve_tables;
+use crate::store::lightcurve_table;
 use crate::store::{StoreReader, LIGHTCURVES, OBJECTS};
 
 /// Run `info`.
@@ -95,7 +95,7 @@ fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
     if !reader.settings().lightcurves {
         return Ok(Value::Null);
     }
-    let Some(index) = lightcurve_tables().into_iter().find(|t| t.name == OBJECTS) else { return Ok(Value::Null) };
+    let Some(index) = lightcurve_table(OBJECTS) else { return Ok(Value::Null) };
     let layout = objects_layout();
     let column = layout.index_of("objectId").unwrap_or(0);
     let objects: HashSet<String> =

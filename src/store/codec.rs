@@ -40,33 +40,6 @@ impl StampFilter {
             other => Err(format!("stamps filters {other} are not supported (ztf2zarr writes none or {})", shuffle_json())),
         }
     }
-
-    /// The `filters` value of `.zarray`.
-    #[must_use]
-    pub fn zarray_value(self) -> Value {
-        match self {
-            StampFilter::None => Value::Null,
-            StampFilter::Shuffle => json!([shuffle_json()]),
-        }
-    }
-
-    /// Apply the filter to raw chunk bytes (before compression).
-    #[must_use]
-    pub fn encode<'a>(self, raw: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        match self {
-            StampFilter::None => raw.into(),
-            StampFilter::Shuffle => shuffle(raw).into(),
-        }
-    }
-
-    /// Undo the filter on decompressed chunk bytes.
-    #[must_use]
-    pub fn decode(self, filtered: Vec<u8>) -> Vec<u8> {
-        match self {
-            StampFilter::None => filtered,
-            StampFilter::Shuffle => unshuffle(&filtered),
-        }
-    }
 }
 
 fn shuffle_json() -> Value {
@@ -148,25 +121,29 @@ pub mod vlen {
                 out.extend_from_slice(char::from_u32(code).unwrap_or('\u{fffd}').encode_utf8(&mut buffer).as_bytes());
             }
         }
-        let length = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
-        out[at..at + 4].copy_from_slice(&length.to_le_bytes());
+        let length = u32_le(out.len() - at - 4);
+        out[at..at + 4].copy_from_slice(&length);
     }
 
     /// Append one item.
     pub fn push_str(text: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(text.as_bytes());
+        push_item(text.as_bytes(), out);
     }
 
-    /// The chunk of `capacity` items whose first `rows` are encoded in `items`: count, items,
-    /// then empty items.
+    /// Append one item of UTF-8 `bytes`: its length, then the bytes.
+    fn push_item(bytes: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&u32_le(bytes.len()));
+        out.extend_from_slice(bytes);
+    }
+
+    /// The little-endian u32 of a count or length (every one a chunk holds fits).
     #[must_use]
-    pub fn chunk(items: &[u8], rows: usize, capacity: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + items.len() + 4 * (capacity - rows));
-        out.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(items);
-        out.resize(out.len() + 4 * (capacity - rows), 0);
-        out
+    pub fn u32_le(n: usize) -> [u8; 4] {
+        u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes()
+    }
+
+    fn u32_at(chunk: &[u8], at: usize) -> Option<usize> {
+        chunk.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
 
     /// The items of a chunk, each as its UTF-8 bytes.
@@ -175,14 +152,15 @@ pub mod vlen {
     /// A chunk whose count or lengths run past its bytes, or whose count is not `capacity`.
     pub fn items(chunk: &[u8], capacity: usize) -> Result<Vec<&[u8]>, String> {
         let mut at = 4;
-        let count = chunk.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("no item count")?;
+        let count = u32_at(chunk, 0).ok_or("no item count")?;
         if count != capacity {
             return Err(format!("holds {count} strings, expected {capacity}"));
         }
         let mut items = Vec::with_capacity(count);
         for index in 0..count {
-            let length = chunk.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-            let item = length.and_then(|n| chunk.get(at + 4..at + 4 + n)).ok_or_else(|| format!("string {index} runs past the chunk"))?;
+            let item = u32_at(chunk, at)
+                .and_then(|n| chunk.get(at + 4..at + 4 + n))
+                .ok_or_else(|| format!("string {index} runs past the chunk"))?;
             at += 4 + item.len();
             items.push(item);
         }
@@ -200,17 +178,10 @@ pub mod vlen {
         let items = items(chunk, capacity)?;
         let mut out = Vec::new();
         for item in items.iter().take(rows) {
-            out.extend_from_slice(&u32::try_from(item.len()).unwrap_or(u32::MAX).to_le_bytes());
-            out.extend_from_slice(item);
+            push_item(item, &mut out);
         }
         Ok(out)
     }
-}
-
-/// numcodecs `shuffle`: byte `b` of element `i` goes to `b * count + i`; trailing bytes of a
-/// partial element (never present in stamp chunks) stay in place at the end.
-fn shuffle(raw: &[u8]) -> Vec<u8> {
-    shuffle_of(raw, ELEMENT)
 }
 
 /// One piece of a chunk as it is compressed: bytes, or a run of zeros (the padding of a last
@@ -250,7 +221,7 @@ pub fn padded_parts<'a>(
     match filter {
         ChunkFilter::VlenUtf8 => {
             scratch.clear();
-            scratch.extend_from_slice(&u32::try_from(capacity).unwrap_or(u32::MAX).to_le_bytes());
+            scratch.extend_from_slice(&vlen::u32_le(capacity));
             vec![Part::Bytes(scratch), Part::Bytes(bytes), Part::Zeros(4 * pad)]
         }
         ChunkFilter::None => vec![Part::Bytes(bytes), Part::Zeros(pad * row_bytes)],
@@ -263,6 +234,8 @@ pub fn padded_parts<'a>(
     }
 }
 
+/// numcodecs `shuffle`: byte `b` of element `i` goes to `b * count + i`; trailing bytes of a
+/// partial element (never present in the chunks written here) stay in place at the end.
 fn shuffle_of(raw: &[u8], element: usize) -> Vec<u8> {
     let count = raw.len() / element;
     let mut out = raw.to_vec();
@@ -276,11 +249,7 @@ fn shuffle_of(raw: &[u8], element: usize) -> Vec<u8> {
     out
 }
 
-/// The inverse of [`shuffle`].
-fn unshuffle(filtered: &[u8]) -> Vec<u8> {
-    unshuffle_of(filtered, ELEMENT)
-}
-
+/// The inverse of [`shuffle_of`].
 fn unshuffle_of(filtered: &[u8], element: usize) -> Vec<u8> {
     let count = filtered.len() / element;
     let mut out = filtered.to_vec();
@@ -303,14 +272,15 @@ mod tests {
     #[test]
     fn shuffle_groups_bytes_by_position_as_numcodecs_does() {
         let raw: Vec<u8> = (0..12).collect();
-        assert_eq!(shuffle(&raw), vec![0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]);
+        assert_eq!(shuffle_of(&raw, ELEMENT), vec![0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]);
     }
 
     #[test]
     fn unshuffle_inverts_shuffle() {
         let raw: Vec<u8> = (0..4001u32).map(|i| (i * 7 % 251) as u8).collect();
-        assert_eq!(unshuffle(&shuffle(&raw)), raw);
-        assert_eq!(StampFilter::Shuffle.decode(StampFilter::Shuffle.encode(&raw).into_owned()), raw);
+        assert_eq!(unshuffle_of(&shuffle_of(&raw, ELEMENT), ELEMENT), raw);
+        let stamps = ChunkFilter::from(StampFilter::Shuffle);
+        assert_eq!(stamps.decode(stamps.encode(&raw).into_owned()), raw);
     }
 
     fn joined(parts: &[Part<'_>]) -> Vec<u8> {
@@ -336,7 +306,7 @@ mod tests {
         let mut items = Vec::new();
         vlen::push_str("ab", &mut items);
         let parts = padded_parts(ChunkFilter::VlenUtf8, &items, 8, 1, 3, &mut scratch);
-        assert_eq!(joined(&parts), vlen::chunk(&items, 1, 3));
+        assert_eq!(joined(&parts), [&[3, 0, 0, 0, 2, 0, 0, 0, b'a', b'b'][..], &[0; 8]].concat());
     }
 
     #[test]
@@ -353,7 +323,8 @@ mod tests {
         let cell: Vec<u8> = "aé".chars().flat_map(|c| (c as u32).to_le_bytes()).chain([0; 8]).collect();
         vlen::push_utf32_cell(&cell, &mut items);
         vlen::push_str("", &mut items);
-        let chunk = vlen::chunk(&items, 2, 4);
+        let mut scratch = Vec::new();
+        let chunk = joined(&padded_parts(ChunkFilter::VlenUtf8, &items, 8, 2, 4, &mut scratch));
         assert_eq!(chunk, [&[4, 0, 0, 0, 3, 0, 0, 0, b'a', 0xc3, 0xa9][..], &[0; 12]].concat());
         assert_eq!(vlen::items(&chunk, 4).unwrap(), [&b"a\xc3\xa9"[..], b"", b"", b""]);
         assert_eq!(vlen::kept(&chunk, 4, 2).unwrap(), items);
@@ -364,7 +335,7 @@ mod tests {
     #[test]
     fn zarray_filters_round_trip_and_unknown_ones_are_refused() {
         for filter in [StampFilter::None, StampFilter::Shuffle] {
-            assert_eq!(StampFilter::from_zarray(&json!({"filters": filter.zarray_value()})), Ok(filter));
+            assert_eq!(StampFilter::from_zarray(&json!({"filters": ChunkFilter::from(filter).zarray_value()})), Ok(filter));
         }
         let err = StampFilter::from_zarray(&json!({"filters": [{"id": "delta", "dtype": "<f4"}]})).unwrap_err();
         assert!(err.contains("not supported") && err.contains("delta"), "{err}");

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::lckeys::{parse_blocks, read_block, Key, KeyKind};
-use super::metadata::{lightcurve_tables, LightCurveTable};
+use super::metadata::lightcurve_table;
 use super::verify::Report;
 use super::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
 use crate::catalog::Layout;
@@ -31,10 +31,9 @@ impl Tables {
 
 /// Run every light-curve check, reporting each.
 pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
-    let tables: [LightCurveTable; 4] = lightcurve_tables();
     let read = |name: &str| -> Result<Vec<u8>, String> {
-        if let Some(table) = tables.iter().find(|t| t.name == name) {
-            return reader.table_rows(table).map_err(|e| e.to_string());
+        if let Some(table) = lightcurve_table(name) {
+            return reader.table_rows(&table).map_err(|e| e.to_string());
         }
         let spec = reader.arrays().into_iter().find(|a| a.name == name).ok_or_else(|| format!("{name} is not declared"))?;
         reader.table_bytes(&spec).map_err(|e| e.to_string())

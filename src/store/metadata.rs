@@ -284,6 +284,12 @@ pub fn lightcurve_tables() -> [LightCurveTable; 4] {
     ]
 }
 
+/// The light-curve table whose group is `name` (`lightcurves/epochs`), if it is one.
+#[must_use]
+pub fn lightcurve_table(name: &str) -> Option<LightCurveTable> {
+    lightcurve_tables().into_iter().find(|table| table.name == name)
+}
+
 /// The light-curve arrays of a store with light curves: every column of every table, then the
 /// two arrays of what each alert carried.
 #[must_use]

@@ -56,8 +56,8 @@ use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
-    lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS,
-    LEGACY_REJECTS, LIGHTCURVES, OBJECTS, REJECTS, STAMPS,
+    lightcurve_table, lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED,
+    LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS, REJECTS, STAMPS,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};

@@ -372,26 +372,22 @@ impl StoreReader {
             if self.array_rows(&spec) != rows {
                 return Err(invalid(self.storage.as_ref(), &spec.zarray_key(), format!("not {rows} rows like {}", first.name)));
             }
-            let mut row = 0;
             for chunk in 0..spec.chunks_for(rows) {
-                let kept = (rows - chunk * spec.chunk_rows).min(spec.chunk_rows);
+                let first_row = chunk * spec.chunk_rows;
+                let kept = (rows - first_row).min(spec.chunk_rows);
                 let raw = self.chunk(&spec, chunk)?;
-                let at = |row: usize| row * layout.itemsize() + column.offset;
+                let targets = packed[first_row * layout.itemsize()..].chunks_exact_mut(layout.itemsize());
                 match spec.cell {
                     Cell::Fixed => {
-                        for cell in raw.chunks_exact(spec.row_bytes).take(kept) {
-                            packed[at(row)..at(row) + cell.len()].copy_from_slice(cell);
-                            row += 1;
+                        for (target, cell) in targets.zip(raw.chunks_exact(spec.row_bytes).take(kept)) {
+                            target[column.offset..column.offset + cell.len()].copy_from_slice(cell);
                         }
                     }
                     Cell::Utf8 { .. } => {
                         let items =
                             vlen::items(&raw, spec.chunk_rows).map_err(|r| invalid(self.storage.as_ref(), &spec.chunk_key(chunk), r))?;
-                        for item in items.into_iter().take(kept) {
-                            let target = &mut packed[row * layout.itemsize()..(row + 1) * layout.itemsize()];
-                            let text = String::from_utf8_lossy(item);
-                            let _ = layout.pack(target, index, crate::catalog::Scalar::Str(text.as_bytes()));
-                            row += 1;
+                        for (target, item) in targets.zip(items.into_iter().take(kept)) {
+                            let _ = layout.pack(target, index, crate::catalog::Scalar::Str(String::from_utf8_lossy(item).as_bytes()));
                         }
                     }
                 }

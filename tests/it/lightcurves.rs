@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use ztf2zarr::catalog::Layout;
-use ztf2zarr::store::{lightcurve_tables, StoreReader};
+use ztf2zarr::store::{lightcurve_table, StoreReader};
 
 use crate::util::{assert_sound, real_alerts, ztf2zarr, ztf2zarr_ok};
 
@@ -28,7 +28,7 @@ fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
 
 /// A light-curve table's rows, packed (its columns put side by side), or a plain array's bytes.
 fn table(reader: &StoreReader, name: &str) -> Vec<u8> {
-    if let Some(table) = lightcurve_tables().into_iter().find(|t| t.name == name) {
+    if let Some(table) = lightcurve_table(name) {
         return reader.table_rows(&table).unwrap();
     }
     let spec = reader.arrays().into_iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no {name}"));
