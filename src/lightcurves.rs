@@ -6,8 +6,8 @@
 //! (`lightcurves/alerts`: exactly the versions its own packet carried). Rows themselves are
 //! packed by `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
 //!
-//! Memory: the build's new keys, plus the committed keys of the blocks whose jd range the
-//! build's epochs fall in; never the whole store's epochs.
+//! Memory: the build's new keys, one batch of alerts' epochs and one committed key block at a
+//! time; never the store's epochs, nor a month of them.
 
 use std::sync::OnceLock;
 
@@ -92,19 +92,18 @@ pub struct Counts {
     pub forced: u64,
 }
 
-/// What one alert adds: new rows of each table and its row of `lightcurves/alerts`.
+/// What a batch of alerts adds to the light-curve tables, in row order: new rows of each table
+/// and the rows each alert carried.
 #[derive(Debug, Default)]
 pub struct Added {
     /// New rows of `lightcurves/epochs`, packed.
     pub epochs: Vec<u8>,
     /// New rows of `lightcurves/forced`, packed.
     pub forced: Vec<u8>,
-    /// The rows of `lightcurves/epochs` the alert carried (little-endian int64 each).
+    /// The rows of `lightcurves/epochs` the alerts carried (little-endian int64 each).
     pub carried_epochs: Vec<u8>,
-    /// The rows of `lightcurves/forced` it carried.
+    /// The rows of `lightcurves/forced` they carried.
     pub carried_forced: Vec<u8>,
-    /// The alert's row of `lightcurves/alerts`.
-    pub alert_row: Vec<u8>,
 }
 
 impl Added {
@@ -114,7 +113,13 @@ impl Added {
         self.forced.clear();
         self.carried_epochs.clear();
         self.carried_forced.clear();
-        self.alert_row.clear();
+    }
+
+    fn table(&mut self, table: Table) -> (&mut Vec<u8>, &mut Vec<u8>) {
+        match table {
+            Table::Epochs => (&mut self.epochs, &mut self.carried_epochs),
+            Table::Forced => (&mut self.forced, &mut self.carried_forced),
+        }
     }
 }
 
@@ -122,22 +127,64 @@ impl Added {
 /// fails its checksum takes back what was read from it since its last verified member).
 #[derive(Debug, Clone)]
 pub struct Mark {
+    /// Entries of the batch taken before the point; None once that batch is added (the point is
+    /// then before every entry taken since).
+    pending: Option<usize>,
+    pending_rows: [usize; 2],
+    next_carried: [u64; 2],
+    /// What the batches resolved before the point had added.
     undo: usize,
     new_keys: usize,
     ranges: usize,
     last_range: Option<Range>,
     next_row: [u64; 2],
-    next_carried: [u64; 2],
     counts: Counts,
 }
 
+impl Mark {
+    /// Entries of the batch taken before the point, while that batch waits: adding it,
+    /// [`LightCurves::add_batch`] stops after these so that the point can move to that moment
+    /// of the adding ([`LightCurves::mark_added`]). None once moved.
+    #[must_use]
+    pub fn pending(&self) -> Option<usize> {
+        self.pending
+    }
+}
+
+/// One epoch an alert carried, waiting for its batch to be looked up in the committed keys.
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    table: Table,
+    key: Key,
+    /// Where its packed row is in the batch's rows of its table: kept for the first entry of
+    /// the batch with a key the build has not stored, the one that adds the row if the store
+    /// does not hold the key either.
+    row: Option<usize>,
+}
+
 /// The light curves of one build.
+///
+/// Alerts are taken in batches: an alert's epochs wait until [`LightCurves::add_batch`] has
+/// looked up the whole batch's keys in the committed key blocks, reading each block of the
+/// batch's jd range once (`store/lckeys.rs`); then rows are numbered in the order the alerts
+/// carried them, exactly as if each alert had been looked up on its own. Memory: the batch (its
+/// caller bounds it by [`LightCurves::batch_bytes`]), one key block, and the build's new keys.
 pub struct LightCurves {
     committed: CommittedKeys,
     /// The build's new keys and their rows.
     seen: FastMap<Key, u64>,
     /// Keys of the alert being taken (reused: one allocation per build, not per alert).
     in_packet: FastSet<Key>,
+    /// The batch: every epoch its alerts carried, in order.
+    pending: Vec<Carried>,
+    /// The batch's packed rows of each table (those with [`Carried::row`]).
+    pending_rows: [Vec<u8>; 2],
+    /// Keys of the batch whose row is in `pending_rows`.
+    pending_new: FastSet<Key>,
+    /// The batch's keys the build has not stored, with the committed row of those the store holds.
+    found: FastMap<Key, Option<u64>>,
+    /// Entries of the batch added so far.
+    added: usize,
     /// Keys added to `seen`, in order, to roll back.
     undo: Vec<Key>,
     new_keys: Vec<(Key, u64)>,
@@ -158,6 +205,11 @@ impl LightCurves {
             committed,
             seen: FastMap::default(),
             in_packet: FastSet::default(),
+            pending: Vec::new(),
+            pending_rows: [Vec::new(), Vec::new()],
+            pending_new: FastSet::default(),
+            found: FastMap::default(),
+            added: 0,
             undo: Vec::new(),
             new_keys: Vec::new(),
             ranges: Vec::new(),
@@ -167,70 +219,100 @@ impl LightCurves {
         }
     }
 
-    /// Take the history of an alert the store writes: the rows new to the store, and the rows
-    /// it carried.
-    ///
-    /// # Errors
-    /// A committed key block cannot be read.
-    pub fn take(&mut self, storage: &dyn Storage, history: &History) -> Result<Added, ReadError> {
-        let mut added = Added::default();
-        self.take_into(storage, history, &mut added)?;
-        Ok(added)
-    }
-
-    /// [`LightCurves::take`] into `added` (emptied first), reusing its buffers.
-    ///
-    /// # Errors
-    /// A committed key block cannot be read.
-    pub fn take_into(&mut self, storage: &dyn Storage, history: &History, added: &mut Added) -> Result<(), ReadError> {
-        added.clear();
-        self.rows(storage, Table::Epochs, &history.epochs, &mut added.epochs, &mut added.carried_epochs)?;
-        self.rows(storage, Table::Forced, &history.forced, &mut added.forced, &mut added.carried_forced)?;
-        let count = |carried: &[u8]| (carried.len() / 8) as u64;
-        let (epochs, forced) = (count(&added.carried_epochs), count(&added.carried_forced));
-        added.alert_row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
+    /// Take the history of an alert the store writes into the batch; gives its row of
+    /// `lightcurves/alerts` (how many epochs it carried is known now; which rows, once the
+    /// batch is added).
+    pub fn take(&mut self, history: &History) -> Vec<u8> {
+        let epochs = self.carry(Table::Epochs, &history.epochs);
+        let forced = self.carry(Table::Forced, &history.forced);
+        let row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
         self.next_carried[0] += epochs;
         self.next_carried[1] += forced;
-        Ok(())
+        row
     }
 
-    /// Take one table's rows of an alert: new versions go to `out`, and the row of every
-    /// version it carried (new or already stored) to `carried`.
-    fn rows(
-        &mut self,
-        storage: &dyn Storage,
-        table: Table,
-        rows: &[u8],
-        out: &mut Vec<u8>,
-        carried: &mut Vec<u8>,
-    ) -> Result<(), ReadError> {
+    /// Put one table's rows of an alert into the batch, each version once; gives how many.
+    fn carry(&mut self, table: Table, rows: &[u8]) -> u64 {
         let layout = table.layout();
         let cells = KeyCells::of(table);
         self.in_packet.clear();
+        let mut carried = 0;
         for row in rows.chunks_exact(layout.itemsize()) {
             let key = cells.key(row);
             if !self.in_packet.insert(key) {
                 continue; // the same version twice in one packet
             }
-            let number = match self.seen.get(&key).copied() {
-                Some(number) => number,
-                None => match self.committed.row_of(storage, &key)? {
-                    Some(number) => number,
-                    None => self.append(table, key, row, out),
-                },
-            };
-            carried.extend_from_slice(&number.to_le_bytes());
+            carried += 1;
+            let kept = !self.seen.contains_key(&key) && self.pending_new.insert(key);
+            let at = kept.then(|| {
+                let rows = &mut self.pending_rows[table as usize];
+                rows.extend_from_slice(row);
+                rows.len() - row.len()
+            });
+            self.pending.push(Carried { table, key, row: at });
         }
-        Ok(())
+        carried
     }
 
-    fn append(&mut self, table: Table, key: Key, row: &[u8], out: &mut Vec<u8>) -> u64 {
+    /// Bytes the batch holds.
+    #[must_use]
+    pub fn batch_bytes(&self) -> usize {
+        self.pending_rows.iter().map(Vec::len).sum::<usize>() + self.pending.len() * std::mem::size_of::<Carried>()
+    }
+
+    /// Epochs in the batch.
+    #[must_use]
+    pub fn batch_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Look the batch's keys up in the committed key blocks (once per batch, before adding it).
+    ///
+    /// # Errors
+    /// A committed key block cannot be read.
+    pub fn look_up(&mut self, storage: &dyn Storage) -> Result<(), ReadError> {
+        self.found.clear();
+        self.found.extend(self.pending_new.iter().map(|key| (*key, None)));
+        self.committed.find(storage, &mut self.found)
+    }
+
+    /// Add the batch's entries up to `end` (after [`LightCurves::look_up`]): new versions go to
+    /// `out`'s rows, and the row of every version carried (new or already stored) to its
+    /// carried rows. Adding the last entry ends the batch.
+    pub fn add_batch(&mut self, end: usize, out: &mut Added) {
+        let end = end.min(self.pending.len());
+        for at in self.added..end {
+            let entry = self.pending[at];
+            let number = match (self.seen.get(&entry.key), self.found.get(&entry.key)) {
+                (Some(number), _) | (None, Some(Some(number))) => *number,
+                _ => {
+                    let Some(start) = entry.row else { unreachable!("a key the build and the store lack is first carried with its row") };
+                    let table = entry.table as usize;
+                    let row_bytes = entry.table.layout().itemsize();
+                    let (rows, _) = out.table(entry.table);
+                    rows.extend_from_slice(&self.pending_rows[table][start..start + row_bytes]);
+                    self.append(entry.table, entry.key)
+                }
+            };
+            out.table(entry.table).1.extend_from_slice(&number.to_le_bytes());
+        }
+        self.added = end;
+        if end == self.pending.len() {
+            self.pending.clear();
+            self.pending_rows.iter_mut().for_each(Vec::clear);
+            self.pending_new.clear();
+            self.found.clear();
+            self.added = 0;
+        }
+    }
+
+    /// The next row of `table` holds `key`: number it, and index it.
+    fn append(&mut self, table: Table, key: Key) -> u64 {
         let number = self.next_row[table as usize];
         self.next_row[table as usize] += 1;
         self.undo.push(key);
         self.seen.insert(key, number);
         self.new_keys.push((key, number));
-        out.extend_from_slice(row);
         match key.kind {
             KeyKind::Detection => self.counts.detections += 1,
             KeyKind::UpperLimit => self.counts.upper_limits += 1,
@@ -247,18 +329,37 @@ impl LightCurves {
     #[must_use]
     pub fn mark(&self) -> Mark {
         Mark {
+            pending: Some(self.pending.len()),
+            pending_rows: [self.pending_rows[0].len(), self.pending_rows[1].len()],
+            next_carried: self.next_carried,
             undo: self.undo.len(),
             new_keys: self.new_keys.len(),
             ranges: self.ranges.len(),
             last_range: self.ranges.last().cloned(),
             next_row: self.next_row,
-            next_carried: self.next_carried,
             counts: self.counts,
         }
     }
 
+    /// A batch is being added across `mark`, which [`LightCurves::add_batch`] has just reached:
+    /// move the mark to this point of the adding, so that rolling back keeps what the entries
+    /// before it added and undoes the rest.
+    pub fn mark_added(&self, mark: &mut Mark) {
+        debug_assert_eq!(Some(self.added), mark.pending, "the batch is added up to the mark");
+        *mark = Mark { pending: None, pending_rows: [0, 0], next_carried: mark.next_carried, ..self.mark() };
+    }
+
     /// Undo everything taken since `mark`.
     pub fn roll_back(&mut self, mark: &Mark) {
+        for entry in self.pending.drain(mark.pending.unwrap_or(0).min(self.pending.len())..) {
+            if entry.row.is_some() {
+                self.pending_new.remove(&entry.key);
+            }
+        }
+        for (rows, len) in self.pending_rows.iter_mut().zip(mark.pending_rows) {
+            rows.truncate(len);
+        }
+        self.added = self.added.min(self.pending.len());
         for key in self.undo.drain(mark.undo..) {
             self.seen.remove(&key);
         }
@@ -442,6 +543,19 @@ mod tests {
         History { jd, epochs: epochs.concat(), forced: forced.concat() }
     }
 
+    /// One alert as a batch of its own.
+    fn take_alone(curves: &mut LightCurves, storage: &dyn Storage, history: &History) -> Added {
+        curves.take(history);
+        curves.look_up(storage).unwrap();
+        let mut added = Added::default();
+        curves.add_batch(usize::MAX, &mut added);
+        added
+    }
+
+    fn rows(carried: &[u8]) -> Vec<u64> {
+        carried.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+
     #[test]
     fn layouts_of_the_index_tables_parse() {
         assert_eq!(objects_layout().itemsize(), 48 + 24 + 16);
@@ -454,7 +568,7 @@ mod tests {
         let mut curves = LightCurves::new(CommittedKeys::default(), [10, 0], [0, 0]);
         let first =
             history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
-        let added = curves.take(&storage, &first).unwrap();
+        let added = take_alone(&mut curves, &storage, &first);
         assert_eq!(added.epochs.len(), 2 * Layout::epochs().itemsize());
         assert_eq!(added.forced.len(), Layout::forced().itemsize());
         // The same epochs again, one forced epoch revised, from a later alert.
@@ -464,15 +578,14 @@ mod tests {
             &[forced_row("ZTF18a", 1.5, 9.0, (3.0, 6))],
         );
         let mark = curves.mark();
-        let added = curves.take(&storage, &second).unwrap();
+        let added = take_alone(&mut curves, &storage, &second);
         assert_eq!(added.epochs.len(), Layout::epochs().itemsize(), "only the new detection");
-        let rows = |carried: &[u8]| -> Vec<u64> { carried.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect() };
         assert_eq!(rows(&added.carried_epochs), [10, 11, 12], "the alert carried the two stored epochs and its own");
         assert_eq!(added.forced.len(), Layout::forced().itemsize(), "the revised values are a new row");
         assert_eq!(rows(&added.carried_forced), [1], "the alert's history points at its own values");
         // An earlier alert carrying the first values adds nothing: the carrying alert is not a value.
         let earlier = history(1.0, &[], &[forced_row("ZTF18a", 1.5, 1.0, (1.0, 4))]);
-        let added = curves.take(&storage, &earlier).unwrap();
+        let added = take_alone(&mut curves, &storage, &earlier);
         assert!(added.forced.is_empty());
         assert_eq!(rows(&added.carried_forced), [0]);
         assert_eq!(curves.rows_after(), [13, 2]);
@@ -487,12 +600,82 @@ mod tests {
     fn ranges_of_one_object_merge_in_the_index() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
         let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
-        curves.take(&storage, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[])).unwrap();
-        curves.take(&storage, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[])).unwrap();
-        curves.take(&storage, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[])).unwrap();
+        take_alone(&mut curves, &storage, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[]));
+        take_alone(&mut curves, &storage, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[]));
+        take_alone(&mut curves, &storage, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[]));
         let rows = curves.index_rows();
         let layout = objects_layout();
         let objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, 0).unwrap()).collect();
         assert_eq!(objects, ["ZTF18a", "ZTF18b", "ZTF18b"], "sorted; b's rows 0 and 2 are not adjacent");
+    }
+
+    fn alerts() -> Vec<History> {
+        vec![
+            history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]),
+            history(2.5, &[epoch_row("ZTF18b", 2.5, Some(8))], &[]),
+            history(
+                3.0,
+                &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5)), epoch_row("ZTF18a", 3.0, Some(6))],
+                &[forced_row("ZTF18a", 1.5, 9.0, (3.0, 6))],
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_batch_numbers_rows_as_alerts_taken_one_at_a_time() {
+        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
+        let mut alone = LightCurves::new(CommittedKeys::default(), [4, 2], [0, 0]);
+        let mut expected = Added::default();
+        for history in alerts() {
+            let added = take_alone(&mut alone, &storage, &history);
+            expected.epochs.extend(added.epochs);
+            expected.carried_epochs.extend(added.carried_epochs);
+            expected.forced.extend(added.forced);
+            expected.carried_forced.extend(added.carried_forced);
+        }
+        let mut batched = LightCurves::new(CommittedKeys::default(), [4, 2], [0, 0]);
+        for history in alerts() {
+            batched.take(&history);
+        }
+        assert_eq!(batched.batch_len(), 8, "3 + 1 + 4 epochs");
+        batched.look_up(&storage).unwrap();
+        let mut added = Added::default();
+        batched.add_batch(usize::MAX, &mut added);
+        assert_eq!(batched.batch_len(), 0, "adding the last entry ends the batch");
+        assert_eq!((&added.epochs, &added.carried_epochs), (&expected.epochs, &expected.carried_epochs));
+        assert_eq!((&added.forced, &added.carried_forced), (&expected.forced, &expected.carried_forced));
+        assert_eq!(rows(&added.carried_epochs), [4, 5, 6, 4, 5, 7]);
+        assert_eq!(batched.new_keys(), alone.new_keys());
+    }
+
+    #[test]
+    fn rolling_back_to_a_mark_inside_an_added_batch_keeps_what_came_before_it() {
+        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
+        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        let [first, second, third] = <[History; 3]>::try_from(alerts()).unwrap();
+        curves.take(&first);
+        let mut mark = curves.mark();
+        curves.take(&second);
+        curves.take(&third);
+        curves.look_up(&storage).unwrap();
+        let mut before = Added::default();
+        curves.add_batch(mark.pending().unwrap(), &mut before);
+        curves.mark_added(&mut mark);
+        let mut after = Added::default();
+        curves.add_batch(usize::MAX, &mut after);
+        assert_eq!(rows(&before.carried_epochs), [0, 1]);
+        assert_eq!(rows(&after.carried_epochs), [2, 0, 1, 3]);
+        assert_eq!(mark.pending(), None, "a later batch is wholly after the point");
+        take_alone(&mut curves, &storage, &history(4.0, &[epoch_row("ZTF18c", 4.0, Some(9))], &[]));
+        curves.roll_back(&mark);
+        assert_eq!(curves.rows_after(), [2, 1], "the first alert's rows stay");
+        assert_eq!(curves.new_keys().len(), 3);
+        // The second alert again, from verified bytes: the same rows as before.
+        curves.take(&second);
+        curves.look_up(&storage).unwrap();
+        let mut again = Added::default();
+        curves.add_batch(usize::MAX, &mut again);
+        assert_eq!(rows(&again.carried_epochs), [2]);
+        assert_eq!(curves.take(&third)[..8], 3i64.to_le_bytes(), "history_start follows the kept entries");
     }
 }

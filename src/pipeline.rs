@@ -28,6 +28,10 @@ use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, Stor
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
 /// far slower than 512), small enough to bound memory (archive members wait here as bytes).
 const BATCH: usize = 512;
+/// Bytes of packed epochs a light-curve batch holds before its keys are looked up in the
+/// committed key blocks (each look-up reads the blocks of the batch's jd range once, so larger
+/// batches read the store less often, and hold more).
+const LIGHTCURVE_BATCH_BYTES: usize = 32 << 20;
 /// Items in the first batch; each next one is twice as large, up to [`BATCH`].
 const FIRST_BATCH: usize = 32;
 
@@ -272,23 +276,39 @@ impl Feed {
 
     /// The rows `alert` adds to the array, packed one after the other (one row for a per-alert
     /// array, any number for a table with rows of its own), given what its history added to
-    /// the light curves; for a column, the table's packed rows and their size.
-    fn rows<'a>(self, alert: &'a Alert, added: &'a Added) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
+    /// the light curves (`alert_row`); for a column, the table's packed rows and their size.
+    /// The arrays of the epochs tables take their rows a batch of alerts at a time instead
+    /// ([`Feed::batch_rows`]).
+    fn rows<'a>(self, alert: &'a Alert, alert_row: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
         match self {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
-            Feed::CarriedEpochs => (added.carried_epochs.as_slice().into(), None),
-            Feed::CarriedForced => (added.carried_forced.as_slice().into(), None),
+            Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
             Feed::Column { table, .. } => {
                 let rows: &[u8] = match table {
-                    TableRows::Epochs => &added.epochs,
-                    TableRows::Forced => &added.forced,
-                    TableRows::Alerts if added.alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
-                    TableRows::Alerts => &added.alert_row,
-                    TableRows::Objects => &[],
+                    TableRows::Alerts if alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
+                    TableRows::Alerts => alert_row,
+                    TableRows::Epochs | TableRows::Forced | TableRows::Objects => &[],
                 };
                 (rows.into(), Some(table.itemsize()))
             }
+        }
+    }
+
+    /// Whether the array takes its rows a batch of alerts at a time ([`Feed::batch_rows`]).
+    fn takes_batches(self) -> bool {
+        matches!(self, Feed::CarriedEpochs | Feed::CarriedForced | Feed::Column { table: TableRows::Epochs | TableRows::Forced, .. })
+    }
+
+    /// The rows a batch of alerts adds to the array, if it is one of the epochs tables' (their
+    /// columns and the history arrays); as [`Feed::rows`].
+    fn batch_rows(self, added: &Added) -> Option<(&[u8], Option<usize>)> {
+        match self {
+            Feed::CarriedEpochs => Some((&added.carried_epochs, None)),
+            Feed::CarriedForced => Some((&added.carried_forced, None)),
+            Feed::Column { table: table @ TableRows::Epochs, .. } => Some((&added.epochs, Some(table.itemsize()))),
+            Feed::Column { table: table @ TableRows::Forced, .. } => Some((&added.forced, Some(table.itemsize()))),
+            _ => None,
         }
     }
 }
@@ -356,7 +376,11 @@ struct Collector<'c> {
     stale_chunks: Vec<Option<usize>>,
     /// The build's light curves (None: the store has none).
     lightcurves: Option<LightCurves>,
-    /// What the alert being taken adds to the light curves (its buffers reused alert after alert).
+    /// Bytes a batch of light-curve epochs may hold before it is looked up and added.
+    lightcurve_batch_bytes: usize,
+    /// The alert being taken's row of `lightcurves/alerts`.
+    alert_row: Vec<u8>,
+    /// What a batch adds to the light curves (its buffers reused batch after batch).
     added: Added,
     /// Per array: the buffer of a chunk already written, for the next chunk (already-touched
     /// memory instead of fresh pages for every chunk of every array).
@@ -421,27 +445,81 @@ impl Collector<'_> {
             self.docs.merge(&alert.schema, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
-            let mut added = std::mem::take(&mut self.added);
-            self.take_history(&alert, &mut added)?;
+            let alert_row = self.take_history(&alert);
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                match feed.rows(&alert, &added) {
+                match feed.rows(&alert, &alert_row) {
                     (rows, None) => self.push_rows(position, &rows, full),
                     (rows, Some(itemsize)) => self.push_cells(position, &rows, itemsize, full),
                 }
             }
-            self.added = added;
+            self.alert_row = alert_row;
+            if self.lightcurves.as_ref().is_some_and(|curves| curves.batch_bytes() >= self.lightcurve_batch_bytes) {
+                self.add_lightcurve_batch(full)?;
+            }
         }
         Ok(())
     }
 
-    /// What the alert's history adds to the light curves, into `added` (nothing without them).
-    fn take_history(&mut self, alert: &Alert, added: &mut Added) -> Result<(), BuildError> {
-        let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) else {
+    /// Take the alert's history into the light curves' batch; gives its row of
+    /// `lightcurves/alerts` (empty without light curves or history).
+    fn take_history(&mut self, alert: &Alert) -> Vec<u8> {
+        let mut row = std::mem::take(&mut self.alert_row);
+        row.clear();
+        if let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) {
+            row = curves.take(history);
+        }
+        row
+    }
+
+    /// Look the light curves' batch up in the committed keys and add its rows to the arrays of
+    /// the epochs tables. A rollback point inside the batch moves to the same point of the
+    /// adding, so that rolling back still keeps exactly what came before it.
+    fn add_lightcurve_batch(&mut self, full: &mut Vec<ChunkBuffer>) -> Result<(), BuildError> {
+        let Some(mut curves) = self.lightcurves.take() else { return Ok(()) };
+        let looked_up = curves.look_up(self.storage);
+        if let Err(error) = looked_up {
+            self.lightcurves = Some(curves);
+            return Err(StoreError::from(error).into());
+        }
+        let mut added = std::mem::take(&mut self.added);
+        if let Some(split) = self.rollback.as_ref().and_then(|snap| snap.lightcurves.as_ref()).and_then(lightcurves::Mark::pending) {
             added.clear();
-            return Ok(());
-        };
-        Ok(curves.take_into(self.storage, history, added).map_err(StoreError::from)?)
+            curves.add_batch(split, &mut added);
+            self.push_batch(&added, full);
+            self.mark_batch_added(&curves);
+        }
+        added.clear();
+        curves.add_batch(usize::MAX, &mut added);
+        self.push_batch(&added, full);
+        self.added = added;
+        self.lightcurves = Some(curves);
+        Ok(())
+    }
+
+    /// Add a batch's rows to the arrays of the epochs tables.
+    fn push_batch(&mut self, added: &Added, full: &mut Vec<ChunkBuffer>) {
+        for position in 0..self.chunks.len() {
+            match self.chunks[position].1.batch_rows(added) {
+                Some((rows, None)) => self.push_rows(position, rows, full),
+                Some((rows, Some(itemsize))) => self.push_cells(position, rows, itemsize, full),
+                None => {}
+            }
+        }
+    }
+
+    /// The batch is added up to the rollback point: move the point's marks of the light curves
+    /// and of the arrays that take batches to here.
+    fn mark_batch_added(&mut self, curves: &LightCurves) {
+        let Some(snap) = self.rollback.as_mut() else { return };
+        if let Some(mark) = snap.lightcurves.as_mut() {
+            curves.mark_added(mark);
+        }
+        for ((chunk, feed), mark) in self.chunks.iter().zip(&mut snap.chunks) {
+            if feed.takes_batches() {
+                *mark = ChunkMark { index: chunk.index, rows: chunk.rows, len: chunk.bytes.len(), saved: None };
+            }
+        }
     }
 
     /// Add packed rows to the buffer at `position`; each chunk that becomes full goes to `full`.
@@ -704,6 +782,8 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         chunks,
         rollback: None,
         lightcurves,
+        lightcurve_batch_bytes: lightcurve_batch_bytes(),
+        alert_row: Vec::new(),
         added: Added::default(),
         spare: vec![None; transaction.arrays().len()],
     };
@@ -735,6 +815,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     outcome?;
     read?;
     let mut last_chunks = Vec::new();
+    collector.add_lightcurve_batch(&mut last_chunks)?;
     collector.index_objects(&mut last_chunks);
     let Collector { mut stats, docs, versions, new_candids, chunks, lightcurves, .. } = collector;
     let mut versions: Vec<_> = versions.into_iter().collect();
@@ -781,6 +862,13 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         lightcurves: lightcurve_commit,
     };
     Ok((stats, Some(commit)))
+}
+
+/// Bytes of epochs a light-curve batch holds before it is looked up in the committed keys:
+/// [`LIGHTCURVE_BATCH_BYTES`], or `ZTF2ZARR_LIGHTCURVE_BATCH_BYTES` (for tests of batches that
+/// span rollback points).
+fn lightcurve_batch_bytes() -> usize {
+    std::env::var("ZTF2ZARR_LIGHTCURVE_BATCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(LIGHTCURVE_BATCH_BYTES)
 }
 
 /// The chunks left once every alert is taken (each array's incomplete last chunk, the object

@@ -4,10 +4,11 @@
 //! 000007.0000`, zstd), each listed in the root attrs with its jd range and record count
 //! (`ztf2zarr.lightcurve_keys`). Blocks are never rewritten.
 //!
-//! A key is looked up only in the blocks whose jd range holds its jd, and a block is read (whole,
-//! once) only when some key falls in its range. An alert carries about 30 days of history, so a
-//! nightly append reads the blocks of the last weeks' epochs, never the store's whole history:
-//! memory follows the jd span of the night's epochs, not the store's size.
+//! Keys are looked up in batches ([`CommittedKeys::find`]): a block is read only when some key
+//! of the batch falls in its jd range, searched, and dropped before the next. An alert carries
+//! about 30 days of history, so a nightly append reads the blocks of the last weeks' epochs,
+//! never the store's whole history, and holds one of them at a time: memory follows the batch,
+//! not the window nor the store's size.
 
 use std::hash::{Hash, Hasher};
 
@@ -204,41 +205,59 @@ pub fn read_block(storage: &dyn Storage, block: &Block) -> Result<Vec<(Key, u64)
     raw.chunks_exact(RECORD_BYTES).map(|record| Key::decode(record).ok_or_else(|| invalid("a record of an unknown kind".into()))).collect()
 }
 
-/// Look-ups of the committed keys, reading blocks only as keys fall in their jd ranges.
+/// Look-ups of the committed keys, in batches: a batch's keys are sought in the blocks whose
+/// jd range holds one of them, read one at a time and dropped once searched.
 ///
-/// The blocks not read yet are kept sorted by `jd_max`, so a look-up considers only the blocks
-/// that end at or after its jd: a night's keys reach back a month, and a store of years holds
-/// thousands of blocks that end long before it, which a look-up never visits.
+/// Memory is the batch (the caller's map) and one block, never the window: a night's keys
+/// reach back a month, and holding every block of that month at once grows with the store's
+/// rate, not with the night. The price is time: each batch reads the blocks of its range again.
 #[derive(Debug, Default)]
 pub struct CommittedKeys {
-    unread: Vec<Block>,
-    loaded: FastMap<Key, u64>,
+    /// Sorted by `jd_min`.
+    blocks: Vec<Block>,
+    /// Blocks read so far, over every batch.
+    reads: usize,
 }
 
 impl CommittedKeys {
     /// Look-ups over `blocks`.
     #[must_use]
     pub fn new(mut blocks: Vec<Block>) -> Self {
-        blocks.sort_by(|a, b| a.jd_max.total_cmp(&b.jd_max));
-        CommittedKeys { unread: blocks, loaded: FastMap::default() }
+        blocks.sort_by(|a, b| a.jd_min.total_cmp(&b.jd_min));
+        CommittedKeys { blocks, reads: 0 }
     }
 
-    /// The table row holding `key`, if the store holds it.
+    /// Fill in the committed row of each key of `wanted` that the store holds (the others stay
+    /// None).
     ///
     /// # Errors
-    /// A block in the key's range cannot be read.
-    pub fn row_of(&mut self, storage: &dyn Storage, key: &Key) -> Result<Option<u64>, ReadError> {
-        let jd = key.jd();
-        let mut at = self.unread.partition_point(|block| block.jd_max < jd);
-        while at < self.unread.len() {
-            if self.unread[at].jd_min <= jd {
-                let block = self.unread.remove(at);
-                self.loaded.extend(read_block(storage, &block)?);
-            } else {
-                at += 1;
+    /// A block whose range holds a wanted key cannot be read.
+    pub fn find(&mut self, storage: &dyn Storage, wanted: &mut FastMap<Key, Option<u64>>) -> Result<(), ReadError> {
+        if wanted.is_empty() || self.blocks.is_empty() {
+            return Ok(());
+        }
+        let mut jds: Vec<f64> = wanted.keys().map(Key::jd).collect();
+        jds.sort_unstable_by(f64::total_cmp);
+        let last = jds[jds.len() - 1];
+        for block in self.blocks.iter().take_while(|block| block.jd_min <= last) {
+            let first_at_or_after = jds.partition_point(|jd| *jd < block.jd_min);
+            if jds.get(first_at_or_after).is_none_or(|jd| *jd > block.jd_max) {
+                continue; // no wanted key in its range
+            }
+            self.reads += 1;
+            for (key, row) in read_block(storage, block)? {
+                if let Some(slot) = wanted.get_mut(&key) {
+                    *slot = Some(row);
+                }
             }
         }
-        Ok(self.loaded.get(key).copied())
+        Ok(())
+    }
+
+    /// Blocks read so far.
+    #[must_use]
+    pub fn reads(&self) -> usize {
+        self.reads
     }
 }
 
@@ -280,10 +299,21 @@ mod tests {
         // Build 1's block is gone: a look-up within build 2's range must not need it.
         std::fs::remove_file(dir.path().join(&blocks[0].key)).unwrap();
         let mut committed = CommittedKeys::new(blocks);
-        assert_eq!(committed.row_of(&storage, &key(40.5, KeyKind::Detection, 8)).unwrap(), Some(8));
-        assert_eq!(committed.row_of(&storage, &key(41.5, KeyKind::Detection, 9)).unwrap(), Some(9));
-        assert_eq!(committed.row_of(&storage, &key(41.5, KeyKind::Detection, 5)).unwrap(), None);
-        assert!(committed.row_of(&storage, &key(10.5, KeyKind::Detection, 7)).is_err(), "build 1's range needs its block");
+        let mut wanted: FastMap<Key, Option<u64>> =
+            [key(40.5, KeyKind::Detection, 8), key(41.5, KeyKind::Detection, 9), key(41.5, KeyKind::Detection, 5)]
+                .into_iter()
+                .map(|k| (k, None))
+                .collect();
+        committed.find(&storage, &mut wanted).unwrap();
+        assert_eq!(wanted[&key(40.5, KeyKind::Detection, 8)], Some(8));
+        assert_eq!(wanted[&key(41.5, KeyKind::Detection, 9)], Some(9));
+        assert_eq!(wanted[&key(41.5, KeyKind::Detection, 5)], None);
+        assert_eq!(committed.reads(), 2, "builds 2 and 3: their ranges hold the keys");
+        let mut outside: FastMap<Key, Option<u64>> = [(key(20.0, KeyKind::Detection, 1), None)].into_iter().collect();
+        committed.find(&storage, &mut outside).unwrap();
+        assert_eq!(committed.reads(), 2, "jd 20 is in no block's range: nothing read");
+        let mut early: FastMap<Key, Option<u64>> = [(key(10.5, KeyKind::Detection, 7), None)].into_iter().collect();
+        assert!(committed.find(&storage, &mut early).is_err(), "build 1's range needs its block");
     }
 
     #[test]

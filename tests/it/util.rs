@@ -39,13 +39,13 @@ where
     String::from_utf8(output.stdout).expect("utf-8 stdout")
 }
 
-/// Every file under `root`, relative path → bytes, sorted.
 /// `ztf2zarr verify` finds `store` sound.
 pub fn assert_sound(store: &Path) {
     let output = ztf2zarr(["verify", store.to_str().unwrap()]);
     assert!(output.status.success(), "verify: {}", String::from_utf8_lossy(&output.stdout));
 }
 
+/// Every file under `root`, relative path → bytes, sorted.
 pub fn tree_bytes(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
