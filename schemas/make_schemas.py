@@ -1,5 +1,5 @@
-"""Regenerate schemas/catalog.tsv, schemas/epochs.tsv, schemas/forced.tsv and
-schemas/ztf_alert_v3.3.avsc from the published ZTF alert schemas.
+"""Regenerate schemas/catalog.tsv, schemas/epochs.tsv, schemas/forced.tsv,
+schemas/ztf_alert_v3.3.avsc and schemas/ztf_alert_v4.02.avsc from the published ZTF alert schemas.
 
 Usage: python3 schemas/make_schemas.py PATH/TO/ztf-avro-alert/schema
 
@@ -129,13 +129,16 @@ def main(root):
     out += ["\t".join(r) for r in rows]
     (Path(__file__).parent / "catalog.tsv").write_text("\n".join(out) + "\n")
 
-    # One self-contained 3.3 alert schema (named types defined before use), for the sample generator.
-    v = root / "v3.3"
-    cutout = json.loads((v / "cutout.avsc").read_text())
-    candidate = json.loads((v / "candidate.avsc").read_text())
-    prv = json.loads((v / "prv_candidate.avsc").read_text())
+    # Self-contained alert schemas (named types defined before use), for the sample generator.
+    for version in ["v3.3", "v4.02"]:
+        (Path(__file__).parent / f"ztf_alert_{version}.avsc").write_text(json.dumps(alert_schema(root / version), indent=1) + "\n")
+
+
+def alert_schema(v):
+    """The alert schema of folder `v` as one document: each named type inlined where it is first used."""
+    names = ["cutout", "candidate", "prv_candidate", "fp_hist"]
+    inline = {f"ztf.alert.{n}": json.loads((v / f"{n}.avsc").read_text()) for n in names if (v / f"{n}.avsc").exists()}
     alert = json.loads((v / "alert.avsc").read_text())
-    inline = {"ztf.alert.candidate": candidate, "ztf.alert.prv_candidate": prv, "ztf.alert.cutout": cutout}
     seen = set()
 
     def resolve(t):
@@ -152,7 +155,7 @@ def main(root):
 
     for f in alert["fields"]:
         f["type"] = resolve(f["type"])
-    (Path(__file__).parent / "ztf_alert_v3.3.avsc").write_text(json.dumps(alert, indent=1) + "\n")
+    return alert
 
 
 if __name__ == "__main__":

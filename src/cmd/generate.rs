@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::ExitStatus;
-use crate::cli::GenerateArgs;
-use crate::synth::{self, SynthConfig};
+use crate::cli::{GenerateArgs, GenerateHistory, GenerateSchema};
+use crate::synth::{self, AlertSchema, HistoryDepth, SynthConfig};
 
 /// Run `ztf2zarr generate`.
 ///
@@ -16,7 +16,7 @@ use crate::synth::{self, SynthConfig};
 /// A `--tarball` that is not a plain `NAME.tar.gz` file name, candids that overflow, or any
 /// failure to create the folder or write a file (the error names the path).
 pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
-    let cfg = SynthConfig { count: args.count, seed: args.seed, first_candid: args.first_candid };
+    let cfg = config(args);
     cfg.validate()?;
     let started = Instant::now();
     let written = match &args.tarball {
@@ -28,8 +28,28 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
         std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
         std::fs::write(&path, synth::labels_csv(&cfg)).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    eprintln!("generate: wrote {written} (seed {}, {}) in {:.1} s", cfg.seed, candid_range(&cfg), started.elapsed().as_secs_f64());
+    eprintln!(
+        "generate: wrote {written} (schema {}, {} histories, seed {}, {}) in {:.1} s",
+        cfg.schema.as_str(),
+        cfg.history.as_str(),
+        cfg.seed,
+        candid_range(&cfg),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitStatus::Success)
+}
+
+/// What `args` ask the generator for.
+fn config(args: &GenerateArgs) -> SynthConfig {
+    let schema = match args.schema {
+        GenerateSchema::V3_3 => AlertSchema::V3_3,
+        GenerateSchema::V4_02 => AlertSchema::V4_02,
+    };
+    let history = match args.history {
+        GenerateHistory::Short => HistoryDepth::Short,
+        GenerateHistory::Measured => HistoryDepth::Measured,
+    };
+    SynthConfig { count: args.count, seed: args.seed, first_candid: args.first_candid, schema, history }
 }
 
 /// "candids FIRST..=LAST" for the summary line ("no candids" when nothing was asked for).

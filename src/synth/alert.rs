@@ -1,6 +1,7 @@
 //! What one synthetic alert says: the object it belongs to (shared by its ~3 alerts), the
-//! exposure and detection behind its `candidate`, its `prv_candidates` history, its three
-//! cutouts, and the Avro record holding all of it, every schema field filled.
+//! exposure and detection behind its `candidate`, its `prv_candidates` history (and, in schema
+//! 4.02, the forced photometry of that history, `fp_hists`), its three cutouts, and the Avro
+//! record holding all of it, every schema field filled.
 
 use apache_avro::schema::RecordSchema;
 use apache_avro::types::Value;
@@ -8,7 +9,7 @@ use apache_avro::types::Value;
 use super::avro::{self, RecordBuilder, SchemaMismatch};
 use super::fits::gzip_fits;
 use super::pixels::{render_cutouts, CutoutPlan, Image, NanMask, CCD_HEIGHT, CCD_WIDTH, CUTOUT_CENTRE, CUTOUT_SIDE};
-use super::{has_nan_pixels, SynthConfig, ALERTS_PER_OBJECT, EDGE_INDEX};
+use super::{depths, has_nan_pixels, AlertSchema, HistoryDepth, SynthConfig, ALERTS_PER_OBJECT, EDGE_INDEX};
 use crate::calendar::civil_from_days;
 use crate::rng::{mix64, Rng};
 
@@ -21,6 +22,8 @@ mod stream {
     pub const PIXELS: u64 = 4;
     pub const SYNC: u64 = 5;
     pub const NAMES: u64 = 6;
+    pub const DEPTH: u64 = 7;
+    pub const FORCED: u64 = 8;
 }
 
 /// 2025-01-01T00:00 UT: the night all alerts are observed in.
@@ -29,7 +32,6 @@ const NIGHT_JD: f64 = 2_460_676.5;
 const NID_EPOCH_JD: f64 = 2_457_676.5;
 /// Julian date of 1970-01-01T00:00 UT.
 const UNIX_EPOCH_JD: f64 = 2_440_587.5;
-const SCHEMA_VERSION: &str = "3.3";
 const PUBLISHER: &str = "ZTF (www.ztf.caltech.edu)";
 const PROGRAM_PI: &str = "Kulkarni";
 const PUBLIC_PROGRAM: i32 = 1;
@@ -49,7 +51,8 @@ const OBJECT_SERIALS: u64 = 4 * 11_881_376;
 /// large, so that consecutive objects do not get consecutive names.
 const OBJECT_SERIAL_STEP: u64 = 7_368_787;
 
-/// The record of alert `index` of `cfg`: a pure function of (seed, first_candid, index).
+/// The record of alert `index` of `cfg`: a pure function of (seed, first_candid, index, schema,
+/// history depth).
 pub(crate) fn build_alert(cfg: &SynthConfig, index: usize) -> Result<Value, SchemaMismatch> {
     let candid = cfg.candid(index);
     let object = SkyObject::new(cfg.seed, object_number(index));
@@ -59,9 +62,9 @@ pub(crate) fn build_alert(cfg: &SynthConfig, index: usize) -> Result<Value, Sche
     let jd = object.first_jd_tonight + rank * 0.03 + rng.uniform(0.0, 0.01);
     let exposure = Exposure::new(&mut rng, &object, jd, candid / 1_000_000);
     let detection = Detection::new(&mut rng, &object, &exposure, candid);
-    let history = history(cfg.seed, &object, &exposure);
+    let history = history(cfg, index, &object, &exposure);
 
-    let schema = avro::alert_record_schema()?;
+    let schema = avro::alert_record_schema(cfg.schema)?;
     let candidate = candidate_record(avro::nested_record(schema, "candidate")?, &mut rng, &object, &exposure, &detection, &history)?;
     let prv_schema = avro::nested_record(schema, "prv_candidates")?;
     let prv_candidates = history.iter().map(|past| prv_candidate_record(prv_schema, &object, past)).collect::<Result<Vec<_>, _>>()?;
@@ -74,7 +77,7 @@ pub(crate) fn build_alert(cfg: &SynthConfig, index: usize) -> Result<Value, Sche
 
     let mut alert = RecordBuilder::new(schema);
     alert
-        .set("schemavsn", SCHEMA_VERSION)
+        .set("schemavsn", cfg.schema.as_str())
         .set("publisher", PUBLISHER)
         .set("objectId", object.id.as_str())
         .set("candid", candid)
@@ -83,6 +86,17 @@ pub(crate) fn build_alert(cfg: &SynthConfig, index: usize) -> Result<Value, Sche
         .set("cutoutScience", cutout_record(cutout_schema, format!("candid{candid}_pid{pid}_targ_sci.fits.gz"), &science)?)
         .set("cutoutTemplate", cutout_record(cutout_schema, format!("candid{candid}_ref.fits.gz"), &template)?)
         .set("cutoutDifference", cutout_record(cutout_schema, format!("candid{candid}_pid{pid}_targ_scimref.fits.gz"), &difference)?);
+    if cfg.schema.has_fp_hists() {
+        let fp_schema = avro::nested_record(schema, "fp_hists")?;
+        // Newest first, as the real 4.02 alert lists them (prv_candidates are oldest first).
+        let fp_hists = history
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(epoch, past)| fp_hist_record(fp_schema, cfg.seed, &object, epoch, past))
+            .collect::<Result<Vec<_>, _>>()?;
+        alert.set("fp_hists", Value::Array(fp_hists));
+    }
     alert.finish()
 }
 
@@ -451,27 +465,128 @@ struct PastObservation {
     detection: Option<Detection>,
 }
 
-/// The object's previous observations, oldest first: 2 to 8 of them over the last 30 nights,
-/// about two thirds detections. Drawn per object, so its alerts share their history.
-fn history(seed: u64, object: &SkyObject, now: &Exposure) -> Vec<PastObservation> {
-    let mut rng = Rng::from_keys(&[seed, stream::HISTORY, object.number]);
-    let count = rng.int_in(2, 8) as usize;
-    let mut days_ago: Vec<f64> = (0..count).map(|_| rng.uniform(0.9, 30.0)).collect();
+/// The object's previous observations, oldest first, over the last 30 nights: 2 to 8 of them,
+/// about two thirds detections ([`HistoryDepth::Short`]), or as many and as often detected as
+/// in real alerts ([`HistoryDepth::Measured`], `depths`). Drawn per object, so its alerts share
+/// their history: the epochs, and every value of each.
+fn history(cfg: &SynthConfig, index: usize, object: &SkyObject, now: &Exposure) -> Vec<PastObservation> {
+    let mut rng = Rng::from_keys(&[cfg.seed, stream::HISTORY, object.number]);
+    let (count, detected) = match cfg.history {
+        HistoryDepth::Short => (rng.int_in(2, 8) as usize, 0.65),
+        HistoryDepth::Measured => {
+            let mut depth = Rng::from_keys(&[cfg.seed, stream::DEPTH, object.number]);
+            (depths::draw_prv_length(&mut depth), depths::detected_fraction())
+        }
+    };
+    // The 3.3 short histories count back from the alert's own pid, over 30 days (the bytes of
+    // data-samples/ are made so). The others count back from the pid of the object's
+    // first alert, which all its alerts agree on even when their candids straddle a multiple of
+    // 10^6, and keep within 29.9 days, so within 30 days of every alert of the object tonight.
+    let classic = cfg.schema == AlertSchema::V3_3 && cfg.history == HistoryDepth::Short;
+    let (anchor_pid, oldest_days) = if classic { (now.pid, 30.0) } else { (cfg.candid(first_index_of_object(index)) / 1_000_000, 29.9) };
+    let mut days_ago: Vec<f64> = (0..count).map(|_| rng.uniform(0.9, oldest_days)).collect();
     days_ago.sort_by(|a, b| b.total_cmp(a));
     days_ago
         .into_iter()
         .map(|days| {
             let jd = object.first_jd_tonight - days;
             // Processing IDs grow with time, like ZTF's.
-            let pid = now.pid - (days * 1e6) as i64;
+            let pid = anchor_pid - (days * 1e6) as i64;
             let exposure = Exposure::new(&mut rng, object, jd, pid);
-            let detection = rng.chance(0.65).then(|| {
+            let detection = rng.chance(detected).then(|| {
                 let candid = pid * 1_000_000 + rng.int_in(0, 999_999);
                 Detection::new(&mut rng, object, &exposure, candid)
             });
             PastObservation { exposure, detection }
         })
         .collect()
+}
+
+/// Index of the first alert of alert `index`'s object.
+fn first_index_of_object(index: usize) -> usize {
+    if index == EDGE_INDEX {
+        EDGE_INDEX
+    } else {
+        index / ALERTS_PER_OBJECT * ALERTS_PER_OBJECT
+    }
+}
+
+/// Forced-photometry processing status codes other than "0" (no warnings) that the generator
+/// writes (3 % of the epochs), with ZTF's placeholder -99999 for the flux and its error: what
+/// readers of `fp_hists` filter out.
+const FORCED_WARNINGS: [&str; 4] = ["56", "57", "58", "61"];
+/// ZTF's placeholder for a forced-photometry value that could not be measured.
+const NOT_MEASURED: f32 = -99_999.0;
+
+/// The `fp_hist` record of the object's history entry `epoch` (0 = oldest): forced PSF
+/// photometry on that entry's exposure (same jd, fid, pid, field, rcid, calibration and limit),
+/// a detection's flux where it was detected, noise where it was not. Drawn from the object and
+/// the epoch only, so every alert of the object carries the same values for it.
+fn fp_hist_record(
+    schema: &RecordSchema,
+    seed: u64,
+    object: &SkyObject,
+    epoch: usize,
+    past: &PastObservation,
+) -> Result<Value, SchemaMismatch> {
+    let mut rng = Rng::from_keys(&[seed, stream::FORCED, object.number, epoch as u64]);
+    let exposure = &past.exposure;
+    let near = &object.nearest_ref;
+    let seeing = rng.uniform(1.6, 3.2);
+    // The difference image's 5-sigma PSF-fit limit is diffmaglim: the flux error is a fifth of it.
+    let flux_unc = psf_flux(exposure.diffmaglim, exposure.magzpsci) / 5.0;
+    let signal = past.detection.as_ref().map_or(0.0, |d| {
+        let flux = psf_flux(d.magpsf, exposure.magzpsci);
+        if d.isdiffpos == "t" {
+            flux
+        } else {
+            -flux
+        }
+    });
+    let (procstatus, flux, unc) = if rng.chance(0.97) {
+        ("0", (signal + rng.gauss(0.0, flux_unc)) as f32, (flux_unc * rng.uniform(0.9, 1.1)) as f32)
+    } else {
+        (rng.pick(&FORCED_WARNINGS), NOT_MEASURED, NOT_MEASURED)
+    };
+    let background = if exposure.fid == 1 { rng.uniform(100.0, 180.0) } else { rng.uniform(220.0, 320.0) };
+    let mut record = RecordBuilder::new(schema);
+    record
+        .set("field", exposure.field)
+        .set("rcid", exposure.rcid)
+        .set("fid", exposure.fid)
+        .set("pid", exposure.pid)
+        .set("rfid", object.reference_image.rfid + i64::from(exposure.fid))
+        .set("sciinpseeing", seeing as f32)
+        .set("scibckgnd", background as f32)
+        .set("scisigpix", science_noise(exposure, seeing) as f32)
+        .set("magzpsci", exposure.magzpsci)
+        .set("magzpsciunc", exposure.magzpsciunc)
+        .set("magzpscirms", exposure.magzpscirms)
+        .set("clrcoeff", exposure.clrcoeff)
+        .set("clrcounc", exposure.clrcounc)
+        .set("exptime", EXPOSURE_SECONDS)
+        .set("adpctdif1", rng.uniform(0.05, 0.16) as f32)
+        .set("adpctdif2", rng.uniform(0.05, 0.12) as f32)
+        .set("diffmaglim", exposure.diffmaglim)
+        .set("programid", PUBLIC_PROGRAM)
+        .set("jd", exposure.jd)
+        .set("forcediffimflux", flux)
+        .set("forcediffimfluxunc", unc)
+        .set("procstatus", procstatus)
+        // In arcsec here (the candidate's distnr is in pixels).
+        .set("distnr", (f64::from(near.distance_px) * PIXEL_SCALE) as f32)
+        .set("ranr", near.ra)
+        .set("decnr", near.dec)
+        .set("magnr", near.mag)
+        .set("sigmagnr", near.sigma_mag)
+        .set("chinr", near.chi)
+        .set("sharpnr", near.sharp);
+    record.finish()
+}
+
+/// Flux [DN] of a PSF of magnitude `mag` at zero point `zero_point`.
+fn psf_flux(mag: f32, zero_point: f32) -> f64 {
+    10f64.powf(-0.4 * f64::from(mag - zero_point))
 }
 
 /// The 16 fields every observation record has, detection or not.
@@ -625,7 +740,7 @@ fn set_ps1(record: &mut RecordBuilder, rank: usize, source: Option<&Ps1Source>) 
 
 /// What the cutouts of this alert show, from its photometry (and the special cases by index).
 fn cutout_plan(rng: &mut Rng, index: usize, object: &SkyObject, exposure: &Exposure, detection: &Detection) -> CutoutPlan {
-    let transient_flux = 10f64.powf(-0.4 * f64::from(detection.magpsf - exposure.magzpsci));
+    let transient_flux = psf_flux(detection.magpsf, exposure.magzpsci);
     let mut quiescent_flux = object.quiescent_fraction * transient_flux;
     let (science_flux, template_flux) = if detection.isdiffpos == "t" {
         (quiescent_flux + transient_flux, quiescent_flux)
@@ -648,7 +763,7 @@ fn cutout_plan(rng: &mut Rng, index: usize, object: &SkyObject, exposure: &Expos
 /// Pixel noise of the science image [DN] that makes `diffmaglim` the difference image's 5-sigma
 /// PSF-fit limit, so every detection (brighter than the limit) really stands out of the noise.
 fn science_noise(exposure: &Exposure, fwhm: f64) -> f64 {
-    let limit_flux = 10f64.powf(-0.4 * f64::from(exposure.diffmaglim - exposure.magzpsci));
+    let limit_flux = psf_flux(exposure.diffmaglim, exposure.magzpsci);
     let sigma_psf = fwhm / (8.0 * std::f64::consts::LN_2).sqrt();
     // PSF-fit flux noise = pixel noise x sqrt(4 pi sigma^2) (the PSF's noise-equivalent area).
     let noise_equivalent_side = (4.0 * std::f64::consts::PI * sigma_psf * sigma_psf).sqrt();

@@ -1,6 +1,6 @@
-//! The Avro side of a packet: the embedded ZTF 3.3 writer schema, a record builder that puts
-//! every value in its schema slot (wrapping unions with the right branch index), and the
-//! hand-written object container file (so the sync marker, hence the bytes, are ours to fix).
+//! The Avro side of a packet: the embedded ZTF writer schemas (3.3 and 4.02), a record builder
+//! that puts every value in its schema slot (wrapping unions with the right branch index), and
+//! the hand-written object container file (so the sync marker, hence the bytes, are ours to fix).
 
 use std::sync::OnceLock;
 
@@ -8,8 +8,19 @@ use apache_avro::schema::{RecordSchema, Schema};
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 
-/// ZTF's published alert schema v3.3, assembled into one JSON document.
-pub(crate) const SCHEMA_JSON: &str = include_str!("../../schemas/ztf_alert_v3.3.avsc");
+use super::AlertSchema;
+
+/// ZTF's published alert schemas v3.3 and v4.02 (with `fp_hists`), each assembled into one JSON
+/// document (`schemas/make_schemas.py`), by [`slot`].
+const SCHEMA_JSONS: [&str; 2] = [include_str!("../../schemas/ztf_alert_v3.3.avsc"), include_str!("../../schemas/ztf_alert_v4.02.avsc")];
+
+/// Where `version`'s schema, header text and writer sit in the per-version tables.
+fn slot(version: AlertSchema) -> usize {
+    match version {
+        AlertSchema::V3_3 => 0,
+        AlertSchema::V4_02 => 1,
+    }
+}
 
 /// A generated value does not fit the schema: always a bug in this module, never bad input.
 #[derive(Debug, thiserror::Error)]
@@ -26,32 +37,33 @@ pub(crate) enum SchemaMismatch {
     Avro(#[from] apache_avro::Error),
 }
 
-/// The parsed writer schema, parsed once per process.
-pub(crate) fn alert_schema() -> &'static Schema {
-    static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    // The schema is compiled into the binary and parsed by the tests: parsing cannot fail at run time.
-    SCHEMA.get_or_init(|| Schema::parse_str(SCHEMA_JSON).expect("embedded ZTF 3.3 schema parses"))
+/// The parsed writer schema of `version`, parsed once per process.
+pub(crate) fn alert_schema(version: AlertSchema) -> &'static Schema {
+    static SCHEMAS: [OnceLock<Schema>; 2] = [OnceLock::new(), OnceLock::new()];
+    // The schemas are compiled into the binary and parsed by the tests: parsing cannot fail at run time.
+    SCHEMAS[slot(version)].get_or_init(|| Schema::parse_str(SCHEMA_JSONS[slot(version)]).expect("embedded ZTF schema parses"))
 }
 
 /// The schema as one line of JSON (fields in their published order), for the file header: what
 /// fastavro, which ZTF uses, writes there too.
-pub(crate) fn header_schema_json() -> &'static str {
-    static COMPACT: OnceLock<String> = OnceLock::new();
-    COMPACT.get_or_init(|| {
+pub(crate) fn header_schema_json(version: AlertSchema) -> &'static str {
+    static COMPACT: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    COMPACT[slot(version)].get_or_init(|| {
         // Same reason as alert_schema: the embedded text is valid JSON, checked by the tests.
-        let parsed: serde_json::Value = serde_json::from_str(SCHEMA_JSON).expect("embedded ZTF 3.3 schema is JSON");
+        let parsed: serde_json::Value = serde_json::from_str(SCHEMA_JSONS[slot(version)]).expect("embedded ZTF schema is JSON");
         parsed.to_string()
     })
 }
 
-/// Encodes `record` as one Avro datum of the alert schema (validated against it first).
-pub(crate) fn encode_alert(record: Value) -> Result<Vec<u8>, SchemaMismatch> {
-    static WRITER: OnceLock<GenericDatumWriter<'static>> = OnceLock::new();
-    let writer = match WRITER.get() {
+/// Encodes `record` as one Avro datum of `version`'s alert schema (validated against it first).
+pub(crate) fn encode_alert(version: AlertSchema, record: Value) -> Result<Vec<u8>, SchemaMismatch> {
+    static WRITERS: [OnceLock<GenericDatumWriter<'static>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let cell = &WRITERS[slot(version)];
+    let writer = match cell.get() {
         Some(writer) => writer,
         None => {
-            let built = GenericDatumWriter::builder(alert_schema()).build()?;
-            WRITER.get_or_init(|| built)
+            let built = GenericDatumWriter::builder(alert_schema(version)).build()?;
+            cell.get_or_init(|| built)
         }
     };
     Ok(writer.write_value_to_vec(record)?)
@@ -74,9 +86,9 @@ fn first_record_in(schema: &Schema) -> Option<&RecordSchema> {
     }
 }
 
-/// The top-level `alert` record schema.
-pub(crate) fn alert_record_schema() -> Result<&'static RecordSchema, SchemaMismatch> {
-    match alert_schema() {
+/// The top-level `alert` record schema of `version`.
+pub(crate) fn alert_record_schema(version: AlertSchema) -> Result<&'static RecordSchema, SchemaMismatch> {
+    match alert_schema(version) {
         Schema::Record(record) => Ok(record),
         _ => Err(SchemaMismatch::NotARecord),
     }
@@ -245,8 +257,8 @@ pub(crate) fn object_container(metadata: &Metadata, sync: [u8; 16], datum: &[u8]
 }
 
 /// The header metadata of an alert file: its schema and codec `null`, like ZTF's.
-pub(crate) fn alert_container(sync: [u8; 16], datum: &[u8]) -> Vec<u8> {
-    let metadata: [(&str, &[u8]); 2] = [("avro.schema", header_schema_json().as_bytes()), ("avro.codec", b"null")];
+pub(crate) fn alert_container(version: AlertSchema, sync: [u8; 16], datum: &[u8]) -> Vec<u8> {
+    let metadata: [(&str, &[u8]); 2] = [("avro.schema", header_schema_json(version).as_bytes()), ("avro.codec", b"null")];
     object_container(&metadata, sync, datum)
 }
 
@@ -345,8 +357,8 @@ mod tests {
     }
 
     #[test]
-    fn embedded_schema_has_ztf_shape() {
-        let alert = alert_record_schema().expect("alert is a record");
+    fn embedded_schemas_have_ztf_shape() {
+        let alert = alert_record_schema(AlertSchema::V3_3).expect("alert is a record");
         assert_eq!(alert.fields.len(), 9);
         let candidate = nested_record(alert, "candidate").expect("candidate record");
         let prv = nested_record(alert, "prv_candidates").expect("prv_candidate record");
@@ -354,12 +366,23 @@ mod tests {
         assert_eq!(candidate.fields.len(), 103);
         assert_eq!(prv.fields.len(), 57);
         assert_eq!(cutout.fields.len(), 2);
-        assert!(header_schema_json().starts_with('{') && !header_schema_json().contains('\n'));
+        assert!(nested_record(alert, "fp_hists").is_err());
+
+        let alert = alert_record_schema(AlertSchema::V4_02).expect("alert is a record");
+        assert_eq!(alert.fields.len(), 10);
+        for (field, fields) in [("candidate", 103), ("prv_candidates", 57), ("fp_hists", 29), ("cutoutScience", 2)] {
+            assert_eq!(nested_record(alert, field).expect("a record").fields.len(), fields, "{field}");
+        }
+        for version in [AlertSchema::V3_3, AlertSchema::V4_02] {
+            let header = header_schema_json(version);
+            assert!(header.starts_with('{') && !header.contains('\n'));
+            assert!(header.contains(&format!("\"version\":\"{}\"", version.as_str())), "{version:?}");
+        }
     }
 
     #[test]
     fn builder_wraps_unions_in_schema_order_and_catches_mistakes() {
-        let alert = alert_record_schema().expect("alert is a record");
+        let alert = alert_record_schema(AlertSchema::V3_3).expect("alert is a record");
         let candidate = nested_record(alert, "candidate").expect("candidate record");
         let mut builder = RecordBuilder::new(candidate);
         builder.set("diffmaglim", 20.5f32).set("ssnamenr", None::<String>);
@@ -380,10 +403,10 @@ mod tests {
     #[test]
     fn container_header_holds_schema_and_null_codec() {
         let sync = [7u8; 16];
-        let file = alert_container(sync, b"datum");
+        let file = alert_container(AlertSchema::V3_3, sync, b"datum");
         let metadata = header_metadata(&file);
         assert_eq!(metadata["avro.codec"], b"null");
-        assert_eq!(metadata["avro.schema"], header_schema_json().as_bytes());
+        assert_eq!(metadata["avro.schema"], header_schema_json(AlertSchema::V3_3).as_bytes());
         let tail = &file[file.len() - 16 - 5 - 2 - 16..];
         assert_eq!(&tail[..16], &sync, "header ends with the sync marker");
         assert_eq!(&tail[16..18], &[0x02, 0x0a], "count 1, size 5");

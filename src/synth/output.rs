@@ -136,7 +136,7 @@ mod tests {
     use super::*;
 
     fn cfg(count: usize) -> SynthConfig {
-        SynthConfig { count, seed: 21, first_candid: 1_100_000_000_015_000_000 }
+        SynthConfig { count, seed: 21, first_candid: 1_100_000_000_015_000_000, ..SynthConfig::default() }
     }
 
     #[test]

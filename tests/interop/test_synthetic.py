@@ -99,3 +99,30 @@ def test_synthetic_tarball_store_equals_loose(builder, generated):
             np.testing.assert_array_equal(ca[name][ia], cb[name][ib], err_msg=name)
     assert np.array_equal(a["stamps"][:][ia], b["stamps"][:][ib])
     assert all(str(s).startswith(f"packed/{TARBALL}:") for s in cb["source"])
+
+
+def test_generate_4_02_with_measured_depths_fits_the_published_schema(binary, data_root, tmp_path):
+    """`--schema 4.02 --history measured`: every record validates against ZTF's published 4.02
+    schema (read independently of the generator's embedded copy), with fp_hists on exactly the
+    exposures of prv_candidates, newest first."""
+    import fastavro
+
+    out = tmp_path / "deep"
+    run(binary, ["generate", "-o", out, "--count", 60, "--seed", SEED, "--schema", "4.02", "--history", "measured"],
+        tmp_path).check()
+    folder = data_root / "schema" / "ztf-avro-alert" / "v4.02"
+    published = fastavro.schema.load_schema_ordered(
+        [str(folder / f"{name}.avsc") for name in ["cutout", "candidate", "prv_candidate", "fp_hist", "alert"]])
+    lengths = []
+    for path in ztfref.walk(out):
+        with open(path, "rb") as f:
+            records = list(fastavro.reader(f))
+        assert len(records) == 1
+        record = records[0]
+        fastavro.validation.validate(record, published, raise_errors=True)
+        assert record["schemavsn"] == "4.02"
+        prv, fp = record["prv_candidates"], record["fp_hists"]
+        assert [(e["pid"], e["jd"], e["fid"]) for e in fp] == [(e["pid"], e["jd"], e["fid"]) for e in reversed(prv)]
+        assert all(0 < record["candidate"]["jd"] - e["jd"] <= 30 for e in fp)
+        lengths.append(len(prv))
+    assert len(lengths) == 60 and min(lengths) >= 4 and max(lengths) <= 196

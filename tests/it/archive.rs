@@ -18,7 +18,7 @@ use crate::util::ztf2zarr;
 const FIRST: i64 = 1_100_000_000_015_000_000;
 
 fn alert(index: usize) -> Vec<u8> {
-    synth_alert(&SynthConfig { count: 100, seed: 1, first_candid: FIRST }, index)
+    synth_alert(&SynthConfig { count: 100, seed: 1, first_candid: FIRST, ..SynthConfig::default() }, index)
 }
 
 /// A tar header block with a raw size field, type flag and link name; checksum set.

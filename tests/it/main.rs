@@ -11,4 +11,5 @@ mod mutation;
 mod newcomer;
 mod samples;
 mod store;
+mod synthetic;
 mod util;

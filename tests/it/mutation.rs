@@ -259,7 +259,7 @@ fn mutants() -> Vec<Mutant> {
 
 /// Two intact alerts that must be written whatever the mutants beside them do.
 fn controls() -> Vec<(String, Vec<u8>, i64)> {
-    let cfg = SynthConfig { count: 2, seed: 7, first_candid: 3_000_000_000_000_000_000 };
+    let cfg = SynthConfig { count: 2, seed: 7, first_candid: 3_000_000_000_000_000_000, ..SynthConfig::default() };
     (0..2).map(|i| (format!("control{i}.avro"), synth_alert(&cfg, i), cfg.candid(i))).collect()
 }
 
