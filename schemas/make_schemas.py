@@ -53,8 +53,10 @@ EPOCHS_LEADING = [
 EPOCHS_FIRST = ["candid", "jd", "fid"]
 FORCED_LEADING = [("objectId", "<U12", "alert.objectId", "ZTF object identifier of the alert that carried this epoch")]
 FORCED_FIRST = ["jd", "fid", "pid"]
-FORCED_TRAILING = [
-    ("alert_candid", "<i8", "derived", "candid of the alert whose values this row holds: the latest alert (greatest jd, then greatest candid) that carried the epoch"),
+# Both tables end with the alert that first carried a row's values (a row's version is every
+# column before these two).
+CARRYING_ALERT = [
+    ("alert_candid", "<i8", "derived", "candid of the first stored alert whose packet carried these values (a packet that carries other values for the epoch adds another row)"),
     ("alert_jd", "<f8", "derived", "jd of that alert [days]"),
 ]
 
@@ -100,10 +102,11 @@ def write_table(name, rows):
 def light_curve_tables(root):
     prv = union_of_fields(root, "prv_candidate.avsc")
     order = EPOCHS_FIRST + [n for n in prv if n not in EPOCHS_FIRST]
-    write_table("epochs.tsv", leading(EPOCHS_LEADING) + [column(n, *prv[n], f"prv_candidate.{n}", widths=EPOCHS_STRING_WIDTH) for n in order])
+    write_table("epochs.tsv", leading(EPOCHS_LEADING) + [column(n, *prv[n], f"prv_candidate.{n}", widths=EPOCHS_STRING_WIDTH) for n in order]
+                + leading(CARRYING_ALERT))
     fp = union_of_fields(root, "fp_hist.avsc")
     order = FORCED_FIRST + [n for n in fp if n not in FORCED_FIRST]
-    write_table("forced.tsv", leading(FORCED_LEADING) + [column(n, *fp[n], f"fp_hist.{n}") for n in order] + leading(FORCED_TRAILING))
+    write_table("forced.tsv", leading(FORCED_LEADING) + [column(n, *fp[n], f"fp_hist.{n}") for n in order] + leading(CARRYING_ALERT))
 
 
 def main(root):
