@@ -170,6 +170,9 @@ struct ChunkBuffer {
     row_bytes: usize,
     /// Rows are length-prefixed strings (`vlen-utf8` items), not `row_bytes` each.
     utf8: bool,
+    /// The store's own rows of this chunk (its incomplete last chunk, continued by an append),
+    /// still as stored; `rows` counts them, `bytes` holds only the rows after them.
+    committed: Option<Arc<PartialChunk>>,
     bytes: Vec<u8>,
 }
 
@@ -183,6 +186,7 @@ impl ChunkBuffer {
             capacity: spec.chunk_rows,
             row_bytes: spec.row_bytes,
             utf8: is_utf8(spec),
+            committed: None,
             bytes: Vec::new(),
         };
         chunk.bytes.reserve(chunk.reserve());
@@ -198,7 +202,8 @@ impl ChunkBuffer {
             capacity: spec.chunk_rows,
             row_bytes: spec.row_bytes,
             utf8: is_utf8(spec),
-            bytes: partial.bytes,
+            committed: Some(Arc::new(partial)),
+            bytes: Vec::new(),
         }
     }
 
@@ -337,7 +342,7 @@ impl ChunkWriter<'_> {
     /// zeros, or empty strings). Gives back the chunk's buffer, emptied, for the next chunk of
     /// the array.
     fn write(&self, mut chunk: ChunkBuffer) -> Result<Vec<u8>, StoreError> {
-        self.transaction.write_chunk_rows(chunk.array, chunk.index, &chunk.bytes, chunk.rows)?;
+        self.transaction.write_chunk_rows_after(chunk.committed.as_deref(), chunk.array, chunk.index, &chunk.bytes, chunk.rows)?;
         chunk.bytes.clear();
         Ok(chunk.bytes)
     }
@@ -410,8 +415,17 @@ struct ChunkMark {
     index: usize,
     rows: usize,
     len: usize,
+    /// The store's own rows of that chunk, if it continues the store's last one.
+    committed: Option<Arc<PartialChunk>>,
     /// The buffer's part before the point, kept when the buffer left for the writer since.
     saved: Option<Vec<u8>>,
+}
+
+impl ChunkMark {
+    /// Where `chunk` stands now.
+    fn of(chunk: &ChunkBuffer) -> Self {
+        ChunkMark { index: chunk.index, rows: chunk.rows, len: chunk.bytes.len(), committed: chunk.committed.clone(), saved: None }
+    }
 }
 
 impl Collector<'_> {
@@ -517,7 +531,7 @@ impl Collector<'_> {
         }
         for ((chunk, feed), mark) in self.chunks.iter().zip(&mut snap.chunks) {
             if feed.takes_batches() {
-                *mark = ChunkMark { index: chunk.index, rows: chunk.rows, len: chunk.bytes.len(), saved: None };
+                *mark = ChunkMark::of(chunk);
             }
         }
     }
@@ -566,7 +580,7 @@ impl Collector<'_> {
         let reserve = chunk.reserve();
         let bytes = self.spare[position].take().unwrap_or_else(|| Vec::with_capacity(reserve));
         let chunk = &mut self.chunks[position].0;
-        let next = ChunkBuffer { index: chunk.index + 1, rows: 0, bytes, ..*chunk };
+        let next = ChunkBuffer { index: chunk.index + 1, rows: 0, committed: None, bytes, ..*chunk };
         full.push(std::mem::replace(chunk, next));
     }
 
@@ -643,7 +657,7 @@ impl Collector<'_> {
             flagged: self.stats.flagged,
             versions: self.versions.clone(),
             docs: self.docs.clone(),
-            chunks: self.chunks.iter().map(|(c, _)| ChunkMark { index: c.index, rows: c.rows, len: c.bytes.len(), saved: None }).collect(),
+            chunks: self.chunks.iter().map(|(c, _)| ChunkMark::of(c)).collect(),
             lightcurves: self.lightcurves.as_ref().map(LightCurves::mark),
         }
     }
@@ -687,7 +701,7 @@ impl Collector<'_> {
             } else {
                 let array = chunk.array;
                 let bytes = mark.saved.clone().unwrap_or_default();
-                *chunk = ChunkBuffer { index: mark.index, rows: mark.rows, bytes, ..*chunk };
+                *chunk = ChunkBuffer { index: mark.index, rows: mark.rows, committed: mark.committed.clone(), bytes, ..*chunk };
                 full.retain(|c| c.array != array || c.index < mark.index);
                 let stale = &mut self.stale_chunks[position];
                 *stale = Some(stale.map_or(mark.index, |k| k.min(mark.index)));

@@ -208,7 +208,9 @@ pub enum Purpose {
 /// Name of the group holding training split index arrays.
 pub const SPLITS: &str = "splits";
 
-/// The rows of an array's incomplete last chunk, to be rewritten whole with new rows after them.
+/// An array's incomplete last chunk, to be rewritten whole with new rows after its own. Held as
+/// stored (compressed) until then: an append onto a store whose ~115 last chunks are well
+/// filled would otherwise hold tens of megabytes of their rows for the whole build.
 #[derive(Debug, Clone)]
 pub struct PartialChunk {
     /// Position of the array in [`Transaction::arrays`].
@@ -217,8 +219,8 @@ pub struct PartialChunk {
     pub index: usize,
     /// Rows already in it.
     pub rows: usize,
-    /// Their bytes (`rows × row_bytes`), filter undone.
-    pub bytes: Vec<u8>,
+    /// The chunk object as stored (checked to decode when the change began).
+    pub stored: Vec<u8>,
 }
 
 /// What an existing store already holds.
@@ -525,6 +527,33 @@ impl Transaction {
     /// # Errors
     /// Compression or storage failure.
     pub fn write_chunk_rows(&self, array: usize, index: usize, bytes: &[u8], rows: usize) -> Result<(), StoreError> {
+        self.write_chunk_rows_after(None, array, index, bytes, rows)
+    }
+
+    /// The rows of `partial` (the store's own, if the chunk continues its incomplete last
+    /// chunk), then `bytes`: as [`Transaction::write_chunk_rows`] with all of them.
+    ///
+    /// # Errors
+    /// Compression or storage failure.
+    pub fn write_chunk_rows_after(
+        &self,
+        partial: Option<&PartialChunk>,
+        array: usize,
+        index: usize,
+        bytes: &[u8],
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        let joined;
+        let bytes = match partial {
+            Some(partial) => {
+                let spec = &self.arrays[array];
+                let mut own = reader::chunk_rows_of(self.storage.as_ref(), spec, index, &partial.stored, partial.rows)?;
+                own.extend_from_slice(bytes);
+                joined = own;
+                joined.as_slice()
+            }
+            None => bytes,
+        };
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
         if self.purpose != Purpose::Append {
@@ -1054,8 +1083,9 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
             if rows % spec.chunk_rows != 0 {
                 let index = rows / spec.chunk_rows;
                 let kept = rows - index * spec.chunk_rows;
-                let bytes = reader.chunk_rows(spec, index, kept)?;
-                partials.push(PartialChunk { array, index, rows: kept, bytes });
+                let stored = reader.stored_chunk(spec, index)?;
+                reader::chunk_rows_of(storage, spec, index, &stored, kept)?; // damaged: refused now, before any write
+                partials.push(PartialChunk { array, index, rows: kept, stored });
             }
         }
     }

@@ -328,12 +328,16 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing, does not decompress, or has the wrong length.
     pub fn chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
+        decode_chunk(self.storage.as_ref(), spec, index, &self.stored_chunk(spec, index)?)
+    }
+
+    /// Chunk `index` of `spec` as stored (compressed).
+    ///
+    /// # Errors
+    /// A chunk that is missing.
+    pub fn stored_chunk(&self, spec: &ArraySpec, index: usize) -> Result<Vec<u8>, ReadError> {
         let key = spec.chunk_key(index);
-        let raw = match spec.exact_chunk_bytes() {
-            Some(bytes) => read_chunk(self.storage.as_ref(), &key, bytes)?,
-            None => read_chunk_at_most(self.storage.as_ref(), &key, spec.chunk_bytes())?,
-        };
-        Ok(spec.filter.decode(raw))
+        self.storage.get(&key)?.ok_or_else(|| invalid(self.storage.as_ref(), &key, "the chunk is missing".into()))
     }
 
     /// The first `kept` rows of chunk `index` of `spec`, as a build holds them while filling it:
@@ -342,19 +346,7 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing, does not decompress, or (strings) does not parse.
     pub fn chunk_rows(&self, spec: &ArraySpec, index: usize, kept: usize) -> Result<Vec<u8>, ReadError> {
-        let mut raw = self.chunk(spec, index)?;
-        match spec.cell {
-            Cell::Fixed => {
-                // A light-curve column's chunk is a megabyte, mostly padding in its last chunk:
-                // hold only the kept rows while the build fills it again.
-                raw.truncate(kept * spec.row_bytes);
-                raw.shrink_to_fit();
-                Ok(raw)
-            }
-            Cell::Utf8 { .. } => {
-                vlen::kept(&raw, spec.chunk_rows, kept).map_err(|reason| invalid(self.storage.as_ref(), &spec.chunk_key(index), reason))
-            }
-        }
+        chunk_rows_of(self.storage.as_ref(), spec, index, &self.stored_chunk(spec, index)?, kept)
     }
 
     /// Every row of a light-curve table, packed as the build packs them (its columns read and
@@ -593,21 +585,47 @@ pub(super) fn committed_documents(storage: &dyn Storage) -> Result<Map<String, V
 }
 
 /// A chunk of variable size (strings): its frame must declare its size, at most `limit`.
-fn read_chunk_at_most(storage: &dyn Storage, key: &str, limit: usize) -> Result<Vec<u8>, ReadError> {
-    let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
-    let declared = match zstd::zstd_safe::get_frame_content_size(&compressed) {
+/// Chunk `index` of `spec` from its stored bytes: a whole chunk long, its filter undone.
+///
+/// # Errors
+/// A chunk that does not decompress, or has the wrong length.
+fn decode_chunk(storage: &dyn Storage, spec: &ArraySpec, index: usize, compressed: &[u8]) -> Result<Vec<u8>, ReadError> {
+    let key = spec.chunk_key(index);
+    let raw = match spec.exact_chunk_bytes() {
+        Some(bytes) => decompress_chunk(storage, &key, compressed, bytes)?,
+        None => decompress_at_most(storage, &key, compressed, spec.chunk_bytes())?,
+    };
+    Ok(spec.filter.decode(raw))
+}
+
+/// The first `kept` rows of chunk `index` of `spec` from its stored bytes, as
+/// [`StoreReader::chunk_rows`] gives them.
+///
+/// # Errors
+/// A chunk that does not decompress, or (strings) does not parse.
+pub fn chunk_rows_of(storage: &dyn Storage, spec: &ArraySpec, index: usize, compressed: &[u8], kept: usize) -> Result<Vec<u8>, ReadError> {
+    let mut raw = decode_chunk(storage, spec, index, compressed)?;
+    match spec.cell {
+        Cell::Fixed => {
+            // A light-curve column's chunk is a megabyte, mostly padding in its last chunk:
+            // hold only the kept rows.
+            raw.truncate(kept * spec.row_bytes);
+            raw.shrink_to_fit();
+            Ok(raw)
+        }
+        Cell::Utf8 { .. } => vlen::kept(&raw, spec.chunk_rows, kept).map_err(|reason| invalid(storage, &spec.chunk_key(index), reason)),
+    }
+}
+
+fn decompress_at_most(storage: &dyn Storage, key: &str, compressed: &[u8], limit: usize) -> Result<Vec<u8>, ReadError> {
+    let declared = match zstd::zstd_safe::get_frame_content_size(compressed) {
         Ok(Some(declared)) if declared <= limit as u64 => declared as usize,
         Ok(Some(declared)) => {
             return Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take")))
         }
         _ => return Err(invalid(storage, key, "chunk's zstd frame does not declare its size".into())),
     };
-    decompress_chunk(storage, key, &compressed, declared)
-}
-
-fn read_chunk(storage: &dyn Storage, key: &str, expected: usize) -> Result<Vec<u8>, ReadError> {
-    let compressed = storage.get(key)?.ok_or_else(|| invalid(storage, key, "the chunk is missing".into()))?;
-    decompress_chunk(storage, key, &compressed, expected)
+    decompress_chunk(storage, key, compressed, declared)
 }
 
 /// The `expected` bytes of the zstd chunk `key` (filter not undone).
