@@ -219,7 +219,8 @@ pub struct PartialChunk {
     pub index: usize,
     /// Rows already in it.
     pub rows: usize,
-    /// The chunk object as stored (checked to decode when the change began).
+    /// The chunk object as stored (its frame checked when the change began; inflated when the
+    /// chunk is written, a damaged one then failing the change before anything is committed).
     pub stored: Vec<u8>,
 }
 
@@ -1084,7 +1085,7 @@ fn read_committed(reader: &StoreReader, storage: &dyn Storage, purpose: Purpose,
                 let index = rows / spec.chunk_rows;
                 let kept = rows - index * spec.chunk_rows;
                 let stored = reader.stored_chunk(spec, index)?;
-                reader::chunk_rows_of(storage, spec, index, &stored, kept)?; // damaged: refused now, before any write
+                reader::check_stored_chunk(storage, spec, index, &stored)?;
                 partials.push(PartialChunk { array, index, rows: kept, stored });
             }
         }

@@ -346,7 +346,11 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing, does not decompress, or (strings) does not parse.
     pub fn chunk_rows(&self, spec: &ArraySpec, index: usize, kept: usize) -> Result<Vec<u8>, ReadError> {
-        chunk_rows_of(self.storage.as_ref(), spec, index, &self.stored_chunk(spec, index)?, kept)
+        let mut rows = chunk_rows_of(self.storage.as_ref(), spec, index, &self.stored_chunk(spec, index)?, kept)?;
+        // A light-curve column's chunk is a megabyte, mostly padding in its last chunk: hold
+        // only the kept rows.
+        rows.shrink_to_fit();
+        Ok(rows)
     }
 
     /// Every row of a light-curve table, packed as the build packs them (its columns read and
@@ -598,6 +602,28 @@ fn decode_chunk(storage: &dyn Storage, spec: &ArraySpec, index: usize, compresse
     Ok(spec.filter.decode(raw))
 }
 
+/// Whether chunk `index` of `spec`, as stored, declares the size its array gives a chunk: what
+/// can be checked without inflating it (a chunk that then does not inflate is an error where it
+/// is decoded).
+///
+/// # Errors
+/// A frame that declares no size, or another one.
+pub fn check_stored_chunk(storage: &dyn Storage, spec: &ArraySpec, index: usize, compressed: &[u8]) -> Result<(), ReadError> {
+    let key = spec.chunk_key(index);
+    let declared = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten();
+    let fits = match (declared, spec.exact_chunk_bytes()) {
+        (Some(declared), Some(expected)) => declared == expected as u64,
+        (Some(declared), None) => declared <= spec.chunk_bytes() as u64,
+        (None, _) => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        let declared = declared.map_or_else(|| "no size".to_string(), |d| format!("{d} bytes"));
+        Err(invalid(storage, &key, format!("chunk's zstd frame declares {declared}, not a chunk of this array")))
+    }
+}
+
 /// The first `kept` rows of chunk `index` of `spec` from its stored bytes, as
 /// [`StoreReader::chunk_rows`] gives them.
 ///
@@ -607,10 +633,8 @@ pub fn chunk_rows_of(storage: &dyn Storage, spec: &ArraySpec, index: usize, comp
     let mut raw = decode_chunk(storage, spec, index, compressed)?;
     match spec.cell {
         Cell::Fixed => {
-            // A light-curve column's chunk is a megabyte, mostly padding in its last chunk:
-            // hold only the kept rows.
+            // Its room stays a whole chunk: the rows that continue the chunk fit without moving it.
             raw.truncate(kept * spec.row_bytes);
-            raw.shrink_to_fit();
             Ok(raw)
         }
         Cell::Utf8 { .. } => vlen::kept(&raw, spec.chunk_rows, kept).map_err(|reason| invalid(storage, &spec.chunk_key(index), reason)),
