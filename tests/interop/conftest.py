@@ -196,7 +196,7 @@ def moto_endpoint(tmp_path_factory) -> str:
     """http://127.0.0.1:PORT of a moto_server started for the session (stopped at its end)."""
     server = Path(sys.executable).parent / "moto_server"
     if not server.is_file():
-        pytest.fail(f"{server} not found: install tests/interop/requirements-zarr*.txt (moto, flask)")
+        pytest.fail(f"{server} not found: install tests/interop/requirements-zarr*.lock (moto, flask)")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
