@@ -127,8 +127,8 @@ impl Added {
 /// fails its checksum takes back what was read from it since its last verified member).
 #[derive(Debug, Clone)]
 pub struct Mark {
-    /// Entries of the batch taken before the point; None once that batch is added (the point is
-    /// then before every entry taken since).
+    /// Entries of the batch taken before the point; None when the batch was empty then, or once
+    /// it is added (the point is then before every entry taken since).
     pending: Option<usize>,
     pending_rows: [usize; 2],
     next_carried: [u64; 2],
@@ -175,6 +175,9 @@ pub struct LightCurves {
     seen: FastMap<Key, u64>,
     /// Keys of the alert being taken (reused: one allocation per build, not per alert).
     in_packet: FastSet<Key>,
+    /// The versions the alert being taken carried, each once: table, key, and where its row
+    /// is in the alert's rows of that table.
+    carried: Vec<(Table, Key, usize)>,
     /// The batch: every epoch its alerts carried, in order.
     pending: Vec<Carried>,
     /// The batch's packed rows of each table (those with [`Carried::row`]).
@@ -205,6 +208,7 @@ impl LightCurves {
             committed,
             seen: FastMap::default(),
             in_packet: FastSet::default(),
+            carried: Vec::new(),
             pending: Vec::new(),
             pending_rows: [Vec::new(), Vec::new()],
             pending_new: FastSet::default(),
@@ -219,39 +223,74 @@ impl LightCurves {
         }
     }
 
-    /// Take the history of an alert the store writes into the batch; gives its row of
-    /// `lightcurves/alerts` (how many epochs it carried is known now; which rows, once the
-    /// batch is added).
-    pub fn take(&mut self, history: &History) -> Vec<u8> {
-        let epochs = self.carry(Table::Epochs, &history.epochs);
-        let forced = self.carry(Table::Forced, &history.forced);
+    /// Take the history of an alert the store writes; gives its row of `lightcurves/alerts`
+    /// (how many epochs it carried is known at once).
+    ///
+    /// When no batch waits and the store can hold none of its versions (each is the build's
+    /// own already, or of a jd no committed key block covers: every epoch of a new store, and
+    /// an append's epochs of the night itself), they are added at once, into `now`; else they
+    /// join the batch, added by [`LightCurves::add_batch`].
+    pub fn take(&mut self, history: &History, now: &mut Added) -> Vec<u8> {
+        self.carried.clear();
+        let epochs = self.versions_of(Table::Epochs, &history.epochs);
+        let forced = self.versions_of(Table::Forced, &history.forced);
+        let at_once = self.pending.is_empty()
+            && self.carried.iter().all(|(_, key, _)| self.seen.contains_key(key) || !self.committed.may_hold(key.jd()));
+        for index in 0..self.carried.len() {
+            let (table, key, at) = self.carried[index];
+            let rows = match table {
+                Table::Epochs => &history.epochs,
+                Table::Forced => &history.forced,
+            };
+            let row = &rows[at..at + table.layout().itemsize()];
+            if at_once {
+                self.add_now(table, key, row, now);
+            } else {
+                self.queue(table, key, row);
+            }
+        }
         let row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
         self.next_carried[0] += epochs;
         self.next_carried[1] += forced;
         row
     }
 
-    /// Put one table's rows of an alert into the batch, each version once; gives how many.
-    fn carry(&mut self, table: Table, rows: &[u8]) -> u64 {
-        let layout = table.layout();
+    /// Note the versions one table's rows of an alert carry, each once; gives how many.
+    fn versions_of(&mut self, table: Table, rows: &[u8]) -> u64 {
+        let itemsize = table.layout().itemsize();
         let cells = KeyCells::of(table);
         self.in_packet.clear();
-        let mut carried = 0;
-        for row in rows.chunks_exact(layout.itemsize()) {
+        let before = self.carried.len();
+        for (index, row) in rows.chunks_exact(itemsize).enumerate() {
             let key = cells.key(row);
-            if !self.in_packet.insert(key) {
-                continue; // the same version twice in one packet
-            }
-            carried += 1;
-            let kept = !self.seen.contains_key(&key) && self.pending_new.insert(key);
-            let at = kept.then(|| {
-                let rows = &mut self.pending_rows[table as usize];
-                rows.extend_from_slice(row);
-                rows.len() - row.len()
-            });
-            self.pending.push(Carried { table, key, row: at });
+            if self.in_packet.insert(key) {
+                self.carried.push((table, key, index * itemsize));
+            } // else the same version twice in one packet
         }
-        carried
+        (self.carried.len() - before) as u64
+    }
+
+    /// Add one carried version whose row the store cannot hold.
+    fn add_now(&mut self, table: Table, key: Key, row: &[u8], now: &mut Added) {
+        let number = match self.seen.get(&key) {
+            Some(number) => *number,
+            None => {
+                now.table(table).0.extend_from_slice(row);
+                self.append(table, key)
+            }
+        };
+        now.table(table).1.extend_from_slice(&number.to_le_bytes());
+    }
+
+    /// Put one carried version into the batch (its row too, if the batch has not got it).
+    fn queue(&mut self, table: Table, key: Key, row: &[u8]) {
+        let kept = !self.seen.contains_key(&key) && self.pending_new.insert(key);
+        let at = kept.then(|| {
+            let rows = &mut self.pending_rows[table as usize];
+            rows.extend_from_slice(row);
+            rows.len() - row.len()
+        });
+        self.pending.push(Carried { table, key, row: at });
     }
 
     /// Bytes the batch holds.
@@ -329,7 +368,9 @@ impl LightCurves {
     #[must_use]
     pub fn mark(&self) -> Mark {
         Mark {
-            pending: Some(self.pending.len()),
+            // An empty batch: whatever is added after the point, at once or in a later batch,
+            // is undone by rolling back to the state saved here.
+            pending: (!self.pending.is_empty()).then_some(self.pending.len()),
             pending_rows: [self.pending_rows[0].len(), self.pending_rows[1].len()],
             next_carried: self.next_carried,
             undo: self.undo.len(),
@@ -543,13 +584,32 @@ mod tests {
         History { jd, epochs: epochs.concat(), forced: forced.concat() }
     }
 
-    /// One alert as a batch of its own.
+    /// One alert, added at once or as a batch of its own.
     fn take_alone(curves: &mut LightCurves, storage: &dyn Storage, history: &History) -> Added {
-        curves.take(history);
-        curves.look_up(storage).unwrap();
         let mut added = Added::default();
+        curves.take(history, &mut added);
+        curves.look_up(storage).unwrap();
         curves.add_batch(usize::MAX, &mut added);
         added
+    }
+
+    /// Committed keys whose one block covers jd 0 to 10 but holds only a key no test alert
+    /// carries: every look-up of those jds waits for a batch, and finds nothing.
+    fn covering_block(dir: &std::path::Path) -> (crate::store::storage::LocalStorage, CommittedKeys) {
+        let storage = crate::store::storage::LocalStorage::new(dir);
+        let far = |jd: f64| Key { jd: f64::to_bits(jd), kind: KeyKind::UpperLimit, fid: 9, object: *b"ZTF00nothing", id: 0, version: 0 };
+        let (block, bytes) = crate::store::lckeys::blocks_of(1, &[(far(0.0), 0), (far(10.0), 1)], 1).remove(0);
+        storage.put(&block.key, &bytes).unwrap();
+        (storage, CommittedKeys::new(vec![block]))
+    }
+
+    /// Take `histories` as one batch (each alert queued behind a committed block's range).
+    fn take_batched(curves: &mut LightCurves, histories: &[History]) {
+        let mut now = Added::default();
+        for history in histories {
+            curves.take(history, &mut now);
+        }
+        assert_eq!(now.carried_epochs.len() + now.carried_forced.len(), 0, "all queued");
     }
 
     fn rows(carried: &[u8]) -> Vec<u64> {
@@ -633,10 +693,10 @@ mod tests {
             expected.forced.extend(added.forced);
             expected.carried_forced.extend(added.carried_forced);
         }
-        let mut batched = LightCurves::new(CommittedKeys::default(), [4, 2], [0, 0]);
-        for history in alerts() {
-            batched.take(&history);
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, committed) = covering_block(dir.path());
+        let mut batched = LightCurves::new(committed, [4, 2], [0, 0]);
+        take_batched(&mut batched, &alerts());
         assert_eq!(batched.batch_len(), 8, "3 + 1 + 4 epochs");
         batched.look_up(&storage).unwrap();
         let mut added = Added::default();
@@ -650,13 +710,13 @@ mod tests {
 
     #[test]
     fn rolling_back_to_a_mark_inside_an_added_batch_keeps_what_came_before_it() {
-        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
-        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, committed) = covering_block(dir.path());
+        let mut curves = LightCurves::new(committed, [0, 0], [0, 0]);
         let [first, second, third] = <[History; 3]>::try_from(alerts()).unwrap();
-        curves.take(&first);
+        take_batched(&mut curves, std::slice::from_ref(&first));
         let mut mark = curves.mark();
-        curves.take(&second);
-        curves.take(&third);
+        take_batched(&mut curves, &[second.clone(), third.clone()]);
         curves.look_up(&storage).unwrap();
         let mut before = Added::default();
         curves.add_batch(mark.pending().unwrap(), &mut before);
@@ -671,11 +731,22 @@ mod tests {
         assert_eq!(curves.rows_after(), [2, 1], "the first alert's rows stay");
         assert_eq!(curves.new_keys().len(), 3);
         // The second alert again, from verified bytes: the same rows as before.
-        curves.take(&second);
-        curves.look_up(&storage).unwrap();
-        let mut again = Added::default();
-        curves.add_batch(usize::MAX, &mut again);
+        let again = take_alone(&mut curves, &storage, &second);
         assert_eq!(rows(&again.carried_epochs), [2]);
-        assert_eq!(curves.take(&third)[..8], 3i64.to_le_bytes(), "history_start follows the kept entries");
+        assert_eq!(curves.take(&third, &mut Added::default())[..8], 3i64.to_le_bytes(), "history_start follows the kept entries");
+    }
+
+    #[test]
+    fn a_mark_with_no_batch_waiting_undoes_what_is_added_at_once_after_it() {
+        let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
+        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        let [first, second, _] = <[History; 3]>::try_from(alerts()).unwrap();
+        take_alone(&mut curves, &storage, &first);
+        let mark = curves.mark();
+        assert_eq!(mark.pending(), None);
+        let added = take_alone(&mut curves, &storage, &second);
+        assert_eq!(rows(&added.carried_epochs), [2], "added at once: no block covers its jd");
+        curves.roll_back(&mark);
+        assert_eq!(curves.rows_after(), [2, 1]);
     }
 }

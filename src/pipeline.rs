@@ -459,7 +459,7 @@ impl Collector<'_> {
             self.docs.merge(&alert.schema, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
             self.new_candids.push(alert.candid);
-            let alert_row = self.take_history(&alert);
+            let alert_row = self.take_history(&alert, full);
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
                 match feed.rows(&alert, &alert_row) {
@@ -475,13 +475,17 @@ impl Collector<'_> {
         Ok(())
     }
 
-    /// Take the alert's history into the light curves' batch; gives its row of
-    /// `lightcurves/alerts` (empty without light curves or history).
-    fn take_history(&mut self, alert: &Alert) -> Vec<u8> {
+    /// Take the alert's history into the light curves (its versions added at once, or into the
+    /// batch); gives its row of `lightcurves/alerts` (empty without light curves or history).
+    fn take_history(&mut self, alert: &Alert, full: &mut Vec<ChunkBuffer>) -> Vec<u8> {
         let mut row = std::mem::take(&mut self.alert_row);
         row.clear();
         if let (Some(curves), Some(history)) = (self.lightcurves.as_mut(), alert.history.as_ref()) {
-            row = curves.take(history);
+            let mut added = std::mem::take(&mut self.added);
+            added.clear();
+            row = curves.take(history, &mut added);
+            self.push_batch(&added, full);
+            self.added = added;
         }
         row
     }

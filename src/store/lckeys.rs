@@ -215,6 +215,8 @@ pub fn read_block(storage: &dyn Storage, block: &Block) -> Result<Vec<(Key, u64)
 pub struct CommittedKeys {
     /// Sorted by `jd_min`.
     blocks: Vec<Block>,
+    /// The jd ranges the blocks cover, merged where they overlap, sorted.
+    covered: Vec<(f64, f64)>,
     /// Blocks read so far, over every batch.
     reads: usize,
 }
@@ -224,7 +226,21 @@ impl CommittedKeys {
     #[must_use]
     pub fn new(mut blocks: Vec<Block>) -> Self {
         blocks.sort_by(|a, b| a.jd_min.total_cmp(&b.jd_min));
-        CommittedKeys { blocks, reads: 0 }
+        let mut covered: Vec<(f64, f64)> = Vec::new();
+        for block in &blocks {
+            match covered.last_mut() {
+                Some(last) if block.jd_min <= last.1 => last.1 = last.1.max(block.jd_max),
+                _ => covered.push((block.jd_min, block.jd_max)),
+            }
+        }
+        CommittedKeys { blocks, covered, reads: 0 }
+    }
+
+    /// Whether some block's jd range holds `jd` (if not, the store holds no key of that jd).
+    #[must_use]
+    pub fn may_hold(&self, jd: f64) -> bool {
+        let after = self.covered.partition_point(|(start, _)| *start <= jd);
+        after > 0 && self.covered[after - 1].1 >= jd
     }
 
     /// Fill in the committed row of each key of `wanted` that the store holds (the others stay
@@ -309,6 +325,8 @@ mod tests {
         assert_eq!(wanted[&key(41.5, KeyKind::Detection, 9)], Some(9));
         assert_eq!(wanted[&key(41.5, KeyKind::Detection, 5)], None);
         assert_eq!(committed.reads(), 2, "builds 2 and 3: their ranges hold the keys");
+        assert!(committed.may_hold(10.5) && committed.may_hold(42.5) && committed.may_hold(41.0));
+        assert!(!committed.may_hold(12.0) && !committed.may_hold(43.0) && !committed.may_hold(1.0));
         let mut outside: FastMap<Key, Option<u64>> = [(key(20.0, KeyKind::Detection, 1), None)].into_iter().collect();
         committed.find(&storage, &mut outside).unwrap();
         assert_eq!(committed.reads(), 2, "jd 20 is in no block's range: nothing read");
