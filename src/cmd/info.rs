@@ -16,7 +16,7 @@ use crate::decode::cutout::STAMP_FLAGS;
 use crate::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
 use crate::store::lightcurve_table;
-use crate::store::{StoreReader, LIGHTCURVES, OBJECTS};
+use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
 
 /// Run `info`.
 ///
@@ -72,6 +72,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "bytes_on_disk": storage.total_size()?,
         "stamp_size": settings.stamp_size,
         "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
+        "masked_policy": if settings.keep_masked { MASKED_KEPT } else { MASKED_AS_MISSING },
         "chunk_rows": settings.chunk_rows,
         "chunks": reader.chunks(),
         "nights": nights,
@@ -139,8 +140,13 @@ fn render(info: &Value) -> String {
     let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
     let _ = writeln!(out, "rows         {}", info["rows"]);
     let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
-    let _ =
-        writeln!(out, "stamps       3 x {0} x {0}, NaN policy {1}", info["stamp_size"], info["nan_policy"].as_str().unwrap_or_default());
+    let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
+    let masked = match (info["masked_policy"].as_str(), nan_policy) {
+        (Some(MASKED_KEPT), _) => "kept as -3.4e38",
+        (_, "keep") => "stored as NaN",
+        _ => "stored as 0",
+    };
+    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}, masked pixels {masked}", info["stamp_size"]);
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {

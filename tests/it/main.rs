@@ -7,6 +7,7 @@ mod folders;
 mod hostile;
 mod label;
 mod lightcurves;
+mod masked;
 mod mutation;
 mod newcomer;
 mod samples;
