@@ -96,7 +96,14 @@ The CSV is read as a stream; its id column (--id-column, default oid) is matched
 its class column (--class-column, default: predicted_class or classALeRCE, whichever exists)
 gives the label. Without --classes every class keeps its own name (codes follow sorted names);
 with --classes the listed classes get codes 0, 1, … in that order and every other class goes to
-the --other bucket. Alerts whose object is not in the CSV are unlabeled: label \"\", label_code -1.";
+the --other bucket (default name: other). Alerts whose object is not in the CSV are unlabeled:
+label \"\", label_code -1.
+
+A class listed in --classes must be a class of the CSV, as written there (case included; spaces
+around names are trimmed): one that no row has is refused, with the CSV's classes and their
+counts, so that a typo cannot put every object in --other. --other without --classes is refused
+too (every class keeps its name then, so there is nothing to put in it). The summary counts the
+alerts of each class; `ztf2zarr info` shows the same counts.";
 
 const SPLIT_EXAMPLES: &str = "\
 Examples:
@@ -105,7 +112,8 @@ Examples:
 
 Objects, not alerts, are assigned to splits (all alerts of an object land in the same split, so
 nothing leaks between them), separately within each label so every split keeps the class mix.
-The result is deterministic for a seed. Read it with root['splits/train'][:].
+The result is deterministic for a seed. Read it with root['splits/train'][:]. A class of too few
+objects to reach every split is named in a warning (stderr; the split is still written).
 
 Split after labelling: an unlabeled store can be split (objects still never straddle splits),
 with a warning that nothing is stratified, and --labeled-only on it is refused. The splits record
@@ -207,13 +215,14 @@ pub struct LabelSource {
     #[arg(long, value_name = "NAME")]
     pub class_column: Option<String>,
 
-    /// Keep only these classes (comma-separated, in code order); others go to --other.
+    /// Keep only these classes (comma-separated, in code order; spaces around names are trimmed); others go to --other.
+    /// Each must be a class of the CSV, exactly as written there.
     #[arg(long, value_delimiter = ',', value_name = "A,B,…")]
     pub classes: Option<Vec<String>>,
 
-    /// Name of the bucket for classes not in --classes.
-    #[arg(long, default_value = "other", value_name = "NAME")]
-    pub other: String,
+    /// Name of the bucket for classes not in --classes [default: other]; only with --classes.
+    #[arg(long, value_name = "NAME")]
+    pub other: Option<String>,
 }
 
 /// Options of `ztf2zarr unlock`.

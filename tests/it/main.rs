@@ -3,6 +3,7 @@
 mod append;
 mod archive;
 mod build;
+mod classes;
 mod folders;
 mod hostile;
 mod label;
