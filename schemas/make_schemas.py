@@ -37,7 +37,7 @@ LEADING = [
     ("label_code", "<i2", "derived", "Integer code of label (table in the root attrs ztf2zarr.labels.classes); -1 = unlabeled"),
     ("stamp_flags", "|u1", "derived", "Bitmask about this row's stamps: 1 = edge cutout placed in the 63x63 frame (clipped at a CCD edge), "
      "2 = a stored stamp pixel was NaN (replaced by 0 unless --keep-nan), 4 = edge placement guessed (xpos/ypos missing), "
-     "8 = a stored stamp pixel holds ZTF's masked-pixel value -3.4028235e38 (kept as it is)"),
+     "8 = a stored stamp pixel held ZTF's masked-pixel value -3.4028235e38 (stored like a NaN pixel unless --keep-masked)"),
     ("schemavsn", "<U8", "alert.schemavsn", "ZTF alert schema version the packet was written with (empty before 3.x)"),
     ("publisher", "<U32", "alert.publisher", "Origin of the alert packet (empty before 3.x)"),
     ("source", "<U128", "derived", "Input the alert was read from: file name, or ARCHIVE.tar.gz:member (last 128 characters)"),

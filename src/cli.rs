@@ -56,6 +56,7 @@ Examples:
   ztf2zarr build ztf_public_20200203.tar.gz -o train.zarr      # appends the next night
   ztf2zarr build night/ -o s3://bucket/train.zarr               # a store on object storage
   ztf2zarr build alerts/ -o stamps-only.zarr --no-lightcurves    # no light-curve tables
+  ztf2zarr build alerts/ -o raw.zarr --keep-masked               # masked pixels stay -3.4e38
 
 STORE is a folder, or a URL on object storage: s3://BUCKET/PATH (configured by AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a local
@@ -73,11 +74,18 @@ a packet that carries other values for an epoch adds a row, nothing is rewritten
 object index and each alert's own history, exactly the values its packet carried
 (docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
 
+Missing pixels: a NaN pixel, a pixel holding ZTF's masked-pixel value (-3.4028235e38, the most
+negative float32; any value <= -1e30 counts) and a pixel beyond the edge of a clipped cutout are
+all stored as 0, or as NaN with --keep-nan, so that no batch holds -3.4e38. stamp_flags still
+says which rows had them (2 = NaN, 8 = masked, 1 = edge). --keep-masked stores the masked value
+as it is, pixel-exact with the cutout.
+
 An existing STORE is appended to, in place: earlier rows stay as they are, and the new rows
 become visible all at once when the build commits (a build that is interrupted leaves the store
-as it was). Options that fix the layout (--stamp-size, --chunk-rows, --keep-nan, --zstd-level)
-are the store's; giving a different value is refused. One ztf2zarr writes a store at a time: a
-build that finds it being written stops at once, or with --wait queues behind the other one.";
+as it was). Options that fix the layout (--stamp-size, --chunk-rows, --keep-nan, --keep-masked,
+--zstd-level) are the store's; giving a different value is refused. One ztf2zarr writes a store
+at a time: a build that finds it being written stops at once, or with --wait queues behind the
+other one.";
 
 const LABEL_EXAMPLES: &str = "\
 Examples:
@@ -88,7 +96,14 @@ The CSV is read as a stream; its id column (--id-column, default oid) is matched
 its class column (--class-column, default: predicted_class or classALeRCE, whichever exists)
 gives the label. Without --classes every class keeps its own name (codes follow sorted names);
 with --classes the listed classes get codes 0, 1, … in that order and every other class goes to
-the --other bucket. Alerts whose object is not in the CSV are unlabeled: label \"\", label_code -1.";
+the --other bucket (default name: other). Alerts whose object is not in the CSV are unlabeled:
+label \"\", label_code -1.
+
+A class listed in --classes must be a class of the CSV, as written there (case included; spaces
+around names are trimmed): one that no row has is refused, with the CSV's classes and their
+counts, so that a typo cannot put every object in --other. --other without --classes is refused
+too (every class keeps its name then, so there is nothing to put in it). The summary counts the
+alerts of each class; `ztf2zarr info` shows the same counts.";
 
 const SPLIT_EXAMPLES: &str = "\
 Examples:
@@ -97,7 +112,8 @@ Examples:
 
 Objects, not alerts, are assigned to splits (all alerts of an object land in the same split, so
 nothing leaks between them), separately within each label so every split keeps the class mix.
-The result is deterministic for a seed. Read it with root['splits/train'][:].
+The result is deterministic for a seed. Read it with root['splits/train'][:]. A class of too few
+objects to reach every split is named in a warning (stderr; the split is still written).
 
 Split after labelling: an unlabeled store can be split (objects still never straddle splits),
 with a warning that nothing is stratified, and --labeled-only on it is refused. The splits record
@@ -138,6 +154,10 @@ pub struct BuildArgs {
     /// Keep NaN pixels as NaN (default: replace them by 0).
     #[arg(long)]
     pub keep_nan: bool,
+
+    /// Keep ZTF's masked-pixel value -3.4e38 as it is (default: store it as missing, like NaN: 0, or NaN with --keep-nan).
+    #[arg(long)]
+    pub keep_masked: bool,
 
     /// Alerts per chunk along the first axis of every array [new store default: 1000].
     #[arg(long, value_name = "ROWS")]
@@ -195,13 +215,14 @@ pub struct LabelSource {
     #[arg(long, value_name = "NAME")]
     pub class_column: Option<String>,
 
-    /// Keep only these classes (comma-separated, in code order); others go to --other.
+    /// Keep only these classes (comma-separated, in code order; spaces around names are trimmed); others go to --other.
+    /// Each must be a class of the CSV, exactly as written there.
     #[arg(long, value_delimiter = ',', value_name = "A,B,…")]
     pub classes: Option<Vec<String>>,
 
-    /// Name of the bucket for classes not in --classes.
-    #[arg(long, default_value = "other", value_name = "NAME")]
-    pub other: String,
+    /// Name of the bucket for classes not in --classes [default: other]; only with --classes.
+    #[arg(long, value_name = "NAME")]
+    pub other: Option<String>,
 }
 
 /// Options of `ztf2zarr unlock`.

@@ -20,6 +20,8 @@ use crate::catalog::{Layout, Scalar};
 pub const CLASS_COLUMNS: [&str; 2] = ["predicted_class", "classALeRCE"];
 /// `label_code` of an alert whose object is not in the CSV.
 pub const UNLABELED_CODE: i16 = -1;
+/// Name of the bucket for the classes not kept by `--classes`, when `--other` does not name one.
+pub const DEFAULT_OTHER: &str = "other";
 
 /// How to read and map a labels CSV.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,10 @@ pub enum LabelError {
     /// One object with two different classes.
     #[error("labels `{path}` line {line}: object {object} is `{class}` here but `{earlier}` on an earlier line")]
     Conflict { path: PathBuf, line: u64, object: String, class: String, earlier: String },
+    /// `--classes` lists a class that no row of the CSV has (a typo would otherwise put every
+    /// object in the other bucket).
+    #[error("labels `{path}`: --classes lists {missing}, which no row of its `{column}` column has; its classes are {present}{hint}")]
+    UnknownClasses { path: PathBuf, column: String, missing: String, present: String, hint: String },
     /// Too many classes for a 16-bit code.
     #[error("labels `{path}` has more than 32767 classes")]
     TooManyClasses { path: PathBuf },
@@ -88,6 +94,9 @@ impl Labels {
         let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
         let csv = read_classes(path, options, &mut hashing)?;
         let sha256 = format!("{:x}", hashing.hasher.finalize());
+        if let Some(kept) = &options.classes {
+            refuse_unknown_classes(path, kept, &csv)?;
+        }
         let names = code_names(options, csv.class_names.iter());
         if names.len() > usize::try_from(i16::MAX).unwrap_or(usize::MAX) {
             return Err(LabelError::TooManyClasses { path: path.clone() });
@@ -145,6 +154,48 @@ impl Labels {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+}
+
+/// Classes of the CSV a refusal names at most (ALeRCE's classifiers have 15 to 20).
+const SHOWN_CLASSES: usize = 40;
+
+/// Refuse a kept class that no row of the CSV has, naming the CSV's classes with their object
+/// counts and, for a name that differs from one of them only in case, that one.
+fn refuse_unknown_classes(path: &Path, kept: &[String], csv: &CsvClasses) -> Result<(), LabelError> {
+    let missing: Vec<&String> = kept.iter().filter(|k| !csv.class_names.contains(k)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut objects = vec![0_usize; csv.class_names.len()];
+    for class in csv.by_object.values() {
+        objects[*class as usize] += 1;
+    }
+    let mut present: Vec<(&String, usize)> = csv.class_names.iter().zip(objects).collect();
+    present.sort();
+    let mut listed: Vec<String> = present
+        .iter()
+        .take(SHOWN_CLASSES)
+        .map(|(name, n)| format!("{name} ({n} {})", if *n == 1 { "object" } else { "objects" }))
+        .collect();
+    if present.len() > SHOWN_CLASSES {
+        listed.push(format!("and {} more", present.len() - SHOWN_CLASSES));
+    }
+    let close: Vec<String> = missing
+        .iter()
+        .filter_map(|m| csv.class_names.iter().find(|c| c.to_lowercase() == m.to_lowercase()).map(|c| format!("`{c}` for `{m}`")))
+        .collect();
+    let hint = if close.is_empty() {
+        String::new()
+    } else {
+        format!("; class names are matched exactly, case included: did you mean {}?", close.join(", "))
+    };
+    Err(LabelError::UnknownClasses {
+        path: path.to_path_buf(),
+        column: csv.class_column.clone(),
+        missing: missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        present: listed.join(", "),
+        hint,
+    })
 }
 
 /// Class names in code order: the kept classes then the other bucket, or every class name sorted.
@@ -299,6 +350,18 @@ mod tests {
         assert_eq!(labels.lookup("ZTF1"), ("QSO", 1));
         let (_d, path) = write("classALeRCE,oid\nAGN,ZTF7\n");
         assert_eq!(Labels::load(&options(&path, None)).unwrap().lookup("ZTF7"), ("AGN", 0));
+    }
+
+    #[test]
+    fn a_kept_class_the_csv_lacks_is_refused_with_its_classes_and_a_case_match() {
+        let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,YSO\nZTF3,YSO\nZTF3,YSO\n");
+        let err = Labels::load(&options(&path, Some(&["qso", "YSO", "AGN"]))).unwrap_err().to_string();
+        assert!(err.contains("--classes lists `qso`, `AGN`, which no row of its `predicted_class` column has"), "{err}");
+        assert!(err.contains("its classes are QSO (1 object), YSO (2 objects)"), "one object on two rows counts once: {err}");
+        assert!(err.contains("did you mean `QSO` for `qso`?"), "{err}");
+        let err = Labels::load(&options(&path, Some(&["AGN"]))).unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+        assert!(Labels::load(&options(&path, Some(&["YSO"]))).is_ok());
     }
 
     #[test]

@@ -782,7 +782,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let started_at = utc_now();
     let layout = Layout::builtin();
     let settings = transaction.settings();
-    let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan };
+    let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan, keep_masked: settings.keep_masked };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
     let chunks = chunk_buffers(transaction);
     let lightcurves = settings.lightcurves.then(|| {

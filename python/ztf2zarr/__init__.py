@@ -5,19 +5,22 @@ the catalog columns asked for), reading each chunk of the store exactly once per
 store folder or a URL (`s3://`, `gs://`, `az://`: any fsspec protocol, with `storage_options=`).
 `TorchBatches` wraps it as a PyTorch `IterableDataset` (torch is imported only when it is
 used); with `history=` each batch also carries every sample's own light-curve history as
-fixed-size arrays. `LightCurves(store)` reads one object's light curve (`curve`) and the history
+fixed-size arrays, and with `normalize="zscore_mad"` every stamp plane as a robust z-score
+(`zscore_mad`). `LightCurves(store)` reads one object's light curve (`curve`) and the history
 an alert's own packet carried (`history`), only the columns asked for, as do the one-call
 `curve(store, …)` and `history(store, …)`.
 The store itself is written by the `ztf2zarr` command-line tool.
 """
 
-from ._batches import DEFAULT_BUFFER_MB, DEFAULT_HISTORY, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks
+from ._batches import (
+    DEFAULT_BUFFER_MB, DEFAULT_HISTORY, NORMALIZE, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks, zscore_mad,
+)
 from ._lightcurves import LightCurves, curve, history
 from ._store import Store
 
 __all__ = [
-    "DEFAULT_BUFFER_MB", "DEFAULT_HISTORY", "LightCurves", "Store", "TorchBatches", "batches", "buffer_rows", "count_rows", "curve",
-    "epoch_chunks", "history", "worker_chunks",
+    "DEFAULT_BUFFER_MB", "DEFAULT_HISTORY", "LightCurves", "NORMALIZE", "Store", "TorchBatches", "batches", "buffer_rows", "count_rows",
+    "curve", "epoch_chunks", "history", "worker_chunks", "zscore_mad",
 ]
 __version__ = "0.1.0"
 

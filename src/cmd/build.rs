@@ -39,6 +39,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
             wait: Wait::from_option(args.wait.wait),
             stamp_size: args.stamp_size,
             keep_nan: args.keep_nan,
+            keep_masked: args.keep_masked,
             chunk_rows: args.chunk_rows,
             zstd_level: args.zstd_level,
             no_lightcurves: args.no_lightcurves,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::{counted, ExitStatus};
+use super::{class_counts, counted, ExitStatus};
 use crate::calendar::jd_to_date;
 use crate::catalog::Layout;
 use crate::cli::InfoArgs;
@@ -16,7 +16,7 @@ use crate::decode::cutout::STAMP_FLAGS;
 use crate::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
 use crate::store::lightcurve_table;
-use crate::store::{StoreReader, LIGHTCURVES, OBJECTS};
+use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
 
 /// Run `info`.
 ///
@@ -63,6 +63,10 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
             }
         }
     }
+    let classes = class_table(reader, &labels);
+    for class in classes.iter().flatten() {
+        labels.entry(class["label"].as_str().unwrap_or_default().to_string()).or_default();
+    }
     let settings = reader.settings();
     let splits = splits_attrs(reader);
     let storage = reader.storage().as_ref();
@@ -72,11 +76,14 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "bytes_on_disk": storage.total_size()?,
         "stamp_size": settings.stamp_size,
         "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
+        "masked_policy": if settings.keep_masked { MASKED_KEPT } else { MASKED_AS_MISSING },
         "chunk_rows": settings.chunk_rows,
         "chunks": reader.chunks(),
         "nights": nights,
         "schema_versions": versions,
         "labels": labels,
+        "classes": classes,
+        "labels_csv": reader.root_attrs()["ztf2zarr"]["labels"]["csv"],
         "stamp_flags": flags,
         "rejected_inputs": rejects_logged(storage)?,
         "splits": splits.as_ref().map(|_| split_sizes(reader)),
@@ -84,6 +91,20 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "lightcurves": lightcurves(reader)?,
         "runs": reader.runs(),
     }))
+}
+
+/// The store's code table (root attrs `ztf2zarr.labels.classes`) in code order, each class with
+/// its alerts counted from the catalog's labels, a class without any included (None: unlabeled).
+fn class_table(reader: &StoreReader, alerts: &BTreeMap<String, usize>) -> Option<Vec<Value>> {
+    let table = reader.root_attrs()["ztf2zarr"]["labels"]["classes"].as_object()?;
+    let mut classes: Vec<(i64, &str)> = table.iter().filter_map(|(code, name)| Some((code.parse().ok()?, name.as_str()?))).collect();
+    classes.sort_unstable();
+    Some(
+        classes
+            .into_iter()
+            .map(|(code, name)| json!({"code": code, "label": name, "alerts": alerts.get(name).copied().unwrap_or(0)}))
+            .collect(),
+    )
 }
 
 /// Objects and rows per kind of the light curves (null: the store has none). Objects are
@@ -121,10 +142,25 @@ fn counts(map: &Value) -> String {
     map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Alerts per label, the empty label shown as "(unlabeled)" as `split` shows it.
-fn label_counts(map: &Value) -> String {
-    let Some(map) = map.as_object().filter(|m| !m.is_empty()) else { return "-".into() };
-    map.iter().map(|(k, v)| format!("{} {v}", if k.is_empty() { "(unlabeled)" } else { k })).collect::<Vec<_>>().join(", ")
+/// Alerts per class in code order (every class of the code table, one without alerts too), then
+/// the unlabeled ones, as the labelling summaries say it; and the CSV the labels came from.
+fn label_counts(info: &Value) -> String {
+    let alerts = info["labels"].as_object().cloned().unwrap_or_default();
+    let unlabeled = alerts.get("").map_or(0, number);
+    let Some(classes) = info["classes"].as_array() else {
+        // Unlabeled, or labels without a code table: the labels the catalog holds.
+        let named = alerts.iter().filter(|(name, _)| !name.is_empty()).map(|(name, n)| (name.as_str(), number(n)));
+        return class_counts(named, unlabeled);
+    };
+    let known: HashSet<&str> = classes.iter().filter_map(|c| c["label"].as_str()).collect();
+    let per_class = classes.iter().map(|c| (c["label"].as_str().unwrap_or_default(), number(&c["alerts"])));
+    let strays =
+        alerts.iter().filter(|(name, _)| !name.is_empty() && !known.contains(name.as_str())).map(|(name, n)| (name.as_str(), number(n)));
+    let text = class_counts(per_class.chain(strays), unlabeled);
+    match info["labels_csv"].as_str() {
+        Some(csv) => format!("{text} (from {csv})"),
+        None => text,
+    }
 }
 
 /// Flag counts in the order of their values, each with its value (as `stamp_flags & value`).
@@ -139,8 +175,13 @@ fn render(info: &Value) -> String {
     let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
     let _ = writeln!(out, "rows         {}", info["rows"]);
     let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
-    let _ =
-        writeln!(out, "stamps       3 x {0} x {0}, NaN policy {1}", info["stamp_size"], info["nan_policy"].as_str().unwrap_or_default());
+    let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
+    let masked = match (info["masked_policy"].as_str(), nan_policy) {
+        (Some(MASKED_KEPT), _) => "kept as -3.4e38",
+        (_, "keep") => "stored as NaN",
+        _ => "stored as 0",
+    };
+    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}, masked pixels {masked}", info["stamp_size"]);
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {
@@ -150,7 +191,7 @@ fn render(info: &Value) -> String {
     };
     let _ = writeln!(out, "nights       {span}");
     let _ = writeln!(out, "schemas      {}", counts(&info["schema_versions"]));
-    let _ = writeln!(out, "labels       {}", label_counts(&info["labels"]));
+    let _ = writeln!(out, "labels       {}", label_counts(info));
     let _ = writeln!(out, "stamp flags  {}", flag_counts(&info["stamp_flags"]));
     let _ = writeln!(out, "splits       {}", counts(&info["splits"]));
     let stale: Vec<&str> = info["splits_stale"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();

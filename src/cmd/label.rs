@@ -2,7 +2,7 @@
 //! rewriting the catalog chunks (stamps untouched) in one atomic commit; and the labelling
 //! summary that `label` and `build --labels` both print.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -10,30 +10,62 @@ use anyhow::{bail, Context};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{counted, ExitStatus};
+use super::{class_counts, counted, ExitStatus};
 use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
-use crate::labels::{LabelOptions, Labels, UNLABELED_CODE};
+use crate::labels::{LabelOptions, Labels, DEFAULT_OTHER, UNLABELED_CODE};
 use crate::store::inspect::{open_store, require_store, split_basis, splits_attrs, stale_reasons};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
 
 /// Read the labels the options name, if any.
 ///
 /// # Errors
-/// A CSV that cannot be read or mapped.
+/// Mapping options without `--labels`, `--other` without `--classes`, an empty or repeated class
+/// name, or a CSV that cannot be read or mapped (a listed class it does not have).
 pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
-    let Some(csv) = &source.labels else { return Ok(None) };
-    if source.classes.as_ref().is_some_and(|c| c.iter().any(String::is_empty)) {
-        bail!("--classes has an empty class name");
-    }
-    let options = LabelOptions {
-        csv: csv.clone(),
-        id_column: source.id_column.clone(),
-        class_column: source.class_column.clone(),
-        classes: source.classes.clone(),
-        other: source.other.clone(),
+    let Some(csv) = &source.labels else {
+        let given: Vec<&str> = [
+            ("--classes", source.classes.is_some()),
+            ("--other", source.other.is_some()),
+            ("--class-column", source.class_column.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(option, given)| given.then_some(option))
+        .collect();
+        if !given.is_empty() {
+            let verb = if given.len() == 1 { "applies" } else { "apply" };
+            bail!("{} only {verb} with --labels FILE.csv, which names the classifier CSV to read", given.join(", "));
+        }
+        return Ok(None);
     };
+    let classes = source.classes.as_ref().map(|listed| class_list(listed)).transpose()?;
+    let other = match (&source.other, &classes) {
+        (Some(_), None) => bail!(
+            "--other names the bucket for the classes not in --classes, and without --classes every class keeps its own name: give --classes A,B,… too, or leave --other out"
+        ),
+        (Some(name), Some(_)) if name.trim().is_empty() => bail!("--other is an empty class name"),
+        (Some(name), Some(_)) => name.trim().to_string(),
+        (None, _) => DEFAULT_OTHER.to_string(),
+    };
+    let options =
+        LabelOptions { csv: csv.clone(), id_column: source.id_column.clone(), class_column: source.class_column.clone(), classes, other };
     Ok(Some(Labels::load(&options)?))
+}
+
+/// `--classes` as given, each name trimmed (`--classes "QSO, YSO"` means QSO and YSO), with no
+/// empty or repeated name.
+fn class_list(listed: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::with_capacity(listed.len());
+    for name in listed.iter().map(|n| n.trim()) {
+        if name.is_empty() {
+            bail!("--classes has an empty class name");
+        }
+        if names.iter().any(|n| n == name) {
+            bail!("--classes lists `{name}` twice");
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
 }
 
 /// Run `label`.
@@ -41,6 +73,9 @@ pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
 /// # Errors
 /// No `--labels`, an unreadable CSV, or a store that cannot be read or written.
 pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
+    if args.source.labels.is_none() {
+        bail!("--labels FILE.csv is required");
+    }
     let Some(labels) = load(&args.source)? else { bail!("--labels FILE.csv is required") };
     require_store(&args.store)?;
     let started = utc_now();
@@ -77,6 +112,8 @@ pub struct Counts {
     pub objects: usize,
     /// Distinct objects found in the CSV.
     pub objects_found: usize,
+    /// Alerts of each label_code (the unlabeled ones are `alerts − labeled`).
+    pub per_code: BTreeMap<i64, usize>,
 }
 
 /// The labelling summary `label` and `build --labels` print: how many alerts and objects got a
@@ -93,6 +130,11 @@ pub fn summary(counts: &Counts, labels: &Labels, alerts: &str) -> String {
     );
     let classes: Vec<String> = labels.names().iter().enumerate().map(|(i, n)| format!("{i}={n}")).collect();
     let _ = writeln!(out, "  classes     {} ({})", classes.join(", "), counted(classes.len(), "class", "classes"));
+    let per_class = labels.names().iter().enumerate().map(|(code, name)| {
+        let code = i64::try_from(code).unwrap_or(i64::MAX);
+        (name.as_str(), counts.per_code.get(&code).copied().unwrap_or(0))
+    });
+    let _ = writeln!(out, "  per class   {} ({alerts})", class_counts(per_class, counts.alerts - counts.labeled));
     if counts.alerts > 0 && counts.labeled == 0 {
         let _ = writeln!(
             out,
@@ -108,16 +150,17 @@ fn count(rows: &[Vec<u8>]) -> Counts {
     let layout = Layout::builtin();
     let (Some(object), Some(code)) = (layout.index_of("objectId"), layout.index_of("label_code")) else { return Counts::default() };
     let (mut objects, mut found) = (HashSet::new(), HashSet::new());
-    let mut labeled = 0;
+    let (mut labeled, mut per_code) = (0, BTreeMap::new());
     for row in rows {
         let id = layout.read_str(row, object).unwrap_or_default();
-        if layout.read_i64(row, code).is_some_and(|c| c != i64::from(UNLABELED_CODE)) {
+        if let Some(c) = layout.read_i64(row, code).filter(|c| *c != i64::from(UNLABELED_CODE)) {
             labeled += 1;
+            *per_code.entry(c).or_default() += 1;
             found.insert(id.clone());
         }
         objects.insert(id);
     }
-    Counts { alerts: rows.len(), labeled, objects: objects.len(), objects_found: found.len() }
+    Counts { alerts: rows.len(), labeled, objects: objects.len(), objects_found: found.len(), per_code }
 }
 
 /// The labelling summary of the rows a build added from row `first` on (printed by `build
@@ -144,6 +187,15 @@ fn warn_if_splits_stale(store: &Path) {
     }
 }
 
+/// What relabelling one catalog chunk found.
+#[derive(Default)]
+struct Chunk {
+    labeled: usize,
+    per_code: BTreeMap<i64, usize>,
+    objects: HashSet<String>,
+    found: HashSet<String>,
+}
+
 /// Rewrite every catalog chunk with new labels, in parallel (each chunk by one thread).
 fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreError> {
     let reader = transaction.reader().ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
@@ -152,31 +204,36 @@ fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreEr
     let chunk_rows = reader.settings().chunk_rows;
     let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
     let spec = &transaction.arrays()[array];
-    let per_chunk: Vec<(usize, HashSet<String>, HashSet<String>)> = (0..reader.chunks())
+    let per_chunk: Vec<Chunk> = (0..reader.chunks())
         .into_par_iter()
         .map(|index| {
             let mut catalog = reader.chunk(spec, index)?;
             let rows = chunk_rows.min(reader.rows() - index * chunk_rows);
-            let (mut labeled, mut objects, mut found) = (0, HashSet::new(), HashSet::new());
+            let mut chunk = Chunk::default();
             let object_column = layout.index_of("objectId").unwrap_or(0);
+            let code_column = layout.index_of("label_code").unwrap_or(0);
             for row in catalog.chunks_exact_mut(itemsize).take(rows) {
                 let object = layout.read_str(row, object_column).unwrap_or_default();
                 if labels.apply(layout, row) {
-                    labeled += 1;
-                    found.insert(object.clone());
+                    chunk.labeled += 1;
+                    *chunk.per_code.entry(layout.read_i64(row, code_column).unwrap_or_default()).or_default() += 1;
+                    chunk.found.insert(object.clone());
                 }
-                objects.insert(object);
+                chunk.objects.insert(object);
             }
             transaction.write_chunk(array, index, &catalog)?;
-            Ok((labeled, objects, found))
+            Ok(chunk)
         })
         .collect::<Result<_, StoreError>>()?;
     let mut counts = Counts { alerts: reader.rows(), ..Counts::default() };
     let (mut objects, mut found) = (HashSet::new(), HashSet::new());
-    for (labeled, chunk_objects, chunk_found) in per_chunk {
-        counts.labeled += labeled;
-        objects.extend(chunk_objects);
-        found.extend(chunk_found);
+    for chunk in per_chunk {
+        counts.labeled += chunk.labeled;
+        for (code, n) in chunk.per_code {
+            *counts.per_code.entry(code).or_default() += n;
+        }
+        objects.extend(chunk.objects);
+        found.extend(chunk.found);
     }
     counts.objects = objects.len();
     counts.objects_found = found.len();

@@ -49,6 +49,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     }
 }
 
+/// Alerts per class, in the order given, then the unlabeled ones (left out when there are
+/// none): `QSO 3, YSO 0, other 7, (unlabeled) 2`, or `-` when there is nothing to count. Every
+/// labelling summary and `info` say it so.
+pub(crate) fn class_counts<'a>(classes: impl IntoIterator<Item = (&'a str, usize)>, unlabeled: usize) -> String {
+    let mut parts: Vec<String> = classes.into_iter().map(|(name, n)| format!("{name} {n}")).collect();
+    if unlabeled > 0 {
+        parts.push(format!("(unlabeled) {unlabeled}"));
+    }
+    if parts.is_empty() {
+        return "-".into();
+    }
+    parts.join(", ")
+}
+
 /// An error and its causes as one line, `outer: cause: root cause`, leaving out a cause whose text
 /// the line already holds: the error types put their `{source}` in their own message, and anyhow
 /// would print it a second time ("No such file or directory (os error 2): No such file or

@@ -3,13 +3,15 @@
 //! The group records what it was made from (rows, a fingerprint of the labels), so that `info`
 //! and `verify` can say when a later append or relabel has left the splits behind.
 
+use std::collections::{HashMap, HashSet};
+
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use super::ExitStatus;
+use super::{counted, ExitStatus};
 use crate::catalog::Layout;
 use crate::cli::SplitArgs;
-use crate::split::{assign, labels_fingerprint, SplitOptions, Splits};
+use crate::split::{assign, labels_fingerprint, SplitOptions, Splits, SPLIT_NAMES};
 use crate::store::inspect::{require_store, write_splits};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
 
@@ -45,6 +47,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     let result = read_rows(&transaction).and_then(|rows| {
         let splits = assign(&rows.objects, &rows.labels, &options)?;
         warn_if_unlabeled(args, &rows);
+        warn_of_classes_left_out(&splits, &options, &rows);
         let attrs = split_attrs(&transaction, &splits, &options, &rows);
         let extra = write_splits(&transaction, &splits.rows, attrs)?;
         Ok((splits, extra))
@@ -87,6 +90,45 @@ fn warn_if_unlabeled(args: &SplitArgs, rows: &RowLabels) {
             "warning: `{}` is unlabeled: the splits keep each object in one split but cannot be stratified by label; \
              after `ztf2zarr label`, run `ztf2zarr split` again (info and verify will say these splits are stale)",
             args.store.display()
+        );
+    }
+}
+
+/// A class with no alert in a split that should have some (its fraction is not 0) cannot be
+/// measured there, and a model selected on val never sees it: say so, naming the class and why
+/// (objects are split whole, so a class of a few objects lands in train alone).
+fn warn_of_classes_left_out(splits: &Splits, options: &SplitOptions, rows: &RowLabels) {
+    let mut objects: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for row in splits.rows.iter().flatten() {
+        let row = usize::try_from(*row).unwrap_or(usize::MAX);
+        if let (Some(label), Some(object)) = (rows.labels.get(row), rows.objects.get(row)) {
+            objects.entry(label.as_str()).or_default().insert(object.as_str());
+        }
+    }
+    for (label, counts) in splits.counts.iter().filter(|(label, _)| !label.is_empty()) {
+        let empty: Vec<&str> = SPLIT_NAMES
+            .iter()
+            .zip(counts)
+            .zip(options.fractions)
+            .filter(|((_, n), f)| **n == 0 && *f > 0.0)
+            .map(|((name, _), _)| *name)
+            .collect();
+        if empty.is_empty() {
+            continue;
+        }
+        let alerts: usize = counts.iter().sum();
+        let held: Vec<(&str, usize)> = SPLIT_NAMES.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(name, n)| (*name, *n)).collect();
+        let place = match held.as_slice() {
+            [(name, _)] => (*name).to_string(),
+            _ => held.iter().map(|(name, n)| format!("{name} ({n})")).collect::<Vec<_>>().join(" and "),
+        };
+        eprintln!(
+            "warning: class `{label}` has no alert in {}: its {} ({}) {} in {place}, since an object's alerts stay in one split; \
+             nothing there measures it; label more objects of it, or merge it into another class (label --classes, --other)",
+            empty.join(" or "),
+            counted(alerts, "alert", "alerts"),
+            counted(objects.get(label.as_str()).map_or(0, HashSet::len), "object", "objects"),
+            if alerts == 1 { "is" } else { "are" },
         );
     }
 }

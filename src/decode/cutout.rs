@@ -1,5 +1,5 @@
 //! From one cutout's bytes to one stored stamp: gzip → FITS → place in the 63×63 frame → crop the
-//! centre → NaN policy.
+//! centre → NaN and masked-pixel policy.
 //!
 //! ZTF cutouts are 63×63 centred on the candidate, except near a CCD edge where the pixels beyond
 //! the edge are simply missing (e.g. 63 rows × 44 columns). Such an image is put back where it
@@ -30,8 +30,9 @@ pub const FLAG_EDGE_PLACED: u8 = 1;
 pub const FLAG_HAD_NAN: u8 = 2;
 /// `stamp_flags` bit: edge placement had no `xpos`/`ypos` and assumed the high edge.
 pub const FLAG_EDGE_GUESSED: u8 = 4;
-/// `stamp_flags` bit: a stored stamp pixel holds ZTF's masked-pixel value (−3.4028235e38, the
-/// most negative float32; any value ≤ [`MASKED_AT_OR_BELOW`] counts). Kept as it is.
+/// `stamp_flags` bit: a stored stamp pixel held ZTF's masked-pixel value (−3.4028235e38, the
+/// most negative float32; any value ≤ [`MASKED_AT_OR_BELOW`] counts) in the cutout. Stored as a
+/// missing pixel (the NaN policy's fill) unless [`StampSpec::keep_masked`].
 pub const FLAG_MASKED: u8 = 8;
 /// Every `stamp_flags` value (1, 2, 4, 8: test with `stamp_flags & value`) with its short name,
 /// in order of value (for counts in summaries and `info`, which shows them as `1=edge_placed`).
@@ -47,6 +48,9 @@ pub struct StampSpec {
     pub size: usize,
     /// Keep NaN pixels (and fill with NaN) instead of 0.
     pub keep_nan: bool,
+    /// Keep ZTF's masked-pixel value as it is instead of storing the fill. By default a masked
+    /// pixel is missing data like NaN: −3.4e38 in a training batch overflows any loss.
+    pub keep_masked: bool,
 }
 
 impl StampSpec {
@@ -176,10 +180,14 @@ fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, 
                     if value.is_nan() {
                         flags |= FLAG_HAD_NAN;
                         spec.fill()
-                    } else {
-                        if value <= MASKED_AT_OR_BELOW {
-                            flags |= FLAG_MASKED;
+                    } else if value <= MASKED_AT_OR_BELOW {
+                        flags |= FLAG_MASKED;
+                        if spec.keep_masked {
+                            value
+                        } else {
+                            spec.fill()
                         }
+                    } else {
                         value
                     }
                 }
@@ -211,7 +219,7 @@ mod tests {
     fn full_cutout_crops_the_centre() {
         let gz = gzip(&fits_bytes(63, 63, &coordinate_image(63, 63, 0, 0)));
         let mut out = vec![0.0; 21 * 21];
-        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
+        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false, keep_masked: false }, &mut out).unwrap();
         assert_eq!(flags, 0);
         assert_eq!(out[0], 2121.0);
         assert_eq!(out[20 * 21 + 20], 4141.0);
@@ -222,7 +230,7 @@ mod tests {
         // 63 rows x 44 columns clipped on the high-x side: frame columns 0..44.
         let gz = gzip(&fits_bytes(44, 63, &coordinate_image(44, 63, 0, 0)));
         let mut out = vec![0.0; 63 * 63];
-        let spec = StampSpec { size: 63, keep_nan: true };
+        let spec = StampSpec { size: 63, keep_nan: true, keep_masked: false };
         let flags = decode_into(&gz, Position { x: Some(3058.0), y: Some(900.0) }, spec, &mut out).unwrap();
         assert_eq!(flags, FLAG_EDGE_PLACED);
         assert_eq!(out[10 * 63 + 43], 1043.0);
@@ -242,26 +250,33 @@ mod tests {
         pixels[0] = f32::NAN; // outside the 21x21 crop: not flagged
         let gz = gzip(&fits_bytes(63, 63, &pixels));
         let mut out = vec![0.0; 21 * 21];
-        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
+        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false, keep_masked: false }, &mut out).unwrap();
         assert_eq!(flags, FLAG_HAD_NAN);
         assert_eq!(out[10 * 21 + 10], 0.0);
     }
 
     #[test]
-    fn masked_pixels_are_kept_and_flagged() {
+    fn masked_pixels_follow_the_nan_policy_unless_kept_and_are_flagged() {
         let mut pixels = vec![1.0; 63 * 63];
         pixels[31 * 63 + 30] = f32::MIN;
+        pixels[31 * 63 + 32] = -1e31;
         let gz = gzip(&fits_bytes(63, 63, &pixels));
         let mut out = vec![0.0; 21 * 21];
-        let flags = decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan: false }, &mut out).unwrap();
-        assert_eq!(flags, FLAG_MASKED);
-        assert_eq!(out[10 * 21 + 9], f32::MIN);
+        let decode = |keep_nan, keep_masked, out: &mut [f32]| {
+            decode_into(&gz, Position::default(), StampSpec { size: 21, keep_nan, keep_masked }, out).unwrap()
+        };
+        assert_eq!(decode(false, false, &mut out), FLAG_MASKED);
+        assert_eq!((out[10 * 21 + 9], out[10 * 21 + 11], out[10 * 21 + 10]), (0.0, 0.0, 1.0));
+        assert_eq!(decode(true, false, &mut out), FLAG_MASKED);
+        assert!(out[10 * 21 + 9].is_nan() && out[10 * 21 + 11].is_nan() && out[10 * 21 + 10] == 1.0);
+        assert_eq!(decode(false, true, &mut out), FLAG_MASKED);
+        assert_eq!((out[10 * 21 + 9], out[10 * 21 + 11]), (f32::MIN, -1e31));
     }
 
     #[test]
     fn jpeg_and_garbage_are_named() {
         let mut out = vec![0.0; 1];
-        let spec = StampSpec { size: 1, keep_nan: false };
+        let spec = StampSpec { size: 1, keep_nan: false, keep_masked: false };
         assert_eq!(decode_into(&[0xff, 0xd8, 0xff, 0xe0], Position::default(), spec, &mut out), Err(CutoutError::Jpeg));
         assert!(matches!(decode_into(b"SIMPLE", Position::default(), spec, &mut out), Err(CutoutError::NotGzip(_))));
         assert!(matches!(decode_into(&[0x1f, 0x8b, 8, 0, 1], Position::default(), spec, &mut out), Err(CutoutError::BadGzip(_))));

@@ -779,7 +779,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_corrupt_avro_reject() {
-        let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false });
+        let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false, keep_masked: false });
         let results = decoder.decode_file("x.avro", b"not avro at all");
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].as_ref().unwrap_err().kind, "corrupt-avro");

@@ -36,6 +36,11 @@ pub const LEGACY_REJECTS: &str = "rejects.jsonl";
 /// Folder of the rejects logs, one per build that rejected something (`rejects/000007.jsonl`).
 pub const REJECTS: &str = "rejects";
 
+/// `masked_policy` of a store whose ZTF masked pixels are stored as missing (the NaN policy's fill).
+pub const MASKED_AS_MISSING: &str = "missing";
+/// `masked_policy` of a store that keeps ZTF's masked-pixel value (`--keep-masked`).
+pub const MASKED_KEPT: &str = "keep";
+
 /// Everything the metadata of a store depends on.
 #[derive(Debug, Clone)]
 pub struct StoreMetadata {
@@ -110,16 +115,17 @@ impl StoreMetadata {
             Layout::builtin().columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
         let mut attrs = json!({
             CATALOG: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
-            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}.", crop_text(s), nan_text(self.settings.keep_nan)),
+            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", crop_text(s), nan_text(self.settings.keep_nan), masked_text(&self.settings)),
             "ztf2zarr": {
                 "version": env!("CARGO_PKG_VERSION"),
                 "stamp_size": s,
                 "nan_policy": nan_policy(self.settings.keep_nan),
+                "masked_policy": masked_policy(self.settings.keep_masked),
                 "stamp_flags": {
                     FLAG_EDGE_PLACED.to_string(): "edge cutout (smaller than 63x63, clipped at a CCD edge) placed in the 63x63 frame; pixels beyond the edge hold the fill value",
                     FLAG_HAD_NAN.to_string(): "a stored stamp pixel was NaN in the cutout",
                     FLAG_EDGE_GUESSED.to_string(): "edge placement assumed the high edge because xpos/ypos was missing",
-                    FLAG_MASKED.to_string(): "a stored stamp pixel holds ZTF's masked-pixel value (-3.4028235e38, any value <= -1e30), kept as it is",
+                    FLAG_MASKED.to_string(): "a stored stamp pixel held ZTF's masked-pixel value (-3.4028235e38, any value <= -1e30) in the cutout; masked_policy says what is stored there",
                 },
                 "missing_values": missing,
                 "labels": self.labels,
@@ -158,6 +164,8 @@ pub fn stamps_spec(settings: &Settings) -> ArraySpec {
             "stamp_size": s,
             "crop": crop_text(s),
             "nan_policy": nan_policy(settings.keep_nan),
+            "masked_policy": masked_policy(settings.keep_masked),
+            "masked_pixels": masked_text(settings),
             "units": "DN",
         }),
     }
@@ -378,6 +386,23 @@ fn nan_text(keep_nan: bool) -> &'static str {
         "NaN pixels kept"
     } else {
         "NaN pixels replaced by 0"
+    }
+}
+
+fn masked_policy(keep_masked: bool) -> &'static str {
+    if keep_masked {
+        MASKED_KEPT
+    } else {
+        MASKED_AS_MISSING
+    }
+}
+
+/// What a store does with ZTF's masked pixels, in words.
+fn masked_text(settings: &Settings) -> &'static str {
+    match (settings.keep_masked, settings.keep_nan) {
+        (true, _) => "ZTF's masked pixels (-3.4028235e38) kept as they are",
+        (false, false) => "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
+        (false, true) => "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
     }
 }
 

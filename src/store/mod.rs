@@ -57,7 +57,7 @@ pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
     lightcurve_table, lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED,
-    LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, OBJECTS, REJECTS, STAMPS,
+    LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};
@@ -148,6 +148,8 @@ pub struct Requested {
     pub stamp_size: Option<usize>,
     /// `--keep-nan`
     pub keep_nan: bool,
+    /// `--keep-masked`
+    pub keep_masked: bool,
     /// `--chunk-rows`
     pub chunk_rows: Option<usize>,
     /// `--zstd-level`
@@ -163,6 +165,9 @@ pub struct Settings {
     pub stamp_size: usize,
     /// NaN pixels kept (else 0).
     pub keep_nan: bool,
+    /// ZTF's masked-pixel value kept as it is (else stored as missing, by the NaN policy). A
+    /// store written before this setting was recorded kept it, and keeps it.
+    pub keep_masked: bool,
     /// Rows per chunk.
     pub chunk_rows: usize,
     /// zstd level of the chunks.
@@ -393,6 +398,7 @@ impl Transaction {
             None => Settings {
                 stamp_size: requested.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE),
                 keep_nan: requested.keep_nan,
+                keep_masked: requested.keep_masked,
                 chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
                 stamp_filter: StampFilter::NEW_STORE,
@@ -1060,6 +1066,12 @@ fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Resu
     }
     if requested.keep_nan && !have.keep_nan {
         return refuse("the store replaces NaN pixels by 0; --keep-nan would mix two NaN policies in one store".into());
+    }
+    if requested.keep_masked && !have.keep_masked {
+        return refuse(
+            "the store holds ZTF's masked pixels (-3.4e38) as missing pixels, like NaN; --keep-masked would mix two masked-pixel policies in one store"
+                .into(),
+        );
     }
     if let Some(level) = requested.zstd_level.filter(|l| *l != have.zstd_level) {
         return refuse(format!("the store's chunks use zstd level {}; --zstd-level {level} differs", have.zstd_level));

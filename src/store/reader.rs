@@ -152,9 +152,11 @@ impl StoreReader {
         }
         let zstd_level = stamps["compressor"]["level"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(super::DEFAULT_ZSTD_LEVEL);
         let keep_nan = root_attrs["ztf2zarr"]["nan_policy"] == "keep";
+        // Stores written before the masked-pixel policy was recorded kept the value as it is.
+        let keep_masked = root_attrs["ztf2zarr"]["masked_policy"] != super::metadata::MASKED_AS_MISSING;
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
         let legacy_lightcurves = docs.contains_key(&format!("{}/.zarray", super::metadata::EPOCHS));
-        let settings = Settings { stamp_size, keep_nan, chunk_rows, zstd_level, stamp_filter, lightcurves: false };
+        let settings = Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false };
         let lightcurves = check_lightcurves(&docs, &settings).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,

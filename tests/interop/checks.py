@@ -10,7 +10,7 @@ import ztfref
 from conftest import open_root
 
 
-def check_pixels(store: Path, locate, size: int, keep_nan: bool) -> int:
+def check_pixels(store: Path, locate, size: int, keep_nan: bool, keep_masked: bool = False) -> int:
     """Compare every row's stamps (and flags) with the reference decode of its input.
 
     locate(source) -> bytes of the alert named by the row's `source`. Returns the row count."""
@@ -21,7 +21,7 @@ def check_pixels(store: Path, locate, size: int, keep_nan: bool) -> int:
     problems = []
     for i, (source, flags) in enumerate(zip(catalog["source"], catalog["stamp_flags"])):
         alert = ztfref.parse_alert(locate(str(source)))
-        exp = ztfref.expected_stamp(alert, size, keep_nan)
+        exp = ztfref.expected_stamp(alert, size, keep_nan, keep_masked)
         if int(flags) != exp.flags:
             problems.append(f"row {i} {source}: stamp_flags {int(flags)} != expected {exp.flags}")
         got = stamps[i]

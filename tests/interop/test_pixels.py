@@ -1,4 +1,5 @@
-"""Stamps are pixel-exact against fastavro + astropy and the stamp rule (crop, edge frame, NaN policy)."""
+"""Stamps are pixel-exact against fastavro + astropy and the stamp rule (crop, edge frame, NaN and
+masked-pixel policy)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,44 @@ def test_nan_flag_and_zero_policy(real_default):
     stamps = root["stamps"][:]
     assert not np.isnan(stamps).any()
     assert (cat["stamp_flags"] & ztfref.FLAG_NAN).any()
+
+
+def _masked_rows(data_root, size: int) -> set:
+    """Sources of the real alerts with a masked pixel inside their central size x size crop."""
+    o = (ztfref.FRAME - size) // 2
+    found = set()
+    for path in sorted((data_root / "fink-alert-simulator-20181129").glob("*.avro")):
+        alert = ztfref.alert_from_file(str(path))
+        if any((c[o : o + size, o : o + size] <= ztfref.MASKED_AT_OR_BELOW).any() for c in alert.cutouts):
+            found.add(str(path.relative_to(data_root.parent)))
+    return found
+
+
+def test_masked_pixels_are_missing_by_default_and_flagged(real_default, real_keepnan63, data_root):
+    """ZTF's masked value (-3.4e38) reaches no default stamp: 0 in the default build, NaN with
+    --keep-nan; flag value 8 marks exactly the rows that had one (2 alerts in the 21x21 crop,
+    5 in the whole 63x63 cutout)."""
+    for build, size, missing in ((real_default, 21, lambda x: x == 0), (real_keepnan63, 63, np.isnan)):
+        root = open_root(build.store)
+        stamps, cat = root["stamps"][:], root["catalog"][:]
+        assert not (stamps <= ztfref.MASKED_AT_OR_BELOW).any()
+        flagged = {str(s) for s, f in zip(cat["source"], cat["stamp_flags"]) if f & ztfref.FLAG_MASKED}
+        assert flagged == _masked_rows(data_root, size) and len(flagged) == {21: 2, 63: 5}[size]
+        for i, source in enumerate(cat["source"]):
+            if str(source) in flagged:
+                raw = ztfref.expected_stamp(ztfref.alert_from_file(str(data_root.parent / str(source))), size, True, True)
+                at = raw.pixels <= ztfref.MASKED_AT_OR_BELOW
+                assert at.any() and missing(stamps[i][at]).all()
+        assert dict(root.attrs)["ztf2zarr"]["masked_policy"] == "missing"
+
+
+def test_pixels_keep_masked(builder, data_root):
+    """--keep-masked stores the masked value as it is, pixel-exact with astropy."""
+    b = builder.build("real-keepmasked", [data_root.name], "--keep-masked", cwd=data_root.parent)
+    root = open_root(b.store)
+    assert dict(root.attrs)["ztf2zarr"]["masked_policy"] == "keep"
+    assert int((root["stamps"][:] == np.float32(-3.4028235e38)).sum()) == 33 + 36
+    assert check_pixels(b.store, _locator(data_root), size=21, keep_nan=False, keep_masked=True) == 529
 
 
 # ----------------------------------------------------------------------------------------------

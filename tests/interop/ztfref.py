@@ -1,7 +1,7 @@
 """Reference decoding of ZTF alerts with fastavro + astropy, written from the store specification.
 
 Everything the interop tests compare the Rust-built store against comes from here: which inputs
-are bad, the stamp rule (centre crop, edge placement, NaN policy, flags), the catalog row
+are bad, the stamp rule (centre crop, edge placement, NaN and masked-pixel policy, flags), the catalog row
 (column list from schemas/catalog.tsv, missing values), and the values of light-curve rows as
 stored (the light-curve rules themselves are in test_lightcurves.py).
 """
@@ -32,7 +32,8 @@ Y_SPLIT = 1540.0
 FLAG_EDGE = 1
 FLAG_NAN = 2
 FLAG_GUESSED = 4
-FLAG_MASKED = 8  # a kept pixel holds ZTF's masked value, -3.4028235e38 (any value <= -1e30)
+FLAG_MASKED = 8  # a kept pixel held ZTF's masked value, -3.4028235e38 (any value <= -1e30)
+MASKED_AT_OR_BELOW = np.float32(-1e30)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -237,7 +238,9 @@ class ExpectedStamp:
     flags: int
 
 
-def expected_stamp(alert: Alert, size: int, keep_nan: bool) -> ExpectedStamp:
+def expected_stamp(alert: Alert, size: int, keep_nan: bool, keep_masked: bool = False) -> ExpectedStamp:
+    """The stored stamp: NaN pixels and ZTF's masked pixels are missing (0, or NaN with
+    keep_nan) unless keep_masked keeps the masked value as it is; flags say which there were."""
     assert size % 2 == 1 and 1 <= size <= FRAME
     o = (FRAME - size) // 2
     cand = alert.record["candidate"]
@@ -254,8 +257,11 @@ def expected_stamp(alert: Alert, size: int, keep_nan: bool) -> ExpectedStamp:
             flags |= FLAG_GUESSED
         if np.isnan(crop[crop_mask]).any():
             flags |= FLAG_NAN
-        if (crop[crop_mask] <= np.float32(-1e30)).any():
+        masked = crop_mask & (crop <= MASKED_AT_OR_BELOW)
+        if masked.any():
             flags |= FLAG_MASKED
+        if not keep_masked:
+            crop = np.where(masked, np.float32(fill), crop)
         if not keep_nan:
             crop = np.where(np.isnan(crop), np.float32(0), crop)
         out[ch] = crop

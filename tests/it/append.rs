@@ -66,7 +66,8 @@ fn layout_options_of_an_existing_store_are_enforced() {
     let store = dir.path().join("s.zarr");
     build(&store, &a, &[]);
     let before = tree_bytes(&store);
-    for (flag, value) in [("--stamp-size", "63"), ("--chunk-rows", "100"), ("--keep-nan", ""), ("--zstd-level", "9")] {
+    for (flag, value) in [("--stamp-size", "63"), ("--chunk-rows", "100"), ("--keep-nan", ""), ("--keep-masked", ""), ("--zstd-level", "9")]
+    {
         let mut args = vec!["build".to_string(), b[0].display().to_string(), "-o".into(), store.display().to_string(), flag.into()];
         if !value.is_empty() {
             args.push(value.into());

@@ -3,10 +3,12 @@
 mod append;
 mod archive;
 mod build;
+mod classes;
 mod folders;
 mod hostile;
 mod label;
 mod lightcurves;
+mod masked;
 mod mutation;
 mod newcomer;
 mod samples;

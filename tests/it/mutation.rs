@@ -310,7 +310,7 @@ fn limited_build(inputs: &Path, store: &Path) -> Result<(i32, String), String> {
 
 /// What the decoder, in-process, accounts for each file: (alerts, records rejected).
 fn decoded(files: &[(&str, &[u8])]) -> HashMap<String, (usize, usize)> {
-    let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false });
+    let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false, keep_masked: false });
     files
         .iter()
         .map(|(name, bytes)| {

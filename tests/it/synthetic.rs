@@ -46,7 +46,7 @@ fn object_id(record: &Value) -> String {
 #[test]
 fn generated_4_02_alerts_decode_with_their_forced_photometry() {
     let cfg = deep(30);
-    let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false });
+    let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false, keep_masked: false });
     let (catalog, forced) = (Layout::builtin(), Layout::forced());
     let column = |layout: &Layout, name: &str| layout.index_of(name).unwrap_or_else(|| panic!("no column {name}"));
     for index in 0..cfg.count {
