@@ -18,6 +18,7 @@ pub mod decode;
 pub mod fasthash;
 pub mod labels;
 pub mod lightcurves;
+pub mod output;
 pub mod pipeline;
 pub mod report;
 mod rng;

@@ -6,11 +6,17 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = ztf2zarr::cli::Cli::parse();
-    match ztf2zarr::cmd::run(cli) {
+    let status = match ztf2zarr::cmd::run(cli) {
         Ok(status) => status.into(),
         Err(err) => {
-            eprintln!("error: {}", ztf2zarr::cmd::error_text(&err));
-            ExitCode::from(2)
+            ztf2zarr::errln!("error: {}", ztf2zarr::cmd::error_text(&err));
+            return ExitCode::from(2);
         }
+    };
+    // The work is done (a build committed, a store verified); only what it printed is lost.
+    if let Some(failure) = ztf2zarr::output::stdout_failure() {
+        ztf2zarr::errln!("error: could not write to standard output: {failure} (the command's work is done and kept)");
+        return ExitCode::from(2);
     }
+    status
 }

@@ -50,10 +50,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();
     let stats = result?;
-    print!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
+    crate::out!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
     if let Some(labels) = &config.labels {
         let counts = if stats.committed { None } else { Some(super::label::Counts::default()) };
-        print!("{}", super::label::summary_of_new_rows(&args.output, stats.rows_before, labels, counts)?);
+        crate::out!("{}", super::label::summary_of_new_rows(&args.output, stats.rows_before, labels, counts)?);
     }
     Ok(ExitStatus::Success)
 }

@@ -28,7 +28,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitStatus> {
         std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
         std::fs::write(&path, synth::labels_csv(&cfg)).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    eprintln!(
+    crate::errln!(
         "generate: wrote {written} (schema {}, {} histories, seed {}, {}) in {:.1} s",
         cfg.schema.as_str(),
         cfg.history.as_str(),

@@ -26,9 +26,9 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
     let reader = open_store(&args.store)?;
     let info = gather(&args.store, &reader)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        print!("{}", render(&info));
+        crate::out!("{}", render(&info));
     }
     Ok(ExitStatus::Success)
 }

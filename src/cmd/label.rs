@@ -90,7 +90,7 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
             let run = run_record(&started, rows, rows, json!({"relabel": labels.provenance["csv"], "labeled": counts.labeled}));
             let commit = Commit { labels: Some(labels.provenance.clone()), ..Commit::same_rows(rows, run) };
             transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{}`", args.store.display()))?;
-            print!("ztf2zarr label → {}\n{}", args.store.display(), summary(&counts, &labels, "alerts"));
+            crate::out!("ztf2zarr label → {}\n{}", args.store.display(), summary(&counts, &labels, "alerts"));
             warn_if_splits_stale(&args.store);
             Ok(ExitStatus::Success)
         }
@@ -183,7 +183,7 @@ fn warn_if_splits_stale(store: &Path) {
     let Ok(rows) = reader.catalog_rows() else { return };
     let reasons = stale_reasons(&basis, &rows);
     if !reasons.is_empty() {
-        eprintln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
+        crate::errln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
     }
 }
 

@@ -64,7 +64,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     let run = run_record(&started, rows, rows, json!({"split": {"seed": args.seed, "train": sizes[0], "val": sizes[1], "test": sizes[2]}}));
     let commit = Commit { extra_metadata: Some(extra), ..Commit::same_rows(rows, run) };
     transaction.commit(commit).with_context(|| format!("cannot commit the splits to `{}`", args.store.display()))?;
-    print!("{}", summary(args, &splits));
+    crate::out!("{}", summary(args, &splits));
     Ok(ExitStatus::Success)
 }
 
@@ -86,7 +86,7 @@ fn read_rows(transaction: &Transaction) -> anyhow::Result<RowLabels> {
 /// stratified by label, and a user who labels the store next should know to split again.
 fn warn_if_unlabeled(args: &SplitArgs, rows: &RowLabels) {
     if !rows.labels.is_empty() && rows.labels.iter().all(String::is_empty) {
-        eprintln!(
+        crate::errln!(
             "warning: `{}` is unlabeled: the splits keep each object in one split but cannot be stratified by label; \
              after `ztf2zarr label`, run `ztf2zarr split` again (info and verify will say these splits are stale)",
             args.store.display()
@@ -122,7 +122,7 @@ fn warn_of_classes_left_out(splits: &Splits, options: &SplitOptions, rows: &RowL
             [(name, _)] => (*name).to_string(),
             _ => held.iter().map(|(name, n)| format!("{name} ({n})")).collect::<Vec<_>>().join(" and "),
         };
-        eprintln!(
+        crate::errln!(
             "warning: class `{label}` has no alert in {}: its {} ({}) {} in {place}, since an object's alerts stay in one split; \
              nothing there measures it; label more objects of it, or merge it into another class (label --classes, --other)",
             empty.join(" or "),

@@ -11,7 +11,7 @@ use crate::store::{break_object_lock, is_url, open_storage, OBJECT_LOCK};
 /// A lock object that cannot be read or removed.
 pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
     if !is_url(&args.store) {
-        println!(
+        crate::outln!(
             "`{}` is a local store: its lock is held by a running process and released when that process ends, however it \
              ends, so there is nothing to unlock (unlock is for stores on object storage)",
             args.store.display()
@@ -20,8 +20,8 @@ pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
     }
     let storage = open_storage(&args.store)?;
     match break_object_lock(storage.as_ref())? {
-        Some(holder) => println!("removed the lock of `{}` ({holder})", args.store.display()),
-        None => println!("`{}` is not locked (no {OBJECT_LOCK})", args.store.display()),
+        Some(holder) => crate::outln!("removed the lock of `{}` ({holder})", args.store.display()),
+        None => crate::outln!("`{}` is not locked (no {OBJECT_LOCK})", args.store.display()),
     }
     Ok(ExitStatus::Success)
 }

@@ -28,20 +28,20 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     let report = verify(&storage);
     let (fresh, warnings) = check_splits(&storage);
     for line in report.passed.iter().chain(&fresh) {
-        println!("ok       {line}");
+        crate::outln!("ok       {line}");
     }
     for line in &warnings {
-        println!("WARNING  {line}");
+        crate::outln!("WARNING  {line}");
     }
     for line in &report.problems {
-        println!("PROBLEM  {line}");
+        crate::outln!("PROBLEM  {line}");
     }
     let warned = if warnings.is_empty() { String::new() } else { format!(" ({})", counted(warnings.len(), "warning", "warnings")) };
     if report.problems.is_empty() {
-        println!("{}: sound{warned}", args.store.display());
+        crate::outln!("{}: sound{warned}", args.store.display());
         Ok(ExitStatus::Success)
     } else {
-        println!("{}: {} found{warned}", args.store.display(), counted(report.problems.len(), "problem", "problems"));
+        crate::outln!("{}: {} found{warned}", args.store.display(), counted(report.problems.len(), "problem", "problems"));
         Ok(ExitStatus::Failure)
     }
 }

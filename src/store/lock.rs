@@ -219,7 +219,7 @@ fn take_waiting(
             return Err(StoreError::Locked { store: store.to_path_buf(), holder, waited });
         }
         if !announced {
-            eprintln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
+            crate::errln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
             announced = true;
         }
         std::thread::sleep(poll);

@@ -723,7 +723,7 @@ impl Transaction {
             None => Ok(self.storage.delete(PENDING).and_then(|()| self.storage.flush())?),
         });
         if let Err(error) = result {
-            eprintln!("warning: {error}; the store is committed and sound, and the next build finishes tidying it");
+            crate::errln!("warning: {error}; the store is committed and sound, and the next build finishes tidying it");
         }
     }
 
@@ -1138,7 +1138,7 @@ fn upgrade_candid_index(reader: &StoreReader, storage: &dyn Storage, number: usi
     if reader.rows() == 0 {
         return Ok(Vec::new());
     }
-    eprintln!("upgrading the candid index of `{}` to sorted runs (once: {} candids are read)", storage.location(), reader.rows());
+    crate::errln!("upgrading the candid index of `{}` to sorted runs (once: {} candids are read)", storage.location(), reader.rows());
     let candids = match reader.legacy_candids()? {
         Some(candids) => candids,
         None => reader.catalog_candids()?,
@@ -1156,7 +1156,7 @@ fn restore_missing_runs(reader: &StoreReader, storage: &dyn Storage, runs: Vec<R
         if storage.size(&run.key)?.is_some() {
             continue;
         }
-        eprintln!("rebuilding the missing candid run `{}` from the catalog ({} rows)", storage.object_location(&run.key), run.rows);
+        crate::errln!("rebuilding the missing candid run `{}` from the catalog ({} rows)", storage.object_location(&run.key), run.rows);
         let candids = reader.catalog_candids_of(run.first_row, run.rows)?;
         let (_, bytes) = Run::of(run.key.clone(), run.first_row, &candids);
         storage.put(&run.key, &bytes)?;

@@ -11,6 +11,7 @@ mod lightcurves;
 mod masked;
 mod mutation;
 mod newcomer;
+mod output;
 mod samples;
 mod store;
 mod synthetic;
