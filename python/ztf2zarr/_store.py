@@ -162,10 +162,20 @@ class _DirectArray:
         return self.decode(index, self.files.get(self.key(index)), scratch)
 
     def decode(self, index: int, data: bytes | None, scratch: list | None = None) -> np.ndarray:
-        """Chunk `index` from its stored bytes (None: the chunk was never written, all fill)."""
-        if data is None:
-            return np.full(self.chunks, self.fill, dtype=self.dtype)
+        """Chunk `index` from its stored bytes (None: the chunk is missing, an error: ztf2zarr
+        writes every chunk of its arrays, so a missing one is damage, never rows of fill)."""
         where = self.files.where(self.key(index))
+        if data is None:
+            raise ValueError(f"{where}: chunk {index} of `{self.prefix}` is missing: the store is damaged "
+                             "(ztf2zarr writes every chunk; `ztf2zarr verify` says what else is)")
+        if scratch is not None and self.compressor is not None and self.compressor.codec_id == "zstd":
+            # Decoded into a chunk-sized buffer, a short frame would leave the rest of it as it
+            # was (the previous chunk's bytes): check the size the frame declares first.
+            declared = _zstd_content_size(data)
+            if declared is None:
+                scratch = None  # decoded afresh, and its length checked below
+            elif declared != self.chunk_bytes:
+                raise ValueError(f"{where}: chunk decodes to {declared} bytes, expected {self.chunk_bytes}")
         try:
             step = 0
             if self.compressor is not None:
@@ -223,6 +233,21 @@ class _DirectArray:
             at = which == index
             out[at] = cache[index][rows[at] - index * size]
         return out
+
+
+def _zstd_content_size(frame: bytes) -> int | None:
+    """The decompressed size a zstd frame's header declares, or None when it declares none (or
+    is not a zstd frame: decoding then says why)."""
+    if len(frame) < 6 or int.from_bytes(frame[:4], "little") != 0xFD2FB528:
+        return None
+    descriptor = frame[4]
+    size_flag, single_segment, dictionary_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dictionary_flag]
+    width = (1 if single_segment else 0, 2, 4, 8)[size_flag]
+    if width == 0 or len(frame) < at + width:
+        return None
+    size = int.from_bytes(frame[at : at + width], "little")
+    return size + 256 if width == 2 else size
 
 
 class _ZarrArray:

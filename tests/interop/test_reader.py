@@ -182,6 +182,33 @@ def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
             pass
 
 
+def test_a_short_chunk_is_refused_not_served_from_the_previous_chunks_memory(store, tmp_path):
+    # A valid zstd frame of fewer bytes than a chunk: decoded into the reused chunk buffer, the
+    # rest of the buffer would still hold the chunk read before it.
+    import shutil
+
+    import numcodecs
+
+    broken = tmp_path / "short.zarr"
+    shutil.copytree(store, broken)
+    (broken / "catalog" / "3").write_bytes(numcodecs.Zstd(level=1).encode(bytes(100)))
+    with pytest.raises(ValueError, match=r"catalog/3: chunk decodes to 100 bytes, expected \d+"):
+        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
+            pass
+
+
+def test_a_missing_chunk_is_an_error_naming_it_not_rows_of_fill(store, tmp_path):
+    # Fill would be candid 0 and label_code 0, a real class, beside real stamps.
+    import shutil
+
+    broken = tmp_path / "missing.zarr"
+    shutil.copytree(store, broken)
+    (broken / "catalog" / "5").unlink()
+    with pytest.raises(ValueError, match=r"catalog/5: chunk 5 of `catalog` is missing"):
+        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
+            pass
+
+
 def test_torch_wrapper_divides_chunks_among_dataloader_workers(store, monkeypatch):
     """TorchBatches with a stand-in for torch (CI does not install it): each DataLoader worker
     reads its own chunks, and all of them together every row once."""
