@@ -171,42 +171,37 @@ def test_bad_arguments_are_refused_with_the_reason(store, tmp_path):
         next(ztf2zarr.batches(store, engine="fast"))
 
 
-def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
+def read_damaged(store, tmp_path, damage, message):
+    """Copy `store`, `damage(copy)` it, and read every batch of the copy with the direct engine:
+    it must stop with a ValueError matching `message`."""
     import shutil
 
     broken = tmp_path / "broken.zarr"
     shutil.copytree(store, broken)
-    (broken / "stamps" / "3.0.0.0").write_bytes(b"not zstd at all")
-    with pytest.raises(ValueError, match=r"stamps/3\.0\.0\.0: chunk does not decode"):
+    damage(broken)
+    with pytest.raises(ValueError, match=message):
         for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
             pass
+
+
+def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
+    read_damaged(store, tmp_path, lambda s: (s / "stamps" / "3.0.0.0").write_bytes(b"not zstd at all"),
+                 r"stamps/3\.0\.0\.0: chunk does not decode")
 
 
 def test_a_short_chunk_is_refused_not_served_from_the_previous_chunks_memory(store, tmp_path):
     # A valid zstd frame of fewer bytes than a chunk: decoded into the reused chunk buffer, the
     # rest of the buffer would still hold the chunk read before it.
-    import shutil
-
     import numcodecs
 
-    broken = tmp_path / "short.zarr"
-    shutil.copytree(store, broken)
-    (broken / "catalog" / "3").write_bytes(numcodecs.Zstd(level=1).encode(bytes(100)))
-    with pytest.raises(ValueError, match=r"catalog/3: chunk decodes to 100 bytes, expected \d+"):
-        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
-            pass
+    short = numcodecs.Zstd(level=1).encode(bytes(100))
+    read_damaged(store, tmp_path, lambda s: (s / "catalog" / "3").write_bytes(short),
+                 r"catalog/3: chunk decodes to 100 bytes, expected \d+")
 
 
 def test_a_missing_chunk_is_an_error_naming_it_not_rows_of_fill(store, tmp_path):
     # Fill would be candid 0 and label_code 0, a real class, beside real stamps.
-    import shutil
-
-    broken = tmp_path / "missing.zarr"
-    shutil.copytree(store, broken)
-    (broken / "catalog" / "5").unlink()
-    with pytest.raises(ValueError, match=r"catalog/5: chunk 5 of `catalog` is missing"):
-        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
-            pass
+    read_damaged(store, tmp_path, lambda s: (s / "catalog" / "5").unlink(), r"catalog/5: chunk 5 of `catalog` is missing")
 
 
 def test_torch_wrapper_divides_chunks_among_dataloader_workers(store, monkeypatch):
