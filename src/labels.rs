@@ -251,6 +251,12 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
         if object.is_empty() {
             return Err(LabelError::Row { path: path.to_path_buf(), line, reason: format!("empty `{}`", options.id_column) });
         }
+        if label.is_empty() {
+            continue; // no class given: the object stays unlabeled (code -1), never a class ""
+        }
+        if let Some(reason) = bad_class_name(label) {
+            return Err(LabelError::Row { path: path.to_path_buf(), line, reason });
+        }
         let class_id = match class_index.get(label) {
             Some(id) => *id,
             None => {
@@ -280,6 +286,24 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
         return Err(LabelError::NoRows { path: path.to_path_buf() });
     }
     Ok(CsvClasses { by_object, class_names, class_column: class_name })
+}
+
+/// Characters a class name may have at most: ALeRCE's are under 20, and every name is stored in
+/// the store's attrs (and in `.zmetadata`), so a runaway cell must not become one.
+pub const MAX_CLASS_NAME: usize = 256;
+
+/// Why `name` cannot be a class name, if it cannot: a NUL (names are compared as stored, and a
+/// reader cuts at the NUL, so `QSO\0x` would read as `QSO`), or more than [`MAX_CLASS_NAME`]
+/// characters.
+fn bad_class_name(name: &str) -> Option<String> {
+    if name.contains('\0') {
+        return Some(format!("class `{}` holds a NUL character", name.replace('\0', "\\0")));
+    }
+    let chars = name.chars().count();
+    (chars > MAX_CLASS_NAME).then(|| {
+        let start: String = name.chars().take(40).collect();
+        format!("class `{start}…` is {chars} characters long, more than the {MAX_CLASS_NAME} a class name may have")
+    })
 }
 
 /// A CSV reader error in our words: a read failure names the file (no line: nothing was parsed),
@@ -362,6 +386,22 @@ mod tests {
         let err = Labels::load(&options(&path, Some(&["AGN"]))).unwrap_err().to_string();
         assert!(!err.contains("did you mean"), "{err}");
         assert!(Labels::load(&options(&path, Some(&["YSO"]))).is_ok());
+    }
+
+    #[test]
+    fn an_empty_class_is_unlabeled_and_nul_or_runaway_names_are_refused_by_line() {
+        let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,\nZTF3,  \n");
+        let labels = Labels::load(&options(&path, None)).unwrap();
+        assert_eq!(labels.names(), ["QSO"], "no class \"\"");
+        assert_eq!((labels.lookup("ZTF2"), labels.lookup("ZTF3")), (("", -1), ("", -1)));
+        let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO\0x\n");
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("NUL"), "{err}");
+        let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME + 1)));
+        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("257 characters long"), "{err}");
+        let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME)));
+        assert!(Labels::load(&options(&path, None)).is_ok());
     }
 
     #[test]
