@@ -342,7 +342,7 @@ impl ChunkWriter<'_> {
     /// zeros, or empty strings). Gives back the chunk's buffer, emptied, for the next chunk of
     /// the array.
     fn write(&self, mut chunk: ChunkBuffer) -> Result<Vec<u8>, StoreError> {
-        self.transaction.write_chunk_rows_after(chunk.committed.as_deref(), chunk.array, chunk.index, &chunk.bytes, chunk.rows)?;
+        self.transaction.write_chunk_rows(chunk.committed.as_deref(), chunk.array, chunk.index, &chunk.bytes, chunk.rows)?;
         chunk.bytes.clear();
         Ok(chunk.bytes)
     }

@@ -527,22 +527,14 @@ impl Transaction {
     }
 
     /// Compress and write chunk `index` of array `array` from its first `rows` rows, as a build
-    /// holds them (fixed-size rows, or `vlen` items), padded to the chunk length as Zarr v2
-    /// requires: the padding is compressed as it streams by, never put in memory (a light-curve
-    /// column's last chunk is mostly padding: a megabyte for a few rows).
+    /// holds them (fixed-size rows, or `vlen` items): the rows of `partial` (the store's own, if
+    /// the chunk continues its incomplete last chunk), then `bytes`. Padded to the chunk length
+    /// as Zarr v2 requires: the padding is compressed as it streams by, never put in memory (a
+    /// light-curve column's last chunk is mostly padding: a megabyte for a few rows).
     ///
     /// # Errors
-    /// Compression or storage failure.
-    pub fn write_chunk_rows(&self, array: usize, index: usize, bytes: &[u8], rows: usize) -> Result<(), StoreError> {
-        self.write_chunk_rows_after(None, array, index, bytes, rows)
-    }
-
-    /// The rows of `partial` (the store's own, if the chunk continues its incomplete last
-    /// chunk), then `bytes`: as [`Transaction::write_chunk_rows`] with all of them.
-    ///
-    /// # Errors
-    /// Compression or storage failure.
-    pub fn write_chunk_rows_after(
+    /// Compression or storage failure, or a `partial` that does not decode.
+    pub fn write_chunk_rows(
         &self,
         partial: Option<&PartialChunk>,
         array: usize,

@@ -590,39 +590,46 @@ pub(super) fn committed_documents(storage: &dyn Storage) -> Result<Map<String, V
     Ok(docs)
 }
 
-/// A chunk of variable size (strings): its frame must declare its size, at most `limit`.
 /// Chunk `index` of `spec` from its stored bytes: a whole chunk long, its filter undone.
 ///
 /// # Errors
 /// A chunk that does not decompress, or has the wrong length.
 fn decode_chunk(storage: &dyn Storage, spec: &ArraySpec, index: usize, compressed: &[u8]) -> Result<Vec<u8>, ReadError> {
     let key = spec.chunk_key(index);
-    let raw = match spec.exact_chunk_bytes() {
-        Some(bytes) => decompress_chunk(storage, &key, compressed, bytes)?,
-        None => decompress_at_most(storage, &key, compressed, spec.chunk_bytes())?,
-    };
-    Ok(spec.filter.decode(raw))
+    let size = chunk_size(storage, spec, &key, compressed)?;
+    Ok(spec.filter.decode(decompress_chunk(storage, &key, compressed, size)?))
 }
 
-/// Whether chunk `index` of `spec`, as stored, declares the size its array gives a chunk: what
-/// can be checked without inflating it (a chunk that then does not inflate is an error where it
-/// is decoded).
+/// Whether chunk `index` of `spec`, as stored, has the size its array gives a chunk as far as
+/// its frame tells without inflating it ([`chunk_size`]); the rest is checked where it is
+/// decoded.
 ///
 /// # Errors
-/// A frame that declares no size, or another one.
+/// A frame that declares another size, or (strings) none.
 pub fn check_stored_chunk(storage: &dyn Storage, spec: &ArraySpec, index: usize, compressed: &[u8]) -> Result<(), ReadError> {
-    let key = spec.chunk_key(index);
+    chunk_size(storage, spec, &spec.chunk_key(index), compressed).map(drop)
+}
+
+/// The bytes chunk `key` of `spec` inflates to, from its zstd frame's header, before any memory
+/// is reserved for it: a whole chunk for fixed-size cells (a frame that declares another size is
+/// refused; one that declares none is checked once inflated); for strings, whose chunk has no
+/// fixed size, the size the frame must declare, at most what the chunk's strings can take.
+///
+/// # Errors
+/// A size the array's chunk cannot have, or (strings) no declared size.
+fn chunk_size(storage: &dyn Storage, spec: &ArraySpec, key: &str, compressed: &[u8]) -> Result<usize, ReadError> {
     let declared = zstd::zstd_safe::get_frame_content_size(compressed).ok().flatten();
-    let fits = match (declared, spec.exact_chunk_bytes()) {
-        (Some(declared), Some(expected)) => declared == expected as u64,
-        (Some(declared), None) => declared <= spec.chunk_bytes() as u64,
-        (None, _) => false,
-    };
-    if fits {
-        Ok(())
-    } else {
-        let declared = declared.map_or_else(|| "no size".to_string(), |d| format!("{d} bytes"));
-        Err(invalid(storage, &key, format!("chunk's zstd frame declares {declared}, not a chunk of this array")))
+    let limit = spec.chunk_bytes();
+    match (spec.exact_chunk_bytes(), declared) {
+        (Some(expected), Some(declared)) if declared != expected as u64 => {
+            Err(invalid(storage, key, format!("chunk holds {declared} bytes, expected {expected}")))
+        }
+        (Some(expected), _) => Ok(expected),
+        (None, Some(declared)) if declared <= limit as u64 => Ok(declared as usize),
+        (None, Some(declared)) => {
+            Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take")))
+        }
+        (None, None) => Err(invalid(storage, key, "chunk's zstd frame does not declare its size".into())),
     }
 }
 
@@ -643,28 +650,12 @@ pub fn chunk_rows_of(storage: &dyn Storage, spec: &ArraySpec, index: usize, comp
     }
 }
 
-fn decompress_at_most(storage: &dyn Storage, key: &str, compressed: &[u8], limit: usize) -> Result<Vec<u8>, ReadError> {
-    let declared = match zstd::zstd_safe::get_frame_content_size(compressed) {
-        Ok(Some(declared)) if declared <= limit as u64 => declared as usize,
-        Ok(Some(declared)) => {
-            return Err(invalid(storage, key, format!("chunk holds {declared} bytes, more than the {limit} its strings can take")))
-        }
-        _ => return Err(invalid(storage, key, "chunk's zstd frame does not declare its size".into())),
-    };
-    decompress_chunk(storage, key, compressed, declared)
-}
-
-/// The `expected` bytes of the zstd chunk `key` (filter not undone).
+/// The `expected` bytes of the zstd chunk `key` (filter not undone; its frame's declared size
+/// checked first, by [`chunk_size`]).
 ///
 /// # Errors
-/// A frame of another size, or one that does not decompress.
-pub(super) fn decompress_chunk(storage: &dyn Storage, key: &str, compressed: &[u8], expected: usize) -> Result<Vec<u8>, ReadError> {
-    // A frame that declares another size is refused before memory is reserved for it.
-    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(compressed) {
-        if declared != expected as u64 {
-            return Err(invalid(storage, key, format!("chunk holds {declared} bytes, expected {expected}")));
-        }
-    }
+/// A frame that does not decompress, or to another size.
+fn decompress_chunk(storage: &dyn Storage, key: &str, compressed: &[u8], expected: usize) -> Result<Vec<u8>, ReadError> {
     let raw = zstd::bulk::decompress(compressed, expected).map_err(|e| invalid(storage, key, format!("chunk does not decompress: {e}")))?;
     if raw.len() != expected {
         return Err(invalid(storage, key, format!("chunk holds {} bytes, expected {expected}", raw.len())));
