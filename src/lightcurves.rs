@@ -234,8 +234,10 @@ impl LightCurves {
         self.carried.clear();
         let epochs = self.versions_of(Table::Epochs, &history.epochs);
         let forced = self.versions_of(Table::Forced, &history.forced);
+        // The range test first: it is a binary search over a few ranges (none for a new store),
+        // where `seen` is a hash look-up for every epoch.
         let at_once = self.pending.is_empty()
-            && self.carried.iter().all(|(_, key, _)| self.seen.contains_key(key) || !self.committed.may_hold(key.jd()));
+            && self.carried.iter().all(|(_, key, _)| !self.committed.may_hold(key.jd()) || self.seen.contains_key(key));
         for index in 0..self.carried.len() {
             let (table, key, at) = self.carried[index];
             let rows = match table {
@@ -322,9 +324,10 @@ impl LightCurves {
         let end = end.min(self.pending.len());
         for at in self.added..end {
             let entry = self.pending[at];
-            let number = match (self.seen.get(&entry.key), self.found.get(&entry.key)) {
-                (Some(number), _) | (None, Some(Some(number))) => *number,
-                _ => {
+            let known = self.seen.get(&entry.key).or_else(|| self.found.get(&entry.key).and_then(Option::as_ref));
+            let number = match known {
+                Some(number) => *number,
+                None => {
                     let Some(start) = entry.row else { unreachable!("a key the build and the store lack is first carried with its row") };
                     let table = entry.table as usize;
                     let row_bytes = entry.table.layout().itemsize();

@@ -300,9 +300,10 @@ impl Feed {
         }
     }
 
-    /// Whether the array takes its rows a batch of alerts at a time ([`Feed::batch_rows`]).
+    /// Whether the array takes its rows a batch of alerts at a time: [`Feed::batch_rows`] has
+    /// rows for it (of an empty batch: which arrays, not what rows).
     fn takes_batches(self) -> bool {
-        matches!(self, Feed::CarriedEpochs | Feed::CarriedForced | Feed::Column { table: TableRows::Epochs | TableRows::Forced, .. })
+        self.batch_rows(&Added::default()).is_some()
     }
 
     /// The rows a batch of alerts adds to the array, if it is one of the epochs tables' (their
