@@ -9,7 +9,7 @@
 //!
 //! For each folder (searched recursively for `*.avro`), on N threads (default: all cores), passes:
 //! 1. read + locate: read every file, parse the Avro container and walk each alert with its
-//!    writer schema (`ztf2zarr::decode::avro`) to the three cutouts' `stampData`; no inflate.
+//!    writer schema (`ztf2zarr::formats::avro`) to the three cutouts' `stampData`; no inflate.
 //!    Run first, so it also brings the files into the page cache.
 //! 2. flate2 GzDecoder: the same, plus each cutout inflated by `flate2::bufread::GzDecoder`
 //!    (zlib-rs backend, the crate's own), a new decoder per cutout; CRC-32 and ISIZE checked.
@@ -36,8 +36,8 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Parser;
 use rayon::prelude::*;
 use serde_json::json;
-use ztf2zarr::decode::avro::{Container, Cursor, Node, Schema};
-use ztf2zarr::decode::CUTOUTS;
+use ztf2zarr::formats::avro::{Container, Cursor, Node, Schema};
+use ztf2zarr::survey::ztf::CUTOUTS;
 
 /// A cutout larger than this inflated is not a ZTF cutout.
 const MAX_INFLATED: usize = 64 << 20;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::catalog::{Layout, Scalar};
+use crate::table::{Layout, Scalar};
 
 /// Column names tried, in order, when `--class-column` is not given.
 pub const CLASS_COLUMNS: [&str; 2] = ["predicted_class", "classALeRCE"];

@@ -11,18 +11,16 @@
 //! per subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
 
 pub mod calendar;
-pub mod catalog;
 pub mod cli;
 pub mod cmd;
-pub mod decode;
 pub mod fasthash;
+pub mod formats;
+pub mod ingest;
 pub mod labels;
-pub mod lightcurves;
 pub mod output;
-pub mod pipeline;
-pub mod report;
 mod rng;
-pub mod source;
 pub mod split;
 pub mod store;
+pub mod survey;
 pub mod synth;
+pub mod table;

@@ -8,11 +8,11 @@ use anyhow::{bail, Context};
 
 use super::ExitStatus;
 use crate::cli::BuildArgs;
-use crate::decode::cutout::FRAME;
-use crate::pipeline::{self, BuildConfig};
-use crate::report::{self, Progress};
-use crate::source;
+use crate::ingest::pipeline::{self, BuildConfig};
+use crate::ingest::report::{self, Progress};
+use crate::ingest::source;
 use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
+use crate::survey::ztf::cutout::FRAME;
 
 /// Run `build`.
 ///

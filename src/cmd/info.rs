@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 
 use super::{class_counts, counted, ExitStatus};
 use crate::calendar::jd_to_date;
-use crate::catalog::Layout;
 use crate::cli::InfoArgs;
-use crate::decode::cutout::STAMP_FLAGS;
-use crate::lightcurves::objects_layout;
+use crate::ingest::lightcurves::objects_layout;
 use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
 use crate::store::lightcurve_table;
 use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
+use crate::survey::ztf::cutout::STAMP_FLAGS;
+use crate::table::Layout;
 
 /// Run `info`.
 ///

@@ -11,11 +11,11 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::{class_counts, counted, ExitStatus};
-use crate::catalog::Layout;
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels, DEFAULT_OTHER, UNLABELED_CODE};
 use crate::store::inspect::{open_store, require_store, split_basis, splits_attrs, stale_reasons};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
+use crate::table::Layout;
 
 /// Read the labels the options name, if any.
 ///

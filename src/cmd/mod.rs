@@ -13,7 +13,7 @@ mod verify;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-pub(crate) use crate::report::counted;
+pub(crate) use crate::ingest::report::counted;
 
 /// How a subcommand ended, as the process exit code tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

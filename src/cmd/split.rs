@@ -9,11 +9,11 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::{counted, ExitStatus};
-use crate::catalog::Layout;
 use crate::cli::SplitArgs;
 use crate::split::{assign, labels_fingerprint, SplitOptions, Splits, SPLIT_NAMES};
 use crate::store::inspect::{require_store, write_splits};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
+use crate::table::Layout;
 
 /// The catalog columns a split reads, one entry per row.
 struct RowLabels {

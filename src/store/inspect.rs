@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::{is_url, open_storage, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
-use crate::catalog::Layout;
 use crate::split::{labels_fingerprint, staleness, SplitBasis, SPLIT_NAMES};
+use crate::table::Layout;
 
 /// Rows per chunk of a split index array (8 MB of int64).
 const INDEX_CHUNK: usize = 1 << 20;

@@ -11,8 +11,8 @@ use super::lckeys::{parse_blocks, read_block, Key, KeyKind};
 use super::metadata::lightcurve_table;
 use super::verify::Report;
 use super::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
-use crate::catalog::Layout;
-use crate::lightcurves::{alerts_layout, key_of, objects_layout, Table};
+use crate::ingest::lightcurves::{alerts_layout, key_of, objects_layout, Table};
+use crate::table::Layout;
 
 /// The rows of both epoch tables, as keys in row order.
 struct Tables {

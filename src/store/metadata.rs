@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 use super::arrays::{declared, ArraySpec, Cell, ColumnOf, Rows};
 use super::codec::ChunkFilter;
 use super::{Settings, SPLITS};
-use crate::catalog::{Dtype, Layout};
-use crate::decode::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
+use crate::survey::ztf::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
+use crate::table::{Dtype, Layout};
 
 /// Name of the stamps array.
 pub const STAMPS: &str = "stamps";
@@ -277,14 +277,14 @@ pub fn lightcurve_tables() -> [LightCurveTable; 4] {
         },
         LightCurveTable {
             name: OBJECTS,
-            layout: crate::lightcurves::objects_layout(),
+            layout: crate::ingest::lightcurves::objects_layout(),
             rows: Rows::Own,
             dimension: "object_range",
             description: "The object index: rows start .. start+count-1 of table belong to objectId",
         },
         LightCurveTable {
             name: HISTORY,
-            layout: crate::lightcurves::alerts_layout(),
+            layout: crate::ingest::lightcurves::alerts_layout(),
             rows: Rows::PerAlert,
             dimension: "alert",
             description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",

@@ -187,7 +187,7 @@ pub const MAX_CHUNK_BYTES: usize = 1 << 30;
 #[must_use]
 pub fn chunk_fits(chunk_rows: usize, stamp_size: usize) -> bool {
     let row_bytes = 3 * stamp_size * stamp_size * 4;
-    let catalog_row = crate::catalog::Layout::builtin().itemsize();
+    let catalog_row = crate::table::Layout::builtin().itemsize();
     chunk_rows.checked_mul(row_bytes.max(catalog_row)).is_some_and(|bytes| bytes <= MAX_CHUNK_BYTES)
 }
 

@@ -16,8 +16,8 @@ use super::candids::{parse_runs, Run};
 use super::codec::vlen;
 use super::metadata::LightCurveTable;
 use super::{chunk_fits, Settings, Storage, StorageError, LEGACY_CANDIDS, MAX_CHUNK_BYTES};
-use crate::catalog::Layout;
-use crate::decode::cutout::FRAME;
+use crate::survey::ztf::cutout::FRAME;
+use crate::table::Layout;
 
 /// A failure to read a store; names the file or object.
 #[derive(Debug, Error)]
@@ -385,7 +385,7 @@ impl StoreReader {
                         let items =
                             vlen::items(&raw, spec.chunk_rows).map_err(|r| invalid(self.storage.as_ref(), &spec.chunk_key(chunk), r))?;
                         for (target, item) in targets.zip(items.into_iter().take(kept)) {
-                            let _ = layout.pack(target, index, crate::catalog::Scalar::Str(String::from_utf8_lossy(item).as_bytes()));
+                            let _ = layout.pack(target, index, crate::table::Scalar::Str(String::from_utf8_lossy(item).as_bytes()));
                         }
                     }
                 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::candids::read_run;
 use super::reader::read_doc;
 use super::{Storage, StoreReader, CATALOG, LEGACY_CANDIDS, PENDING, STAMPS};
-use crate::catalog::Layout;
+use crate::table::Layout;
 
 /// The outcome of verifying a store.
 #[derive(Debug, Default)]

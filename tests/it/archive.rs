@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::Value;
-use ztf2zarr::catalog::Layout;
 use ztf2zarr::store::StoreReader;
 use ztf2zarr::synth::{synth_alert, SynthConfig};
+use ztf2zarr::table::Layout;
 
 use crate::util::ztf2zarr;
 

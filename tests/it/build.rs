@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use apache_avro::types::Value;
-use ztf2zarr::catalog::{Dtype, Layout};
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::table::{Dtype, Layout};
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 

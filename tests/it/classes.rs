@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use ztf2zarr::catalog::Layout;
 use ztf2zarr::store::{read_json, StoreReader};
+use ztf2zarr::table::Layout;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::Path;
 
 use apache_avro::types::Value;
-use ztf2zarr::catalog::Layout;
-use ztf2zarr::decode::avro::Header;
+use ztf2zarr::formats::avro::Header;
 use ztf2zarr::store::StoreReader;
 use ztf2zarr::synth::{synth_alert, synth_record, SynthConfig};
+use ztf2zarr::table::Layout;
 
 use crate::util::{assert_sound, ztf2zarr, ztf2zarr_ok};
 
@@ -357,7 +357,7 @@ fn a_deflate_block_of_3_mb_inflating_to_3_gb_is_capped() {
     assert!(bomb.len() < 4 << 20, "{}", bomb.len());
     let (schema, _) = synth_datum(0);
     let file = container(&schema, "deflate", &[RawBlock::new(1, bomb)]);
-    let limit = ztf2zarr::decode::avro::MAX_INFLATED_BLOCK;
+    let limit = ztf2zarr::formats::avro::MAX_INFLATED_BLOCK;
     assert_eq!(rejected_once("bomb.avro", file, "corrupt-avro", &format!("inflates to more than {limit} bytes")), 1);
 }
 

@@ -3,8 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use ztf2zarr::catalog::Layout;
 use ztf2zarr::store::{read_json, StoreReader};
+use ztf2zarr::table::Layout;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 

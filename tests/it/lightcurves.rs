@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use ztf2zarr::catalog::Layout;
 use ztf2zarr::store::{lightcurve_table, StoreReader};
+use ztf2zarr::table::Layout;
 
 use crate::util::{assert_sound, real_alerts, ztf2zarr, ztf2zarr_ok};
 
@@ -60,7 +60,7 @@ fn curves(store: &Path) -> Curves {
         table(&reader, name).chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).collect()
     };
     let (carried_epochs, carried_forced) = (entries("lightcurves/history_epochs"), entries("lightcurves/history_forced"));
-    let alerts = ztf2zarr::lightcurves::alerts_layout();
+    let alerts = ztf2zarr::ingest::lightcurves::alerts_layout();
     let candids = reader.catalog_candids().unwrap();
     let histories = table(&reader, "lightcurves/alerts")
         .chunks_exact(alerts.itemsize())

@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use apache_avro::types::Value;
-use ztf2zarr::catalog::Layout;
 use ztf2zarr::store::{read_json, StoreReader};
+use ztf2zarr::table::Layout;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ztf2zarr::catalog::Layout;
-use ztf2zarr::decode::avro::Header;
-use ztf2zarr::decode::{Decoder, StampSpec};
+use ztf2zarr::formats::avro::Header;
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::{Decoder, StampSpec};
 use ztf2zarr::synth::{synth_alert, SynthConfig};
+use ztf2zarr::table::Layout;
 
 use crate::hostile::{long, records, summary_count};
 use crate::util::real_alerts;

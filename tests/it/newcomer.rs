@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use ztf2zarr::catalog::Layout;
-use ztf2zarr::decode::cutout::STAMP_FLAGS;
 use ztf2zarr::store::{read_json, StoreReader};
+use ztf2zarr::survey::ztf::cutout::STAMP_FLAGS;
+use ztf2zarr::table::Layout;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 

@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 
 use apache_avro::types::Value;
-use ztf2zarr::catalog::Layout;
-use ztf2zarr::decode::{Decoder, StampSpec};
 use ztf2zarr::store::{lightcurve_table, StoreReader};
+use ztf2zarr::survey::ztf::{Decoder, StampSpec};
 use ztf2zarr::synth::{synth_alert, synth_record, AlertSchema, HistoryDepth, SynthConfig};
+use ztf2zarr::table::Layout;
 
 use crate::util::{assert_sound, tree_bytes, ztf2zarr_ok};
 

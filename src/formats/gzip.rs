@@ -25,7 +25,7 @@ const RESYNC_PROBE_INPUT: usize = 1 << 20;
 
 /// Why the stream stopped before its end.
 #[derive(Debug)]
-pub(super) enum Break {
+pub enum Break {
     /// The file ends inside a gzip member (mid-data, or before its trailer).
     Truncated { offset: u64, member: usize, detail: &'static str },
     /// A gzip member's data, header or the bytes where a header should be are not gzip;
@@ -65,7 +65,7 @@ enum State {
 
 /// Where an archive's bytes come from: a file, or an object read in ranges (resynchronising
 /// after a corrupt member seeks).
-pub(super) trait ArchiveBytes: Read + Seek + Send {
+pub trait ArchiveBytes: Read + Seek + Send {
     /// Read at `offset` without moving the stream (to search for the next member).
     ///
     /// # Errors
@@ -80,7 +80,7 @@ impl ArchiveBytes for File {
 }
 
 /// A tar byte stream read from an archive file.
-pub(super) struct Stream {
+pub struct Stream {
     input: BufReader<Box<dyn ArchiveBytes>>,
     gzip: bool,
     /// Compressed bytes consumed from the file.
@@ -106,13 +106,13 @@ pub(super) struct Stream {
 
 impl Stream {
     /// Open `file`: gzip if it starts with the gzip magic, else a plain tar.
-    pub(super) fn open(file: File) -> std::io::Result<Stream> {
+    pub fn open(file: File) -> std::io::Result<Stream> {
         let file_size = file.metadata()?.len();
         Stream::from_reader(Box::new(file), file_size)
     }
 
     /// Open a stream of `file_size` bytes (an archive on object storage).
-    pub(super) fn from_reader(reader: Box<dyn ArchiveBytes>, file_size: u64) -> std::io::Result<Stream> {
+    pub fn from_reader(reader: Box<dyn ArchiveBytes>, file_size: u64) -> std::io::Result<Stream> {
         let mut input = BufReader::with_capacity(READ_BUFFER, reader);
         let gzip = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         Ok(Stream {
@@ -133,32 +133,32 @@ impl Stream {
         })
     }
 
-    pub(super) fn is_gzip(&self) -> bool {
+    pub fn is_gzip(&self) -> bool {
         self.gzip
     }
 
     /// Compressed bytes consumed so far.
-    pub(super) fn offset(&self) -> u64 {
+    pub fn offset(&self) -> u64 {
         self.offset
     }
 
-    pub(super) fn file_size(&self) -> u64 {
+    pub fn file_size(&self) -> u64 {
         self.file_size
     }
 
     /// True between gzip members (or at the end): the last member's bytes were all handed out and
     /// its trailer check reported.
-    pub(super) fn at_member_boundary(&self) -> bool {
+    pub fn at_member_boundary(&self) -> bool {
         !matches!(self.state, State::Inside) && self.ahead_pos == self.ahead.len() && self.pending.is_none()
     }
 
     /// Decompressed bytes handed out so far.
-    pub(super) fn produced(&self) -> u64 {
+    pub fn produced(&self) -> u64 {
         self.inflated - (self.ahead.len() - self.ahead_pos) as u64
     }
 
     /// Decompressed bytes, from the start, that every trailer so far has vouched for.
-    pub(super) fn verified(&self) -> u64 {
+    pub fn verified(&self) -> u64 {
         if self.gzip {
             self.verified
         } else {
@@ -167,7 +167,7 @@ impl Stream {
     }
 
     /// Fill `out` as far as the stream allows; `Ok(0)` only at the clean end of the file.
-    pub(super) fn read(&mut self, out: &mut [u8]) -> Result<usize, Break> {
+    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, Break> {
         if out.is_empty() {
             return Ok(0);
         }
@@ -227,7 +227,7 @@ impl Stream {
     }
 
     /// Read `out.len()` bytes; returns how many were read before a clean end of file.
-    pub(super) fn read_full(&mut self, out: &mut [u8]) -> Result<usize, Break> {
+    pub fn read_full(&mut self, out: &mut [u8]) -> Result<usize, Break> {
         let mut filled = 0;
         while filled < out.len() {
             let n = self.read(&mut out[filled..])?;
@@ -382,7 +382,7 @@ impl Stream {
     /// After a break, find the first gzip member at or after compressed byte `from` whose data
     /// starts with a valid tar header (`starts_tar`), and continue reading there. Returns its
     /// offset, or None when no such member is left (the stream is then at its end).
-    pub(super) fn resync(&mut self, from: u64, starts_tar: impl Fn(&[u8]) -> bool) -> Result<Option<u64>, Break> {
+    pub fn resync(&mut self, from: u64, starts_tar: impl Fn(&[u8]) -> bool) -> Result<Option<u64>, Break> {
         let mut candidate = from;
         while let Some(at) = self.find_magic(candidate).map_err(Break::Io)? {
             if self.probe(at, &starts_tar) {

@@ -11,11 +11,11 @@
 
 use std::sync::OnceLock;
 
-use crate::catalog::{Dtype, Layout, Scalar};
-use crate::decode::history::{History, DETECTION};
 use crate::fasthash::{digest, FastMap, FastSet};
 use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
 use crate::store::{ReadError, Storage};
+use crate::survey::ztf::history::{History, DETECTION};
+use crate::table::{Dtype, Layout, Scalar};
 
 /// Columns of `lightcurves/objects`, the object index.
 const OBJECTS_TSV: &str = "objectId\t<U12\t\tderived\tZTF object identifier

@@ -81,7 +81,7 @@ impl Read for RemoteReader {
     }
 }
 
-impl super::gzip::ArchiveBytes for RemoteReader {
+impl crate::formats::gzip::ArchiveBytes for RemoteReader {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         let end = offset.saturating_add(buf.len() as u64).min(self.object.size);
         if offset >= end {

@@ -12,7 +12,6 @@
 //! and, between them, [`Mark`]s that say which archive alerts a gzip checksum has verified.
 
 mod archive;
-mod gzip;
 mod remote;
 
 use std::collections::HashMap;
@@ -25,7 +24,7 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
-use crate::decode::Reject;
+use crate::survey::{Reject, RejectKind};
 pub use archive::MAX_MEMBER_BYTES;
 
 /// One input as the user named it or as a folder walk found it.
@@ -349,8 +348,8 @@ pub enum Mark {
     /// The bytes since the last `Verified` failed their check: drop (and reject) every alert
     /// taken from them since then.
     Failed {
-        /// `archive-checksum` or `archive-corrupt`.
-        kind: &'static str,
+        /// `ArchiveChecksum` or `ArchiveCorrupt`.
+        kind: RejectKind,
         /// What failed, where, and how reading went on.
         reason: String,
         /// Alert files lost that were never sent: 1 if the break came inside one, else 0.

@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use thiserror::Error;
 
 /// The column tables, compiled into the binary so a store never depends on files beside it.
-const CATALOG_TSV: &str = include_str!("../schemas/catalog.tsv");
-const EPOCHS_TSV: &str = include_str!("../schemas/epochs.tsv");
-const FORCED_TSV: &str = include_str!("../schemas/forced.tsv");
+const CATALOG_TSV: &str = include_str!("../../schemas/catalog.tsv");
+const EPOCHS_TSV: &str = include_str!("../../schemas/epochs.tsv");
+const FORCED_TSV: &str = include_str!("../../schemas/forced.tsv");
 
 /// A numpy dtype that a catalog column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

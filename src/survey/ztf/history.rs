@@ -4,9 +4,9 @@
 //! `lightcurves/forced`. Rows are packed here exactly as the tables store them; which of them
 //! are new to the store is decided later, in row order (`lightcurves.rs`).
 
-use super::avro::{AvroError, Cursor, Field, Node, Schema};
 use super::scalar;
-use crate::catalog::{Dtype, Layout, Packed, Scalar};
+use crate::formats::avro::{AvroError, Cursor, Field, Node, Schema};
+use crate::table::{Dtype, Layout, Packed, Scalar};
 
 /// `kind` of a row with a candid.
 pub const DETECTION: &str = "detection";

@@ -18,9 +18,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::gzip::{Break, Stream};
 use super::{display, Item, Mark, Payload};
-use crate::decode::Reject;
+use crate::formats::gzip::{Break, Stream};
+use crate::survey::{Reject, RejectKind};
 
 /// Largest archive member read as an alert. Real alerts are about 60–200 kB; a bigger member
 /// is rejected without reading it into memory.
@@ -158,7 +158,7 @@ impl Walker<'_> {
             }
             Stop::Stream(Break::Io(error)) => {
                 let reason = format!("cannot read the archive at compressed byte {}: {error}", self.stream.offset());
-                self.mark(Mark::Problem(Reject::new("unreadable", reason).for_records(self.lost_alert())))?;
+                self.mark(Mark::Problem(Reject::new(RejectKind::Unreadable, reason).for_records(self.lost_alert())))?;
                 Ok(false)
             }
             Stop::Stream(broken @ (Break::Corrupt { .. } | Break::Checksum { .. })) => self.failed(&broken),
@@ -171,8 +171,8 @@ impl Walker<'_> {
         // A corrupt member may hide the start of the next anywhere after its own start; a
         // member that failed its trailer ended where the stream now is.
         let (kind, broke_at, from) = match broken {
-            Break::Corrupt { start, .. } => ("archive-corrupt", *start, start + 1),
-            _ => ("archive-checksum", self.stream.offset(), self.stream.offset()),
+            Break::Corrupt { start, .. } => (RejectKind::ArchiveCorrupt, *start, start + 1),
+            _ => (RejectKind::ArchiveChecksum, self.stream.offset(), self.stream.offset()),
         };
         let unsent = self.lost_alert();
         let inside = self.current.take().map(|c| format!(" (inside member {})", c.member)).unwrap_or_default();
@@ -202,7 +202,7 @@ impl Walker<'_> {
             let left = self.stream.file_size().saturating_sub(at);
             (false, format!("a plain tar cannot be resynchronised: the last {left} bytes are not read"))
         };
-        let reject = Reject::new("archive-corrupt", format!("{what}; {after}")).for_records(0);
+        let reject = Reject::new(RejectKind::ArchiveCorrupt, format!("{what}; {after}")).for_records(0);
         self.mark(Mark::Problem(reject))?;
         Ok(resumed)
     }
@@ -244,7 +244,7 @@ impl Walker<'_> {
         if self.stream.verified() < self.stream.produced() {
             reason += " (not covered by a gzip checksum)";
         }
-        Reject::new("archive-truncated", reason).for_records(self.lost_alert())
+        Reject::new(RejectKind::ArchiveTruncated, reason).for_records(self.lost_alert())
     }
 
     /// Everything sent so far is verified: let the collector forget how to roll it back.
@@ -325,7 +325,7 @@ impl Walker<'_> {
                 "the archive member declares {size} bytes, more than the {} MiB allowed for one alert file: not read",
                 MAX_MEMBER_BYTES >> 20
             );
-            self.emit(name, Payload::Rejected(Reject::new("member-too-large", reason)))?;
+            self.emit(name, Payload::Rejected(Reject::new(RejectKind::MemberTooLarge, reason)))?;
             return self.skip(&member, size);
         }
         self.current = Some(Current { member: member.clone(), alert: true, size, read: 0 });

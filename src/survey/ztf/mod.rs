@@ -11,9 +11,7 @@
 //! ZTF alert is rejected once as a whole, and every size an input declares is checked against a
 //! named limit before it is used (see `docs/limits.md`).
 
-pub mod avro;
 pub mod cutout;
-pub mod fits;
 pub mod history;
 
 use std::cell::RefCell;
@@ -21,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::catalog::{Layout, Packed, Scalar};
-use avro::{AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
+use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
+use crate::survey::{Reject, RejectKind};
+use crate::table::{Layout, Packed, Scalar};
 pub use cutout::{Position, StampSpec};
 use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
 
@@ -46,35 +45,9 @@ pub struct Alert {
     pub history: Option<History>,
 }
 
-/// Why an input, or one record in it, is not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// A short class for the summary: `corrupt-avro`, `null-cutout`, `bad-cutout`, `bad-value`.
-    pub kind: &'static str,
-    /// The full reason, for the user.
-    pub reason: String,
-    /// How many alert records this reject stands for: 1, or more when a whole block or file of
-    /// records is rejected at once (one line in `rejects.jsonl`, every record counted).
-    pub records: usize,
-}
-
-impl Reject {
-    /// A reject of one record (or of a file that holds one).
-    #[must_use]
-    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
-        Reject { kind, reason: reason.into(), records: 1 }
-    }
-
-    /// The same reject, standing for `records` alert records.
-    #[must_use]
-    pub fn for_records(mut self, records: usize) -> Self {
-        self.records = records;
-        self
-    }
-
-    fn avro(error: &AvroError) -> Self {
-        Reject::new("corrupt-avro", format!("corrupt Avro: {error}"))
-    }
+/// The reject of a file or block whose Avro does not decode.
+fn avro_reject(error: &AvroError) -> Reject {
+    Reject::new(RejectKind::CorruptAvro, format!("corrupt Avro: {error}"))
 }
 
 /// What a ZTF alert schema must have for its records to become rows: else the file is foreign.
@@ -110,7 +83,7 @@ fn count_records<'a>(blocks: impl Iterator<Item = Result<Frame<'a>, Damaged>>, h
 }
 
 /// One reject for a whole file whose records cannot be read as alerts, standing for every record its blocks declare.
-fn whole_file(header: &Header<'_>, min_record: usize, kind: &'static str, why: &str) -> Reject {
+fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &str) -> Reject {
     let records = count_records(header.blocks(), header, min_record).max(1);
     let noun = if records == 1 { "record" } else { "records" };
     Reject::new(kind, format!("{why}; the file's {records} {noun} are rejected as a whole")).for_records(records)
@@ -176,7 +149,7 @@ impl<'d, 'a> FileDecoder<'d, 'a> {
         self.damaged += 1;
         let noun = if records == 1 { "record" } else { "records" };
         let reason = format!("corrupt Avro: {error}; the block's {records} {noun} rejected, {then}");
-        self.results.push(Err(Reject::new("corrupt-avro", reason).for_records(records)));
+        self.results.push(Err(Reject::new(RejectKind::CorruptAvro, reason).for_records(records)));
     }
 
     /// Decode the records of a block whose frame is intact; on failure, the error and the bytes
@@ -304,7 +277,7 @@ impl Decoder {
         let index = |name: &str| layout.index_of(name).unwrap_or_else(|| panic!("catalog.tsv has no `{name}` column"));
         let source = index("source");
         let source_chars = match layout.columns()[source].dtype {
-            crate::catalog::Dtype::Unicode(n) => n,
+            crate::table::Dtype::Unicode(n) => n,
             _ => panic!("catalog.tsv: `source` must be a <U column"),
         };
         let columns = Columns {
@@ -349,12 +322,16 @@ impl Decoder {
     pub fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>> {
         let header = match Header::parse(bytes) {
             Ok(header) => header,
-            Err(error) => return vec![Err(Reject::avro(&error))],
+            Err(error) => return vec![Err(avro_reject(&error))],
         };
         let schema = match self.schema(header.schema_json) {
             Ok(schema) => schema,
-            Err(Unusable::Invalid(error)) => return vec![Err(whole_file(&header, 1, "corrupt-avro", &format!("corrupt Avro: {error}")))],
-            Err(Unusable::Foreign { reason, min_record }) => return vec![Err(whole_file(&header, min_record, "not-an-alert", &reason))],
+            Err(Unusable::Invalid(error)) => {
+                return vec![Err(whole_file(&header, 1, RejectKind::CorruptAvro, &format!("corrupt Avro: {error}")))]
+            }
+            Err(Unusable::Foreign { reason, min_record }) => {
+                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))]
+            }
         };
         let mut file = FileDecoder::new(self, &header, &schema, name);
         let mut blocks = header.blocks().peekable();
@@ -363,7 +340,7 @@ impl Decoder {
             if file.damaged == MAX_DAMAGED_BLOCKS && blocks.peek().is_some() {
                 let rest = count_records(blocks, &header, file.min_record);
                 file.results.push(Err(Reject::new(
-                    "corrupt-avro",
+                    RejectKind::CorruptAvro,
                     format!("corrupt Avro: {MAX_DAMAGED_BLOCKS} damaged blocks; the rest of the file ({rest} records) is rejected unread"),
                 )
                 .for_records(rest.max(1))));
@@ -371,7 +348,7 @@ impl Decoder {
             }
         }
         if file.results.is_empty() {
-            file.results.push(Err(Reject::new("corrupt-avro", "container holds no records")));
+            file.results.push(Err(Reject::new(RejectKind::CorruptAvro, "container holds no records")));
         }
         file.results
     }
@@ -503,7 +480,7 @@ impl Decoder {
                     if let Node::Union(branches) = schema.node(field.node) {
                         let branch = cursor.branch(branches.len())?;
                         if schema.node(branches[branch]) == &Node::Null {
-                            problem.get_or_insert(Reject::new("bad-value", "candidate is null"));
+                            problem.get_or_insert(Reject::new(RejectKind::BadValue, "candidate is null"));
                             continue;
                         }
                     }
@@ -547,7 +524,7 @@ impl Decoder {
         }
         // Before any other reason: past the bound, the history's rows were not all read.
         if let Some(reason) = bound.exceeded(cursor.position() - start) {
-            return Ok(Err(Reject::new("bad-value", reason)));
+            return Ok(Err(Reject::new(RejectKind::BadValue, reason)));
         }
         if history.is_some() {
             if let Some(reject) = self.bad_candidate_jd(&row) {
@@ -555,7 +532,7 @@ impl Decoder {
             }
         }
         if let Some(reason) = noticed.problem {
-            problem.get_or_insert(Reject::new("bad-value", reason));
+            problem.get_or_insert(Reject::new(RejectKind::BadValue, reason));
         }
         truncated.extend(noticed.truncated.into_iter().map(|column| format!("history.{column}")));
         if let Some(reject) = problem {
@@ -563,7 +540,7 @@ impl Decoder {
         }
         let candid = match candid {
             Some(Scalar::Int(candid)) => candid,
-            _ => return Ok(Err(Reject::new("bad-value", "alert has no integer candid"))),
+            _ => return Ok(Err(Reject::new(RejectKind::BadValue, "alert has no integer candid"))),
         };
         let mut alert = self.finish(compiled, row, candid, cutouts, name, truncated);
         if let (Ok(alert), Some(history)) = (&mut alert, history) {
@@ -576,7 +553,7 @@ impl Decoder {
     /// jd keys that epoch (and orders the alert's forced photometry), as a history record's does.
     fn bad_candidate_jd(&self, row: &[u8]) -> Option<Reject> {
         let jd = self.layout.read_f64(row, self.columns.jd)?;
-        (!jd.is_finite()).then(|| Reject::new("bad-value", format!("candidate.jd is {jd}: an epoch needs a finite jd")))
+        (!jd.is_finite()).then(|| Reject::new(RejectKind::BadValue, format!("candidate.jd is {jd}: an epoch needs a finite jd")))
     }
 
     /// Add the candidate's own detection row, and put into every row what the alert knows:
@@ -613,7 +590,7 @@ impl Decoder {
             Ok(Packed::Exact) => {}
             Ok(Packed::Truncated) => truncated.push(self.layout.columns()[col].name.clone()),
             Err(error) => {
-                problem.get_or_insert(Reject::new("bad-value", error.to_string()));
+                problem.get_or_insert(Reject::new(RejectKind::BadValue, error.to_string()));
             }
         }
     }
@@ -629,18 +606,18 @@ impl Decoder {
     ) -> Result<Alert, Reject> {
         let columns = &self.columns;
         // candid may have come only from candidate.candid (never in ZTF, but cheap to allow).
-        self.layout.pack(&mut row, columns.candid, Scalar::Int(candid)).map_err(|e| Reject::new("bad-value", e.to_string()))?;
+        self.layout.pack(&mut row, columns.candid, Scalar::Int(candid)).map_err(|e| Reject::new(RejectKind::BadValue, e.to_string()))?;
         let position = Position { x: self.read_f32(&row, columns.xpos), y: self.read_f32(&row, columns.ypos) };
         let pixels = self.spec.pixels();
         let mut stamps = vec![0.0; 3 * pixels];
         let mut flags = 0;
         for (channel, bytes) in cutouts.iter().enumerate() {
             let Some(bytes) = bytes else {
-                return Err(Reject::new("null-cutout", format!("{} is null", CUTOUTS[channel])));
+                return Err(Reject::new(RejectKind::NullCutout, format!("{} is null", CUTOUTS[channel])));
             };
             let out = &mut stamps[channel * pixels..(channel + 1) * pixels];
             flags |= cutout::decode_into(bytes, position, self.spec, out)
-                .map_err(|e| Reject::new("bad-cutout", format!("{} {e}", CUTOUTS[channel])))?;
+                .map_err(|e| Reject::new(RejectKind::BadCutout, format!("{} {e}", CUTOUTS[channel])))?;
         }
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
         let source = tail_chars(name, columns.source_chars);
@@ -671,7 +648,7 @@ fn non_ascii_object_id(value: &Scalar<'_>) -> Option<Reject> {
     if text.chars().nth(OBJECT_ID_SHOWN).is_some() {
         shown.push('…');
     }
-    Some(Reject::new("bad-value", format!("objectId \"{shown}\" is not ASCII: a ZTF objectId must be ASCII (ZTFyyaaaaaaa)")))
+    Some(Reject::new(RejectKind::BadValue, format!("objectId \"{shown}\" is not ASCII: a ZTF objectId must be ASCII (ZTFyyaaaaaaa)")))
 }
 
 /// The last `chars` characters of `text` (the distinctive end of a long path).
@@ -782,6 +759,6 @@ mod tests {
         let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false, keep_masked: false });
         let results = decoder.decode_file("x.avro", b"not avro at all");
         assert_eq!(results.len(), 1);
-        assert_eq!(results[0].as_ref().unwrap_err().kind, "corrupt-avro");
+        assert_eq!(results[0].as_ref().unwrap_err().kind, RejectKind::CorruptAvro);
     }
 }

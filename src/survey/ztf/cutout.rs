@@ -14,7 +14,7 @@ use std::io::Read;
 use libdeflater::Decompressor;
 use thiserror::Error;
 
-use super::fits::{self, FitsError};
+use crate::formats::fits::{self, FitsError};
 
 /// Side of a full ZTF cutout.
 pub const FRAME: usize = 63;
@@ -201,7 +201,7 @@ fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::fits::tests::fits_bytes;
+    use crate::formats::fits::tests::fits_bytes;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write;

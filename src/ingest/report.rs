@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::lightcurves;
-use crate::pipeline::Stats;
-use crate::source::Ignored;
+use crate::ingest::lightcurves;
+use crate::ingest::pipeline::Stats;
+use crate::ingest::source::Ignored;
 
 /// `count` and the noun, singular for exactly one: "1 night", "2 nights".
 #[must_use]
@@ -180,7 +180,7 @@ fn reject_kinds(stats: &Stats) -> String {
     if stats.rejects.is_empty() {
         return String::new();
     }
-    format!(" ({})", tally(stats.rejects.iter().map(|reject| (reject.kind, reject.records))))
+    format!(" ({})", tally(stats.rejects.iter().map(|reject| (reject.kind.name(), reject.records))))
 }
 
 /// `kind n, kind n, …`: the counts added up per kind, kinds in the order first seen.

@@ -14,16 +14,17 @@ use rayon::prelude::*;
 use serde_json::json;
 use thiserror::Error;
 
-use crate::catalog::Layout;
-use crate::decode::cutout::STAMP_FLAGS;
-use crate::decode::{Alert, AlertSchema, Decoder, Reject, StampSpec};
 use crate::fasthash::FastSet;
+use crate::ingest::lightcurves::{self, Added, LightCurves};
+use crate::ingest::report::Progress;
+use crate::ingest::source::{self, Item, Mark, Payload, Plan};
 use crate::labels::Labels;
-use crate::lightcurves::{self, Added, LightCurves};
-use crate::report::Progress;
-use crate::source::{self, Item, Mark, Payload, Plan};
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
+use crate::survey::ztf::cutout::STAMP_FLAGS;
+use crate::survey::ztf::{Alert, AlertSchema, Decoder, StampSpec};
+use crate::survey::{Reject, RejectKind};
+use crate::table::Layout;
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
 /// far slower than 512), small enough to bound memory (archive members wait here as bytes).
@@ -58,7 +59,7 @@ pub struct RejectRecord {
     /// The input's name (`path` or `archive:member`).
     pub source: String,
     /// Short class of the reason.
-    pub kind: &'static str,
+    pub kind: RejectKind,
     /// The reason.
     pub reason: String,
     /// Alert records it stands for (1, or a whole block's or file's count).
@@ -990,7 +991,7 @@ fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject
     }
     match item.load() {
         Ok(bytes) => (bytes.len() as u64, decoder.decode_file(&item.name, &bytes)),
-        Err(reason) => (0, vec![Err(Reject::new("unreadable", reason))]),
+        Err(reason) => (0, vec![Err(Reject::new(RejectKind::Unreadable, reason))]),
     }
 }
 
@@ -1042,7 +1043,7 @@ fn rejects_jsonl(rejects: &[RejectRecord]) -> String {
     rejects
         .iter()
         .map(|r| {
-            let mut line = serde_json::json!({"source": r.source, "kind": r.kind, "reason": r.reason});
+            let mut line = serde_json::json!({"source": r.source, "kind": r.kind.name(), "reason": r.reason});
             if r.records != 1 {
                 line["records"] = r.records.into();
             }

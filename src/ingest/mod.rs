@@ -1,0 +1,8 @@
+//! Getting alerts into a store: the inputs (`source`: files, folders, archives, object storage),
+//! the pipeline that decodes them on the worker pool and hands ordered chunks to the store
+//! (`pipeline`), which history rows are new (`lightcurves`), and what a run reports (`report`).
+
+pub mod lightcurves;
+pub mod pipeline;
+pub mod report;
+pub mod source;
