@@ -46,6 +46,7 @@ def test_training_doc_examples_run(binary, tmp_path):
     blocks = _python_blocks(doc)
     assert len(blocks) >= 6
     assert any("ztf2zarr.batches(" in b for b in blocks) and any("xr.open_zarr(" in b for b in blocks)
+    assert any("ztf2zarr.open_dataset(" in b for b in blocks)
     namespace = _run_doc(doc, binary, tmp_path)
     assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
     assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
