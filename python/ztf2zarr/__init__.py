@@ -9,7 +9,8 @@ fixed-size arrays, and with `normalize="zscore_mad"` every stamp plane as a robu
 (`zscore_mad`). `LightCurves(store)` reads one object's light curve (`curve`) and the history
 an alert's own packet carried (`history`), only the columns asked for, as do the one-call
 `curve(store, …)` and `history(store, …)`. `open_dataset(store)` gives the store as a lazy
-`xarray.Dataset`, one variable per catalog column (xarray and dask: `pip install ".[xarray]"`).
+`xarray.Dataset`, one variable per catalog column (xarray and dask: `pip install ".[xarray]"`);
+`ztf2zarr.plot` draws an alert's stamps and light curve (matplotlib: `pip install ".[plot]"`).
 The store itself is written by the `ztf2zarr` command-line tool.
 """
 
@@ -32,4 +33,8 @@ def __getattr__(name):
         from .torchdata import TorchBatches
 
         return TorchBatches
+    if name == "plot":  # imports matplotlib when a figure is drawn
+        import importlib
+
+        return importlib.import_module(f"{__name__}.plot")
     raise AttributeError(f"module 'ztf2zarr' has no attribute {name!r}")

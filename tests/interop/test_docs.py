@@ -1,6 +1,6 @@
-"""The Python examples in docs/training.md and docs/lightcurves.md run as written, in order,
+"""The Python examples in docs/training.md, docs/lightcurves.md and docs/plots.md run as written, in order,
 against the store their shell commands build from data-samples/ (with the ztf2zarr package,
-dask and xarray installed), and the column tables of docs/lightcurves.md are schemas/*.tsv's."""
+dask, xarray and matplotlib installed), and the column tables of docs/lightcurves.md are schemas/*.tsv's."""
 
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def test_lightcurves_doc_examples_run(binary, tmp_path):
     table = namespace["table"]  # xarray's
     assert list(table.columns) == list(namespace["lc"].columns("epochs")) and len(table) == len(namespace["epochs"])
     assert len(namespace["r_band_mags"]) == int((namespace["epochs"].fid == 2).sum())
+
+
+def test_plots_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "plots.md"
+    assert [c[1] for c in _shell_commands(doc)] == ["build"]
+    assert "](alert.png)" in doc.read_text() and (REPO / "docs" / "alert.png").is_file()
+    namespace = _run_doc(doc, binary, tmp_path)
+    assert len(namespace["fig"].axes) >= 4 and (tmp_path / "alert.png").stat().st_size > 10_000
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
 
 
 def _doc_columns(doc_text: str, heading: str) -> list[str]:
