@@ -1,6 +1,7 @@
-"""The Python examples in docs/training.md, docs/lightcurves.md and docs/plots.md run as written, in order,
+"""The Python examples in docs/training.md, docs/lightcurves.md, docs/store-format.md and docs/plots.md run as written, in order,
 against the store their shell commands build from data-samples/ (with the ztf2zarr package,
-dask, xarray and matplotlib installed), and the column tables of docs/lightcurves.md are schemas/*.tsv's."""
+dask, xarray and matplotlib installed), and the column tables of docs/lightcurves.md are
+schemas/*.tsv's."""
 
 from __future__ import annotations
 
@@ -70,6 +71,15 @@ def test_lightcurves_doc_examples_run(binary, tmp_path):
     table = namespace["table"]  # xarray's
     assert list(table.columns) == list(namespace["lc"].columns("epochs")) and len(table) == len(namespace["epochs"])
     assert len(namespace["r_band_mags"]) == int((namespace["epochs"].fid == 2).sum())
+
+
+def test_store_format_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "store-format.md"
+    assert [c[1] for c in _shell_commands(doc)] == ["build", "split"]
+    assert "train.zarr\")" not in doc.read_text(), "an example opens a store no command of the page makes"
+    namespace = _run_doc(doc, binary, tmp_path)
+    assert len(namespace["df"]) == 44 and len(namespace["y_train"]) == len(namespace["train"]) > 0
+    assert namespace["x_clean"].shape[1:] == (3, 21, 21) and namespace["curve"]["jd"].is_monotonic_increasing
 
 
 def test_plots_doc_examples_run(binary, tmp_path):
