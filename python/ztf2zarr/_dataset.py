@@ -46,7 +46,9 @@ class _Rows:
         rows = index[0] if index else slice(None)
         start, stop, step = rows.indices(self.shape[0]) if isinstance(rows, slice) else (None, None, None)
         if start is None or step != 1:
-            raise IndexError(f"{self.array!r}: only contiguous row slices are read")
+            files = getattr(self.array, "files", None)  # the direct engine's; zarr-python's arrays name themselves
+            where = files.where(self.array.prefix) if files is not None else getattr(self.array.array, "path", "array")
+            raise IndexError(f"{where}: only contiguous row slices are read, not {rows!r}")
         values = np.asarray(self.array.rows(start, stop)) if stop > start else np.empty((0, *self.shape[1:]), self.dtype)
         if values.dtype != self.dtype:  # StringDType (zarr-python 3) → object, as the direct engine gives
             values = values.astype(self.dtype)
