@@ -8,19 +8,22 @@ used); with `history=` each batch also carries every sample's own light-curve hi
 fixed-size arrays, and with `normalize="zscore_mad"` every stamp plane as a robust z-score
 (`zscore_mad`). `LightCurves(store)` reads one object's light curve (`curve`) and the history
 an alert's own packet carried (`history`), only the columns asked for, as do the one-call
-`curve(store, …)` and `history(store, …)`.
+`curve(store, …)` and `history(store, …)`. `open_dataset(store)` gives the store as a lazy
+`xarray.Dataset`, one variable per catalog column (xarray and dask: `pip install ".[xarray]"`);
+`ztf2zarr.plot` draws an alert's stamps and light curve (matplotlib: `pip install ".[plot]"`).
 The store itself is written by the `ztf2zarr` command-line tool.
 """
 
 from ._batches import (
     DEFAULT_BUFFER_MB, DEFAULT_HISTORY, NORMALIZE, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks, zscore_mad,
 )
+from ._dataset import open_dataset
 from ._lightcurves import LightCurves, curve, history
 from ._store import Store
 
 __all__ = [
     "DEFAULT_BUFFER_MB", "DEFAULT_HISTORY", "LightCurves", "NORMALIZE", "Store", "TorchBatches", "batches", "buffer_rows", "count_rows",
-    "curve", "epoch_chunks", "history", "worker_chunks", "zscore_mad",
+    "curve", "epoch_chunks", "history", "open_dataset", "worker_chunks", "zscore_mad",
 ]
 __version__ = "0.1.0"
 
@@ -30,4 +33,8 @@ def __getattr__(name):
         from .torchdata import TorchBatches
 
         return TorchBatches
+    if name == "plot":  # imports matplotlib when a figure is drawn
+        import importlib
+
+        return importlib.import_module(f"{__name__}.plot")
     raise AttributeError(f"module 'ztf2zarr' has no attribute {name!r}")

@@ -124,7 +124,7 @@ def _take(caches: dict, key, array, rows: np.ndarray, limit: int) -> np.ndarray:
 class LightCurves:
     """The light curves of one store.
 
-    >>> lc = LightCurves("train.zarr")
+    >>> lc = LightCurves("samples.zarr")
     >>> lc.curve("ZTF18abcdefg")                          # its detections and upper limits, by jd
     >>> lc.curve("ZTF18abcdefg", columns=["jd", "magpsf"])  # only these columns are read
     >>> lc.history(5)                                     # the rows catalog row 5's packet carried

@@ -8,8 +8,11 @@ epoch's chunks, so every selected row is seen once per epoch across all of them.
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
+try:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+except ImportError as error:
+    raise ImportError(f"ztf2zarr.TorchBatches needs PyTorch: pip install \".[torch]\" ({error})") from error
 
 from ._batches import DEFAULT_BUFFER_MB, batches
 

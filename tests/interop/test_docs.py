@@ -1,12 +1,17 @@
-"""The Python examples in docs/training.md and docs/lightcurves.md run as written, in order,
-against the store their shell commands build from data-samples/ (with the ztf2zarr package,
-dask and xarray installed), and the column tables of docs/lightcurves.md are schemas/*.tsv's."""
+"""The Python examples in docs/training.md, docs/lightcurves.md, docs/store-format.md and
+docs/plots.md run as written, in order, against the store their shell commands build from
+data-samples/ (with the ztf2zarr package, dask, xarray and matplotlib installed); the README's
+quick start runs line by line, needing no package that `pip install .` does not install; and the
+column tables of docs/lightcurves.md are schemas/*.tsv's."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import runpy
+import sys
+import tomllib
 from pathlib import Path
 
 from conftest import REPO, run
@@ -46,6 +51,7 @@ def test_training_doc_examples_run(binary, tmp_path):
     blocks = _python_blocks(doc)
     assert len(blocks) >= 6
     assert any("ztf2zarr.batches(" in b for b in blocks) and any("xr.open_zarr(" in b for b in blocks)
+    assert any("ztf2zarr.open_dataset(" in b for b in blocks)
     namespace = _run_doc(doc, binary, tmp_path)
     assert sorted(namespace["seen"]) == sorted(namespace["train"].tolist())
     assert namespace["ds"].sizes["alert"] == len(namespace["catalog"])
@@ -69,6 +75,89 @@ def test_lightcurves_doc_examples_run(binary, tmp_path):
     table = namespace["table"]  # xarray's
     assert list(table.columns) == list(namespace["lc"].columns("epochs")) and len(table) == len(namespace["epochs"])
     assert len(namespace["r_band_mags"]) == int((namespace["epochs"].fid == 2).sum())
+
+
+def test_store_format_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "store-format.md"
+    assert [c[1] for c in _shell_commands(doc)] == ["build", "split"]
+    assert "train.zarr\")" not in doc.read_text(), "an example opens a store no command of the page makes"
+    namespace = _run_doc(doc, binary, tmp_path)
+    assert len(namespace["df"]) == 44 and len(namespace["y_train"]) == len(namespace["train"]) > 0
+    assert namespace["x_clean"].shape[1:] == (3, 21, 21) and namespace["curve"]["jd"].is_monotonic_increasing
+
+
+def test_plots_doc_examples_run(binary, tmp_path):
+    doc = REPO / "docs" / "plots.md"
+    assert [c[1] for c in _shell_commands(doc)] == ["build"]
+    assert "](alert.png)" in doc.read_text() and (REPO / "docs" / "alert.png").is_file()
+    namespace = _run_doc(doc, binary, tmp_path)
+    assert len(namespace["fig"].axes) >= 4 and (tmp_path / "alert.png").stat().st_size > 10_000
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def _quick_start() -> tuple[list[str], str]:
+    """The shell lines (comments dropped) and the Python block of the README's quick start."""
+    section = (REPO / "README.md").read_text().split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    shell = [line.split("#", 1)[0].strip() for kind, block in blocks if kind == "sh" for line in block.splitlines()]
+    python = [block for kind, block in blocks if kind == "python"]
+    assert len(python) == 1, f"README.md: the quick start has {len(python)} python blocks, not 1"
+    return [line for line in shell if line], python[0]
+
+
+def _top_level_imports(code: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_readme_quick_start_runs_as_pasted(binary, tmp_path):
+    """Every shell line of the quick start is run (the release binary for target/release/ztf2zarr)
+    or stood in for, in a fresh folder holding the repository's data-samples/: `cargo build
+    --release` by the binary scripts/test built, the venv and `pip install .` by this interpreter,
+    into which scripts/test installed the package as `pip install .` does. A line it does not know
+    fails the test. Then the Python block runs there, and imports only what `pip install .` brings."""
+    shell, python = _quick_start()
+    assert shell[0] == "cargo build --release", shell
+    (tmp_path / "data-samples").symlink_to(REPO / "data-samples")
+    ran = []
+    for line in shell:
+        words = line.split()
+        if line == "cargo build --release":
+            assert binary.is_file() and binary.name == "ztf2zarr"
+        elif words[0] == "target/release/ztf2zarr":
+            run(binary, words[1:], cwd=tmp_path).check()
+            ran.append(words[1])
+        elif line == "python3 -m venv .venv-reader":
+            assert sys.prefix != sys.base_prefix, "the tests run in a venv, which stands in for .venv-reader"
+        elif line == ".venv-reader/bin/pip install .":
+            import ztf2zarr
+
+            assert Path(ztf2zarr.__file__).name == "__init__.py"
+        else:
+            raise AssertionError(f"README.md quick start: the test does not know how to run {line!r}")
+    assert ran == ["build", "split"], ran
+    assert "--labels" in shell[1] and "data-samples/labels.csv" in shell[1]
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    installed = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]} | {"ztf2zarr"}
+    extra = _top_level_imports(python) - installed - set(sys.stdlib_module_names)
+    assert not extra, f"README.md quick start imports {sorted(extra)}, which `pip install .` does not install"
+
+    script = tmp_path / "quick_start.py"
+    script.write_text(python)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace = runpy.run_path(str(script))
+    finally:
+        os.chdir(cwd)
+    assert namespace["x"].shape == (16, 3, 21, 21) and len(namespace["y"]) == 16
+    assert set(namespace["classes"].values()) == {"E", "LPV", "QSO", "RRL", "SNII", "SNIa", "YSO"}
 
 
 def _doc_columns(doc_text: str, heading: str) -> list[str]:

@@ -241,3 +241,10 @@ def test_import_does_not_import_torch():
     code = "import sys, ztf2zarr; list(ztf2zarr.epoch_chunks(range(3), 0, 0)); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_torch_batches_without_torch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    monkeypatch.delitem(sys.modules, "ztf2zarr.torchdata", raising=False)
+    with pytest.raises(ImportError, match=r'TorchBatches needs PyTorch: pip install "\.\[torch\]"'):
+        ztf2zarr.TorchBatches
