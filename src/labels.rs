@@ -84,11 +84,11 @@ pub struct Labels {
 }
 
 impl Labels {
-    /// Read and map a labels CSV, streaming it row by row.
+    /// Read and map a labels CSV, streaming it row by row, for catalog rows of `catalog`.
     ///
     /// # Errors
     /// Unreadable file, malformed row (named by line), missing column, or an object with two classes.
-    pub fn load(options: &LabelOptions) -> Result<Labels, LabelError> {
+    pub fn load(options: &LabelOptions, catalog: &Layout) -> Result<Labels, LabelError> {
         let path = &options.csv;
         let file = File::open(path).map_err(|source| LabelError::Io { path: path.clone(), source })?;
         let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
@@ -119,8 +119,7 @@ impl Labels {
             "objects_in_csv": csv.by_object.len(),
             "unlabeled": {"label": "", "label_code": UNLABELED_CODE},
         });
-        let layout = Layout::builtin();
-        let columns = match (layout.index_of("objectId"), layout.index_of("label"), layout.index_of("label_code")) {
+        let columns = match (catalog.index_of("objectId"), catalog.index_of("label"), catalog.index_of("label_code")) {
             (Some(object), Some(label), Some(code)) => Some((object, label, code)),
             _ => None,
         };
@@ -344,6 +343,11 @@ impl<R: Read> Read for HashingReader<R> {
 mod tests {
     use super::*;
 
+    /// The catalog columns labels are written into.
+    fn catalog() -> Layout {
+        Layout::parse("objectId\t<U12\t\tx\td\nlabel\t<U32\t\tx\td\nlabel_code\t<i2\t-1\tx\td\n").unwrap()
+    }
+
     fn options(csv: &Path, classes: Option<&[&str]>) -> LabelOptions {
         LabelOptions {
             csv: csv.to_path_buf(),
@@ -364,71 +368,71 @@ mod tests {
     #[test]
     fn both_column_conventions_and_class_mapping() {
         let (_d, path) = write("oid,predicted_class,prob\nZTF1,QSO,0.9\nZTF2,SNIa,0.8\nZTF3,YSO,0.7\n");
-        let labels = Labels::load(&options(&path, None)).unwrap();
+        let labels = Labels::load(&options(&path, None), &catalog()).unwrap();
         assert_eq!(labels.names(), ["QSO", "SNIa", "YSO"]);
         assert_eq!(labels.lookup("ZTF2"), ("SNIa", 1));
         assert_eq!(labels.lookup("ZTF9"), ("", -1));
-        let labels = Labels::load(&options(&path, Some(&["YSO", "QSO"]))).unwrap();
+        let labels = Labels::load(&options(&path, Some(&["YSO", "QSO"])), &catalog()).unwrap();
         assert_eq!(labels.names(), ["YSO", "QSO", "Otro"]);
         assert_eq!(labels.lookup("ZTF2"), ("Otro", 2));
         assert_eq!(labels.lookup("ZTF1"), ("QSO", 1));
         let (_d, path) = write("classALeRCE,oid\nAGN,ZTF7\n");
-        assert_eq!(Labels::load(&options(&path, None)).unwrap().lookup("ZTF7"), ("AGN", 0));
+        assert_eq!(Labels::load(&options(&path, None), &catalog()).unwrap().lookup("ZTF7"), ("AGN", 0));
     }
 
     #[test]
     fn a_kept_class_the_csv_lacks_is_refused_with_its_classes_and_a_case_match() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,YSO\nZTF3,YSO\nZTF3,YSO\n");
-        let err = Labels::load(&options(&path, Some(&["qso", "YSO", "AGN"]))).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, Some(&["qso", "YSO", "AGN"])), &catalog()).unwrap_err().to_string();
         assert!(err.contains("--classes lists `qso`, `AGN`, which no row of its `predicted_class` column has"), "{err}");
         assert!(err.contains("its classes are QSO (1 object), YSO (2 objects)"), "one object on two rows counts once: {err}");
         assert!(err.contains("did you mean `QSO` for `qso`?"), "{err}");
-        let err = Labels::load(&options(&path, Some(&["AGN"]))).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, Some(&["AGN"])), &catalog()).unwrap_err().to_string();
         assert!(!err.contains("did you mean"), "{err}");
-        assert!(Labels::load(&options(&path, Some(&["YSO"]))).is_ok());
+        assert!(Labels::load(&options(&path, Some(&["YSO"])), &catalog()).is_ok());
     }
 
     #[test]
     fn an_empty_class_is_unlabeled_and_nul_or_runaway_names_are_refused_by_line() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,\nZTF3,  \n");
-        let labels = Labels::load(&options(&path, None)).unwrap();
+        let labels = Labels::load(&options(&path, None), &catalog()).unwrap();
         assert_eq!(labels.names(), ["QSO"], "no class \"\"");
         assert_eq!((labels.lookup("ZTF2"), labels.lookup("ZTF3")), (("", -1), ("", -1)));
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO\0x\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("NUL"), "{err}");
         let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME + 1)));
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("257 characters long"), "{err}");
         let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME)));
-        assert!(Labels::load(&options(&path, None)).is_ok());
+        assert!(Labels::load(&options(&path, None), &catalog()).is_ok());
     }
 
     #[test]
     fn bad_csvs_name_the_line_or_column() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO,extra\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("line 3: 3 fields where the lines before have 2"), "{err}");
-        let err = Labels::load(&options(_d.path(), None)).unwrap_err().to_string();
+        let err = Labels::load(&options(_d.path(), None), &catalog()).unwrap_err().to_string();
         assert!(err.starts_with("cannot read labels") && !err.contains("line"), "a folder is unreadable, not a bad line: {err}");
         let (_d, path) = write("id,class\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("`oid`") && err.contains("columns: id, class"), "{err}");
         let (_d, path) = write("oid,label\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("`predicted_class` or `classALeRCE`"), "{err}");
         let (_d, path) = write("id,predicted_class\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("--id-column") && !err.contains("--class-column"), "{err}");
         let (_d, path) = write("oid,label\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("--class-column") && err.contains("columns: oid, label"), "{err}");
         let (_d, path) = write("");
-        assert!(matches!(Labels::load(&options(&path, None)), Err(LabelError::Empty { .. })));
+        assert!(matches!(Labels::load(&options(&path, None), &catalog()), Err(LabelError::Empty { .. })));
         let (_d, path) = write("oid,predicted_class\n");
-        assert!(matches!(Labels::load(&options(&path, None)), Err(LabelError::NoRows { .. })));
+        assert!(matches!(Labels::load(&options(&path, None), &catalog()), Err(LabelError::NoRows { .. })));
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF1,AGN\n");
-        let err = Labels::load(&options(&path, None)).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("ZTF1"), "{err}");
     }
 }

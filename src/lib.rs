@@ -1,14 +1,14 @@
-//! ztf2zarr: ZTF public alert packets → one Zarr v2 training store.
+//! ztf2zarr: alert packets → one Zarr v2 training store.
 //!
 //! ```text
-//! inputs ──► source:: ──(name, bytes)──► decode:: (rayon) ──Alert──► pipeline:: ──chunks──► store::
-//!            files, folders,             Avro with the writer      dedup by candid,        Zarr v2 arrays,
-//!            .tar.gz streamed            schema, cutouts → f32     ordered, one owner      metadata written last
-//!                                        stamps, catalog row       per chunk
+//! inputs ──► ingest::source ──(name, bytes)──► survey::ztf (rayon) ──Alert──► ingest::pipeline ──chunks──► store
+//!            files, folders,                  Avro with the writer            dedup by alert id,         Zarr v2 arrays,
+//!            .tar.gz streamed                 schema, cutouts → f32           ordered, one owner         metadata written last
+//!                                             stamps, catalog row             per chunk
 //! ```
-//! `catalog` owns the column model (declared in `schemas/catalog.tsv`, `epochs.tsv`, `forced.tsv`);
-//! `lightcurves` decides which history rows are new (dedup, object index); `cmd` holds one file
-//! per subcommand; `synth` writes synthetic alerts for samples, tests and benchmarks.
+//! Layers, lowest first (each uses only those below it; `scripts/check_layers` checks it):
+//! util (`calendar`, `fasthash`, `output`, `rng`), `formats`, `table`, `store`, `survey`,
+//! classes (`labels`, `split`), `ingest`, `synth`, then `cmd`. See docs/architecture.md.
 
 pub mod calendar;
 pub mod cli;

@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::rng::{mix64, Rng};
+use crate::table::Layout;
 
 /// Split names, in the order of [`SplitOptions::fractions`].
-pub const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
+pub use crate::store::inspect::SPLIT_NAMES;
 
 /// How to split.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +182,39 @@ fn cap(members: Vec<usize>, groups: &[(String, Vec<i64>)], limit: Option<usize>)
             keep
         })
         .collect()
+}
+
+/// [`labels_fingerprint`] of the first `count` catalog rows (of `layout`).
+#[must_use]
+pub fn rows_fingerprint(layout: &Layout, rows: &[Vec<u8>], count: usize) -> String {
+    let (label, code) = (layout.index_of("label"), layout.index_of("label_code"));
+    let pairs: Vec<(String, i64)> = rows
+        .iter()
+        .take(count)
+        .map(|row| {
+            (label.and_then(|c| layout.read_str(row, c)).unwrap_or_default(), code.and_then(|c| layout.read_i64(row, c)).unwrap_or(-1))
+        })
+        .collect();
+    labels_fingerprint(pairs.iter().map(|(l, c)| (l.as_str(), *c)))
+}
+
+/// Why splits made from `basis` no longer match the store whose catalog rows are `rows` (empty:
+/// they still match), comparing the label fingerprint when the splits recorded one.
+#[must_use]
+pub fn stale_reasons(layout: &Layout, basis: &SplitBasis, rows: &[Vec<u8>]) -> Vec<String> {
+    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(layout, rows, basis.rows));
+    staleness(basis, rows.len(), fingerprint.as_deref())
+}
+
+/// What the splits were made from, from their attrs.
+#[must_use]
+pub fn split_basis(attrs: &Value) -> Option<SplitBasis> {
+    let rows = usize::try_from(attrs["rows_at_split"].as_u64()?).ok()?;
+    Some(SplitBasis {
+        rows,
+        labels_fingerprint: attrs["labels_fingerprint"].as_str().map(str::to_string),
+        labeled: attrs["labels_at_split"].is_object(),
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::ingest::report::{self, Progress};
 use crate::ingest::source;
 use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
 use crate::survey::ztf::cutout::FRAME;
+use crate::survey::ztf::tables::TABLES;
 
 /// Run `build`.
 ///
@@ -67,7 +68,7 @@ fn validate(args: &BuildArgs) -> anyhow::Result<()> {
     }
     if let Some(rows) = args.chunk_rows {
         let side = args.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE);
-        if !chunk_fits(rows, side) {
+        if !chunk_fits(rows, side, TABLES.catalog.itemsize()) {
             bail!("--chunk-rows {rows} makes stamp chunks larger than {} MiB; choose fewer rows", MAX_CHUNK_BYTES >> 20);
         }
     }

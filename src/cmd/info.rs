@@ -12,18 +12,18 @@ use super::{class_counts, counted, ExitStatus};
 use crate::calendar::jd_to_date;
 use crate::cli::InfoArgs;
 use crate::ingest::lightcurves::objects_layout;
-use crate::store::inspect::{open_store, rejects_logged, split_basis, split_sizes, splits_attrs, stale_reasons};
-use crate::store::lightcurve_table;
+use crate::split::{split_basis, stale_reasons};
+use crate::store::inspect::{open_store, rejects_logged, split_sizes, splits_attrs};
 use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
 use crate::survey::ztf::cutout::STAMP_FLAGS;
-use crate::table::Layout;
+use crate::survey::ztf::tables::{self, TABLES};
 
 /// Run `info`.
 ///
 /// # Errors
 /// The store cannot be read.
 pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
-    let reader = open_store(&args.store)?;
+    let reader = open_store(&args.store, &TABLES)?;
     let info = gather(&args.store, &reader)?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&info)?);
@@ -34,7 +34,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let rows = reader.catalog_rows()?;
     let column = |name: &str| layout.index_of(name);
     let mut nights: BTreeMap<String, usize> = BTreeMap::new();
@@ -116,7 +116,7 @@ fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
     if !reader.settings().lightcurves {
         return Ok(Value::Null);
     }
-    let Some(index) = lightcurve_table(OBJECTS) else { return Ok(Value::Null) };
+    let Some(index) = TABLES.lightcurve_table(OBJECTS) else { return Ok(Value::Null) };
     let layout = objects_layout();
     let column = layout.index_of("objectId").unwrap_or(0);
     let objects: HashSet<String> =
@@ -134,7 +134,7 @@ fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
 /// Why the splits no longer match the store (empty: they do; also empty when the splits predate
 /// the record of what they were made from and nothing can be told).
 fn splits_stale(attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
-    split_basis(attrs).map_or_else(Vec::new, |basis| stale_reasons(&basis, rows))
+    split_basis(attrs).map_or_else(Vec::new, |basis| stale_reasons(tables::catalog(), &basis, rows))
 }
 
 fn counts(map: &Value) -> String {

@@ -13,9 +13,10 @@ use serde_json::json;
 use super::{class_counts, counted, ExitStatus};
 use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels, DEFAULT_OTHER, UNLABELED_CODE};
-use crate::store::inspect::{open_store, require_store, split_basis, splits_attrs, stale_reasons};
+use crate::split::{split_basis, stale_reasons};
+use crate::store::inspect::{open_store, require_store, splits_attrs};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
-use crate::table::Layout;
+use crate::survey::ztf::tables::{self, TABLES};
 
 /// Read the labels the options name, if any.
 ///
@@ -49,7 +50,7 @@ pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
     };
     let options =
         LabelOptions { csv: csv.clone(), id_column: source.id_column.clone(), class_column: source.class_column.clone(), classes, other };
-    Ok(Some(Labels::load(&options)?))
+    Ok(Some(Labels::load(&options, tables::catalog())?))
 }
 
 /// `--classes` as given, each name trimmed (`--classes "QSO, YSO"` means QSO and YSO), with no
@@ -83,6 +84,7 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
         &args.store,
         Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
         Purpose::RewriteCatalog,
+        &TABLES,
     )?;
     match relabel(&transaction, &labels) {
         Ok(counts) => {
@@ -147,7 +149,7 @@ pub fn summary(counts: &Counts, labels: &Labels, alerts: &str) -> String {
 /// Count labeled alerts and objects among catalog rows already labeled (a build's new rows).
 #[must_use]
 fn count(rows: &[Vec<u8>]) -> Counts {
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let (Some(object), Some(code)) = (layout.index_of("objectId"), layout.index_of("label_code")) else { return Counts::default() };
     let (mut objects, mut found) = (HashSet::new(), HashSet::new());
     let (mut labeled, mut per_code) = (0, BTreeMap::new());
@@ -171,17 +173,17 @@ fn count(rows: &[Vec<u8>]) -> Counts {
 pub fn summary_of_new_rows(store: &Path, first: usize, labels: &Labels, known: Option<Counts>) -> anyhow::Result<String> {
     let counts = match known {
         Some(counts) => counts,
-        None => count(&open_store(store)?.catalog_rows_from(first)?),
+        None => count(&open_store(store, &TABLES)?.catalog_rows_from(first)?),
     };
     Ok(summary(&counts, labels, "new alerts"))
 }
 
 /// A relabel keeps the splits, which were made from the old labels: say so when they differ now.
 fn warn_if_splits_stale(store: &Path) {
-    let Ok(reader) = open_store(store) else { return };
+    let Ok(reader) = open_store(store, &TABLES) else { return };
     let Some(basis) = splits_attrs(&reader).as_ref().and_then(split_basis) else { return };
     let Ok(rows) = reader.catalog_rows() else { return };
-    let reasons = stale_reasons(&basis, &rows);
+    let reasons = stale_reasons(tables::catalog(), &basis, &rows);
     if !reasons.is_empty() {
         crate::errln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
     }
@@ -199,7 +201,7 @@ struct Chunk {
 /// Rewrite every catalog chunk with new labels, in parallel (each chunk by one thread).
 fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreError> {
     let reader = transaction.reader().ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let itemsize = layout.itemsize();
     let chunk_rows = reader.settings().chunk_rows;
     let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;

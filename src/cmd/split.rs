@@ -13,7 +13,7 @@ use crate::cli::SplitArgs;
 use crate::split::{assign, labels_fingerprint, SplitOptions, Splits, SPLIT_NAMES};
 use crate::store::inspect::{require_store, write_splits};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
-use crate::table::Layout;
+use crate::survey::ztf::tables::TABLES;
 
 /// The catalog columns a split reads, one entry per row.
 struct RowLabels {
@@ -43,6 +43,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
         &args.store,
         Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
         Purpose::ReplaceSplits,
+        &TABLES,
     )?;
     let result = read_rows(&transaction).and_then(|rows| {
         let splits = assign(&rows.objects, &rows.labels, &options)?;
@@ -70,7 +71,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
 
 fn read_rows(transaction: &Transaction) -> anyhow::Result<RowLabels> {
     let reader = transaction.reader().context("no committed store to split")?;
-    let layout = Layout::builtin();
+    let layout = TABLES.catalog;
     let column = |name: &str| layout.index_of(name).with_context(|| format!("no {name} column"));
     let (object, label, code) = (column("objectId")?, column("label")?, column("label_code")?);
     let rows = reader.catalog_rows()?;

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use super::{counted, ExitStatus};
 use crate::cli::VerifyArgs;
-use crate::store::inspect::{require_store, split_basis, splits_attrs, stale_reasons, NotAStore};
+use crate::ingest::lcverify::check_lightcurves;
+use crate::split::{split_basis, stale_reasons};
+use crate::store::inspect::{require_store, splits_attrs, NotAStore};
 use crate::store::verify::verify;
 use crate::store::{Storage, StoreReader};
+use crate::survey::ztf::tables::{self, TABLES};
 
 /// Run `verify`.
 ///
@@ -25,7 +28,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         Ok(storage) => storage,
         Err(_) => crate::store::open_storage(&args.store)?,
     };
-    let report = verify(&storage);
+    let report = verify(&storage, &TABLES, check_lightcurves);
     let (fresh, warnings) = check_splits(&storage);
     for line in report.passed.iter().chain(&fresh) {
         crate::outln!("ok       {line}");
@@ -49,13 +52,13 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
 /// Whether the splits still match the store: (passed lines, warning lines). Nothing when the
 /// store has no splits or cannot be read (the store checks report that).
 fn check_splits(storage: &Arc<dyn Storage>) -> (Vec<String>, Vec<String>) {
-    let Ok(reader) = StoreReader::open(storage) else { return (Vec::new(), Vec::new()) };
+    let Ok(reader) = StoreReader::open(storage, &TABLES) else { return (Vec::new(), Vec::new()) };
     let Some(attrs) = splits_attrs(&reader) else { return (Vec::new(), Vec::new()) };
     let Ok(rows) = reader.catalog_rows() else { return (Vec::new(), Vec::new()) };
     let Some(basis) = split_basis(&attrs) else {
         return (Vec::new(), vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
     };
-    let reasons = stale_reasons(&basis, &rows);
+    let reasons = stale_reasons(tables::catalog(), &basis, &rows);
     if !reasons.is_empty() {
         let line = format!("splits: stale, {}; run `ztf2zarr split` again", reasons.join("; "));
         return (Vec::new(), vec![line]);

@@ -15,33 +15,9 @@ use crate::fasthash::{digest, FastMap, FastSet};
 use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
 use crate::store::{ReadError, Storage};
 use crate::survey::ztf::history::{History, DETECTION};
+use crate::survey::ztf::tables;
+pub use crate::survey::ztf::tables::{alerts_layout, objects_layout};
 use crate::table::{Dtype, Layout, Scalar};
-
-/// Columns of `lightcurves/objects`, the object index.
-const OBJECTS_TSV: &str = "objectId\t<U12\t\tderived\tZTF object identifier
-table\t<U6\t\tderived\tThe table the range is in: epochs (lightcurves/epochs) or forced (lightcurves/forced)
-start\t<i8\t-1\tderived\tFirst row of the range
-count\t<i8\t0\tderived\tRows in the range: rows start .. start+count-1 of the table belong to the object
-";
-
-/// Columns of `lightcurves/alerts`: row i is catalog row i.
-const ALERTS_TSV: &str = "history_start\t<i8\t-1\tderived\tFirst entry of this alert's history in lightcurves/history_epochs
-history_count\t<i4\t0\tderived\tDistinct epochs (detections and upper limits) this alert carried, itself included: entries history_start .. history_start+history_count-1
-forced_start\t<i8\t-1\tderived\tFirst entry of this alert's forced photometry in lightcurves/history_forced
-forced_count\t<i4\t0\tderived\tDistinct forced-photometry epochs this alert carried (0 before schema 4.x)
-";
-
-/// The layout of `lightcurves/objects`.
-pub fn objects_layout() -> &'static Layout {
-    static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    Layout::parsed_once(&LAYOUT, OBJECTS_TSV, "the objects table")
-}
-
-/// The layout of `lightcurves/alerts`.
-pub fn alerts_layout() -> &'static Layout {
-    static LAYOUT: OnceLock<Layout> = OnceLock::new();
-    Layout::parsed_once(&LAYOUT, ALERTS_TSV, "the alerts table")
-}
 
 /// The two tables of epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,8 +42,8 @@ impl Table {
     #[must_use]
     pub fn layout(self) -> &'static Layout {
         match self {
-            Table::Epochs => Layout::epochs(),
-            Table::Forced => Layout::forced(),
+            Table::Epochs => tables::epochs(),
+            Table::Forced => tables::forced(),
         }
     }
 }
@@ -556,7 +532,7 @@ mod tests {
     use super::*;
 
     fn epoch_row(object: &str, jd: f64, candid: Option<i64>) -> Vec<u8> {
-        let layout = Layout::epochs();
+        let layout = tables::epochs();
         let mut row = layout.new_row();
         let put = |row: &mut Vec<u8>, name: &str, value: Scalar<'_>| layout.pack(row, layout.index_of(name).unwrap(), value).unwrap();
         put(&mut row, "objectId", Scalar::Str(object.as_bytes()));
@@ -570,7 +546,7 @@ mod tests {
     }
 
     fn forced_row(object: &str, jd: f64, flux: f32, alert: (f64, i64)) -> Vec<u8> {
-        let layout = Layout::forced();
+        let layout = tables::forced();
         let mut row = layout.new_row();
         let put = |row: &mut Vec<u8>, name: &str, value: Scalar<'_>| layout.pack(row, layout.index_of(name).unwrap(), value).unwrap();
         put(&mut row, "objectId", Scalar::Str(object.as_bytes()));
@@ -632,8 +608,8 @@ mod tests {
         let first =
             history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
         let added = take_alone(&mut curves, &storage, &first);
-        assert_eq!(added.epochs.len(), 2 * Layout::epochs().itemsize());
-        assert_eq!(added.forced.len(), Layout::forced().itemsize());
+        assert_eq!(added.epochs.len(), 2 * tables::epochs().itemsize());
+        assert_eq!(added.forced.len(), tables::forced().itemsize());
         // The same epochs again, one forced epoch revised, from a later alert.
         let second = history(
             3.0,
@@ -642,9 +618,9 @@ mod tests {
         );
         let mark = curves.mark();
         let added = take_alone(&mut curves, &storage, &second);
-        assert_eq!(added.epochs.len(), Layout::epochs().itemsize(), "only the new detection");
+        assert_eq!(added.epochs.len(), tables::epochs().itemsize(), "only the new detection");
         assert_eq!(rows(&added.carried_epochs), [10, 11, 12], "the alert carried the two stored epochs and its own");
-        assert_eq!(added.forced.len(), Layout::forced().itemsize(), "the revised values are a new row");
+        assert_eq!(added.forced.len(), tables::forced().itemsize(), "the revised values are a new row");
         assert_eq!(rows(&added.carried_forced), [1], "the alert's history points at its own values");
         // An earlier alert carrying the first values adds nothing: the carrying alert is not a value.
         let earlier = history(1.0, &[], &[forced_row("ZTF18a", 1.5, 1.0, (1.0, 4))]);

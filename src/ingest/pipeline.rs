@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rayon::prelude::*;
 use serde_json::json;
 use thiserror::Error;
 
+pub use super::stats::{Duplicate, InputCounts, RejectRecord, Stats};
 use crate::fasthash::FastSet;
 use crate::ingest::lightcurves::{self, Added, LightCurves};
 use crate::ingest::report::Progress;
@@ -22,6 +23,7 @@ use crate::labels::Labels;
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 use crate::survey::ztf::cutout::STAMP_FLAGS;
+use crate::survey::ztf::tables::TABLES;
 use crate::survey::ztf::{Alert, AlertSchema, Decoder, StampSpec};
 use crate::survey::{Reject, RejectKind};
 use crate::table::Layout;
@@ -51,96 +53,6 @@ pub struct BuildConfig {
     pub strict: bool,
     /// Labels to give the new rows.
     pub labels: Option<Arc<Labels>>,
-}
-
-/// One input alert (or file) that was not stored, and why.
-#[derive(Debug, Clone)]
-pub struct RejectRecord {
-    /// The input's name (`path` or `archive:member`).
-    pub source: String,
-    /// Short class of the reason.
-    pub kind: RejectKind,
-    /// The reason.
-    pub reason: String,
-    /// Alert records it stands for (1, or a whole block's or file's count).
-    pub records: usize,
-}
-
-/// An alert skipped because its candid was already stored or already seen in this build.
-#[derive(Debug, Clone)]
-pub struct Duplicate {
-    /// The input's name.
-    pub source: String,
-    /// The repeated candid.
-    pub candid: i64,
-}
-
-/// Counts for one path the user gave.
-#[derive(Debug, Clone, Default)]
-pub struct InputCounts {
-    /// Files and archive members read.
-    pub items: usize,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Rows written.
-    pub written: usize,
-    /// Alerts skipped as duplicates.
-    pub duplicates: usize,
-    /// Inputs or records rejected.
-    pub rejected: usize,
-}
-
-/// What a build did, for the summary.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Files and archive members read.
-    pub items: usize,
-    /// Bytes of those items.
-    pub bytes: u64,
-    /// Rows in the store before this build.
-    pub rows_before: usize,
-    /// Rows written.
-    pub written: usize,
-    /// Alerts skipped as repeats.
-    pub duplicates: Vec<Duplicate>,
-    /// Inputs not stored, with reasons.
-    pub rejects: Vec<RejectRecord>,
-    /// Per path given, in order.
-    pub per_input: Vec<InputCounts>,
-    /// Rows with each stamp flag: edge placed, had NaN, edge guessed, masked pixels.
-    pub flagged: [usize; STAMP_FLAGS.len()],
-    /// Rows whose string values were cut to the column width: (source, columns).
-    pub truncated: Vec<(String, Vec<String>)>,
-    /// Schema versions seen, with the number of alerts written with each.
-    pub schema_versions: Vec<(String, usize)>,
-    /// Archive members not read as alerts: (`archive:member`, why).
-    pub ignored_members: Vec<(String, String)>,
-    /// Candidate fields of some writer schema that the catalog has no column for.
-    pub unmapped_fields: Vec<String>,
-    /// The store is labeled but this build gave no labels: its new rows are unlabeled.
-    pub unlabeled_append: bool,
-    /// Where this build's rejects are logged (a path or URL), when it rejected anything.
-    pub rejects_log: Option<String>,
-    /// New light-curve rows per kind (detections, upper limits, forced), if the store has light curves.
-    pub lightcurve_rows: Option<lightcurves::Counts>,
-    /// False when nothing new was found and the store was left untouched.
-    pub committed: bool,
-    /// Wall time.
-    pub elapsed: Duration,
-}
-
-impl Stats {
-    /// Alert records rejected (a reject line may stand for many records).
-    #[must_use]
-    pub fn rejected(&self) -> usize {
-        self.rejects.iter().map(|r| r.records).sum()
-    }
-
-    /// Alert records seen: written, skipped as duplicates, or rejected.
-    #[must_use]
-    pub fn alerts(&self) -> usize {
-        self.written + self.duplicates.len() + self.rejected()
-    }
 }
 
 /// Why a build stopped.
@@ -323,8 +235,8 @@ impl Feed {
 impl TableRows {
     fn itemsize(self) -> usize {
         match self {
-            TableRows::Epochs => Layout::epochs().itemsize(),
-            TableRows::Forced => Layout::forced().itemsize(),
+            TableRows::Epochs => crate::survey::ztf::tables::epochs().itemsize(),
+            TableRows::Forced => crate::survey::ztf::tables::forced().itemsize(),
             TableRows::Alerts => lightcurves::alerts_layout().itemsize(),
             TableRows::Objects => lightcurves::objects_layout().itemsize(),
         }
@@ -756,7 +668,7 @@ impl ColumnDocs {
 /// The store cannot be read or written, or `--strict` met a reject; the committed store is then
 /// exactly as it was.
 pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress) -> Result<Stats, BuildError> {
-    let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append)?;
+    let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append, &TABLES)?;
     if let Err(error) = check_labels(config, &transaction) {
         transaction.abandon();
         return Err(error);
@@ -782,7 +694,7 @@ type Outcome = (Stats, Option<Commit>);
 fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, transaction: &mut Transaction) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     let started_at = utc_now();
-    let layout = Layout::builtin();
+    let layout = crate::survey::ztf::tables::catalog();
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan, keep_masked: settings.keep_masked };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::ingest::lightcurves;
-use crate::ingest::pipeline::Stats;
 use crate::ingest::source::Ignored;
+use crate::ingest::stats::Stats;
 
 /// `count` and the noun, singular for exactly one: "1 night", "2 nights".
 #[must_use]

@@ -7,15 +7,8 @@ use serde_json::{json, Value};
 
 use super::codec::ChunkFilter;
 use super::Settings;
-
-/// How an array's rows relate to the alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rows {
-    /// Row i is alert i (stamps, catalog): the array's length is the store's row count.
-    PerAlert,
-    /// Rows of its own, any number per alert (a table of epochs); its length is its own.
-    Own,
-}
+pub use crate::table::Rows;
+use crate::table::Tables;
 
 /// What one row of an array is in its chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,12 +133,13 @@ pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
         || arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
 }
 
-/// The arrays of a store with `settings` whose catalog columns are described by `column_docs`.
+/// The arrays of a store of `tables` with `settings` whose catalog columns are described by
+/// `column_docs`.
 #[must_use]
-pub fn declared(settings: &Settings, column_docs: &[String]) -> Vec<ArraySpec> {
-    let mut arrays = vec![super::metadata::stamps_spec(settings), super::metadata::catalog_spec(settings, column_docs)];
+pub fn declared(settings: &Settings, tables: &Tables, column_docs: &[String]) -> Vec<ArraySpec> {
+    let mut arrays = vec![super::metadata::stamps_spec(settings, tables), super::metadata::catalog_spec(settings, tables, column_docs)];
     if settings.lightcurves {
-        arrays.extend(super::metadata::lightcurve_specs(settings));
+        arrays.extend(super::metadata::lightcurve_specs(settings, tables));
     }
     arrays
 }

@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::{is_url, open_storage, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
-use crate::split::{labels_fingerprint, staleness, SplitBasis, SPLIT_NAMES};
-use crate::table::Layout;
+use crate::table::Tables;
+
+/// The split index arrays of the `splits` group.
+pub const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
 
 /// Rows per chunk of a split index array (8 MB of int64).
 const INDEX_CHUNK: usize = 1 << 20;
@@ -61,8 +63,8 @@ pub fn require_store(root: &Path) -> Result<Arc<dyn Storage>, NotAStore> {
 ///
 /// # Errors
 /// Not a store, or metadata that cannot be read.
-pub fn open_store(root: &Path) -> Result<StoreReader, NotAStore> {
-    Ok(StoreReader::open(require_store(root)?)?)
+pub fn open_store(root: &Path, tables: &'static Tables) -> Result<StoreReader, NotAStore> {
+    Ok(StoreReader::open(require_store(root)?, tables)?)
 }
 
 /// Lines of the rejects logs (one per rejected input; a line may stand for many alert records).
@@ -89,44 +91,10 @@ pub fn rejects_text(storage: &dyn Storage) -> Result<String, StoreError> {
     Ok(text)
 }
 
-/// [`labels_fingerprint`] of the first `count` catalog rows.
-#[must_use]
-pub fn rows_fingerprint(rows: &[Vec<u8>], count: usize) -> String {
-    let layout = Layout::builtin();
-    let (label, code) = (layout.index_of("label"), layout.index_of("label_code"));
-    let pairs: Vec<(String, i64)> = rows
-        .iter()
-        .take(count)
-        .map(|row| {
-            (label.and_then(|c| layout.read_str(row, c)).unwrap_or_default(), code.and_then(|c| layout.read_i64(row, c)).unwrap_or(-1))
-        })
-        .collect();
-    labels_fingerprint(pairs.iter().map(|(l, c)| (l.as_str(), *c)))
-}
-
-/// Why splits made from `basis` no longer match the store whose catalog rows are `rows` (empty:
-/// they still match), comparing the label fingerprint when the splits recorded one.
-#[must_use]
-pub fn stale_reasons(basis: &SplitBasis, rows: &[Vec<u8>]) -> Vec<String> {
-    let fingerprint = basis.labels_fingerprint.as_ref().map(|_| rows_fingerprint(rows, basis.rows));
-    staleness(basis, rows.len(), fingerprint.as_deref())
-}
-
 /// The `splits` group's attrs, if the store has splits.
 #[must_use]
 pub fn splits_attrs(reader: &StoreReader) -> Option<Value> {
     reader.documents().get(&format!("{SPLITS}/.zattrs")).cloned()
-}
-
-/// What the splits were made from, from their attrs.
-#[must_use]
-pub fn split_basis(attrs: &Value) -> Option<SplitBasis> {
-    let rows = usize::try_from(attrs["rows_at_split"].as_u64()?).ok()?;
-    Some(SplitBasis {
-        rows,
-        labels_fingerprint: attrs["labels_fingerprint"].as_str().map(str::to_string),
-        labeled: attrs["labels_at_split"].is_object(),
-    })
 }
 
 /// Rows in each split index array, from their `.zarray` shapes.

@@ -4,31 +4,16 @@
 
 use serde_json::{json, Map, Value};
 
-use super::arrays::{declared, ArraySpec, Cell, ColumnOf, Rows};
+use super::arrays::{declared, ArraySpec, Cell, ColumnOf};
 use super::codec::ChunkFilter;
 use super::{Settings, SPLITS};
-use crate::survey::ztf::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED};
-use crate::table::{Dtype, Layout};
+use crate::table::{Dtype, Rows, TableGroup, Tables};
 
 /// Name of the stamps array.
 pub const STAMPS: &str = "stamps";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
-/// Name of the light-curve group.
-pub const LIGHTCURVES: &str = "lightcurves";
-/// The light-curve tables, each a group of one 1-D array per column: detections and upper
-/// limits, forced photometry, the object index, and where each alert's own history is.
-pub const EPOCHS: &str = "lightcurves/epochs";
-/// Forced photometry.
-pub const FORCED: &str = "lightcurves/forced";
-/// The object index.
-pub const OBJECTS: &str = "lightcurves/objects";
-/// Where each alert's history is (row i = catalog row i).
-pub const HISTORY: &str = "lightcurves/alerts";
-/// The rows of `lightcurves/epochs` each alert carried, alert after alert.
-pub const HISTORY_EPOCHS: &str = "lightcurves/history_epochs";
-/// The rows of `lightcurves/forced` each alert carried.
-pub const HISTORY_FORCED: &str = "lightcurves/history_forced";
+pub use crate::table::tables::{EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
 /// The candid index of stores written before sorted runs: every row's candid in row order.
 pub const LEGACY_CANDIDS: &str = ".candids";
 /// The rejects log of stores written before one log per build.
@@ -44,6 +29,8 @@ pub const MASKED_KEPT: &str = "keep";
 /// Everything the metadata of a store depends on.
 #[derive(Debug, Clone)]
 pub struct StoreMetadata {
+    /// What the survey's store holds.
+    pub tables: &'static Tables,
     /// Rows (alerts) in every per-alert array.
     pub rows: usize,
     /// Rows of each array that has rows of its own, by name (missing: none yet).
@@ -72,7 +59,7 @@ impl StoreMetadata {
     #[must_use]
     pub fn files(&self) -> Vec<(String, Value)> {
         let mut files = Vec::new();
-        for spec in declared(&self.settings, &self.column_docs) {
+        for spec in declared(&self.settings, self.tables, &self.column_docs) {
             let rows = match spec.rows {
                 Rows::PerAlert => self.rows,
                 Rows::Own => self.own_rows.iter().find(|(name, _)| *name == spec.name).map_or(0, |(_, rows)| *rows),
@@ -83,9 +70,9 @@ impl StoreMetadata {
         if self.settings.lightcurves {
             files.push((format!("{LIGHTCURVES}/.zgroup"), json!({"zarr_format": 2})));
             files.push((format!("{LIGHTCURVES}/.zattrs"), self.lightcurves_zattrs()));
-            for table in lightcurve_tables() {
+            for table in &self.tables.lightcurves {
                 files.push((format!("{}/.zgroup", table.name), json!({"zarr_format": 2})));
-                files.push((format!("{}/.zattrs", table.name), table.zattrs()));
+                files.push((format!("{}/.zattrs", table.name), group_zattrs(table)));
             }
         }
         files.extend(with_dimensions(&self.extra));
@@ -96,37 +83,27 @@ impl StoreMetadata {
 
     fn lightcurves_zattrs(&self) -> Value {
         let [detections, upper_limits, forced] = self.lightcurve_counts;
-        json!({
-            "description": "Light curves of the stored alerts' objects: every distinct epoch that any stored alert carried, once",
-            "epochs": "One row per distinct version of a detection (from prv_candidates and the alert's own candidate; kind = detection, keyed by candid) or upper limit (prv_candidates without a candid; kind = upper_limit, keyed by objectId, jd, fid): a key's row holds one value set some packet carried, a different value set is another row, an identical one adds nothing; alert_jd, alert_candid name the alert that first carried it",
-            "forced": "One row per distinct version of a forced-photometry epoch (fp_hists, schema 4.x), keyed by objectId, jd, fid, pid, under the same rule: a revised epoch is a new row, no row is ever rewritten",
-            "layout": "Each table (epochs, forced, objects, alerts) is a group of 1-D arrays, one per column, all of the group's length; strings are variable-length UTF-8 (vlen-utf8); the group's columns attribute lists them in table order",
-            "objects": "The object index: rows [start, start+count) of table (epochs or forced) belong to objectId; an object may have several ranges (one per group of rows added together, more after appends); each build's ranges are sorted by objectId",
-            "alerts": "Row i is catalog row i: its history is entries history_start .. history_start+history_count-1 of history_epochs, which are rows of epochs (forced: forced_start, forced_count, history_forced): exactly the epochs its own packet carried, nothing from its future",
-            "ztf2zarr": {
-                "rows": {"detections": detections, "upper_limits": upper_limits, "forced": forced},
-            },
-        })
+        let mut attrs: Map<String, Value> =
+            self.tables.lightcurves_description.iter().map(|(key, text)| ((*key).to_string(), json!(text))).collect();
+        attrs.insert("ztf2zarr".into(), json!({"rows": {"detections": detections, "upper_limits": upper_limits, "forced": forced}}));
+        Value::Object(attrs)
     }
 
     fn root_zattrs(&self) -> Value {
         let s = self.settings.stamp_size;
         let missing: Map<String, Value> =
-            Layout::builtin().columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
+            self.tables.catalog.columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
+        let frame = self.tables.stamps.frame;
+        let flags: Map<String, Value> = self.tables.stamps.flags.iter().map(|(bit, text)| (bit.to_string(), json!(text))).collect();
         let mut attrs = json!({
-            CATALOG: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
-            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", crop_text(s), nan_text(self.settings.keep_nan), masked_text(&self.settings)),
+            CATALOG: self.tables.catalog_description,
+            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", crop_text(s, frame), nan_text(self.settings.keep_nan), masked_text(&self.settings, self.tables)),
             "ztf2zarr": {
                 "version": env!("CARGO_PKG_VERSION"),
                 "stamp_size": s,
                 "nan_policy": nan_policy(self.settings.keep_nan),
                 "masked_policy": masked_policy(self.settings.keep_masked),
-                "stamp_flags": {
-                    FLAG_EDGE_PLACED.to_string(): "edge cutout (smaller than 63x63, clipped at a CCD edge) placed in the 63x63 frame; pixels beyond the edge hold the fill value",
-                    FLAG_HAD_NAN.to_string(): "a stored stamp pixel was NaN in the cutout",
-                    FLAG_EDGE_GUESSED.to_string(): "edge placement assumed the high edge because xpos/ypos was missing",
-                    FLAG_MASKED.to_string(): "a stored stamp pixel held ZTF's masked-pixel value (-3.4028235e38, any value <= -1e30) in the cutout; masked_policy says what is stored there",
-                },
+                "stamp_flags": flags,
                 "missing_values": missing,
                 "labels": self.labels,
                 "candid_index": self.candid_index,
@@ -134,7 +111,7 @@ impl StoreMetadata {
             },
         });
         if self.settings.lightcurves {
-            attrs[LIGHTCURVES] = json!("Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's own history (lightcurves/alerts, history_epochs, history_forced); see lightcurves/.zattrs");
+            attrs[LIGHTCURVES] = json!(self.tables.lightcurves_summary);
             attrs["ztf2zarr"]["lightcurve_keys"] = self.lightcurve_keys.clone();
         }
         if self.extra.iter().any(|(key, _)| key == "splits/.zgroup") {
@@ -146,7 +123,7 @@ impl StoreMetadata {
 
 /// The `stamps` array: (N, 3, S, S) float32.
 #[must_use]
-pub fn stamps_spec(settings: &Settings) -> ArraySpec {
+pub fn stamps_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
     let s = settings.stamp_size;
     ArraySpec {
         name: STAMPS.into(),
@@ -162,19 +139,19 @@ pub fn stamps_spec(settings: &Settings) -> ArraySpec {
             DIMENSIONS: ["alert", "channel", "y", "x"],
             "channels": ["science", "template", "difference"],
             "stamp_size": s,
-            "crop": crop_text(s),
+            "crop": crop_text(s, tables.stamps.frame),
             "nan_policy": nan_policy(settings.keep_nan),
             "masked_policy": masked_policy(settings.keep_masked),
-            "masked_pixels": masked_text(settings),
-            "units": "DN",
+            "masked_pixels": masked_text(settings, tables),
+            "units": tables.stamps.units,
         }),
     }
 }
 
-/// The `catalog` array: one structured row per alert, its columns from `schemas/catalog.tsv`.
+/// The `catalog` array: one structured row per alert, its columns as the survey declares them.
 #[must_use]
-pub fn catalog_spec(settings: &Settings, column_docs: &[String]) -> ArraySpec {
-    let layout = Layout::builtin();
+pub fn catalog_spec(settings: &Settings, tables: &Tables, column_docs: &[String]) -> ArraySpec {
+    let layout = tables.catalog;
     let fields: Vec<Value> = layout.columns().iter().map(|c| json!([c.name, c.dtype.numpy()])).collect();
     let mut attrs = Map::new();
     attrs.insert(DIMENSIONS.into(), json!(["alert"]));
@@ -193,60 +170,45 @@ pub fn catalog_spec(settings: &Settings, column_docs: &[String]) -> ArraySpec {
     }
 }
 
-/// One light-curve table: a group of column arrays sharing one dimension.
-#[derive(Debug, Clone, Copy)]
-pub struct LightCurveTable {
-    /// The group's key (`lightcurves/epochs`).
-    pub name: &'static str,
-    /// Its columns.
-    pub layout: &'static Layout,
-    /// Its rows: its own, or one per alert.
-    pub rows: Rows,
-    /// The dimension name its arrays share.
-    pub dimension: &'static str,
-    description: &'static str,
+/// A light-curve table's group `.zattrs`.
+fn group_zattrs(table: &TableGroup) -> Value {
+    let columns: Vec<&str> = table.layout.columns().iter().map(|c| c.name.as_str()).collect();
+    json!({"description": table.description, "columns": columns})
 }
 
-impl LightCurveTable {
-    fn zattrs(&self) -> Value {
-        let columns: Vec<&str> = self.layout.columns().iter().map(|c| c.name.as_str()).collect();
-        json!({"description": self.description, "columns": columns})
-    }
-
-    /// The array of column `index`.
-    #[must_use]
-    pub fn column_spec(&self, index: usize, settings: &Settings) -> ArraySpec {
-        let column = &self.layout.columns()[index];
-        let (dtype, cell, filter, chunk_rows) = match column.dtype {
-            Dtype::Unicode(chars) => {
-                (json!("|O"), Cell::Utf8 { max_bytes: 4 * chars }, ChunkFilter::VlenUtf8, settings.chunk_rows * STRING_CHUNK_FACTOR)
-            }
-            numeric => (
-                json!(numeric.numpy()),
-                Cell::Fixed,
-                ChunkFilter::Shuffle(numeric.size()),
-                settings.chunk_rows * NUMERIC_CHUNK_BYTES_PER_ROW / numeric.size(),
-            ),
-        };
-        ArraySpec {
-            name: format!("{}/{}", self.name, column.name),
-            row_shape: Vec::new(),
-            row_bytes: match cell {
-                Cell::Fixed => column.dtype.size(),
-                Cell::Utf8 { max_bytes } => max_bytes,
-            },
-            cell,
-            column_of: Some(ColumnOf { table: self.name, offset: column.offset, width: column.dtype.size() }),
-            chunk_rows,
-            dtype,
-            filter,
-            rows: self.rows,
-            attrs: json!({
-                DIMENSIONS: [self.dimension],
-                "description": column.description,
-                "missing": column.missing,
-            }),
+/// The array of column `index` of a light-curve table.
+#[must_use]
+pub fn column_spec(table: &TableGroup, index: usize, settings: &Settings) -> ArraySpec {
+    let column = &table.layout.columns()[index];
+    let (dtype, cell, filter, chunk_rows) = match column.dtype {
+        Dtype::Unicode(chars) => {
+            (json!("|O"), Cell::Utf8 { max_bytes: 4 * chars }, ChunkFilter::VlenUtf8, settings.chunk_rows * STRING_CHUNK_FACTOR)
         }
+        numeric => (
+            json!(numeric.numpy()),
+            Cell::Fixed,
+            ChunkFilter::Shuffle(numeric.size()),
+            settings.chunk_rows * NUMERIC_CHUNK_BYTES_PER_ROW / numeric.size(),
+        ),
+    };
+    ArraySpec {
+        name: format!("{}/{}", table.name, column.name),
+        row_shape: Vec::new(),
+        row_bytes: match cell {
+            Cell::Fixed => column.dtype.size(),
+            Cell::Utf8 { max_bytes } => max_bytes,
+        },
+        cell,
+        column_of: Some(ColumnOf { table: table.name, offset: column.offset, width: column.dtype.size() }),
+        chunk_rows,
+        dtype,
+        filter,
+        rows: table.rows,
+        attrs: json!({
+            DIMENSIONS: [table.dimension],
+            "description": column.description,
+            "missing": column.missing,
+        }),
     }
 }
 
@@ -257,53 +219,12 @@ const NUMERIC_CHUNK_BYTES_PER_ROW: usize = 1024;
 /// A string column's chunk holds `chunk_rows × 64` strings (64,000 at the default).
 const STRING_CHUNK_FACTOR: usize = 64;
 
-/// The light-curve tables, in the order their arrays are declared.
-#[must_use]
-pub fn lightcurve_tables() -> [LightCurveTable; 4] {
-    [
-        LightCurveTable {
-            name: EPOCHS,
-            layout: Layout::epochs(),
-            rows: Rows::Own,
-            dimension: "epoch",
-            description: "Detections and upper limits: one row per distinct version of each epoch (see lightcurves/.zattrs)",
-        },
-        LightCurveTable {
-            name: FORCED,
-            layout: Layout::forced(),
-            rows: Rows::Own,
-            dimension: "forced_epoch",
-            description: "Forced photometry (fp_hists, schema 4.x): one row per distinct version of each epoch",
-        },
-        LightCurveTable {
-            name: OBJECTS,
-            layout: crate::ingest::lightcurves::objects_layout(),
-            rows: Rows::Own,
-            dimension: "object_range",
-            description: "The object index: rows start .. start+count-1 of table belong to objectId",
-        },
-        LightCurveTable {
-            name: HISTORY,
-            layout: crate::ingest::lightcurves::alerts_layout(),
-            rows: Rows::PerAlert,
-            dimension: "alert",
-            description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",
-        },
-    ]
-}
-
-/// The light-curve table whose group is `name` (`lightcurves/epochs`), if it is one.
-#[must_use]
-pub fn lightcurve_table(name: &str) -> Option<LightCurveTable> {
-    lightcurve_tables().into_iter().find(|table| table.name == name)
-}
-
 /// The light-curve arrays of a store with light curves: every column of every table, then the
 /// two arrays of what each alert carried.
 #[must_use]
-pub fn lightcurve_specs(settings: &Settings) -> Vec<ArraySpec> {
+pub fn lightcurve_specs(settings: &Settings, tables: &Tables) -> Vec<ArraySpec> {
     let mut specs: Vec<ArraySpec> =
-        lightcurve_tables().iter().flat_map(|table| (0..table.layout.columns().len()).map(|i| table.column_spec(i, settings))).collect();
+        tables.lightcurves.iter().flat_map(|table| (0..table.layout.columns().len()).map(|i| column_spec(table, i, settings))).collect();
     specs.push(carried(HISTORY_EPOCHS, EPOCHS, "history_epoch", settings));
     specs.push(carried(HISTORY_FORCED, FORCED, "history_forced_epoch", settings));
     specs
@@ -368,9 +289,9 @@ fn with_dimensions(extra: &[(String, Value)]) -> Vec<(String, Value)> {
     files
 }
 
-fn crop_text(size: usize) -> String {
-    let start = (63 - size) / 2;
-    format!("centre [{start}:{end}, {start}:{end}] of the 63x63 cutout", end = start + size)
+fn crop_text(size: usize, frame: usize) -> String {
+    let start = (frame - size) / 2;
+    format!("centre [{start}:{end}, {start}:{end}] of the {frame}x{frame} cutout", end = start + size)
 }
 
 fn nan_policy(keep_nan: bool) -> &'static str {
@@ -397,12 +318,13 @@ fn masked_policy(keep_masked: bool) -> &'static str {
     }
 }
 
-/// What a store does with ZTF's masked pixels, in words.
-fn masked_text(settings: &Settings) -> &'static str {
+/// What a store does with the survey's masked pixels, in words.
+fn masked_text(settings: &Settings, tables: &Tables) -> &'static str {
+    let [kept, as_zero, as_nan] = tables.stamps.masked;
     match (settings.keep_masked, settings.keep_nan) {
-        (true, _) => "ZTF's masked pixels (-3.4028235e38) kept as they are",
-        (false, false) => "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
-        (false, true) => "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
+        (true, _) => kept,
+        (false, false) => as_zero,
+        (false, true) => as_nan,
     }
 }
 

@@ -35,7 +35,6 @@ pub mod candids;
 mod codec;
 pub mod inspect;
 pub mod lckeys;
-mod lcverify;
 mod lock;
 mod metadata;
 pub mod object;
@@ -50,14 +49,15 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 pub use crate::calendar::utc_now;
+use crate::table::Tables;
 use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
 use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
-    lightcurve_table, lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED,
-    LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS,
+    column_spec, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS,
+    LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};
@@ -182,12 +182,11 @@ pub struct Settings {
 /// or a build reserves for one chunk, whatever a damaged `.zarray` says.
 pub const MAX_CHUNK_BYTES: usize = 1 << 30;
 
-/// Whether chunks of `chunk_rows` rows of `stamp_size`² stamps stay within [`MAX_CHUNK_BYTES`]
-/// (the stamps chunk is always the larger of the two).
+/// Whether chunks of `chunk_rows` rows, of `stamp_size`² stamps and catalog rows of `catalog_row`
+/// bytes, stay within [`MAX_CHUNK_BYTES`].
 #[must_use]
-pub fn chunk_fits(chunk_rows: usize, stamp_size: usize) -> bool {
+pub fn chunk_fits(chunk_rows: usize, stamp_size: usize, catalog_row: usize) -> bool {
     let row_bytes = 3 * stamp_size * stamp_size * 4;
-    let catalog_row = crate::table::Layout::builtin().itemsize();
     chunk_rows.checked_mul(row_bytes.max(catalog_row)).is_some_and(|bytes| bytes <= MAX_CHUNK_BYTES)
 }
 
@@ -318,6 +317,8 @@ pub fn run_record(started: &str, rows_before: usize, rows_after: usize, details:
 #[derive(Debug)]
 pub struct Transaction {
     storage: Arc<dyn Storage>,
+    /// What the survey's store holds.
+    tables: &'static Tables,
     settings: Settings,
     arrays: Vec<ArraySpec>,
     purpose: Purpose,
@@ -370,7 +371,7 @@ impl Transaction {
     ///
     /// # Errors
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
-    pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
+    pub fn begin(target: &Path, requested: Requested, purpose: Purpose, tables: &'static Tables) -> Result<Transaction, StoreError> {
         let mut folder_existed = true;
         let (storage, lock) = if is_url(target) {
             let storage = open_storage(target)?;
@@ -389,7 +390,7 @@ impl Transaction {
             (storage, Held::Local { _lock: lock })
         };
         recover(storage.as_ref(), purpose)?;
-        let reader = open_existing(&storage)?;
+        let reader = open_existing(&storage, tables)?;
         if reader.as_ref().is_some_and(StoreReader::has_legacy_lightcurves) {
             return Err(StoreError::Incompatible { store: target.to_path_buf(), reason: LEGACY_LIGHTCURVES.into() });
         }
@@ -410,7 +411,7 @@ impl Transaction {
         }
         let arrays = match &reader {
             Some(reader) => reader.arrays(),
-            None => declared(&settings, &[]),
+            None => declared(&settings, tables, &[]),
         };
         let number = reader.as_ref().map_or(0, |r| r.runs().len()) + 1;
         let first_new: Vec<Value> = arrays
@@ -436,6 +437,7 @@ impl Transaction {
             None => None,
         };
         Ok(Transaction {
+            tables,
             storage,
             settings,
             arrays,
@@ -652,6 +654,7 @@ impl Transaction {
         }
         runs.push(run);
         let metadata = StoreMetadata {
+            tables: self.tables,
             rows: commit.rows,
             own_rows,
             settings: self.settings,
@@ -1038,11 +1041,11 @@ fn refuse_what_is_not_a_store(storage: &dyn Storage, target: &Path, purpose: Pur
 }
 
 /// The committed store, if there is one.
-fn open_existing(storage: &Arc<dyn Storage>) -> Result<Option<StoreReader>, StoreError> {
+fn open_existing(storage: &Arc<dyn Storage>, tables: &'static Tables) -> Result<Option<StoreReader>, StoreError> {
     if storage.size(".zgroup")?.is_none() && storage.size(".zmetadata")?.is_none() {
         return Ok(None);
     }
-    Ok(Some(StoreReader::open(Arc::clone(storage))?))
+    Ok(Some(StoreReader::open(Arc::clone(storage), tables)?))
 }
 
 fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Result<Settings, StoreError> {

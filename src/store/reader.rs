@@ -14,10 +14,9 @@ use thiserror::Error;
 use super::arrays::{declared, is_declared_metadata, ArraySpec, Cell};
 use super::candids::{parse_runs, Run};
 use super::codec::vlen;
-use super::metadata::LightCurveTable;
+use super::metadata::column_spec;
 use super::{chunk_fits, Settings, Storage, StorageError, LEGACY_CANDIDS, MAX_CHUNK_BYTES};
-use crate::survey::ztf::cutout::FRAME;
-use crate::table::Layout;
+use crate::table::{TableGroup, Tables};
 
 /// A failure to read a store; names the file or object.
 #[derive(Debug, Error)]
@@ -65,6 +64,8 @@ impl IntoStorage for &Arc<dyn Storage> {
 #[derive(Debug)]
 pub struct StoreReader {
     storage: Arc<dyn Storage>,
+    /// What the survey's store holds.
+    tables: &'static Tables,
     rows: usize,
     settings: Settings,
     itemsize: usize,
@@ -82,8 +83,8 @@ impl StoreReader {
     ///
     /// # Errors
     /// Missing, unreadable or damaged metadata, or a damaged candid index.
-    pub fn open(store: impl IntoStorage) -> Result<Self, ReadError> {
-        let reader = Self::open_metadata(store)?;
+    pub fn open(store: impl IntoStorage, tables: &'static Tables) -> Result<Self, ReadError> {
+        let reader = Self::open_metadata(store, tables)?;
         reader.check_candid_index()?;
         Ok(reader)
     }
@@ -96,7 +97,7 @@ impl StoreReader {
     ///
     /// # Errors
     /// Missing, unreadable or damaged metadata.
-    pub fn open_metadata(store: impl IntoStorage) -> Result<Self, ReadError> {
+    pub fn open_metadata(store: impl IntoStorage, tables: &'static Tables) -> Result<Self, ReadError> {
         let storage = store.into_storage();
         let docs = committed_documents(storage.as_ref())?;
         let doc = |key: &str| -> Result<Value, ReadError> {
@@ -119,10 +120,11 @@ impl StoreReader {
         if chunk_rows == 0 {
             return Err(bad(stamps_key, "chunks of 0 rows".into()));
         }
-        if stamp_size == 0 || stamp_size > FRAME {
-            return Err(bad(stamps_key, format!("stamps of {stamp_size}x{stamp_size} pixels (this tool writes 1 to {FRAME})")));
+        let frame = tables.stamps.frame;
+        if stamp_size == 0 || stamp_size > frame {
+            return Err(bad(stamps_key, format!("stamps of {stamp_size}x{stamp_size} pixels (this tool writes 1 to {frame})")));
         }
-        if !chunk_fits(chunk_rows, stamp_size) {
+        if !chunk_fits(chunk_rows, stamp_size, tables.catalog.itemsize()) {
             return Err(bad(
                 stamps_key,
                 format!("chunks of {chunk_rows} rows exceed {} MiB (the largest chunk this tool writes or reads)", MAX_CHUNK_BYTES >> 20),
@@ -141,7 +143,7 @@ impl StoreReader {
                 ),
             ));
         }
-        let layout = Layout::builtin();
+        let layout = tables.catalog;
         let expected: Vec<Value> = layout.columns().iter().map(|c| serde_json::json!([c.name, c.dtype.numpy()])).collect();
         if catalog["dtype"] != Value::Array(expected) {
             return Err(bad(
@@ -157,9 +159,10 @@ impl StoreReader {
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
         let legacy_lightcurves = docs.contains_key(&format!("{}/.zarray", super::metadata::EPOCHS));
         let settings = Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false };
-        let lightcurves = check_lightcurves(&docs, &settings).map_err(|(key, reason)| bad(&key, reason))?;
+        let lightcurves = check_lightcurves(&docs, &settings, tables).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,
+            tables,
             rows,
             settings: Settings { lightcurves, ..settings },
             itemsize: layout.itemsize(),
@@ -181,7 +184,7 @@ impl StoreReader {
     /// The store's arrays, as declared for its settings.
     #[must_use]
     pub fn arrays(&self) -> Vec<ArraySpec> {
-        declared(&self.settings, &self.column_docs())
+        declared(&self.settings, self.tables, &self.column_docs())
     }
 
     /// Rows of an array: the store's rows for a per-alert array, its own length for one with
@@ -215,10 +218,10 @@ impl StoreReader {
         if !self.settings.lightcurves {
             return Ok(());
         }
-        for table in super::metadata::lightcurve_tables() {
+        for table in &self.tables.lightcurves {
             let mut length = None;
             for index in 0..table.layout.columns().len() {
-                let key = table.column_spec(index, &self.settings).zarray_key();
+                let key = column_spec(table, index, &self.settings).zarray_key();
                 let shape = self.docs.get(&key).map(|z| dims(z, "shape")).unwrap_or_default();
                 let expected = match table.rows {
                     super::arrays::Rows::PerAlert => Some(self.rows),
@@ -282,6 +285,12 @@ impl StoreReader {
         self.settings
     }
 
+    /// What the survey's store holds.
+    #[must_use]
+    pub fn tables(&self) -> &'static Tables {
+        self.tables
+    }
+
     /// Bytes per catalog row.
     #[must_use]
     pub fn itemsize(&self) -> usize {
@@ -322,7 +331,7 @@ impl StoreReader {
     #[must_use]
     pub fn column_docs(&self) -> Vec<String> {
         let attrs = self.docs.get("catalog/.zattrs").cloned().unwrap_or(Value::Null);
-        Layout::builtin().columns().iter().map(|c| attrs[&c.name].as_str().unwrap_or_default().to_string()).collect()
+        self.tables.catalog.columns().iter().map(|c| attrs[&c.name].as_str().unwrap_or_default().to_string()).collect()
     }
 
     /// Decompressed bytes of chunk `index` of `spec`, a whole chunk long, its filter undone.
@@ -360,13 +369,13 @@ impl StoreReader {
     ///
     /// # Errors
     /// A chunk that is missing, does not decompress or does not parse, or columns of different lengths.
-    pub fn table_rows(&self, table: &LightCurveTable) -> Result<Vec<u8>, ReadError> {
+    pub fn table_rows(&self, table: &TableGroup) -> Result<Vec<u8>, ReadError> {
         let layout = table.layout;
-        let first = table.column_spec(0, &self.settings);
+        let first = column_spec(table, 0, &self.settings);
         let rows = self.array_rows(&first);
         let mut packed = layout.missing_row().repeat(rows);
         for (index, column) in layout.columns().iter().enumerate() {
-            let spec = table.column_spec(index, &self.settings);
+            let spec = column_spec(table, index, &self.settings);
             if self.array_rows(&spec) != rows {
                 return Err(invalid(self.storage.as_ref(), &spec.zarray_key(), format!("not {rows} rows like {}", first.name)));
             }
@@ -422,7 +431,7 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn catalog_rows_from(&self, first: usize) -> Result<Vec<Vec<u8>>, ReadError> {
-        let spec = super::metadata::catalog_spec(&self.settings, &[]);
+        let spec = super::metadata::catalog_spec(&self.settings, self.tables, &[]);
         let chunk_rows = self.settings.chunk_rows;
         let mut rows = Vec::with_capacity(self.rows.saturating_sub(first));
         for chunk in first / chunk_rows..self.chunks() {
@@ -442,7 +451,7 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn stamps(&self) -> Result<Vec<Vec<f32>>, ReadError> {
-        let spec = super::metadata::stamps_spec(&self.settings);
+        let spec = super::metadata::stamps_spec(&self.settings, self.tables);
         let mut rows = Vec::with_capacity(self.rows);
         for chunk in 0..self.chunks() {
             let raw = self.chunk(&spec, chunk)?;
@@ -512,7 +521,7 @@ impl StoreReader {
     /// # Errors
     /// A chunk that is missing or does not decompress.
     pub fn catalog_candids_of(&self, first: usize, count: usize) -> Result<Vec<i64>, ReadError> {
-        let layout = Layout::builtin();
+        let layout = self.tables.catalog;
         let column = layout.index_of("candid").unwrap_or(0);
         Ok(self.catalog_rows_from(first)?.iter().take(count).filter_map(|row| layout.read_i64(row, column)).collect())
     }
@@ -521,13 +530,13 @@ impl StoreReader {
 /// Whether the store has light curves (in the columns this version writes), and if so that
 /// their arrays are the ones this version writes: every table's columns, their dtypes, filters
 /// and chunking.
-fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings) -> Result<bool, (String, String)> {
+fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings, tables: &Tables) -> Result<bool, (String, String)> {
     if !docs.contains_key(&format!("{}/.zgroup", super::metadata::EPOCHS)) {
         return Ok(false);
     }
-    for table in super::metadata::lightcurve_tables() {
+    for table in &tables.lightcurves {
         for index in 0..table.layout.columns().len() {
-            let spec = table.column_spec(index, settings);
+            let spec = column_spec(table, index, settings);
             let key = spec.zarray_key();
             let Some(zarray) = docs.get(&key) else {
                 return Err((key, "missing (not in .zmetadata): the light-curve columns differ from this version's".into()));

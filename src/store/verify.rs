@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::candids::read_run;
 use super::reader::read_doc;
 use super::{Storage, StoreReader, CATALOG, LEGACY_CANDIDS, PENDING, STAMPS};
-use crate::table::Layout;
+use crate::table::Tables;
 
 /// The outcome of verifying a store.
 #[derive(Debug, Default)]
@@ -24,7 +24,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub(super) fn check(&mut self, ok: bool, passed: String, problem: impl FnOnce() -> String) {
+    /// Record one check: `passed` when `ok`, else the problem.
+    pub fn check(&mut self, ok: bool, passed: String, problem: impl FnOnce() -> String) {
         if ok {
             self.passed.push(passed);
         } else {
@@ -33,12 +34,13 @@ impl Report {
     }
 }
 
-/// Verify the store in `storage`.
+/// Verify the store in `storage`, a store of `tables`; `lightcurves` checks the light-curve
+/// tables of a store that has them (what their rows mean is not the store layer's to know).
 #[must_use]
-pub fn verify(storage: &Arc<dyn Storage>) -> Report {
+pub fn verify(storage: &Arc<dyn Storage>, tables: &'static Tables, lightcurves: impl Fn(&StoreReader, &mut Report)) -> Report {
     let mut report = Report::default();
     let pending = check_pending(storage.as_ref(), &mut report);
-    let reader = match StoreReader::open_metadata(storage) {
+    let reader = match StoreReader::open_metadata(storage, tables) {
         Ok(reader) => reader,
         Err(error) => {
             report.problems.push(format!("metadata: {error}"));
@@ -54,7 +56,7 @@ pub fn verify(storage: &Arc<dyn Storage>) -> Report {
     check_candids(&reader, &mut report);
     check_attrs(&reader, &mut report);
     if reader.settings().lightcurves {
-        super::lcverify::check_lightcurves(&reader, &mut report);
+        lightcurves(&reader, &mut report);
     } else if reader.has_legacy_lightcurves() {
         report.passed.push(
             "light curves: in the structured layout of an earlier release, not checked by this version (it checks the column layout it writes)".into(),
@@ -201,13 +203,15 @@ fn shown(candid: Option<&i64>) -> String {
 fn check_attrs(reader: &StoreReader, report: &mut Report) {
     let docs = reader.documents();
     let catalog_attrs = docs.get(&format!("{CATALOG}/.zattrs")).cloned().unwrap_or(Value::Null);
-    let undocumented: Vec<&str> = Layout::builtin()
+    let undocumented: Vec<&str> = reader
+        .tables()
+        .catalog
         .columns()
         .iter()
         .filter(|c| catalog_attrs[&c.name].as_str().is_none_or(str::is_empty))
         .map(|c| c.name.as_str())
         .collect();
-    let columns = Layout::builtin().columns().len();
+    let columns = reader.tables().catalog.columns().len();
     report.check(undocumented.is_empty(), format!("attrs: all {columns} catalog columns described"), || {
         format!("attrs: {} columns lack a description in catalog/.zattrs: {}", undocumented.len(), undocumented.join(", "))
     });

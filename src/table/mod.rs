@@ -1,18 +1,16 @@
-//! The column model of the store's structured tables: which columns the `catalog` array has
-//! (declared in `schemas/catalog.tsv`), and the light-curve tables `lightcurves/epochs` and
-//! `lightcurves/forced` (`schemas/epochs.tsv`, `schemas/forced.tsv`): their numpy dtypes, missing
-//! values and descriptions, and packing values into one row's bytes in numpy's packed
-//! little-endian layout. Nothing else knows a row layout.
+//! The column model of the store's tables, survey-free: a table's columns (parsed from a column
+//! table: name, numpy dtype, missing value, source, description), packing values into one row's
+//! bytes in numpy's packed little-endian layout, and what a survey's store holds (`tables.rs`).
+//! A survey declares its own tables (ZTF: `schemas/*.tsv`, through `survey/ztf/tables.rs`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use thiserror::Error;
 
-/// The column tables, compiled into the binary so a store never depends on files beside it.
-const CATALOG_TSV: &str = include_str!("../../schemas/catalog.tsv");
-const EPOCHS_TSV: &str = include_str!("../../schemas/epochs.tsv");
-const FORCED_TSV: &str = include_str!("../../schemas/forced.tsv");
+pub mod tables;
+
+pub use tables::{Rows, StampsDeclared, TableGroup, Tables};
 
 /// A numpy dtype that a catalog column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,24 +147,6 @@ impl Layout {
     /// by the unit tests.
     pub fn parsed_once(cell: &'static OnceLock<Layout>, table: &str, name: &str) -> &'static Layout {
         cell.get_or_init(|| Layout::parse(table).unwrap_or_else(|error| panic!("{name} is valid (checked by tests): {error}")))
-    }
-
-    /// The catalog's layout compiled into this binary.
-    pub fn builtin() -> &'static Layout {
-        static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        Layout::parsed_once(&LAYOUT, CATALOG_TSV, "schemas/catalog.tsv")
-    }
-
-    /// The layout of `lightcurves/epochs` (detections and upper limits).
-    pub fn epochs() -> &'static Layout {
-        static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        Layout::parsed_once(&LAYOUT, EPOCHS_TSV, "schemas/epochs.tsv")
-    }
-
-    /// The layout of `lightcurves/forced` (forced photometry).
-    pub fn forced() -> &'static Layout {
-        static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        Layout::parsed_once(&LAYOUT, FORCED_TSV, "schemas/forced.tsv")
     }
 
     /// A fresh row holding `values` in the columns they name (a name the layout lacks, or a value
@@ -387,39 +367,6 @@ fn describe(value: Scalar<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn builtin_table_parses_with_every_candidate_field() {
-        let layout = Layout::parse(CATALOG_TSV).unwrap();
-        assert_eq!(layout.columns()[0].name, "candid");
-        for name in ["objectId", "stamp_flags", "jd", "magpsf", "drb", "sgscore", "source"] {
-            assert!(layout.index_of(name).is_some(), "{name} missing");
-        }
-        let sum: usize = layout.columns().iter().map(|c| c.dtype.size()).sum();
-        assert_eq!(layout.itemsize(), sum);
-    }
-
-    #[test]
-    fn light_curve_tables_parse_with_their_key_columns() {
-        let epochs = Layout::parse(EPOCHS_TSV).unwrap();
-        for name in ["objectId", "kind", "candid", "jd", "fid", "magpsf", "diffmaglim"] {
-            assert!(epochs.index_of(name).is_some(), "epochs: {name} missing");
-        }
-        let forced = Layout::parse(FORCED_TSV).unwrap();
-        for name in ["objectId", "jd", "fid", "pid", "forcediffimflux", "alert_candid", "alert_jd"] {
-            assert!(forced.index_of(name).is_some(), "forced: {name} missing");
-        }
-    }
-
-    #[test]
-    fn missing_row_holds_nan_and_sentinels() {
-        let layout = Layout::builtin();
-        let row = layout.new_row();
-        let jd = &layout.columns()[layout.index_of("jd").unwrap()];
-        assert!(f64::from_le_bytes(row[jd.offset..jd.offset + 8].try_into().unwrap()).is_nan());
-        assert_eq!(layout.read_i64(&row, layout.index_of("fid").unwrap()), Some(i64::from(i32::MIN)));
-        assert_eq!(layout.read_i64(&row, 0), Some(i64::MIN));
-    }
 
     #[test]
     fn packs_values_and_reports_truncation() {

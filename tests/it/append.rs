@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ztf2zarr::store::{StoreLock, StoreReader};
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{assert_sound, real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -25,7 +26,7 @@ fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
 }
 
 fn contents(store: &Path) -> (Vec<Vec<u8>>, Vec<Vec<f32>>) {
-    let reader = StoreReader::open(store).unwrap();
+    let reader = StoreReader::open(store, &TABLES).unwrap();
     (reader.catalog_rows().unwrap(), reader.stamps().unwrap())
 }
 
@@ -37,7 +38,7 @@ fn two_appended_nights_equal_a_one_shot_build() {
     let appended = dir.path().join("two.zarr");
     build(&one_shot, &[a.clone(), b.clone()].concat(), &[]);
     build(&appended, &a, &[]);
-    let rows_a = StoreReader::open(&appended).unwrap().rows();
+    let rows_a = StoreReader::open(&appended, &TABLES).unwrap().rows();
     let summary = build(&appended, &b, &[]);
     assert!(summary.contains(&format!("store rows {rows_a} → ")), "{summary}");
     assert_eq!(contents(&one_shot), contents(&appended));
@@ -163,7 +164,7 @@ fn info_reports_rows_nights_versions_and_builds() {
     build(&store, &a, &[]);
     build(&store, &b, &[]);
     let json: serde_json::Value = serde_json::from_str(&ztf2zarr_ok(["info", store.to_str().unwrap(), "--json"])).unwrap();
-    let rows = StoreReader::open(&store).unwrap().rows();
+    let rows = StoreReader::open(&store, &TABLES).unwrap().rows();
     assert_eq!(json["rows"], rows);
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
     assert_eq!(json["runs"][1]["rows_before"], json["runs"][0]["rows_after"]);
@@ -178,7 +179,7 @@ fn info_reports_rows_nights_versions_and_builds() {
 /// Turn a store into the layout of earlier versions: every row's candid in `.candids`, one
 /// `rejects.jsonl`, and no candid runs or per-build logs in the files or the root attrs.
 fn to_earlier_layout(store: &Path) {
-    let candids = StoreReader::open(store).unwrap().catalog_candids().unwrap();
+    let candids = StoreReader::open(store, &TABLES).unwrap().catalog_candids().unwrap();
     std::fs::write(store.join(".candids"), candids.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     std::fs::write(store.join("rejects.jsonl"), crate::util::rejects_text(store)).unwrap();
     std::fs::remove_dir_all(store.join(".ztf2zarr")).unwrap();

@@ -10,8 +10,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::Value;
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 use ztf2zarr::synth::{synth_alert, SynthConfig};
-use ztf2zarr::table::Layout;
 
 use crate::util::ztf2zarr;
 
@@ -102,9 +103,9 @@ fn build(dir: &Path, inputs: &[&Path], extra: &[&str]) -> Build {
     let output = ztf2zarr(&args);
     let summary = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     let rejects = crate::util::rejects_text(&store).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let (rows, candids) = match StoreReader::open(&store) {
+    let (rows, candids) = match StoreReader::open(&store, &TABLES) {
         Ok(reader) => {
-            let layout = Layout::builtin();
+            let layout = tables::catalog();
             let candids = reader.catalog_rows().unwrap().iter().map(|r| layout.read_i64(r, 0).unwrap()).collect();
             (reader.rows(), candids)
         }

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use apache_avro::types::Value;
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 use ztf2zarr::table::{Dtype, Layout};
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
@@ -26,7 +28,7 @@ fn real_alerts_are_all_accounted_for() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("real.zarr");
     let summary = build_real(&store, &["--no-progress"]);
-    let reader = StoreReader::open(&store).unwrap();
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
     assert_eq!(reader.rows(), 529, "{summary}");
     assert!(summary.contains("duplicates  1 "), "{summary}");
 
@@ -48,7 +50,7 @@ fn real_alerts_are_all_accounted_for() {
     assert_eq!(reason_of("ZTF20abyfpze"), ["cutoutScience is null"]);
 
     // Every written candid is unique, and every non-rejected file is a row (or the one duplicate).
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let rows = reader.catalog_rows().unwrap();
     let mut candids: Vec<i64> = rows.iter().map(|r| layout.read_i64(r, 0).unwrap()).collect();
     candids.sort_unstable();
@@ -63,8 +65,8 @@ fn catalog_equals_an_independent_avro_decoder() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("real.zarr");
     build_real(&store, &["--no-progress"]);
-    let layout = Layout::builtin();
-    let rows = StoreReader::open(&store).unwrap().catalog_rows().unwrap();
+    let layout = tables::catalog();
+    let rows = StoreReader::open(&store, &TABLES).unwrap().catalog_rows().unwrap();
     let mut seen_versions = HashMap::new();
     for row in &rows {
         let source = column_str(layout, row, "source");
@@ -118,8 +120,8 @@ fn edge_cutouts_are_placed_by_position_and_flagged() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("full.zarr");
     build_real(&store, &["--no-progress", "--stamp-size", "63", "--keep-nan"]);
-    let layout = Layout::builtin();
-    let reader = StoreReader::open(&store).unwrap();
+    let layout = tables::catalog();
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
     let rows = reader.catalog_rows().unwrap();
     let stamps = reader.stamps().unwrap();
     let flags = layout.index_of("stamp_flags").unwrap();
@@ -147,11 +149,11 @@ fn default_stamps_have_no_nan_and_flag_those_that_had() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.zarr");
     build_real(&store, &["--no-progress"]);
-    let reader = StoreReader::open(&store).unwrap();
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
     assert_eq!(reader.stamp_size(), 21);
     let stamps = reader.stamps().unwrap();
     assert!(stamps.iter().flatten().all(|p| !p.is_nan()));
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let flags = layout.index_of("stamp_flags").unwrap();
     let had_nan = reader.catalog_rows().unwrap().iter().filter(|r| layout.read_i64(r, flags).unwrap() & 2 != 0).count();
     assert!(had_nan > 0, "the real data has NaN pixels inside some 21x21 crops");
@@ -177,10 +179,10 @@ fn tarball_input_equals_loose_files() {
     let from_files = dir.path().join("files.zarr");
     ztf2zarr_ok(["build", archive.to_str().unwrap(), "-o", from_tar.to_str().unwrap()]);
     ztf2zarr_ok(["build", night.to_str().unwrap(), "-o", from_files.to_str().unwrap()]);
-    let (a, b) = (StoreReader::open(&from_tar).unwrap(), StoreReader::open(&from_files).unwrap());
+    let (a, b) = (StoreReader::open(&from_tar, &TABLES).unwrap(), StoreReader::open(&from_files, &TABLES).unwrap());
     assert_eq!(a.rows(), names.len());
     assert_eq!(a.stamps().unwrap(), b.stamps().unwrap());
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let source = layout.index_of("source").unwrap();
     for (row_a, row_b) in a.catalog_rows().unwrap().iter().zip(b.catalog_rows().unwrap()) {
         let mut row_a = row_a.clone();
@@ -205,7 +207,7 @@ fn thread_count_and_chunking_do_not_change_the_data() {
     assert_eq!(tree_bytes(&one), tree_bytes(&two), "store bytes differ between 1 and 2 threads");
     assert!(one.join("catalog/5").is_file() && !one.join("catalog/6").exists(), "529 rows in chunks of 100 make 6 chunks");
     build_real(&big, &["--chunk-rows", "1000"]);
-    let (a, b) = (StoreReader::open(&one).unwrap(), StoreReader::open(&big).unwrap());
+    let (a, b) = (StoreReader::open(&one, &TABLES).unwrap(), StoreReader::open(&big, &TABLES).unwrap());
     assert_eq!(a.catalog_rows().unwrap(), b.catalog_rows().unwrap());
     assert_eq!(a.stamps().unwrap(), b.stamps().unwrap());
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use ztf2zarr::store::{read_json, StoreReader};
-use ztf2zarr::table::Layout;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -20,10 +21,10 @@ fn night() -> PathBuf {
 fn labelled_setup(dir: &Path, classes: &[&str]) -> (PathBuf, PathBuf) {
     let store = dir.join("s.zarr");
     ztf2zarr_ok(["build", night().to_str().unwrap(), "-o", store.to_str().unwrap(), "--no-progress"]);
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let column = layout.index_of("objectId").unwrap();
     let mut objects: Vec<String> =
-        StoreReader::open(&store).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, column).unwrap()).collect();
+        StoreReader::open(&store, &TABLES).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, column).unwrap()).collect();
     objects.sort();
     objects.dedup();
     let mut text = String::from("oid,predicted_class,probability\n");
@@ -112,11 +113,11 @@ fn label_build_and_info_count_the_alerts_of_every_class() {
     let mut args = vec!["label", s, "--labels", c];
     args.extend(mapping);
     let summary = ztf2zarr_ok(&args);
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let code = layout.index_of("label_code").unwrap();
     let mut per_code = [0_usize; 4];
     let mut unlabeled = 0;
-    for row in StoreReader::open(&store).unwrap().catalog_rows().unwrap() {
+    for row in StoreReader::open(&store, &TABLES).unwrap().catalog_rows().unwrap() {
         match usize::try_from(layout.read_i64(&row, code).unwrap()) {
             Ok(c) => per_code[c] += 1,
             Err(_) => unlabeled += 1,
@@ -158,9 +159,9 @@ fn a_split_that_leaves_a_class_out_of_val_or_test_warns() {
     let s = store.to_str().unwrap();
     let text = std::fs::read_to_string(&csv).unwrap();
     let first_object = {
-        let layout = Layout::builtin();
+        let layout = tables::catalog();
         let column = layout.index_of("objectId").unwrap();
-        let rows = StoreReader::open(&store).unwrap().catalog_rows().unwrap();
+        let rows = StoreReader::open(&store, &TABLES).unwrap().catalog_rows().unwrap();
         let mut objects: Vec<String> = rows.iter().map(|r| layout.read_str(r, column).unwrap()).collect();
         objects.sort();
         objects[0].clone()

@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr_ok};
 
@@ -94,7 +95,7 @@ fn symlink_loops_are_listed_and_each_file_is_read_once() {
 
     let summary = build_ok(&[&night], &store);
     assert_eq!(counts(&summary), (3, 0, 0), "{summary}");
-    assert_eq!(StoreReader::open(&store).unwrap().rows(), 3);
+    assert_eq!(StoreReader::open(&store, &TABLES).unwrap().rows(), 3);
     assert!(summary.contains("ignored     6 paths not read"), "{summary}");
     assert!(summary.contains("symlink loop 3") && summary.contains("same file 2") && summary.contains("broken symlink 1"), "{summary}");
     for (name, reason) in [
@@ -209,7 +210,7 @@ fn an_append_of_only_rejects_records_them_and_its_run() {
     assert_eq!(counts(&summary), (0, 0, 3), "{summary}");
     assert!(summary.contains("store rows 3 → 3"), "{summary}");
 
-    let reader = StoreReader::open(&store).unwrap();
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
     assert_eq!(reader.rows(), 3);
     let new: Vec<String> = rejects_lines(&store)[rejects_before..].iter().map(|l| l["source"].as_str().unwrap().to_string()).collect();
     let expected: Vec<String> = ["a.avro", "b.avro", "c.avro"].iter().map(|n| bad.join(n).display().to_string()).collect();

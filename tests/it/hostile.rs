@@ -8,8 +8,9 @@ use std::path::Path;
 use apache_avro::types::Value;
 use ztf2zarr::formats::avro::Header;
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 use ztf2zarr::synth::{synth_alert, synth_record, SynthConfig};
-use ztf2zarr::table::Layout;
 
 use crate::util::{assert_sound, ztf2zarr, ztf2zarr_ok};
 
@@ -144,9 +145,9 @@ pub fn build(dir: &Path, files: &[(&str, Vec<u8>)]) -> Built {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "{summary}\n{stderr}");
     let rejects = crate::util::rejects_text(&store).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let candid = layout.index_of("candid").unwrap();
-    let candids = StoreReader::open(&store)
+    let candids = StoreReader::open(&store, &TABLES)
         .map(|r| r.catalog_rows().unwrap().iter().map(|row| layout.read_i64(row, candid).unwrap()).collect())
         .unwrap_or_default();
     Built {

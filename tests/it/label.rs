@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ztf2zarr::store::{read_json, StoreReader};
-use ztf2zarr::table::Layout;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -19,15 +20,15 @@ fn real_store(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
 }
 
 fn column(store: &Path, name: &str) -> Vec<String> {
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let index = layout.index_of(name).unwrap();
-    StoreReader::open(store).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, index).unwrap()).collect()
+    StoreReader::open(store, &TABLES).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, index).unwrap()).collect()
 }
 
 fn codes(store: &Path) -> Vec<i64> {
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let index = layout.index_of("label_code").unwrap();
-    StoreReader::open(store).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_i64(r, index).unwrap()).collect()
+    StoreReader::open(store, &TABLES).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_i64(r, index).unwrap()).collect()
 }
 
 /// A class for every object but one in ten (left out of the CSV to test unlabeled alerts).
@@ -100,7 +101,7 @@ fn class_mapping_and_relabel_equal_build_time_labels() {
     relabel.extend(mapping);
     let summary = ztf2zarr_ok(relabel);
     assert!(summary.contains("labeled"), "{summary}");
-    let (a, b) = (StoreReader::open(&built).unwrap(), StoreReader::open(&plain).unwrap());
+    let (a, b) = (StoreReader::open(&built, &TABLES).unwrap(), StoreReader::open(&plain, &TABLES).unwrap());
     assert_eq!(a.catalog_rows().unwrap(), b.catalog_rows().unwrap(), "relabel must equal build-time labels");
     assert_eq!(a.stamps().unwrap(), b.stamps().unwrap());
     let output = ztf2zarr(["verify", plain.to_str().unwrap()]);

@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use ztf2zarr::store::{lightcurve_table, StoreReader};
-use ztf2zarr::table::Layout;
+use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{assert_sound, real_alerts, ztf2zarr, ztf2zarr_ok};
 
@@ -28,7 +29,7 @@ fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
 
 /// A light-curve table's rows, packed (its columns put side by side), or a plain array's bytes.
 fn table(reader: &StoreReader, name: &str) -> Vec<u8> {
-    if let Some(table) = lightcurve_table(name) {
+    if let Some(table) = TABLES.lightcurve_table(name) {
         return reader.table_rows(&table).unwrap();
     }
     let spec = reader.arrays().into_iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no {name}"));
@@ -52,10 +53,10 @@ struct Curves {
 }
 
 fn curves(store: &Path) -> Curves {
-    let reader = StoreReader::open(store).unwrap();
+    let reader = StoreReader::open(store, &TABLES).unwrap();
     let rows = |name: &str, itemsize: usize| -> Vec<Vec<u8>> { table(&reader, name).chunks_exact(itemsize).map(<[u8]>::to_vec).collect() };
-    let epochs = rows("lightcurves/epochs", Layout::epochs().itemsize());
-    let forced = rows("lightcurves/forced", Layout::forced().itemsize());
+    let epochs = rows("lightcurves/epochs", tables::epochs().itemsize());
+    let forced = rows("lightcurves/forced", tables::forced().itemsize());
     let entries = |name: &str| -> Vec<usize> {
         table(&reader, name).chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).collect()
     };
@@ -240,8 +241,8 @@ fn a_candid_carried_with_conflicting_values_is_another_version_and_verify_agrees
     let summary = build(&store, std::slice::from_ref(&inputs), &[]);
     assert!(summary.contains("written     2 alerts"), "{summary}");
     assert_sound(&store);
-    let reader = StoreReader::open(&store).unwrap();
-    let layout = Layout::epochs();
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
+    let layout = tables::epochs();
     let rows = table(&reader, "lightcurves/epochs");
     let candid = layout.index_of("candid").unwrap();
     let mut per_candid = std::collections::BTreeMap::<i64, usize>::new();

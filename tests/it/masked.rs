@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use apache_avro::types::Value;
 use ztf2zarr::store::{read_json, StoreReader};
-use ztf2zarr::table::Layout;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -63,8 +64,8 @@ fn reference_crop(path: &Path) -> Vec<f32> {
 
 /// Each row's stamps and `stamp_flags`, with the reference crop of the alert it came from.
 fn rows(store: &Path) -> Vec<(Vec<f32>, i64, Vec<f32>)> {
-    let reader = StoreReader::open(store).unwrap();
-    let layout = Layout::builtin();
+    let reader = StoreReader::open(store, &TABLES).unwrap();
+    let layout = tables::catalog();
     let (flags, source) = (layout.index_of("stamp_flags").unwrap(), layout.index_of("source").unwrap());
     let catalog = reader.catalog_rows().unwrap();
     reader
@@ -127,7 +128,7 @@ fn assert_described(store: &Path, policy: &str, stored_as: &str) {
 fn masked_pixels_are_stored_as_zero_by_default_and_flagged() {
     let (_dir, store) = build_both(&[]);
     assert_eq!(check(&store, |p| p == 0.0), MASKED_IN_CROPS);
-    let stamps = StoreReader::open(&store).unwrap().stamps().unwrap();
+    let stamps = StoreReader::open(&store, &TABLES).unwrap().stamps().unwrap();
     assert!(stamps.iter().flatten().all(|p| p.is_finite() && *p > -1e30), "no masked value and no NaN reaches the store");
     assert_described(&store, "missing", "stored as 0");
 }
@@ -143,7 +144,7 @@ fn keep_masked_keeps_the_value_as_it_is() {
 fn keep_nan_stores_masked_pixels_as_nan() {
     let (_dir, store) = build_both(&["--keep-nan"]);
     assert_eq!(check(&store, f32::is_nan), MASKED_IN_CROPS);
-    let stamps = StoreReader::open(&store).unwrap().stamps().unwrap();
+    let stamps = StoreReader::open(&store, &TABLES).unwrap().stamps().unwrap();
     assert!(stamps.iter().flatten().all(|p| *p > -1e30 || p.is_nan()));
     assert_described(&store, "missing", "stored as NaN");
 }

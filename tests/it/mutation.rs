@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use ztf2zarr::formats::avro::Header;
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 use ztf2zarr::survey::ztf::{Decoder, StampSpec};
 use ztf2zarr::synth::{synth_alert, SynthConfig};
-use ztf2zarr::table::Layout;
 
 use crate::hostile::{long, records, summary_count};
 use crate::util::real_alerts;
@@ -357,8 +358,8 @@ fn check_batch(dir: &Path, mutants: &[&Mutant]) -> Result<Tally, String> {
     let mut rows_of: HashMap<String, usize> = HashMap::new();
     let mut stored = Vec::new();
     if written > 0 {
-        let reader = StoreReader::open(&store).map_err(|e| format!("store does not open: {e}"))?;
-        let layout = Layout::builtin();
+        let reader = StoreReader::open(&store, &TABLES).map_err(|e| format!("store does not open: {e}"))?;
+        let layout = tables::catalog();
         let (source, candid) = (layout.index_of("source").unwrap(), layout.index_of("candid").unwrap());
         for row in reader.catalog_rows().map_err(|e| format!("catalog does not read: {e}"))? {
             let path = layout.read_str(&row, source).unwrap();

@@ -7,7 +7,8 @@ use std::process::Output;
 
 use ztf2zarr::store::{read_json, StoreReader};
 use ztf2zarr::survey::ztf::cutout::STAMP_FLAGS;
-use ztf2zarr::table::Layout;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -25,9 +26,9 @@ fn build(store: &Path, inputs: &[PathBuf], extra: &[&str]) -> String {
 }
 
 fn objects(store: &Path) -> Vec<String> {
-    let layout = Layout::builtin();
+    let layout = tables::catalog();
     let index = layout.index_of("objectId").unwrap();
-    StoreReader::open(store).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, index).unwrap()).collect()
+    StoreReader::open(store, &TABLES).unwrap().catalog_rows().unwrap().iter().map(|r| layout.read_str(r, index).unwrap()).collect()
 }
 
 /// A CSV giving every object but the first a class (the first object stays unlabeled).

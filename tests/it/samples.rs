@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{tree_bytes, ztf2zarr_ok};
 
@@ -42,5 +43,5 @@ fn data_samples_build_into_a_store() {
     let summary = ztf2zarr_ok(["build", samples().to_str().unwrap(), "-o", store.to_str().unwrap()]);
     assert!(summary.contains("written     44 alerts") && summary.contains("rejected    0"), "{summary}");
     assert!(summary.contains("edge-placed 2"), "one edge alert in each set: {summary}");
-    assert_eq!(StoreReader::open(&store).unwrap().rows(), 44);
+    assert_eq!(StoreReader::open(&store, &TABLES).unwrap().rows(), 44);
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use ztf2zarr::store::{StoreLock, StoreReader};
+use ztf2zarr::survey::ztf::tables::TABLES;
 
 use crate::util::{real_alerts, tree_bytes, ztf2zarr, ztf2zarr_ok};
 
@@ -27,7 +28,7 @@ fn build(store: &Path, input: &Path) -> String {
 }
 
 fn rows(store: &Path) -> usize {
-    StoreReader::open(store).unwrap().rows()
+    StoreReader::open(store, &TABLES).unwrap().rows()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -265,7 +266,7 @@ fn verify_names_the_first_candid_where_the_candid_index_and_the_catalog_disagree
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s.zarr");
     build(&store, &night(0));
-    let candids = StoreReader::open(&store).unwrap().catalog_candids().unwrap();
+    let candids = StoreReader::open(&store, &TABLES).unwrap().catalog_candids().unwrap();
     let mut index = candids.clone();
     index.sort_unstable();
     let foreign = index[3] + 1;

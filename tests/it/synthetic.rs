@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use apache_avro::types::Value;
-use ztf2zarr::store::{lightcurve_table, StoreReader};
+use ztf2zarr::store::StoreReader;
+use ztf2zarr::survey::ztf::tables;
+use ztf2zarr::survey::ztf::tables::TABLES;
 use ztf2zarr::survey::ztf::{Decoder, StampSpec};
 use ztf2zarr::synth::{synth_alert, synth_record, AlertSchema, HistoryDepth, SynthConfig};
 use ztf2zarr::table::Layout;
@@ -47,7 +49,7 @@ fn object_id(record: &Value) -> String {
 fn generated_4_02_alerts_decode_with_their_forced_photometry() {
     let cfg = deep(30);
     let decoder = Decoder::new(StampSpec { size: 21, keep_nan: false, keep_masked: false });
-    let (catalog, forced) = (Layout::builtin(), Layout::forced());
+    let (catalog, forced) = (tables::catalog(), tables::forced());
     let column = |layout: &Layout, name: &str| layout.index_of(name).unwrap_or_else(|| panic!("no column {name}"));
     for index in 0..cfg.count {
         let record = synth_record(&cfg, index);
@@ -59,7 +61,7 @@ fn generated_4_02_alerts_decode_with_their_forced_photometry() {
         assert_eq!(catalog.read_i64(&alert.row, column(catalog, "n_fp_hists")), Some(fp.len() as i64));
         assert_eq!(catalog.read_str(&alert.row, column(catalog, "schemavsn")).as_deref(), Some("4.02"));
         let history = alert.history.expect("light curves are read");
-        assert_eq!(history.epochs.len(), (prv.len() + 1) * Layout::epochs().itemsize(), "prv_candidates and the candidate");
+        assert_eq!(history.epochs.len(), (prv.len() + 1) * tables::epochs().itemsize(), "prv_candidates and the candidate");
         let rows: Vec<&[u8]> = history.forced.chunks_exact(forced.itemsize()).collect();
         assert_eq!(rows.len(), fp.len(), "alert {index}: one forced row per fp_hists entry");
         for (row, entry) in rows.iter().zip(fp) {
@@ -106,9 +108,9 @@ fn a_generated_4_02_night_with_measured_depths_builds_and_verifies() {
             items(&record, "fp_hists").iter().map(|entry| (object_id(&record), exposure(entry).0)).collect::<Vec<_>>()
         })
         .collect();
-    let reader = StoreReader::open(&store).unwrap();
-    let rows = reader.table_rows(&lightcurve_table("lightcurves/forced").unwrap()).unwrap();
-    assert_eq!(rows.len() / Layout::forced().itemsize(), epochs.len());
+    let reader = StoreReader::open(&store, &TABLES).unwrap();
+    let rows = reader.table_rows(&TABLES.lightcurve_table("lightcurves/forced").unwrap()).unwrap();
+    assert_eq!(rows.len() / tables::forced().itemsize(), epochs.len());
     assert!(epochs.len() > 150, "measured depths: about 17 epochs per object, {} in all", epochs.len());
 }
 

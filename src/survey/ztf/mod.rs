@@ -13,6 +13,7 @@
 
 pub mod cutout;
 pub mod history;
+pub mod tables;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -273,7 +274,7 @@ impl Decoder {
     /// If the built-in catalog lacks the columns the decoder fills (checked by tests).
     #[must_use]
     pub fn new(spec: StampSpec) -> Self {
-        let layout = Layout::builtin();
+        let layout = tables::catalog();
         let index = |name: &str| layout.index_of(name).unwrap_or_else(|| panic!("catalog.tsv has no `{name}` column"));
         let source = index("source");
         let source_chars = match layout.columns()[source].dtype {
@@ -297,7 +298,7 @@ impl Decoder {
             schemas: RwLock::new(HashMap::new()),
             columns,
             lightcurves: true,
-            candidate_copy: CandidateCopy::new(layout, Layout::epochs()),
+            candidate_copy: CandidateCopy::new(layout, tables::epochs()),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -434,8 +435,8 @@ impl Decoder {
         match (fields, count) {
             (Some(fields), _) => {
                 let (array, layout) = match table {
-                    Table::Epochs => ("prv_candidates", Layout::epochs()),
-                    Table::Forced => ("fp_hists", Layout::forced()),
+                    Table::Epochs => ("prv_candidates", tables::epochs()),
+                    Table::Forced => ("fp_hists", tables::forced()),
                 };
                 Action::History { count, plan: RecordPlan::new(array, schema, fields, layout), table }
             }
@@ -559,7 +560,7 @@ impl Decoder {
     /// Add the candidate's own detection row, and put into every row what the alert knows:
     /// its objectId, and which alert carried the values.
     fn complete_history(&self, row: &[u8], candid: i64, mut history: History) -> History {
-        let (epochs, forced) = (Layout::epochs(), Layout::forced());
+        let (epochs, forced) = (tables::epochs(), tables::forced());
         self.candidate_copy.append(row, epochs, &mut history.epochs);
         let object = &self.layout.columns()[self.columns.object_id];
         let object_id = &row[object.offset..object.offset + object.dtype.size()];

@@ -7,12 +7,11 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::lckeys::{parse_blocks, read_block, Key, KeyKind};
-use super::metadata::lightcurve_table;
-use super::verify::Report;
-use super::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
-use crate::ingest::lightcurves::{alerts_layout, key_of, objects_layout, Table};
-use crate::table::Layout;
+use super::lightcurves::{key_of, Table};
+use crate::store::lckeys::{parse_blocks, read_block, Key, KeyKind};
+use crate::store::verify::Report;
+use crate::store::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
+use crate::survey::ztf::tables::{alerts_layout, objects_layout};
 
 /// The rows of both epoch tables, as keys in row order.
 struct Tables {
@@ -32,7 +31,7 @@ impl Tables {
 /// Run every light-curve check, reporting each.
 pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
     let read = |name: &str| -> Result<Vec<u8>, String> {
-        if let Some(table) = lightcurve_table(name) {
+        if let Some(table) = reader.tables().lightcurve_table(name) {
             return reader.table_rows(&table).map_err(|e| e.to_string());
         }
         let spec = reader.arrays().into_iter().find(|a| a.name == name).ok_or_else(|| format!("{name} is not declared"))?;
@@ -141,7 +140,7 @@ fn check_index(index: &[u8], tables: &Tables, report: &mut Report) {
 /// Each alert's history entries follow the previous alert's, and are rows of its own object.
 fn check_histories(history: &[u8], catalog: &[Vec<u8>], carried: [&[u64]; 2], tables: &Tables, report: &mut Report) {
     let layout = alerts_layout();
-    let catalog_layout = Layout::builtin();
+    let catalog_layout = crate::survey::ztf::tables::catalog();
     let mut wrong = Vec::new();
     let mut next = [0u64; 2];
     for (row, (entry, alert)) in history.chunks_exact(layout.itemsize()).zip(catalog).enumerate() {

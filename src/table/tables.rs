@@ -1,0 +1,88 @@
+//! What a survey puts in a store, declared by the survey and read by the store layer, which
+//! knows no survey: the catalog's columns, the light-curve tables, and what the stamps array
+//! says of its pixels. ZTF's declaration is `survey/ztf/tables.rs`.
+
+use super::Layout;
+
+/// Name of the light-curve group.
+pub const LIGHTCURVES: &str = "lightcurves";
+/// The light-curve tables, each a group of one 1-D array per column: detections and upper
+/// limits, forced photometry, the object index, and where each alert's own history is.
+pub const EPOCHS: &str = "lightcurves/epochs";
+/// Forced photometry.
+pub const FORCED: &str = "lightcurves/forced";
+/// The object index.
+pub const OBJECTS: &str = "lightcurves/objects";
+/// Where each alert's history is (row i = catalog row i).
+pub const HISTORY: &str = "lightcurves/alerts";
+/// The rows of `lightcurves/epochs` each alert carried, alert after alert.
+pub const HISTORY_EPOCHS: &str = "lightcurves/history_epochs";
+/// The rows of `lightcurves/forced` each alert carried.
+pub const HISTORY_FORCED: &str = "lightcurves/history_forced";
+
+/// How a table's rows relate to the alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    /// Row i is alert i (stamps, catalog): the array's length is the store's row count.
+    PerAlert,
+    /// Rows of its own, any number per alert (a table of epochs); its length is its own.
+    Own,
+}
+
+/// One light-curve table: a group of column arrays sharing one dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct TableGroup {
+    /// The group's key (`lightcurves/epochs`).
+    pub name: &'static str,
+    /// Its columns.
+    pub layout: &'static Layout,
+    /// Its rows: its own, or one per alert.
+    pub rows: Rows,
+    /// The dimension name its arrays share.
+    pub dimension: &'static str,
+    /// What the table is, for its group's `.zattrs`.
+    pub description: &'static str,
+}
+
+/// What the stamps of a survey's store are.
+#[derive(Debug, Clone, Copy)]
+pub struct StampsDeclared {
+    /// Side of a full cutout: the largest stamp a store can have, and what a stamp is the
+    /// centre of.
+    pub frame: usize,
+    /// Pixel units.
+    pub units: &'static str,
+    /// Every `stamp_flags` bit with what it means.
+    pub flags: &'static [(u8, &'static str)],
+    /// What the store does with the survey's masked pixels, in words: masked pixels kept,
+    /// stored as 0, stored as NaN.
+    pub masked: [&'static str; 3],
+}
+
+/// A survey's store: everything the store layer writes that depends on the survey.
+#[derive(Debug)]
+pub struct Tables {
+    /// The survey's name, as the store records it.
+    pub survey: &'static str,
+    /// The catalog's columns.
+    pub catalog: &'static Layout,
+    /// What the catalog is, for the root attrs.
+    pub catalog_description: &'static str,
+    /// The stamps.
+    pub stamps: StampsDeclared,
+    /// The light-curve tables: detections and upper limits, forced photometry, the object
+    /// index, and where each alert's own history is (rows per alert).
+    pub lightcurves: [TableGroup; 4],
+    /// What `lightcurves/.zattrs` says, key by key, besides the row counts.
+    pub lightcurves_description: &'static [(&'static str, &'static str)],
+    /// What the root attrs say of the `lightcurves` group.
+    pub lightcurves_summary: &'static str,
+}
+
+impl Tables {
+    /// The light-curve table whose group is `name` (`lightcurves/epochs`), if it is one.
+    #[must_use]
+    pub fn lightcurve_table(&self, name: &str) -> Option<TableGroup> {
+        self.lightcurves.iter().copied().find(|table| table.name == name)
+    }
+}
