@@ -14,6 +14,11 @@ pub const STAMPS: &str = "stamps";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
 pub use crate::table::tables::{EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
+/// The root attribute naming the survey whose alerts the store holds (`ztf`); a store written
+/// before it was recorded holds ZTF alerts.
+pub const SURVEY: &str = "survey";
+/// The survey of a store that does not name one.
+pub const SURVEY_UNNAMED: &str = "ztf";
 /// The candid index of stores written before sorted runs: every row's candid in row order.
 pub const LEGACY_CANDIDS: &str = ".candids";
 /// The rejects log of stores written before one log per build.
@@ -98,6 +103,7 @@ impl StoreMetadata {
         let mut attrs = json!({
             CATALOG: self.tables.catalog_description,
             STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", crop_text(s, frame), nan_text(self.settings.keep_nan), masked_text(&self.settings, self.tables)),
+            SURVEY: self.tables.survey,
             "ztf2zarr": {
                 "version": env!("CARGO_PKG_VERSION"),
                 "stamp_size": s,

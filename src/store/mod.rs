@@ -57,7 +57,7 @@ pub use codec::{vlen, ChunkFilter, StampFilter};
 pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
 pub use metadata::{
     column_spec, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS,
-    LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS,
+    LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS, SURVEY,
 };
 pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
 pub use storage::{LocalStorage, Storage, StorageError};

@@ -106,6 +106,7 @@ impl StoreReader {
         let stamps = doc("stamps/.zarray")?;
         let catalog = doc("catalog/.zarray")?;
         let root_attrs = doc(".zattrs")?;
+        check_survey(&root_attrs, tables).map_err(|reason| invalid(storage.as_ref(), ".zattrs", reason))?;
         let stamps_key = "stamps/.zarray";
         let shape = dims(&stamps, "shape");
         let chunks = dims(&stamps, "chunks");
@@ -562,6 +563,17 @@ fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings, tables: &Ta
         }
     }
     Ok(true)
+}
+
+/// The store holds alerts of the survey whose `tables` the caller gave (a store that names no
+/// survey holds ZTF's).
+fn check_survey(root_attrs: &Value, tables: &Tables) -> Result<(), String> {
+    let survey = root_attrs.get(super::metadata::SURVEY).map_or(Some(super::metadata::SURVEY_UNNAMED), Value::as_str);
+    match survey {
+        Some(survey) if survey == tables.survey => Ok(()),
+        Some(survey) => Err(format!("the store holds {survey} alerts, and this command reads {} stores", tables.survey)),
+        None => Err(format!("`{}` is {}, not a survey's name", super::metadata::SURVEY, root_attrs[super::metadata::SURVEY])),
+    }
 }
 
 fn dims(value: &Value, key: &str) -> Vec<usize> {

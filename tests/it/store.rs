@@ -228,6 +228,38 @@ fn a_damaged_zarray_is_a_clear_error_for_info_build_and_verify() {
     }
 }
 
+/// Set the root attribute `survey` (None: remove it) in `.zattrs` and in `.zmetadata`.
+fn set_survey(store: &Path, survey: Option<&str>) {
+    for (path, pointer) in [(store.join(".zattrs"), ""), (store.join(".zmetadata"), "/metadata/.zattrs")] {
+        let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let attrs = doc.pointer_mut(pointer).and_then(serde_json::Value::as_object_mut).unwrap();
+        match survey {
+            Some(name) => attrs.insert("survey".into(), name.into()),
+            None => attrs.remove("survey"),
+        };
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn a_store_names_its_survey_and_one_of_another_survey_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    build(&store, &night(0));
+    let attrs: serde_json::Value = serde_json::from_slice(&std::fs::read(store.join(".zattrs")).unwrap()).unwrap();
+    assert_eq!(attrs["survey"], "ztf", "a new store records its survey");
+    // Another survey's store: every command refuses it, naming both surveys, and changes nothing.
+    set_survey(&store, Some("lsst"));
+    assert_every_command_refuses(&store, &[".zattrs", "holds lsst alerts", "reads ztf stores"]);
+    // A store written before the survey was recorded holds ZTF alerts: it reads, and takes appends.
+    set_survey(&store, None);
+    let again = build(&store, &night(1));
+    assert!(again.contains("written"), "{again}");
+    let attrs: serde_json::Value = serde_json::from_slice(&std::fs::read(store.join(".zattrs")).unwrap()).unwrap();
+    assert_eq!(attrs["survey"], "ztf", "the append records it");
+    crate::util::assert_sound(&store);
+}
+
 /// A way to damage the candid index, and the words the commands must say about it.
 type IndexDamage = (&'static str, fn(&mut Vec<u8>), &'static [&'static str]);
 
