@@ -12,8 +12,8 @@ use crate::ingest::pipeline::{self, BuildConfig};
 use crate::ingest::report::{self, Progress};
 use crate::ingest::source;
 use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
-use crate::survey::ztf::cutout::FRAME;
-use crate::survey::ztf::tables::TABLES;
+use crate::survey::ztf::Ztf;
+use crate::survey::Survey;
 
 /// Run `build`.
 ///
@@ -33,6 +33,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         .context("cannot start worker threads")?;
     let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal());
     let config = BuildConfig {
+        survey: &Ztf,
         given: args.inputs.clone(),
         plan: Arc::new(plan),
         output: args.output.clone(),
@@ -60,15 +61,16 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
 }
 
 fn validate(args: &BuildArgs) -> anyhow::Result<()> {
-    if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > FRAME || s % 2 == 0) {
-        bail!("--stamp-size {size} is not an odd number from 1 to {FRAME}");
+    let frame = Ztf.tables().stamps.frame;
+    if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > frame || s % 2 == 0) {
+        bail!("--stamp-size {size} is not an odd number from 1 to {frame}");
     }
     if args.chunk_rows == Some(0) {
         bail!("--chunk-rows must be at least 1");
     }
     if let Some(rows) = args.chunk_rows {
         let side = args.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE);
-        if !chunk_fits(rows, side, TABLES.catalog.itemsize()) {
+        if !chunk_fits(rows, side, Ztf.tables().catalog.itemsize()) {
             bail!("--chunk-rows {rows} makes stamp chunks larger than {} MiB; choose fewer rows", MAX_CHUNK_BYTES >> 20);
         }
     }

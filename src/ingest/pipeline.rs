@@ -23,8 +23,7 @@ use crate::labels::Labels;
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 use crate::survey::ztf::cutout::STAMP_FLAGS;
-use crate::survey::ztf::tables::TABLES;
-use crate::survey::ztf::{Alert, AlertSchema, Decoder, StampSpec};
+use crate::survey::{Alert, Decode, StampSpec, Survey, WriterSchema};
 use crate::survey::{Reject, RejectKind};
 use crate::table::Layout;
 
@@ -41,6 +40,8 @@ const FIRST_BATCH: usize = 32;
 /// A validated build: everything `build` needs, checked before any input is read.
 #[derive(Debug, Clone)]
 pub struct BuildConfig {
+    /// The survey whose alerts are read, and whose store is written.
+    pub survey: &'static dyn Survey,
     /// The paths the user gave, in order (for provenance).
     pub given: Vec<PathBuf>,
     /// Inputs found from them, in reading order.
@@ -361,18 +362,18 @@ impl Collector<'_> {
                     continue;
                 }
             };
-            if self.stored.contains(self.storage, alert.candid).map_err(StoreError::from)? || !self.seen.insert(alert.candid) {
+            if self.stored.contains(self.storage, alert.id).map_err(StoreError::from)? || !self.seen.insert(alert.id) {
                 self.stats.per_input[origin].duplicates += 1;
-                self.stats.duplicates.push(Duplicate { source: decoded.name.clone(), candid: alert.candid });
+                self.stats.duplicates.push(Duplicate { source: decoded.name.clone(), candid: alert.id });
                 continue;
             }
             if let Some(labels) = &self.config.labels {
                 labels.apply(self.layout, &mut alert.row);
             }
             self.stats.per_input[origin].written += 1;
-            self.docs.merge(&alert.schema, &mut self.stats);
+            self.docs.merge(&alert.writer, &mut self.stats);
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
-            self.new_candids.push(alert.candid);
+            self.new_candids.push(alert.id);
             let alert_row = self.take_history(&alert, full);
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
@@ -639,18 +640,19 @@ impl Collector<'_> {
 #[derive(Clone)]
 struct ColumnDocs {
     docs: Vec<Option<String>>,
-    seen: HashSet<*const AlertSchema>,
+    /// The writer schemas merged, by address: each is merged once.
+    seen: HashSet<*const ()>,
 }
 
 impl ColumnDocs {
-    fn merge(&mut self, schema: &Arc<AlertSchema>, stats: &mut Stats) {
-        if !self.seen.insert(Arc::as_ptr(schema)) {
+    fn merge(&mut self, schema: &Arc<dyn WriterSchema>, stats: &mut Stats) {
+        if !self.seen.insert(Arc::as_ptr(schema).cast::<()>()) {
             return;
         }
-        for (column, doc) in &schema.docs {
+        for (column, doc) in schema.docs() {
             self.docs[*column].get_or_insert_with(|| doc.clone());
         }
-        for field in &schema.unmapped {
+        for field in schema.unmapped() {
             if !stats.unmapped_fields.contains(field) {
                 stats.unmapped_fields.push(field.clone());
             }
@@ -668,7 +670,7 @@ impl ColumnDocs {
 /// The store cannot be read or written, or `--strict` met a reject; the committed store is then
 /// exactly as it was.
 pub fn build(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress) -> Result<Stats, BuildError> {
-    let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append, &TABLES)?;
+    let mut transaction = Transaction::begin(&config.output, config.requested, Purpose::Append, config.survey.tables())?;
     if let Err(error) = check_labels(config, &transaction) {
         transaction.abandon();
         return Err(error);
@@ -694,7 +696,7 @@ type Outcome = (Stats, Option<Commit>);
 fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, transaction: &mut Transaction) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     let started_at = utc_now();
-    let layout = crate::survey::ztf::tables::catalog();
+    let layout = config.survey.tables().catalog;
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan, keep_masked: settings.keep_masked };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
@@ -727,13 +729,13 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
-    let decoder = Decoder::new(spec).with_lightcurves(settings.lightcurves);
+    let decoder = config.survey.decoder(spec, settings.lightcurves);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a
     // decode thread has batches read and decoded on the pool; this thread puts the alerts in
     // order and compresses and writes each chunk as it fills.
     let outcome = std::thread::scope(|threads| -> Result<(), BuildError> {
         let (decoded_tx, decoded_rx) = sync_channel::<Vec<Decoded>>(2);
-        let decoder = &decoder;
+        let decoder = decoder.as_ref();
         threads.spawn(move || decode_stage(&items, decoder, pool, &decoded_tx));
         let mut full = Vec::new();
         for batch in decoded_rx {
@@ -847,7 +849,7 @@ fn join_reader(reader: std::thread::JoinHandle<()>) -> Result<(), BuildError> {
 }
 
 /// Decode batches of items on the pool, in order, until the inputs end or the consumer stops.
-fn decode_stage(items: &Receiver<Item>, decoder: &Decoder, pool: &rayon::ThreadPool, decoded: &SyncSender<Vec<Decoded>>) {
+fn decode_stage(items: &Receiver<Item>, decoder: &dyn Decode, pool: &rayon::ThreadPool, decoded: &SyncSender<Vec<Decoded>>) {
     // The first batches are small so that ordering and writing start early instead of waiting
     // for a whole batch: then they overlap the decoding of the rest, even for a few hundred alerts.
     let mut size = FIRST_BATCH;
@@ -895,7 +897,7 @@ fn into_decoded(item: Item, size: u64, results: Vec<Result<Alert, Reject>>) -> D
 }
 
 /// Read (if still to be read) and decode one item; returns its size in bytes and its alerts.
-fn decode_item(decoder: &Decoder, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
+fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
     match &item.payload {
         Payload::Mark(_) => return (0, Vec::new()),
         Payload::Rejected(reject) => return (0, vec![Err(reject.clone())]),
@@ -923,7 +925,7 @@ fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Aler
         .index_of("schemavsn")
         .and_then(|c| layout.read_str(&alert.row, c))
         .filter(|v| !v.is_empty())
-        .or_else(|| alert.schema.version.clone())
+        .or_else(|| alert.writer.version().map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
     *versions.entry(version).or_default() += 1;
 }

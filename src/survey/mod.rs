@@ -1,8 +1,109 @@
 //! Surveys: what an alert packet of one survey is, and how it becomes a catalog row, stamps and
-//! history rows. Today one survey, ZTF (`ztf/`). This file holds what every survey gives back:
-//! a [`Reject`] when an input, or one record in it, cannot be stored, with its [`RejectKind`].
+//! history rows. Today one survey, ZTF (`ztf/`). This file is the seam the rest of the tool sees:
+//! a [`Survey`] declares its store ([`Tables`]) and makes a [`Decode`]r, which gives back, per
+//! input, an [`Alert`] or a [`Reject`] with its [`RejectKind`].
 
 pub mod ztf;
+
+use std::sync::Arc;
+
+use crate::table::Tables;
+
+/// One survey: what its store holds, and how its packets are read.
+pub trait Survey: Sync + std::fmt::Debug {
+    /// Its name, as stores record it (`ztf`).
+    fn name(&self) -> &'static str;
+
+    /// What its store holds: the catalog, the light-curve tables, the stamps.
+    fn tables(&self) -> &'static Tables;
+
+    /// A decoder cutting stamps as `spec` says, reading alerts' histories into light-curve rows
+    /// or not.
+    fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode>;
+}
+
+/// Reads one input's bytes into alerts; shared by the worker threads.
+pub trait Decode: Send + Sync {
+    /// Every alert record of the input named `name`, each an alert or inside a reject.
+    fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>>;
+}
+
+/// The surveys this tool reads.
+pub static SURVEYS: [&(dyn Survey + 'static); 1] = [&ztf::Ztf];
+
+/// The survey named `name`, if this tool reads it.
+#[must_use]
+pub fn by_name(name: &str) -> Option<&'static dyn Survey> {
+    SURVEYS.iter().copied().find(|survey| survey.name() == name)
+}
+
+/// How stamps are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampSpec {
+    /// Side of the stored stamp: the centre `[start, start + size)` of the cutout's frame.
+    pub size: usize,
+    /// Keep NaN pixels (and fill with NaN) instead of 0.
+    pub keep_nan: bool,
+    /// Keep the survey's masked-pixel value as it is instead of storing the fill. By default a
+    /// masked pixel is missing data like NaN: −3.4e38 in a training batch overflows any loss.
+    pub keep_masked: bool,
+}
+
+impl StampSpec {
+    /// Pixels in one stamp.
+    #[must_use]
+    pub fn pixels(&self) -> usize {
+        self.size * self.size
+    }
+
+    /// The value of a missing pixel.
+    #[must_use]
+    pub fn fill(&self) -> f32 {
+        if self.keep_nan {
+            f32::NAN
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What the writer of some alerts says of the catalog's columns.
+pub trait WriterSchema: Send + Sync + std::fmt::Debug {
+    /// Descriptions of the catalog columns it documents, by column index.
+    fn docs(&self) -> &[(usize, String)];
+    /// Fields it has that the catalog has no column for.
+    fn unmapped(&self) -> &[String];
+    /// Its version, if it gives one.
+    fn version(&self) -> Option<&str>;
+}
+
+/// One decoded alert, ready to be stored.
+#[derive(Debug)]
+pub struct Alert {
+    /// The alert's id: the store's unique key.
+    pub id: i64,
+    /// The packed catalog row.
+    pub row: Vec<u8>,
+    /// Three stamps (science, template, difference), each `size²` pixels, row-major.
+    pub stamps: Vec<f32>,
+    /// The writer schema it was decoded with (for column docs).
+    pub writer: Arc<dyn WriterSchema>,
+    /// Columns whose string value was longer than the column and was cut.
+    pub truncated: Vec<String>,
+    /// Its history as light-curve rows (None when the decoder reads no light curves).
+    pub history: Option<History>,
+}
+
+/// The packed history rows of one alert, in the layouts of the survey's light-curve tables.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// The alert's own time (ZTF: its candidate's jd), which orders alerts for forced photometry.
+    pub jd: f64,
+    /// Rows of `lightcurves/epochs`: the earlier epochs, then the alert's own.
+    pub epochs: Vec<u8>,
+    /// Rows of `lightcurves/forced`: forced photometry.
+    pub forced: Vec<u8>,
+}
 
 /// Why an input, or one record in it, is not stored: one class per reason, named in the
 /// summary and in `rejects.jsonl`; `docs/limits.md` says when each one happens.
@@ -100,6 +201,16 @@ impl Reject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_survey_is_found_by_the_name_its_stores_record() {
+        for survey in SURVEYS {
+            let found = by_name(survey.name()).expect("found by its own name");
+            assert_eq!(found.tables().survey, survey.name(), "its tables name it");
+        }
+        assert_eq!(by_name("ztf").map(Survey::name), Some("ztf"));
+        assert!(by_name("lsst").is_none(), "a survey this tool does not read");
+    }
 
     /// `docs/limits.md` is where users look a kind up: every kind has its row there, and every
     /// kind named in its tables is one the tool gives.

@@ -15,6 +15,7 @@ use libdeflater::Decompressor;
 use thiserror::Error;
 
 use crate::formats::fits::{self, FitsError};
+pub use crate::survey::StampSpec;
 
 /// Side of a full ZTF cutout.
 pub const FRAME: usize = 63;
@@ -40,34 +41,6 @@ pub const STAMP_FLAGS: [(u8, &str); 4] =
     [(FLAG_EDGE_PLACED, "edge_placed"), (FLAG_HAD_NAN, "had_nan"), (FLAG_EDGE_GUESSED, "edge_guessed"), (FLAG_MASKED, "masked_pixels")];
 /// Pixels at or below this are ZTF's masked-pixel marker, not data.
 pub const MASKED_AT_OR_BELOW: f32 = -1e30;
-
-/// How stamps are cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StampSpec {
-    /// Side of the stored stamp (odd, ≤ 63): the crop `[start, start + size)` with `start = (63 − size) / 2`.
-    pub size: usize,
-    /// Keep NaN pixels (and fill with NaN) instead of 0.
-    pub keep_nan: bool,
-    /// Keep ZTF's masked-pixel value as it is instead of storing the fill. By default a masked
-    /// pixel is missing data like NaN: −3.4e38 in a training batch overflows any loss.
-    pub keep_masked: bool,
-}
-
-impl StampSpec {
-    /// Pixels in one stamp.
-    #[must_use]
-    pub fn pixels(&self) -> usize {
-        self.size * self.size
-    }
-
-    fn fill(&self) -> f32 {
-        if self.keep_nan {
-            f32::NAN
-        } else {
-            0.0
-        }
-    }
-}
 
 /// Why a cutout could not become a stamp.
 #[derive(Debug, Error, Clone, PartialEq)]

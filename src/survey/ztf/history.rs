@@ -6,23 +6,13 @@
 
 use super::scalar;
 use crate::formats::avro::{AvroError, Cursor, Field, Node, Schema};
+pub use crate::survey::History;
 use crate::table::{Dtype, Layout, Packed, Scalar};
 
 /// `kind` of a row with a candid.
 pub const DETECTION: &str = "detection";
 /// `kind` of a row without one.
 pub const UPPER_LIMIT: &str = "upper_limit";
-
-/// The packed history rows of one alert.
-#[derive(Debug, Default, Clone)]
-pub struct History {
-    /// The alert's own jd (its candidate's), which orders alerts for forced photometry.
-    pub jd: f64,
-    /// Rows of `lightcurves/epochs`: the prv_candidates, then the candidate itself.
-    pub epochs: Vec<u8>,
-    /// Rows of `lightcurves/forced`: the fp_hists.
-    pub forced: Vec<u8>,
-}
 
 /// History rows reserved at most per array block read.
 const RESERVE_ROWS: usize = 64;

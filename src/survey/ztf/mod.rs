@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
-use crate::survey::{Reject, RejectKind};
+use crate::survey::{Alert, Decode, Reject, RejectKind, Survey, WriterSchema};
+use crate::table::Tables;
 use crate::table::{Layout, Packed, Scalar};
 pub use cutout::{Position, StampSpec};
 use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
@@ -29,21 +30,43 @@ use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
 /// The three cutouts, in stamp channel order.
 pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
 
-/// One decoded alert, ready to be stored.
-#[derive(Debug)]
-pub struct Alert {
-    /// Candidate ID: the store's unique key.
-    pub candid: i64,
-    /// The packed catalog row.
-    pub row: Vec<u8>,
-    /// Three stamps (science, template, difference), each `size²` pixels, row-major.
-    pub stamps: Vec<f32>,
-    /// The writer schema it was decoded with (for column docs).
-    pub schema: Arc<AlertSchema>,
-    /// Columns whose string value was longer than the column and was cut.
-    pub truncated: Vec<String>,
-    /// Its history as light-curve rows (None when the decoder reads no light curves).
-    pub history: Option<History>,
+/// The Zwicky Transient Facility's public alerts: Avro object containers, each decoded with its
+/// own writer schema, with three gzip'd FITS cutouts and the candidate's history.
+#[derive(Debug, Clone, Copy)]
+pub struct Ztf;
+
+impl Survey for Ztf {
+    fn name(&self) -> &'static str {
+        tables::TABLES.survey
+    }
+
+    fn tables(&self) -> &'static Tables {
+        &tables::TABLES
+    }
+
+    fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode> {
+        Box::new(Decoder::new(spec).with_lightcurves(lightcurves))
+    }
+}
+
+impl Decode for Decoder {
+    fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>> {
+        Decoder::decode_file(self, name, bytes)
+    }
+}
+
+impl WriterSchema for AlertSchema {
+    fn docs(&self) -> &[(usize, String)] {
+        &self.docs
+    }
+
+    fn unmapped(&self) -> &[String] {
+        &self.unmapped
+    }
+
+    fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
 }
 
 /// The reject of a file or block whose Avro does not decode.
@@ -623,7 +646,7 @@ impl Decoder {
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
         let source = tail_chars(name, columns.source_chars);
         let _ = self.layout.pack(&mut row, columns.source, Scalar::Str(source.as_bytes()));
-        Ok(Alert { candid, row, stamps, schema: Arc::clone(compiled), truncated, history: None })
+        Ok(Alert { id: candid, row, stamps, writer: Arc::clone(compiled) as Arc<dyn WriterSchema>, truncated, history: None })
     }
 
     fn read_f32(&self, row: &[u8], col: usize) -> Option<f32> {
