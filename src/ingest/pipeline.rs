@@ -25,7 +25,8 @@ use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, Stor
 use crate::survey::ztf::cutout::STAMP_FLAGS;
 use crate::survey::{Alert, Decode, StampSpec, Survey, WriterSchema};
 use crate::survey::{Reject, RejectKind};
-use crate::table::Layout;
+use crate::table::{Layout, TableRole};
+use store::arrays::Source;
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
 /// far slower than 512), small enough to bound memory (archive members wait here as bytes).
@@ -150,46 +151,28 @@ enum Feed {
     CarriedEpochs,
     /// The rows of forced photometry it carried.
     CarriedForced,
-    /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row
-    /// (UTF-32 cells written as variable-length UTF-8 when the array's cells are strings).
+    /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row of
+    /// `row_bytes` (UTF-32 cells written as variable-length UTF-8 when the array's cells are
+    /// strings).
     Column {
-        table: TableRows,
+        table: TableRole,
+        row_bytes: usize,
         offset: usize,
         width: usize,
     },
 }
 
-/// Which packed rows a light-curve column takes its cells from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TableRows {
-    /// The alert's new detections and upper limits.
-    Epochs,
-    /// Its new forced-photometry epochs.
-    Forced,
-    /// Its row of `lightcurves/alerts`.
-    Alerts,
-    /// The object index: its rows come at the end of the build.
-    Objects,
-}
-
 impl Feed {
-    fn for_array(spec: &store::arrays::ArraySpec) -> Option<Feed> {
-        if let Some(column) = spec.column_of {
-            let table = match column.table {
-                store::EPOCHS => TableRows::Epochs,
-                store::FORCED => TableRows::Forced,
-                store::HISTORY => TableRows::Alerts,
-                store::OBJECTS => TableRows::Objects,
-                _ => return None,
-            };
-            return Some(Feed::Column { table, offset: column.offset, width: column.width });
-        }
-        match spec.name.as_str() {
-            store::CATALOG => Some(Feed::Catalog),
-            store::STAMPS => Some(Feed::Stamps),
-            store::HISTORY_EPOCHS => Some(Feed::CarriedEpochs),
-            store::HISTORY_FORCED => Some(Feed::CarriedForced),
-            _ => None,
+    /// How the array declared by `spec` is fed: its declared source.
+    fn for_array(spec: &store::arrays::ArraySpec) -> Feed {
+        match spec.source {
+            Source::CatalogRow => Feed::Catalog,
+            Source::Stamps => Feed::Stamps,
+            Source::Carried(TableRole::Forced) => Feed::CarriedForced,
+            Source::Carried(_) => Feed::CarriedEpochs,
+            Source::Column(column) => {
+                Feed::Column { table: column.role, row_bytes: column.row_bytes, offset: column.offset, width: column.width }
+            }
         }
     }
 
@@ -203,13 +186,13 @@ impl Feed {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
             Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
-            Feed::Column { table, .. } => {
+            Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
-                    TableRows::Alerts if alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
-                    TableRows::Alerts => alert_row,
-                    TableRows::Epochs | TableRows::Forced | TableRows::Objects => &[],
+                    TableRole::Alerts if alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
+                    TableRole::Alerts => alert_row,
+                    TableRole::Epochs | TableRole::Forced | TableRole::Objects => &[],
                 };
-                (rows.into(), Some(table.itemsize()))
+                (rows.into(), Some(row_bytes))
             }
         }
     }
@@ -226,20 +209,9 @@ impl Feed {
         match self {
             Feed::CarriedEpochs => Some((&added.carried_epochs, None)),
             Feed::CarriedForced => Some((&added.carried_forced, None)),
-            Feed::Column { table: table @ TableRows::Epochs, .. } => Some((&added.epochs, Some(table.itemsize()))),
-            Feed::Column { table: table @ TableRows::Forced, .. } => Some((&added.forced, Some(table.itemsize()))),
+            Feed::Column { table: TableRole::Epochs, row_bytes, .. } => Some((&added.epochs, Some(row_bytes))),
+            Feed::Column { table: TableRole::Forced, row_bytes, .. } => Some((&added.forced, Some(row_bytes))),
             _ => None,
-        }
-    }
-}
-
-impl TableRows {
-    fn itemsize(self) -> usize {
-        match self {
-            TableRows::Epochs => crate::survey::ztf::tables::epochs().itemsize(),
-            TableRows::Forced => crate::survey::ztf::tables::forced().itemsize(),
-            TableRows::Alerts => lightcurves::alerts_layout().itemsize(),
-            TableRows::Objects => lightcurves::objects_layout().itemsize(),
         }
     }
 }
@@ -532,10 +504,9 @@ impl Collector<'_> {
     /// Add the build's segment of the object index to its columns, once every alert is taken.
     fn index_objects(&mut self, full: &mut Vec<ChunkBuffer>) {
         let rows = self.lightcurves.as_ref().map(LightCurves::index_rows).unwrap_or_default().concat();
-        let itemsize = TableRows::Objects.itemsize();
         for position in 0..self.chunks.len() {
-            if matches!(self.chunks[position].1, Feed::Column { table: TableRows::Objects, .. }) {
-                self.push_cells(position, &rows, itemsize, full);
+            if let Feed::Column { table: TableRole::Objects, row_bytes, .. } = self.chunks[position].1 {
+                self.push_cells(position, &rows, row_bytes, full);
             }
         }
     }
@@ -825,7 +796,7 @@ fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
         .enumerate()
         .map(|(array, spec)| {
             let rows_before = transaction.committed_rows(array);
-            let feed = Feed::for_array(spec).unwrap_or_else(|| unreachable!("every declared array has a feed: {}", spec.name));
+            let feed = Feed::for_array(spec);
             let chunk = match partials.iter().position(|p| p.array == array) {
                 Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec),
                 None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec),

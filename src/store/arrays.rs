@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::codec::ChunkFilter;
 use super::Settings;
 pub use crate::table::Rows;
-use crate::table::Tables;
+use crate::table::{TableRole, Tables};
 
 /// What one row of an array is in its chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,28 @@ pub enum Cell {
 pub struct ColumnOf {
     /// The table's group (`lightcurves/epochs`).
     pub table: &'static str,
+    /// Which rows the table takes.
+    pub role: TableRole,
+    /// Bytes of one packed row of the table.
+    pub row_bytes: usize,
     /// The cell's offset in the packed row.
     pub offset: usize,
     /// The cell's width in the packed row.
     pub width: usize,
+}
+
+/// Where an array's rows come from in a build: declared with the array, so that the build
+/// routes rows by the declaration rather than by the array's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Each alert's packed catalog row.
+    CatalogRow,
+    /// Each alert's stamps.
+    Stamps,
+    /// The rows of a light-curve table (epochs or forced) that each alert carried.
+    Carried(TableRole),
+    /// A column of a light-curve table.
+    Column(ColumnOf),
 }
 
 /// One array of the store.
@@ -42,8 +60,8 @@ pub struct ArraySpec {
     pub row_bytes: usize,
     /// What a row is in the chunks.
     pub cell: Cell,
-    /// For a column of a light-curve table: where its cells are in the table's packed rows.
-    pub column_of: Option<ColumnOf>,
+    /// Where its rows come from in a build.
+    pub source: Source,
     /// Rows per chunk.
     pub chunk_rows: usize,
     /// The Zarr `dtype` value.
@@ -129,7 +147,7 @@ impl ArraySpec {
 pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
     let group_doc = |group: &str| key.strip_prefix(group).is_some_and(|rest| rest == "/.zgroup" || rest == "/.zattrs");
     group_doc(super::metadata::LIGHTCURVES)
-        || arrays.iter().filter_map(|a| a.column_of).any(|c| group_doc(c.table))
+        || arrays.iter().filter_map(|a| if let Source::Column(c) = a.source { Some(c) } else { None }).any(|c| group_doc(c.table))
         || arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
 }
 

@@ -4,10 +4,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::arrays::{declared, ArraySpec, Cell, ColumnOf};
+use super::arrays::{declared, ArraySpec, Cell, ColumnOf, Source};
 use super::codec::ChunkFilter;
 use super::{Settings, SPLITS};
-use crate::table::{Dtype, Rows, TableGroup, Tables};
+use crate::table::{Dtype, Rows, TableGroup, TableRole, Tables};
 
 /// Name of the stamps array.
 pub const STAMPS: &str = "stamps";
@@ -136,7 +136,7 @@ pub fn stamps_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
         row_shape: vec![3, s, s],
         row_bytes: 3 * s * s * 4,
         cell: Cell::Fixed,
-        column_of: None,
+        source: Source::Stamps,
         chunk_rows: settings.chunk_rows,
         dtype: json!("<f4"),
         filter: settings.stamp_filter.into(),
@@ -167,7 +167,7 @@ pub fn catalog_spec(settings: &Settings, tables: &Tables, column_docs: &[String]
         row_shape: Vec::new(),
         row_bytes: layout.itemsize(),
         cell: Cell::Fixed,
-        column_of: None,
+        source: Source::CatalogRow,
         chunk_rows: settings.chunk_rows,
         dtype: Value::Array(fields),
         filter: ChunkFilter::None,
@@ -205,7 +205,13 @@ pub fn column_spec(table: &TableGroup, index: usize, settings: &Settings) -> Arr
             Cell::Utf8 { max_bytes } => max_bytes,
         },
         cell,
-        column_of: Some(ColumnOf { table: table.name, offset: column.offset, width: column.dtype.size() }),
+        source: Source::Column(ColumnOf {
+            table: table.name,
+            role: table.role,
+            row_bytes: table.layout.itemsize(),
+            offset: column.offset,
+            width: column.dtype.size(),
+        }),
         chunk_rows,
         dtype,
         filter,
@@ -231,20 +237,20 @@ const STRING_CHUNK_FACTOR: usize = 64;
 pub fn lightcurve_specs(settings: &Settings, tables: &Tables) -> Vec<ArraySpec> {
     let mut specs: Vec<ArraySpec> =
         tables.lightcurves.iter().flat_map(|table| (0..table.layout.columns().len()).map(|i| column_spec(table, i, settings))).collect();
-    specs.push(carried(HISTORY_EPOCHS, EPOCHS, "history_epoch", settings));
-    specs.push(carried(HISTORY_FORCED, FORCED, "history_forced_epoch", settings));
+    specs.push(carried(HISTORY_EPOCHS, EPOCHS, TableRole::Epochs, "history_epoch", settings));
+    specs.push(carried(HISTORY_FORCED, FORCED, TableRole::Forced, "history_forced_epoch", settings));
     specs
 }
 
 /// A 1-D int64 array of rows of `table` that alerts carried: alert i's are entries
 /// `start .. start+count` (its `lightcurves/alerts` row says where).
-fn carried(name: &str, table: &str, dimension: &str, settings: &Settings) -> ArraySpec {
+fn carried(name: &str, table: &str, role: TableRole, dimension: &str, settings: &Settings) -> ArraySpec {
     ArraySpec {
         name: name.into(),
         row_shape: Vec::new(),
         row_bytes: 8,
         cell: Cell::Fixed,
-        column_of: None,
+        source: Source::Carried(role),
         chunk_rows: settings.chunk_rows * 8,
         dtype: json!("<i8"),
         filter: ChunkFilter::None,

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 pub mod tables;
 
-pub use tables::{Rows, StampsDeclared, TableGroup, Tables};
+pub use tables::{Rows, StampsDeclared, TableGroup, TableRole, Tables};
 
 /// A numpy dtype that a catalog column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,11 +29,26 @@ pub enum Rows {
     Own,
 }
 
+/// What a light-curve table is to a build: which rows it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableRole {
+    /// Detections and upper limits: the new epochs of the alerts' histories.
+    Epochs,
+    /// Forced photometry: the new forced epochs.
+    Forced,
+    /// The object index: its rows come at the end of a build.
+    Objects,
+    /// Where each alert's own history is: one row per alert.
+    Alerts,
+}
+
 /// One light-curve table: a group of column arrays sharing one dimension.
 #[derive(Debug, Clone, Copy)]
 pub struct TableGroup {
     /// The group's key (`lightcurves/epochs`).
     pub name: &'static str,
+    /// Which rows it takes.
+    pub role: TableRole,
     /// Its columns.
     pub layout: &'static Layout,
     /// Its rows: its own, or one per alert.

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use super::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED, FRAME};
 use crate::table::tables::{EPOCHS, FORCED, HISTORY, OBJECTS};
-use crate::table::{Layout, Rows, StampsDeclared, TableGroup, Tables};
+use crate::table::{Layout, Rows, StampsDeclared, TableGroup, TableRole, Tables};
 
 const CATALOG_TSV: &str = include_str!("../../../schemas/catalog.tsv");
 const EPOCHS_TSV: &str = include_str!("../../../schemas/epochs.tsv");
@@ -102,6 +102,7 @@ impl std::ops::Deref for LazyTables {
             lightcurves: [
                 TableGroup {
                     name: EPOCHS,
+                    role: TableRole::Epochs,
                     layout: epochs(),
                     rows: Rows::Own,
                     dimension: "epoch",
@@ -109,6 +110,7 @@ impl std::ops::Deref for LazyTables {
                 },
                 TableGroup {
                     name: FORCED,
+                    role: TableRole::Forced,
                     layout: forced(),
                     rows: Rows::Own,
                     dimension: "forced_epoch",
@@ -116,6 +118,7 @@ impl std::ops::Deref for LazyTables {
                 },
                 TableGroup {
                     name: OBJECTS,
+                    role: TableRole::Objects,
                     layout: objects_layout(),
                     rows: Rows::Own,
                     dimension: "object_range",
@@ -123,6 +126,7 @@ impl std::ops::Deref for LazyTables {
                 },
                 TableGroup {
                     name: HISTORY,
+                    role: TableRole::Alerts,
                     layout: alerts_layout(),
                     rows: Rows::PerAlert,
                     dimension: "alert",
