@@ -192,12 +192,17 @@ pub struct BuildArgs {
     pub wait: WaitArg,
 }
 
-/// `--wait[=SECONDS]`, for every command that writes a store.
+/// `--wait[=SECONDS]` and `--single-writer`, for every command that writes a store.
 #[derive(Debug, Args)]
 pub struct WaitArg {
     /// If another ztf2zarr is writing the store, wait for it (at most SECONDS, if given) instead of stopping at once.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
     pub wait: Option<Option<u64>>,
+
+    /// Write a store on an object store that cannot replace an object conditionally (If-Match), which is otherwise
+    /// refused: you promise that no two ztf2zarr write it at once (docs/appending.md).
+    #[arg(long)]
+    pub single_writer: bool,
 }
 
 /// Where labels come from and how classes map to codes.

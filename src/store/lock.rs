@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::storage::{Conditional, Version};
 use super::{Storage, StoreError};
 
 /// The lock object of a store on object storage.
@@ -153,6 +154,10 @@ impl StoreLock {
 #[derive(Debug)]
 pub struct ObjectLock {
     storage: Arc<dyn Storage>,
+    /// What the object says (its holder).
+    me: String,
+    /// The version this writer last wrote.
+    version: Version,
 }
 
 impl ObjectLock {
@@ -163,18 +168,45 @@ impl ObjectLock {
     /// The lock object is still there when the wait ends, or it cannot be created.
     pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait) -> Result<ObjectLock, StoreError> {
         let me = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
+        let mut version = Version::default();
         take_waiting(store, wait, POLL * 10, || {
-            if storage.put_if_absent(OBJECT_LOCK, me.as_bytes())? {
+            if let Conditional::Written(written) = storage.put_if(OBJECT_LOCK, me.as_bytes(), None)? {
+                version = written;
                 return Ok(None);
             }
-            let holder = match storage.get(OBJECT_LOCK) {
-                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
-                _ => "a writer that has just finished".into(),
+            let (holder, found) = match storage.get_versioned(OBJECT_LOCK) {
+                Ok(Some((bytes, found))) => (String::from_utf8_lossy(&bytes).trim().to_string(), found),
+                _ => ("a writer that has just finished".into(), Version::default()),
             };
             // Our create succeeded but its answer was lost, and the retry found our own lock.
-            Ok((holder != me).then_some(holder))
+            if holder == me {
+                version = found;
+                return Ok(None);
+            }
+            Ok(Some(holder))
         })?;
-        Ok(ObjectLock { storage })
+        Ok(ObjectLock { storage, me, version })
+    }
+
+    /// Whether the store can fence a writer whose lock was taken from it: rewrites the lock
+    /// object conditionally on the version this writer created, which needs the conditional
+    /// update (`If-Match`) that the commit point is written with.
+    ///
+    /// # Errors
+    /// The lock object was removed or replaced since it was created, or it cannot be written.
+    pub fn can_fence(&mut self, store: &Path) -> Result<bool, StoreError> {
+        match self.storage.put_if(OBJECT_LOCK, self.me.as_bytes(), Some(&self.version))? {
+            Conditional::Written(version) => {
+                self.version = version;
+                Ok(true)
+            }
+            Conditional::Unsupported => Ok(false),
+            Conditional::Conflict => Err(StoreError::Fenced {
+                store: store.display().to_string(),
+                what: "this writer's lock was removed or replaced as soon as it was taken".into(),
+                kept: "nothing was written".into(),
+            }),
+        }
     }
 }
 

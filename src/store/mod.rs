@@ -109,6 +109,21 @@ pub enum StoreError {
     /// A `label` or `split` of this store was killed before it finished.
     #[error("`{store}`: {reason}")]
     Interrupted { store: String, reason: String },
+    /// Another writer took the store over while this one ran (its lock was removed): this one's
+    /// conditional write of its marker or of the commit point was refused.
+    #[error(
+        "`{store}`: another writer has taken the store over since this one began ({what}); {kept}, and the store is as the \
+         other writer left it: run the same command again"
+    )]
+    Fenced { store: String, what: String, kept: String },
+    /// The object store cannot replace an object conditionally, so a writer whose lock was
+    /// removed could not be stopped from overwriting another's commit.
+    #[error(
+        "`{store}`: this object store cannot replace an object only if it is unchanged (a conditional PUT with If-Match), \
+         which is how a writer whose lock was removed is kept from overwriting another writer's commit; if no two ztf2zarr \
+         ever write this store at once, give --single-writer to write it without that protection"
+    )]
+    NoFencing { store: String },
 }
 
 /// How to break a lock left by a killed writer: only object stores keep one (a local lock dies
@@ -156,6 +171,8 @@ pub struct Requested {
     pub zstd_level: Option<i32>,
     /// `--no-lightcurves`
     pub no_lightcurves: bool,
+    /// `--single-writer`: write an object store that cannot fence a stale writer.
+    pub single_writer: bool,
 }
 
 /// The layout settings of a store.
@@ -332,7 +349,22 @@ pub struct Transaction {
     rewrote: std::sync::atomic::AtomicBool,
     /// For a new local store: whether its folder was there before (else an abandoned build removes it).
     folder_existed: bool,
+    /// What the conditional writes of this change expect (None: a local store, or an object
+    /// store written with `--single-writer`).
+    fence: Option<Fence>,
     _lock: Held,
+}
+
+/// The versions a change on object storage saw when it began. Its marker and its commit point
+/// are written only if they are still these: another writer that took the store over (after its
+/// lock was removed) has replaced the marker when it finished this one's leftovers, and has
+/// replaced `.zmetadata` when it committed.
+#[derive(Debug)]
+struct Fence {
+    /// `.zmetadata` as this change read it (None: a new store).
+    commit_point: Option<storage::Version>,
+    /// The marker as this change wrote it.
+    marker: storage::Version,
 }
 
 /// The writer lock held for a transaction.
@@ -372,10 +404,15 @@ impl Transaction {
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
     pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
         let mut folder_existed = true;
+        let mut fencing = false;
         let (storage, lock) = if is_url(target) {
             let storage = open_storage(target)?;
             refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
-            let lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait)?;
+            let mut lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait)?;
+            if !lock.can_fence(target)? && !requested.single_writer {
+                return Err(StoreError::NoFencing { store: target.display().to_string() });
+            }
+            fencing = !requested.single_writer;
             (storage, Held::Object { _lock: lock })
         } else {
             let resolved = resolve_target(target, purpose)?;
@@ -389,6 +426,8 @@ impl Transaction {
             (storage, Held::Local { _lock: lock })
         };
         recover(storage.as_ref(), purpose)?;
+        // Before the read: a commit made between the two then fails this change's commit, safely.
+        let commit_point = if fencing { storage.version(".zmetadata")? } else { None };
         let reader = open_existing(&storage)?;
         if reader.as_ref().is_some_and(StoreReader::has_legacy_lightcurves) {
             return Err(StoreError::Incompatible { store: target.to_path_buf(), reason: LEGACY_LIGHTCURVES.into() });
@@ -429,8 +468,9 @@ impl Transaction {
             "objects": [],
             "metadata": [],
         });
-        storage.put(PENDING, pretty(&pending).as_bytes())?;
+        let marker = storage.put_versioned(PENDING, pretty(&pending).as_bytes())?;
         storage.flush()?;
+        let fence = fencing.then_some(Fence { commit_point, marker });
         let committed = match &reader {
             Some(reader) => Some(read_committed(reader, storage.as_ref(), purpose, number)?),
             None => None,
@@ -447,6 +487,7 @@ impl Transaction {
             extra_written: Mutex::new(Vec::new()),
             rewrote: std::sync::atomic::AtomicBool::new(false),
             folder_existed,
+            fence,
             _lock: lock,
         })
     }
@@ -666,7 +707,7 @@ impl Transaction {
         let files = metadata.files();
         self.pending["objects"] = json!(objects.iter().map(|(k, _)| k).collect::<Vec<_>>());
         self.pending["metadata"] = json!(files.iter().map(|(k, _)| k).collect::<Vec<_>>());
-        self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
+        self.put_marker()?;
         for (key, bytes) in &objects {
             self.storage.put(key, bytes)?;
         }
@@ -676,12 +717,50 @@ impl Transaction {
         self.storage.put_all(&documents)?;
         self.storage.flush()?;
         fault_point("before-consolidated");
-        self.storage.put(".zmetadata", pretty(&metadata::consolidated(&files)).as_bytes())?;
+        self.put_commit_point(pretty(&metadata::consolidated(&files)).as_bytes(), &files)?;
         self.storage.flush()?;
         fault_point("after-publish");
         fault_point("after-commit");
         self.tidy(committed.as_ref(), &files);
         Ok(())
+    }
+
+    /// Rewrite the marker with what the commit will write, the first write of the commit. On
+    /// object storage only if it is still the marker this change wrote: a writer that took the
+    /// store over has deleted it (finishing this change as a killed one) or replaced it.
+    fn put_marker(&self) -> Result<(), StoreError> {
+        let bytes = pretty(&self.pending);
+        let Some(fence) = &self.fence else { return Ok(self.storage.put(PENDING, bytes.as_bytes())?) };
+        match self.storage.put_if(PENDING, bytes.as_bytes(), Some(&fence.marker))? {
+            storage::Conditional::Written(_) => Ok(()),
+            storage::Conditional::Conflict | storage::Conditional::Unsupported => Err(self.fenced(
+                "its lock was removed while this one ran, and the other writer has replaced this one's write-in-progress marker",
+                "nothing of this run was committed or written since",
+            )),
+        }
+    }
+
+    /// Write `.zmetadata`, the commit point. On object storage only if it is still the one this
+    /// change read when it began: else another writer committed in between, and its commit
+    /// stands. The metadata documents this change wrote are then put back as that commit has
+    /// them.
+    fn put_commit_point(&self, bytes: &[u8], files: &[(String, Value)]) -> Result<(), StoreError> {
+        let Some(fence) = &self.fence else { return Ok(self.storage.put(".zmetadata", bytes)?) };
+        match self.storage.put_if(".zmetadata", bytes, fence.commit_point.as_ref())? {
+            storage::Conditional::Written(_) => Ok(()),
+            storage::Conditional::Conflict | storage::Conditional::Unsupported => {
+                let restored = restore_metadata(self.storage.as_ref(), files.iter().map(|(key, _)| key.as_str()));
+                let kept = match restored {
+                    Ok(()) => "nothing of this run was committed (its metadata documents were put back as the other writer's commit has them)".to_string(),
+                    Err(error) => format!("nothing of this run was committed, but its metadata documents could not be put back ({error}): run `ztf2zarr verify`"),
+                };
+                Err(self.fenced("its lock was removed while this one ran, and the other writer committed first", &kept))
+            }
+        }
+    }
+
+    fn fenced(&self, what: &str, kept: &str) -> StoreError {
+        StoreError::Fenced { store: self.storage.location(), what: what.into(), kept: kept.into() }
     }
 
     /// Rows of every array with rows of its own after this change: what the change says, else
@@ -803,13 +882,21 @@ impl Purpose {
     }
 }
 
-/// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it: lets the
-/// tests check that a build killed there leaves a readable store and completes on a re-run.
+/// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it, or stop it
+/// with SIGSTOP when it names `stop-` and the point: lets the tests check that a build killed
+/// there leaves a readable store and completes on a re-run, and that one paused there (slow but
+/// alive) cannot overwrite what another writer did meanwhile.
 fn fault_point(name: &str) {
-    if std::env::var_os("ZTF2ZARR_FAULT").is_some_and(|v| v == name) {
-        // SAFETY: sending a signal to ourselves; nothing is shared.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
+    let Some(fault) = std::env::var_os("ZTF2ZARR_FAULT") else { return };
+    let signal = if fault == name {
+        libc::SIGKILL
+    } else if fault.to_str().and_then(|f| f.strip_prefix("stop-")) == Some(name) {
+        libc::SIGSTOP
+    } else {
+        return;
+    };
+    // SAFETY: sending a signal to ourselves; nothing is shared.
+    unsafe { libc::kill(libc::getpid(), signal) };
 }
 
 /// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
@@ -840,19 +927,13 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
             ),
         });
     }
+    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
+    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
+    restore_metadata(storage, pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str))?;
     let committed = match storage.get(".zmetadata")? {
         Some(_) => reader::committed_documents(storage)?,
         None => serde_json::Map::new(),
     };
-    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
-    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
-    let written: Vec<&str> = pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let restored: Vec<(String, Vec<u8>)> =
-        written.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
-    storage.put_all(&restored)?;
-    for key in written.iter().filter(|key| !committed.contains_key(**key)) {
-        storage.delete(key)?;
-    }
     if command == "build" {
         let committed_runs = committed.get(".zattrs").and_then(|a| a["ztf2zarr"]["runs"].as_array().map(Vec::len)).unwrap_or(0);
         let number = pending["number"].as_u64().map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -872,6 +953,23 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
         storage.delete(PENDING)?;
     }
     storage.flush()?;
+    Ok(())
+}
+
+/// Put the metadata documents `keys` back as the committed `.zmetadata` has them (those it does
+/// not name are deleted), so that the separate files agree with the commit point again.
+fn restore_metadata<'a>(storage: &dyn Storage, keys: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
+    let committed = match storage.get(".zmetadata")? {
+        Some(_) => reader::committed_documents(storage)?,
+        None => serde_json::Map::new(),
+    };
+    let keys: Vec<&str> = keys.collect();
+    let restored: Vec<(String, Vec<u8>)> =
+        keys.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
+    storage.put_all(&restored)?;
+    for key in keys.iter().filter(|key| !committed.contains_key(**key)) {
+        storage.delete(key)?;
+    }
     Ok(())
 }
 

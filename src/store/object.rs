@@ -24,11 +24,12 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutPayload, PutResult,
+    RetryConfig, UpdateVersion,
 };
 use url::Url;
 
-use super::storage::{Storage, StorageError};
+use super::storage::{Conditional, Storage, StorageError, Version};
 
 /// Why configuring a client failed, before it becomes a [`StorageError`] naming the URL.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -184,6 +185,55 @@ impl Storage for ObjectStorage {
         }
     }
 
+    /// On S3 a PUT with `If-Match: ETAG` (or `If-None-Match: *` to create), which the server
+    /// refuses (412) when the object changed: atomic against any other write of it.
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Conditional, StorageError> {
+        let path = self.path("write", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(UpdateVersion { e_tag: v.e_tag.clone(), version: v.version.clone() }),
+        };
+        match self.runtime.block_on(self.store.put_opts(&path, payload, mode.into())) {
+            Ok(result) => Ok(Conditional::Written(version_of(result))),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(Conditional::Conflict),
+            // An update of an object that is gone (S3 answers 404; object_store makes most of them
+            // a precondition failure).
+            Err(e) if expected.is_some() && no_such_object(&e) => Ok(Conditional::Conflict),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(Conditional::Unsupported),
+            Err(e) => Err(self.error("write", key, e)),
+        }
+    }
+
+    fn put_versioned(&self, key: &str, bytes: &[u8]) -> Result<Version, StorageError> {
+        let path = self.path("write", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime.block_on(self.store.put(&path, payload)).map(version_of).map_err(|e| self.error("write", key, e))
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        let path = self.path("read", key)?;
+        let read = async {
+            let result = self.store.get(&path).await?;
+            let version = Version { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+            Ok::<_, object_store::Error>((result.bytes().await?, version))
+        };
+        match self.runtime.block_on(read) {
+            Ok((bytes, version)) => Ok(Some((Vec::from(bytes), version))),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    fn version(&self, key: &str) -> Result<Option<Version>, StorageError> {
+        let path = self.path("read", key)?;
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(Version { e_tag: meta.e_tag, version: meta.version })),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path("delete", key)?;
         match self.runtime.block_on(self.store.delete(&path)) {
@@ -213,6 +263,11 @@ impl Storage for ObjectStorage {
             Err(e) => Err(self.error("list", "", e)),
         }
     }
+}
+
+/// The version a put gave its object.
+fn version_of(result: PutResult) -> Version {
+    Version { e_tag: result.e_tag, version: result.version }
 }
 
 /// `url` less trailing slashes, but keeping the `//` after its scheme (`memory:///` →
@@ -409,6 +464,30 @@ mod tests {
         conforms(&storage);
         assert_eq!(std::fs::read(root.join("catalog/3")).unwrap(), b"two!");
         assert!(root.join(".ztf2zarr/candids/000001").is_file());
+    }
+
+    #[test]
+    fn a_conditional_put_writes_only_over_the_version_it_expects() {
+        let storage = ObjectStorage::from_url("memory:///s.zarr").unwrap();
+        let Conditional::Written(first) = storage.put_if(".zmetadata", b"1", None).unwrap() else { panic!("created") };
+        assert_eq!(storage.put_if(".zmetadata", b"2", None).unwrap(), Conditional::Conflict, "a create over an object");
+        assert_eq!(storage.version(".zmetadata").unwrap().as_ref(), Some(&first));
+        let Conditional::Written(second) = storage.put_if(".zmetadata", b"2", Some(&first)).unwrap() else { panic!("updated") };
+        assert_eq!(storage.put_if(".zmetadata", b"3", Some(&first)).unwrap(), Conditional::Conflict, "an update of a stale version");
+        assert_eq!(storage.get_versioned(".zmetadata").unwrap(), Some((b"2".to_vec(), second.clone())));
+        storage.delete(".zmetadata").unwrap();
+        assert_eq!(storage.put_if(".zmetadata", b"4", Some(&second)).unwrap(), Conditional::Conflict, "an update of a deleted object");
+        assert_eq!(storage.get(".zmetadata").unwrap(), None);
+        assert_eq!(storage.put_versioned("x", b"5").unwrap(), storage.version("x").unwrap().unwrap());
+    }
+
+    #[test]
+    fn a_file_url_cannot_update_conditionally() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = ObjectStorage::from_url(&format!("file://{}/s.zarr", dir.path().display())).unwrap();
+        let Conditional::Written(version) = storage.put_if("x", b"1", None).unwrap() else { panic!("created") };
+        assert_eq!(storage.put_if("x", b"2", Some(&version)).unwrap(), Conditional::Unsupported);
+        assert_eq!(storage.get("x").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

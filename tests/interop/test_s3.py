@@ -401,6 +401,42 @@ def test_two_builds_started_together(cli, s3, data_root, both_nights, wait):
     assert_same_objects(both_nights, s3)
 
 
+# ---- a writer whose lock was removed while it ran ----
+
+
+def _wait_stopped(p: subprocess.Popen, timeout: float = TIMEOUT):
+    """Wait until `p` has stopped itself (ZTF2ZARR_FAULT=stop-POINT sends it SIGSTOP)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert p.poll() is None, f"exit {p.returncode} before it stopped:\n{p.communicate()[1]}"
+        if Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.05)
+    pytest.fail(f"pid {p.pid} did not stop")
+
+
+def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2):
+    """A build paused after its chunks, its lock removed, a second build of another night
+    committed meanwhile: when the first resumes, its commit is refused (its marker and the commit
+    point are written only if they are still what it saw), and the store is the second build's,
+    byte for byte, and verify-clean."""
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    stale = _start_build(cli, s3, _inputs(data_root, ["ztf-avro-alert"]), url, cwd=data_root.parent,
+                         fault="stop-before-metadata")
+    try:
+        _wait_stopped(stale)
+        run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+        _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    _, err = stale.communicate(timeout=TIMEOUT)
+    assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
+    assert url in err and "another writer has taken the store over" in err and "run the same command again" in err, err
+    assert_same_objects(night_1_then_2, s3)
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+
 # ---- errors ----
 
 

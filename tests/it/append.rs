@@ -230,3 +230,20 @@ fn a_store_of_the_earlier_layout_is_upgraded_by_its_next_append() {
     assert!(again.status.success() && !String::from_utf8_lossy(&again.stderr).contains("upgrading"));
     assert_eq!(contents(&store), contents(&one_shot));
 }
+
+/// A store behind an object store that cannot replace an object conditionally (`file://`, for
+/// `object_store`) cannot fence a writer whose lock was removed: it is refused, naming the store
+/// and `--single-writer`, before anything is written; with `--single-writer` it is written.
+#[test]
+fn an_object_store_without_conditional_updates_needs_single_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/s.zarr", dir.path().display());
+    let input = real_alerts().join("kowalski-20200202");
+    let refused = ztf2zarr(["build", input.to_str().unwrap(), "-o", &url, "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&url) && stderr.contains("--single-writer") && stderr.contains("If-Match"), "{stderr}");
+    assert!(!dir.path().join("s.zarr/.zmetadata").exists() && !dir.path().join("s.zarr/.ztf2zarr/lock").exists());
+    ztf2zarr_ok(["build", input.to_str().unwrap(), "-o", &url, "--no-progress", "--single-writer"]);
+    assert_sound(&dir.path().join("s.zarr"));
+}
