@@ -54,7 +54,7 @@ use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
 use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
-pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
+pub use lock::{break_object_lock, lock_path, resolve, LockRecord, ObjectLock, StoreLock, Unlocked, Wait, OBJECT_LOCK};
 pub use metadata::{
     lightcurve_table, lightcurve_tables, LightCurveTable, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED,
     LEGACY_CANDIDS, LEGACY_REJECTS, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS,
@@ -352,7 +352,7 @@ pub struct Transaction {
     /// What the conditional writes of this change expect (None: a local store, or an object
     /// store written with `--single-writer`).
     fence: Option<Fence>,
-    _lock: Held,
+    lock: Held,
 }
 
 /// The versions a change on object storage saw when it began. Its marker and its commit point
@@ -371,7 +371,7 @@ struct Fence {
 #[derive(Debug)]
 enum Held {
     Local { _lock: StoreLock },
-    Object { _lock: ObjectLock },
+    Object { lock: ObjectLock },
 }
 
 /// The storage of the store named by `target`: an object store for a URL, else the local
@@ -413,7 +413,7 @@ impl Transaction {
                 return Err(StoreError::NoFencing { store: target.display().to_string() });
             }
             fencing = !requested.single_writer;
-            (storage, Held::Object { _lock: lock })
+            (storage, Held::Object { lock })
         } else {
             let resolved = resolve_target(target, purpose)?;
             refuse_local_non_store(&resolved, purpose)?;
@@ -488,7 +488,7 @@ impl Transaction {
             rewrote: std::sync::atomic::AtomicBool::new(false),
             folder_existed,
             fence,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -559,6 +559,7 @@ impl Transaction {
     pub fn write_chunk(&self, array: usize, index: usize, raw: &[u8]) -> Result<(), StoreError> {
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
+        self.check_lock()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -596,6 +597,7 @@ impl Transaction {
         };
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
+        self.check_lock()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -618,6 +620,7 @@ impl Transaction {
     /// # Errors
     /// Compression or storage failure.
     pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.check_lock()?;
         self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         self.put_compressed(key, raw)?;
         self.extra_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.to_string());
@@ -640,6 +643,7 @@ impl Transaction {
     /// # Errors
     /// A chunk that exists but cannot be deleted.
     pub fn discard_chunks_from(&self, array: usize, first: usize) -> Result<(), StoreError> {
+        self.check_lock()?;
         let spec = &self.arrays[array];
         let committed = spec.chunks_for(self.committed_rows(array));
         for index in first.max(committed).. {
@@ -707,6 +711,7 @@ impl Transaction {
         let files = metadata.files();
         self.pending["objects"] = json!(objects.iter().map(|(k, _)| k).collect::<Vec<_>>());
         self.pending["metadata"] = json!(files.iter().map(|(k, _)| k).collect::<Vec<_>>());
+        self.check_lock()?;
         self.put_marker()?;
         for (key, bytes) in &objects {
             self.storage.put(key, bytes)?;
@@ -714,9 +719,11 @@ impl Transaction {
         self.storage.flush()?;
         fault_point("before-publish");
         let documents: Vec<(String, Vec<u8>)> = files.iter().map(|(k, v)| (k.clone(), pretty(v).into_bytes())).collect();
+        self.check_lock()?;
         self.storage.put_all(&documents)?;
         self.storage.flush()?;
         fault_point("before-consolidated");
+        self.check_lock()?;
         self.put_commit_point(pretty(&metadata::consolidated(&files)).as_bytes(), &files)?;
         self.storage.flush()?;
         fault_point("after-publish");
@@ -756,6 +763,16 @@ impl Transaction {
                 };
                 Err(self.fenced("its lock was removed while this one ran, and the other writer committed first", &kept))
             }
+        }
+    }
+
+    /// On object storage, that the lock is still this writer's and its lease fresh (renewing
+    /// it if it is not), before each write: a writer paused past its lease, whose store was
+    /// taken over meanwhile, stops at its next write instead of writing over the other's.
+    fn check_lock(&self) -> Result<(), StoreError> {
+        match &self.lock {
+            Held::Object { lock } => lock.check().map_err(|why| self.fenced(&why, "nothing of this run was committed")),
+            Held::Local { .. } => Ok(()),
         }
     }
 
@@ -817,6 +834,11 @@ impl Transaction {
     /// Drop this change: delete what it wrote past the committed rows and the marker. What
     /// cannot be deleted now is deleted by the next writer (the marker says what).
     pub fn abandon(self) {
+        if matches!(&self.lock, Held::Object { lock } if lock.lost()) {
+            // Another writer has the store: what this one wrote was finished by that writer's
+            // recovery, and deleting by this one's stale view could delete that writer's chunks.
+            return;
+        }
         if self.committed.is_none() && self.purpose == Purpose::Append {
             self.abandon_new_store();
             return;
