@@ -529,6 +529,9 @@ fn take_waiting(
     let started = Instant::now();
     let mut announced = false;
     while let Some(holder) = attempt()? {
+        if let Some(signal) = super::stop::requested() {
+            return Err(StoreError::Stopped { store: store.display().to_string(), signal, kept: "nothing was written".into() });
+        }
         let expired = match wait {
             Wait::No => true,
             Wait::Forever => false,

@@ -40,6 +40,7 @@ mod lock;
 mod metadata;
 pub mod object;
 mod reader;
+mod stop;
 pub mod storage;
 pub mod verify;
 
@@ -116,6 +117,9 @@ pub enum StoreError {
          other writer left it: run the same command again"
     )]
     Fenced { store: String, what: String, kept: String },
+    /// SIGTERM or SIGINT asked the writer to stop before its commit.
+    #[error("`{store}`: stopped by {signal} before its commit: nothing of this run was committed; {kept}")]
+    Stopped { store: String, signal: &'static str, kept: String },
     /// The object store cannot replace an object conditionally, so a writer whose lock was
     /// removed could not be stopped from overwriting another's commit.
     #[error(
@@ -403,6 +407,7 @@ impl Transaction {
     /// # Errors
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
     pub fn begin(target: &Path, requested: Requested, purpose: Purpose) -> Result<Transaction, StoreError> {
+        stop::catch();
         let mut folder_existed = true;
         let mut fencing = false;
         let (storage, lock) = if is_url(target) {
@@ -559,7 +564,7 @@ impl Transaction {
     pub fn write_chunk(&self, array: usize, index: usize, raw: &[u8]) -> Result<(), StoreError> {
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
-        self.check_lock()?;
+        self.check_writing()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -597,7 +602,7 @@ impl Transaction {
         };
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
-        self.check_lock()?;
+        self.check_writing()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -620,7 +625,7 @@ impl Transaction {
     /// # Errors
     /// Compression or storage failure.
     pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
-        self.check_lock()?;
+        self.check_writing()?;
         self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         self.put_compressed(key, raw)?;
         self.extra_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.to_string());
@@ -663,6 +668,12 @@ impl Transaction {
     /// Storage failure; the committed state is then unchanged, and the next writer tidies.
     pub fn commit(mut self, commit: Commit) -> Result<(), StoreError> {
         fault_point("before-metadata");
+        // A signal from here on lets the commit finish: it takes a few requests.
+        if let Some(signal) = stop::requested() {
+            let (store, kept) = (self.storage.location(), self.kept_when_stopped());
+            self.abandon();
+            return Err(StoreError::Stopped { store, signal, kept });
+        }
         let own_rows = self.own_rows_after(&commit.own_rows);
         let committed = self.committed.take();
         let (mut runs, column_docs, mut candid_runs, rows_before) = match &committed {
@@ -763,6 +774,24 @@ impl Transaction {
                 };
                 Err(self.fenced("its lock was removed while this one ran, and the other writer committed first", &kept))
             }
+        }
+    }
+
+    /// Before each chunk write: that no signal asked this writer to stop (it then stops as a
+    /// failed change does), and [`Self::check_lock`].
+    fn check_writing(&self) -> Result<(), StoreError> {
+        match stop::requested() {
+            Some(signal) => Err(StoreError::Stopped { store: self.storage.location(), signal, kept: self.kept_when_stopped() }),
+            None => self.check_lock(),
+        }
+    }
+
+    /// What is left of this change once it is abandoned.
+    fn kept_when_stopped(&self) -> String {
+        if self.purpose != Purpose::Append && self.rewrote.load(std::sync::atomic::Ordering::Relaxed) {
+            format!("some of what it rewrites is new and some old: run `ztf2zarr {}` again to finish it", self.purpose.command())
+        } else {
+            "what it wrote is removed and the store is as it was: run the same command again".into()
         }
     }
 

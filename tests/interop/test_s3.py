@@ -514,6 +514,30 @@ def test_a_stale_writer_does_not_delete_the_next_writers_lock(cli, s3, data_root
     assert state(open_s3(url, s3.storage_options, True))[0] == open_local(night_1)["catalog"].shape[0]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_writer_removes_what_it_wrote_and_its_lock(cli, s3, data_root, night_1, sig):
+    """SIGTERM or SIGINT (delivered while the build is paused after a chunk, so that it lands
+    mid-build) stop the build at its next write: its chunks and marker are deleted, its lock
+    object removed, and it says that nothing was committed."""
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    p = _start_build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, fault="stop-after-chunk")
+    try:
+        _wait_stopped(p)
+        p.send_signal(sig)
+    finally:
+        p.send_signal(signal.SIGCONT)
+    _, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 2, f"exit {p.returncode}\n{err}"
+    assert f"stopped by {sig.name} before its commit: nothing of this run was committed" in err, err
+    assert url in err and "run the same command again" in err, err
+    # No lock object, no marker, no chunk of the stopped build: the keys of night 1, and its rows
+    # (an incomplete last chunk keeps the rows it was given past the committed shape, unread).
+    assert s3.keys(STORE) == sorted(local_files(night_1)), "objects left behind"
+    assert same_state(state(open_s3(url, s3.storage_options, True)), state(open_local(night_1)))
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+
 # ---- errors ----
 
 

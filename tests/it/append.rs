@@ -247,3 +247,46 @@ fn an_object_store_without_conditional_updates_needs_single_writer() {
     ztf2zarr_ok(["build", input.to_str().unwrap(), "-o", &url, "--no-progress", "--single-writer"]);
     assert_sound(&dir.path().join("s.zarr"));
 }
+
+/// SIGINT (as Ctrl-C sends) in the middle of an append onto a local store: the build stops at its
+/// next write, deletes what it wrote and says nothing was committed; the store is as it was.
+#[test]
+fn an_interrupted_append_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let (first, second) = nights();
+    build(&store, &first, &[]);
+    let before = tree_bytes(&store);
+    let before_contents = contents(&store);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr"))
+        .arg("build")
+        .args(&second)
+        .args(["-o", store.to_str().unwrap(), "--no-progress"])
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .env("ZTF2ZARR_FAULT", "stop-after-chunk")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let stat = format!("/proc/{pid}/stat");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&stat).unwrap().rsplit(')').next().unwrap().split_whitespace().next() != Some("T") {
+        assert!(started.elapsed().as_secs() < 60, "the build did not stop after its first chunk");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signals to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stopped by SIGINT before its commit: nothing of this run was committed"), "{stderr}");
+    // Every object of before, and no other; its rows as they were (an incomplete last chunk keeps
+    // the rows it was given past the committed shape, where no reader looks).
+    let keys = |tree: &[(PathBuf, Vec<u8>)]| tree.iter().map(|(path, _)| path.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&tree_bytes(&store)), keys(&before), "objects left behind");
+    assert_eq!(contents(&store), before_contents);
+    assert_sound(&store);
+}
