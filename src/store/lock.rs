@@ -334,7 +334,7 @@ impl ObjectLock {
     ///
     /// # Errors
     /// The lock object is still held when the wait ends, or it cannot be created.
-    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait) -> Result<ObjectLock, StoreError> {
+    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait, single_writer: bool) -> Result<ObjectLock, StoreError> {
         let holder = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
         let token = random_token();
         let lease = Lease {
@@ -351,9 +351,18 @@ impl ObjectLock {
         take_waiting(store, wait, POLL * 10, || {
             let sent = Instant::now();
             let text = lease.text();
-            if let Conditional::Written(written) = storage.put_if(OBJECT_LOCK, text.as_bytes(), None)? {
-                (version, renewed) = (written, sent);
-                return Ok(None);
+            match storage.put_if(OBJECT_LOCK, text.as_bytes(), None)? {
+                Conditional::Written(written) => {
+                    (version, renewed) = (written, sent);
+                    return Ok(None);
+                }
+                // No conditional create either: no lock can exclude another writer.
+                Conditional::Unsupported if single_writer => {
+                    (version, renewed) = (storage.put_versioned(OBJECT_LOCK, text.as_bytes())?, sent);
+                    return Ok(None);
+                }
+                Conditional::Unsupported => return Err(StoreError::NoFencing { store: store.display().to_string() }),
+                Conditional::Conflict => {}
             }
             let Some((bytes, found)) = storage.get_versioned(OBJECT_LOCK)? else {
                 return Ok(Some("a writer that has just finished".into()));
@@ -643,7 +652,7 @@ mod tests {
     #[test]
     fn a_stale_writer_neither_renews_nor_deletes_the_lock_that_replaced_its_own() {
         let storage: Arc<dyn Storage> = Arc::new(crate::store::object::ObjectStorage::from_url("memory:///s.zarr").unwrap());
-        let mut lock = ObjectLock::acquire(Arc::clone(&storage), Path::new("memory:///s.zarr"), Wait::No).unwrap();
+        let mut lock = ObjectLock::acquire(Arc::clone(&storage), Path::new("memory:///s.zarr"), Wait::No, false).unwrap();
         assert!(lock.can_fence(Path::new("memory:///s.zarr")).unwrap());
         assert!(lock.check().is_ok());
         storage.put(OBJECT_LOCK, b"pid 1 on next-writer since T\nexpires-unix 99999999999\n").unwrap();

@@ -120,6 +120,9 @@ pub enum StoreError {
     /// SIGTERM or SIGINT asked the writer to stop before its commit.
     #[error("`{store}`: stopped by {signal} before its commit: nothing of this run was committed; {kept}")]
     Stopped { store: String, signal: &'static str, kept: String },
+    /// A STORE argument that is a URL which does not name one store's objects one for one.
+    #[error("`{url}` cannot be used as a store: {reason}")]
+    BadUrl { url: String, reason: String },
     /// The object store cannot replace an object conditionally, so a writer whose lock was
     /// removed could not be stopped from overwriting another's commit.
     #[error(
@@ -413,7 +416,7 @@ impl Transaction {
         let (storage, lock) = if is_url(target) {
             let storage = open_storage(target)?;
             refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
-            let mut lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait)?;
+            let mut lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait, requested.single_writer)?;
             if !lock.can_fence(target)? && !requested.single_writer {
                 return Err(StoreError::NoFencing { store: target.display().to_string() });
             }

@@ -73,6 +73,53 @@ pub fn is_url(text: &str) -> bool {
     }
 }
 
+/// The scheme of a `scheme://…` argument (RFC 3986: a letter, then letters, digits, `+`, `-`,
+/// `.`), or None for a path.
+fn url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))).then_some(scheme)
+}
+
+/// A STORE argument as the store layer takes it, so that one store has one name and so one
+/// lock: a path as it is; a `file://` URL as its local path (locked with `flock` like the path);
+/// an object-store URL as it is, if its key prefix maps one for one onto the objects' keys.
+/// Refused: URLs of no object store (`http://host/…` would otherwise become a local folder
+/// `http:`), a query or fragment (`?`, `#`), and in the path empty segments (`//`, which S3
+/// keeps in keys but `object_store` drops), `.` and `..` (resolved by URL parsing, so two
+/// spellings would name one store) and percent escapes (`%2F` is `/` to some clients and not to
+/// others).
+///
+/// # Errors
+/// The argument is a URL that cannot be mapped one for one.
+pub fn store_name(text: &str) -> Result<std::path::PathBuf, String> {
+    let Some(scheme) = url_scheme(text) else { return Ok(text.into()) };
+    let rest = &text[scheme.len() + 3..];
+    if rest.contains(['?', '#']) {
+        return Err("a store URL has no query or fragment (`?`, `#`): object keys with those characters are not supported".into());
+    }
+    let path = rest.split_once('/').map_or("", |(_, path)| path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    for segment in path.split('/').filter(|_| !path.is_empty()) {
+        let reason = match segment {
+            "" => "an empty path segment (`//`), which object stores do not keep one for one",
+            "." | ".." => "a `.` or `..` path segment, which would give one store two names",
+            s if s.contains('%') => "a percent escape (such as `%2F`), which clients decode differently",
+            _ => continue,
+        };
+        return Err(format!("its path has {reason}"));
+    }
+    if scheme.eq_ignore_ascii_case("file") {
+        let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        return url.to_file_path().map_err(|()| "a file:// URL must name an absolute local path (file:///PATH)".into());
+    }
+    if !is_url(text) {
+        return Err(unsupported(&format!("`{scheme}://` is not a URL of an object store")));
+    }
+    Ok(text.into())
+}
+
 impl ObjectStorage {
     /// The store at `url`, configured from the environment.
     ///
@@ -536,6 +583,30 @@ mod tests {
             "https://example.org/s",
         ] {
             assert!(!is_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_store_has_one_name() {
+        assert_eq!(store_name("data/s.zarr").unwrap(), std::path::PathBuf::from("data/s.zarr"));
+        assert_eq!(store_name("night:1/s3://x").unwrap(), std::path::PathBuf::from("night:1/s3://x"), "a path with a colon");
+        assert_eq!(store_name("file:///tmp/s.zarr").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
+        assert_eq!(store_name("file:///tmp/s.zarr/").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
+        assert_eq!(store_name("s3://b/x/y.zarr/").unwrap(), std::path::PathBuf::from("s3://b/x/y.zarr/"));
+        for (url, reason) in [
+            ("s3://b//y.zarr", "empty path segment"),
+            ("s3://b/x//y.zarr", "empty path segment"),
+            ("s3://b/x/../y.zarr", "`..`"),
+            ("s3://b/./y.zarr", "`..`"),
+            ("s3://b/x%2Fy.zarr", "percent escape"),
+            ("s3://b/y.zarr?versionId=1", "query or fragment"),
+            ("s3://b/y.zarr#a", "query or fragment"),
+            ("http://example.org/s.zarr", "not a URL of an object store"),
+            ("ftp://host/s.zarr", "not a URL of an object store"),
+            ("file://host/tmp/s.zarr", "absolute local path"),
+        ] {
+            let message = store_name(url).unwrap_err();
+            assert!(message.contains(reason), "{url}: {message}");
         }
     }
 

@@ -538,6 +538,19 @@ def test_a_signalled_writer_removes_what_it_wrote_and_its_lock(cli, s3, data_roo
     run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
 
 
+def test_a_store_without_conditional_updates_needs_single_writer(cli, s3, data_root, night_1):
+    """With conditional puts turned off in the client (as for an S3 API that has none), a
+    writer could not be fenced: the build is refused before anything is written, naming the
+    store and --single-writer; with --single-writer it is written as usual."""
+    url = s3.url(STORE)
+    env = {**s3.env, "AWS_CONDITIONAL_PUT": "disabled"}
+    refused = _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent, env=env)
+    assert refused.returncode == 2 and url in refused.stderr and "--single-writer" in refused.stderr, refused.stderr
+    assert s3.keys(STORE) == []
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, "--single-writer", cwd=data_root.parent, env=env).check()
+    assert_same_objects(night_1, s3)
+
+
 # ---- errors ----
 
 
