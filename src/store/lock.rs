@@ -312,7 +312,11 @@ impl Lease {
         if fresh {
             return Ok(());
         }
-        self.renew()
+        match self.renew() {
+            // A failed request: no other writer may take the lock before the lease runs out.
+            Err(_) if self.state().lost.is_none() && self.state().renewed.elapsed() < self.length => Ok(()),
+            result => result,
+        }
     }
 }
 

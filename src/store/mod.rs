@@ -120,6 +120,13 @@ pub enum StoreError {
     /// SIGTERM or SIGINT asked the writer to stop before its commit.
     #[error("`{store}`: stopped by {signal} before its commit: nothing of this run was committed; {kept}")]
     Stopped { store: String, signal: &'static str, kept: String },
+    /// The writer's lease ran out before it could renew it (a store it cannot reach): another
+    /// writer may take the store over, so this one stops.
+    #[error(
+        "`{store}`: this writer's lease on its lock ran out ({reason}), so another writer may take the store over; nothing \
+         of this run was committed: run the same command again"
+    )]
+    LeaseExpired { store: String, reason: String },
     /// A STORE argument that is a URL which does not name one store's objects one for one.
     #[error("`{url}` cannot be used as a store: {reason}")]
     BadUrl { url: String, reason: String },
@@ -803,7 +810,13 @@ impl Transaction {
     /// taken over meanwhile, stops at its next write instead of writing over the other's.
     fn check_lock(&self) -> Result<(), StoreError> {
         match &self.lock {
-            Held::Object { lock } => lock.check().map_err(|why| self.fenced(&why, "nothing of this run was committed")),
+            Held::Object { lock } => lock.check().map_err(|why| {
+                if lock.lost() {
+                    self.fenced(&why, "nothing of this run was committed")
+                } else {
+                    StoreError::LeaseExpired { store: self.storage.location(), reason: why }
+                }
+            }),
             Held::Local { .. } => Ok(()),
         }
     }
