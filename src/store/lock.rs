@@ -9,9 +9,12 @@
 //! stderr whom it waits for).
 //!
 //! On object storage, which has no `flock`: a lock object `.ztf2zarr/lock` inside the store,
-//! made with a conditional create (it fails when the object exists) and deleted when the writer
-//! ends. A writer killed without its `Drop` leaves the object: the error then says so and names
-//! `ztf2zarr unlock STORE`, which deletes it.
+//! made with a conditional create (it fails when the object exists), held by a lease that a
+//! background thread renews with conditional updates, and deleted when the writer ends if it is
+//! still the version this writer wrote. A writer killed without its `Drop` leaves the object:
+//! the next writer takes it over once the lease has run out (at once when its holder was a
+//! process on this machine that is gone), and `ztf2zarr unlock` removes it sooner (with
+//! `--force` while the lease runs). A writer whose lock was taken stops at its next write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
