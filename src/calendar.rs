@@ -8,10 +8,20 @@ pub const UNIX_EPOCH_JD: f64 = 2_440_587.5;
 /// `SOURCE_DATE_EPOCH` (seconds) when set, so that provenance can be made reproducible.
 #[must_use]
 pub fn utc_now() -> String {
-    let seconds = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    let seconds = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or_else(unix_now);
+    utc_of(seconds)
+}
+
+/// Seconds since 1970-01-01T00:00 UTC by this machine's clock (never `SOURCE_DATE_EPOCH`: for
+/// lease expiries, which other machines compare with theirs).
+#[must_use]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The ISO 8601 UTC timestamp of `seconds` since 1970-01-01T00:00 UTC.
+#[must_use]
+pub fn utc_of(seconds: u64) -> String {
     let days = i64::try_from(seconds / 86_400).unwrap_or(0);
     let (year, month, day) = civil_from_days(days);
     let rest = seconds % 86_400;

@@ -41,12 +41,16 @@ pub enum Command {
 const UNLOCK_EXAMPLES: &str = "\
 Examples:
   ztf2zarr unlock s3://bucket/train.zarr
+  ztf2zarr unlock --force s3://bucket/train.zarr
 
 A writer on object storage holds the store by a lock object, STORE/.ztf2zarr/lock, which it
-deletes when it ends. A writer that was killed leaves it, and every later build, label or split
-then stops with a message naming it. Remove it only when no ztf2zarr is writing the store: the
-message and `unlock` both print the holder (pid, host, start time). Local stores need no unlock:
-their lock dies with its process.";
+renews while it works (a lease of 60 s, ZTF2ZARR_LEASE_SECONDS) and deletes when it ends. A
+writer that was killed leaves it; the next writer takes it over once the lease has run out (at
+once if the holder was a process on the same machine that is gone). unlock removes such a lock,
+and refuses one whose lease still runs unless --force is given: the message names the holder
+(pid, host, start time) and when its lease ends. Local stores need no unlock: their lock dies
+with its process.
+";
 
 const BUILD_EXAMPLES: &str = "\
 Examples:
@@ -192,12 +196,17 @@ pub struct BuildArgs {
     pub wait: WaitArg,
 }
 
-/// `--wait[=SECONDS]`, for every command that writes a store.
+/// `--wait[=SECONDS]` and `--single-writer`, for every command that writes a store.
 #[derive(Debug, Args)]
 pub struct WaitArg {
     /// If another ztf2zarr is writing the store, wait for it (at most SECONDS, if given) instead of stopping at once.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
     pub wait: Option<Option<u64>>,
+
+    /// Write a store on an object store that cannot replace an object conditionally (If-Match), which is otherwise
+    /// refused: you promise that no two ztf2zarr write it at once (docs/appending.md).
+    #[arg(long)]
+    pub single_writer: bool,
 }
 
 /// Where labels come from and how classes map to codes.
@@ -230,6 +239,10 @@ pub struct LabelSource {
 pub struct UnlockArgs {
     /// The store whose lock object to remove (a URL on object storage).
     pub store: PathBuf,
+
+    /// Remove the lock even though its lease still runs (its holder may be alive: it is stopped at its next write).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `ztf2zarr label`.

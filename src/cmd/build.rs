@@ -45,6 +45,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
             chunk_rows: args.chunk_rows,
             zstd_level: args.zstd_level,
             no_lightcurves: args.no_lightcurves,
+            single_writer: args.wait.single_writer,
         },
         strict: args.strict,
         labels: super::label::load(&args.labels)?.map(Arc::new),

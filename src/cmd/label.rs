@@ -82,7 +82,7 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
-        Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
+        Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::RewriteCatalog,
         &TABLES,
     )?;

@@ -38,6 +38,23 @@ impl From<ExitStatus> for ExitCode {
 /// # Errors
 /// Any error that stops the subcommand (bad options, unreadable input path, unwritable store).
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    let mut cli = cli;
+    // One store, one name (and so one lock): a file:// URL becomes its path, and a URL that
+    // does not map one for one onto object keys is refused before anything is read.
+    let store = match &mut cli.command {
+        Command::Build(args) => Some(&mut args.output),
+        Command::Label(args) => Some(&mut args.store),
+        Command::Split(args) => Some(&mut args.store),
+        Command::Info(args) => Some(&mut args.store),
+        Command::Verify(args) => Some(&mut args.store),
+        Command::Unlock(args) => Some(&mut args.store),
+        Command::Generate(_) => None,
+    };
+    if let Some(store) = store {
+        let text = store.to_string_lossy().into_owned();
+        *store =
+            crate::store::object::store_name(&text).map_err(|reason| crate::store::StoreError::BadUrl { url: text.clone(), reason })?;
+    }
     match cli.command {
         Command::Build(args) => build::run(&args),
         Command::Label(args) => label::run(&args),

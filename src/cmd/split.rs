@@ -41,7 +41,7 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
-        Requested { wait: Wait::from_option(args.wait.wait), ..Requested::default() },
+        Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::ReplaceSplits,
         &TABLES,
     )?;

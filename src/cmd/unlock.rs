@@ -1,14 +1,15 @@
-//! `ztf2zarr unlock`: remove the lock object that a killed writer left on a store in object
-//! storage (local stores lock with `flock`, which dies with its process: nothing to remove).
+//! `ztf2zarr unlock`: remove the lock object that a writer which is gone left on a store in
+//! object storage (local stores lock with `flock`, which dies with its process: nothing to
+//! remove). A lock whose lease still runs is kept unless `--force` is given.
 
 use super::ExitStatus;
 use crate::cli::UnlockArgs;
-use crate::store::{break_object_lock, is_url, open_storage, OBJECT_LOCK};
+use crate::store::{break_object_lock, is_url, open_storage, Unlocked, OBJECT_LOCK};
 
 /// Run `unlock`.
 ///
 /// # Errors
-/// A lock object that cannot be read or removed.
+/// A lock object that cannot be read or removed, or one whose holder may still be writing.
 pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
     if !is_url(&args.store) {
         crate::outln!(
@@ -19,9 +20,17 @@ pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
         return Ok(ExitStatus::Success);
     }
     let storage = open_storage(&args.store)?;
-    match break_object_lock(storage.as_ref())? {
-        Some(holder) => crate::outln!("removed the lock of `{}` ({holder})", args.store.display()),
-        None => crate::outln!("`{}` is not locked (no {OBJECT_LOCK})", args.store.display()),
+    match break_object_lock(storage.as_ref(), args.force)? {
+        Unlocked::Removed { record, why } => crate::outln!("removed the lock of `{}` ({}; {why})", args.store.display(), record.holder),
+        Unlocked::NotLocked => crate::outln!("`{}` is not locked (no {OBJECT_LOCK})", args.store.display()),
+        Unlocked::Held(record) => anyhow::bail!(
+            "`{}` is locked by {}, and {}: it may still be writing (a writer renews its lease while it works). Wait for the \
+             lease to run out (the next writer then takes the lock over by itself), or, if you know that writer is gone, give \
+             --force (it is then stopped at its next write, and cannot commit)",
+            args.store.display(),
+            record.holder,
+            record.expiry_text()
+        ),
     }
     Ok(ExitStatus::Success)
 }

@@ -9,17 +9,21 @@
 //! stderr whom it waits for).
 //!
 //! On object storage, which has no `flock`: a lock object `.ztf2zarr/lock` inside the store,
-//! made with a conditional create (it fails when the object exists) and deleted when the writer
-//! ends. A writer killed without its `Drop` leaves the object: the error then says so and names
-//! `ztf2zarr unlock STORE`, which deletes it.
+//! made with a conditional create (it fails when the object exists), held by a lease that a
+//! background thread renews with conditional updates, and deleted when the writer ends if it is
+//! still the version this writer wrote. A writer killed without its `Drop` leaves the object:
+//! the next writer takes it over once the lease has run out (at once when its holder was a
+//! process on this machine that is gone), and `ztf2zarr unlock` removes it sooner (with
+//! `--force` while the lease runs). A writer whose lock was taken stops at its next write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::storage::{Conditional, Version};
 use super::{Storage, StoreError};
 
 /// The lock object of a store on object storage.
@@ -149,49 +153,381 @@ impl StoreLock {
     }
 }
 
-/// A held lock object; deleted when dropped.
+/// How long a lock object's lease lasts unless renewed: `ZTF2ZARR_LEASE_SECONDS`, else 60 s.
+/// The writer renews it every third of that; a lock whose lease ran out is taken over.
+fn lease() -> Duration {
+    let seconds = std::env::var("ZTF2ZARR_LEASE_SECONDS").ok().and_then(|s| s.trim().parse::<u64>().ok()).filter(|s| *s > 0);
+    Duration::from_secs(seconds.unwrap_or(60))
+}
+
+/// What a lock object says: its holder (`pid N on HOST since T`, the first line, which messages
+/// quote), and, from this release on, a random token and when its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRecord {
+    /// `pid N on HOST since T`.
+    pub holder: String,
+    /// The holder's pid and host, when the first line says them.
+    pid: Option<u32>,
+    host: Option<String>,
+    /// Seconds since 1970 (UTC) when the lease runs out; None for a lock of an earlier release
+    /// (or one put by hand), which never runs out.
+    pub expires: Option<u64>,
+}
+
+impl LockRecord {
+    /// Read a lock object's text.
+    #[must_use]
+    pub fn parse(text: &str) -> LockRecord {
+        let mut lines = text.lines();
+        let holder = lines.next().unwrap_or("").trim().to_string();
+        let mut words = holder.split_whitespace();
+        let (pid, host) = match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("pid"), Some(pid), Some("on"), Some(host)) => (pid.parse().ok(), Some(host.to_string())),
+            _ => (None, None),
+        };
+        let expires = lines.find_map(|line| line.trim().strip_prefix("expires-unix ")).and_then(|s| s.trim().parse().ok());
+        LockRecord { holder: if holder.is_empty() { "an unknown writer".into() } else { holder }, pid, host, expires }
+    }
+
+    /// Why the holder is known to be gone (None: it may be writing): its lease ran out, or it
+    /// was a process on this machine that no longer exists.
+    #[must_use]
+    pub fn gone(&self) -> Option<String> {
+        if let Some(expires) = self.expires.filter(|e| *e <= crate::calendar::unix_now()) {
+            return Some(format!("its lease ran out at {}", crate::calendar::utc_of(expires)));
+        }
+        match (self.pid, &self.host) {
+            (Some(pid), Some(host)) if *host == host_name() && !process_exists(pid) => {
+                Some(format!("its process {pid} on this machine ({host}) no longer exists"))
+            }
+            _ => None,
+        }
+    }
+
+    /// When the lease runs out, for messages.
+    #[must_use]
+    pub fn expiry_text(&self) -> String {
+        match self.expires {
+            Some(expires) => format!("its lease runs until {}", crate::calendar::utc_of(expires)),
+            None => "it has no lease (an earlier ztf2zarr, or put by hand)".into(),
+        }
+    }
+}
+
+/// Whether process `pid` exists on this machine (one of another user counts).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 checks that the process exists and sends nothing.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+}
+
+/// 16 random hex digits, so that each lock object's bytes (and so its ETag, a hash of them on
+/// S3) differ from every other's.
+fn random_token() -> String {
+    let mut bytes = [0u8; 8];
+    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        bytes = (u64::from(nanos) ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lease of a held lock object, shared with the thread that renews it.
+#[derive(Debug)]
+struct Lease {
+    storage: Arc<dyn Storage>,
+    store: String,
+    holder: String,
+    token: String,
+    length: Duration,
+    /// Whether the store makes conditional updates (else the lease is renewed by plain puts,
+    /// under `--single-writer`).
+    conditional: bool,
+    state: Mutex<LeaseState>,
+}
+
+#[derive(Debug)]
+struct LeaseState {
+    /// The lock object's version as this writer last wrote it.
+    version: Version,
+    /// When the last renewal that succeeded was sent.
+    renewed: Instant,
+    /// Why the lock is no longer this writer's, once it is known.
+    lost: Option<String>,
+}
+
+impl Lease {
+    /// The lock object's text with a lease from now.
+    fn text(&self) -> String {
+        let expires = crate::calendar::unix_now() + self.length.as_secs();
+        format!("{}\ntoken {}\nexpires {}\nexpires-unix {expires}\n", self.holder, self.token, crate::calendar::utc_of(expires))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Rewrite the lock object with a new expiry, only if it is still the version this writer
+    /// wrote: one that was removed or replaced (by `unlock --force`, or by a writer that took
+    /// over a lease that ran out) is lost for good.
+    fn renew(&self) -> Result<(), String> {
+        let mut state = self.state();
+        if let Some(lost) = &state.lost {
+            return Err(lost.clone());
+        }
+        let sent = Instant::now();
+        let text = self.text();
+        let written = if self.conditional {
+            self.storage.put_if(OBJECT_LOCK, text.as_bytes(), Some(&state.version))
+        } else {
+            self.storage.put_versioned(OBJECT_LOCK, text.as_bytes()).map(Conditional::Written)
+        };
+        match written {
+            Ok(Conditional::Written(version)) => {
+                state.version = version;
+                state.renewed = sent;
+                Ok(())
+            }
+            Ok(Conditional::Conflict | Conditional::Unsupported) => {
+                let lost = "its lock object was removed or taken over while it ran (by `ztf2zarr unlock --force`, or by a writer \
+                            that found its lease run out)"
+                    .to_string();
+                state.lost = Some(lost.clone());
+                Err(lost)
+            }
+            // A failed request (network) leaves the lease as it was: the next try may succeed.
+            Err(error) => Err(format!("its lease could not be renewed ({error})")),
+        }
+    }
+
+    /// Whether this writer may still write: its lock is not lost, and its lease was renewed
+    /// within half its length (else it is renewed now, which fails if the lock was taken). A
+    /// writer paused for longer than that (a stopped job, a frozen machine) renews before its
+    /// next write, and so stops there if another writer took the store over meanwhile.
+    fn check(&self) -> Result<(), String> {
+        let fresh = {
+            let state = self.state();
+            if let Some(lost) = &state.lost {
+                return Err(lost.clone());
+            }
+            state.renewed.elapsed() < self.length / 2
+        };
+        if fresh {
+            return Ok(());
+        }
+        match self.renew() {
+            // A failed request: no other writer may take the lock before the lease runs out.
+            Err(_) if self.state().lost.is_none() && self.state().renewed.elapsed() < self.length => Ok(()),
+            result => result,
+        }
+    }
+}
+
+/// A held lock object with its lease, renewed on a background thread until it is released
+/// (dropped).
 #[derive(Debug)]
 pub struct ObjectLock {
-    storage: Arc<dyn Storage>,
+    lease: Arc<Lease>,
+    /// Set (and notified) to stop the renewing thread.
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    renewer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ObjectLock {
     /// Create the lock object of the store in `storage` (named `store` in messages), waiting
-    /// for another writer as `wait` says.
+    /// for another writer as `wait` says. A lock whose holder is gone (its lease ran out, or
+    /// its process on this machine no longer exists) is taken over, with a conditional update
+    /// of the object as found, so that two writers cannot both take it.
     ///
     /// # Errors
-    /// The lock object is still there when the wait ends, or it cannot be created.
-    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait) -> Result<ObjectLock, StoreError> {
-        let me = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
+    /// The lock object is still held when the wait ends, or it cannot be created.
+    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait, single_writer: bool) -> Result<ObjectLock, StoreError> {
+        let holder = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
+        let token = random_token();
+        let lease = Lease {
+            storage: Arc::clone(&storage),
+            store: store.display().to_string(),
+            holder,
+            token,
+            length: lease(),
+            conditional: true,
+            state: Mutex::new(LeaseState { version: Version::default(), renewed: Instant::now(), lost: None }),
+        };
+        let mut version = Version::default();
+        let mut renewed = Instant::now();
         take_waiting(store, wait, POLL * 10, || {
-            if storage.put_if_absent(OBJECT_LOCK, me.as_bytes())? {
+            let sent = Instant::now();
+            let text = lease.text();
+            match storage.put_if(OBJECT_LOCK, text.as_bytes(), None)? {
+                Conditional::Written(written) => {
+                    (version, renewed) = (written, sent);
+                    return Ok(None);
+                }
+                // No conditional create either: no lock can exclude another writer.
+                Conditional::Unsupported if single_writer => {
+                    (version, renewed) = (storage.put_versioned(OBJECT_LOCK, text.as_bytes())?, sent);
+                    return Ok(None);
+                }
+                Conditional::Unsupported => return Err(StoreError::NoFencing { store: store.display().to_string() }),
+                Conditional::Conflict => {}
+            }
+            let Some((bytes, found)) = storage.get_versioned(OBJECT_LOCK)? else {
+                return Ok(Some("a writer that has just finished".into()));
+            };
+            let text_found = String::from_utf8_lossy(&bytes);
+            // Our create succeeded but its answer was lost, and the retry found our own lock.
+            if text_found.contains(&format!("token {}", lease.token)) {
+                (version, renewed) = (found, sent);
                 return Ok(None);
             }
-            let holder = match storage.get(OBJECT_LOCK) {
-                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
-                _ => "a writer that has just finished".into(),
-            };
-            // Our create succeeded but its answer was lost, and the retry found our own lock.
-            Ok((holder != me).then_some(holder))
+            let record = LockRecord::parse(&text_found);
+            if let Some(why) = record.gone() {
+                if let Conditional::Written(written) = storage.put_if(OBJECT_LOCK, text.as_bytes(), Some(&found))? {
+                    crate::errln!("took over the lock of `{}` from {}: {why}", store.display(), record.holder);
+                    (version, renewed) = (written, sent);
+                    return Ok(None);
+                }
+            }
+            Ok(Some(format!("{}; {}", record.holder, record.expiry_text())))
         })?;
-        Ok(ObjectLock { storage })
+        {
+            let mut state = lease.state();
+            state.version = version;
+            state.renewed = renewed;
+        }
+        Ok(ObjectLock { lease: Arc::new(lease), stop: Arc::new((Mutex::new(false), Condvar::new())), renewer: None })
+    }
+
+    /// Whether the store can fence a writer whose lock was taken from it: renews the lease
+    /// with a conditional update (`If-Match`), which the commit point is written with too.
+    /// Then starts renewing the lease every third of its length; without conditional updates
+    /// (only under `--single-writer`) by plain puts.
+    ///
+    /// # Errors
+    /// The lock object was removed or replaced since it was created, or it cannot be written.
+    pub fn can_fence(&mut self, store: &Path) -> Result<bool, StoreError> {
+        let version = self.lease.state().version.clone();
+        let fencing = match self.lease.storage.put_if(OBJECT_LOCK, self.lease.text().as_bytes(), Some(&version))? {
+            Conditional::Written(version) => {
+                self.lease.state().version = version;
+                true
+            }
+            Conditional::Unsupported => false,
+            Conditional::Conflict => {
+                return Err(StoreError::Fenced {
+                    store: store.display().to_string(),
+                    what: "this writer's lock was removed or replaced as soon as it was taken".into(),
+                    kept: "nothing was written".into(),
+                })
+            }
+        };
+        if !fencing {
+            // Only this writer's own field: no other thread holds the lease yet.
+            if let Some(lease) = Arc::get_mut(&mut self.lease) {
+                lease.conditional = false;
+            }
+        }
+        self.start_renewing();
+        Ok(fencing)
+    }
+
+    fn start_renewing(&mut self) {
+        let (lease, stop) = (Arc::clone(&self.lease), Arc::clone(&self.stop));
+        let every = lease.length / 3;
+        let thread = std::thread::Builder::new().name("ztf2zarr-lease".into()).spawn(move || {
+            let (stopped, wake) = &*stop;
+            let mut stopped = stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                let (guard, _) = wake.wait_timeout(stopped, every).unwrap_or_else(std::sync::PoisonError::into_inner);
+                stopped = guard;
+                if *stopped {
+                    return;
+                }
+                if let Err(why) = lease.renew() {
+                    if lease.state().lost.is_some() {
+                        crate::errln!("`{}`: {why}; this writer stops at its next write", lease.store);
+                        return;
+                    }
+                }
+            }
+        });
+        self.renewer = thread.ok();
+    }
+
+    /// Whether this writer may still write (see [`Lease::check`]); the reason if not.
+    ///
+    /// # Errors
+    /// The lock is no longer this writer's.
+    pub fn check(&self) -> Result<(), String> {
+        self.lease.check()
+    }
+
+    /// Whether the lock is known to be lost (then nothing may be deleted on this writer's view).
+    #[must_use]
+    pub fn lost(&self) -> bool {
+        self.lease.state().lost.is_some()
     }
 }
 
 impl Drop for ObjectLock {
+    /// Stop renewing, then delete the lock object only if it is still the version this writer
+    /// last wrote. Object stores have no conditional delete, so this is a read and a delete: a
+    /// writer that takes the lock over in between (its lease would have had to run out in that
+    /// moment) loses it; its next renewal then stops it.
     fn drop(&mut self) {
-        let _ = self.storage.delete(OBJECT_LOCK);
+        {
+            let (stopped, wake) = &*self.stop;
+            *stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            wake.notify_all();
+        }
+        if let Some(thread) = self.renewer.take() {
+            let _ = thread.join();
+        }
+        let state = self.lease.state();
+        if state.lost.is_some() {
+            return;
+        }
+        let ours = match self.lease.storage.version(OBJECT_LOCK) {
+            Ok(Some(found)) => found == state.version || !self.lease.conditional,
+            _ => false,
+        };
+        if ours {
+            let _ = self.lease.storage.delete(OBJECT_LOCK);
+        }
     }
 }
 
-/// Remove the lock object a killed writer left; returns what it said (None: there was none).
+/// What `unlock` did with a store's lock object.
+#[derive(Debug)]
+pub enum Unlocked {
+    /// There was none.
+    NotLocked,
+    /// It was removed; what it said, and why it could be.
+    Removed { record: LockRecord, why: String },
+    /// Its holder may still be writing (its lease runs), and `--force` was not given.
+    Held(LockRecord),
+}
+
+/// Remove the lock object of a writer that is gone: one whose lease ran out, whose process on
+/// this machine no longer exists, or one with no lease (an earlier release's, or put by hand);
+/// with `force`, any. The object is deleted only if it is still the one read.
 ///
 /// # Errors
 /// The object cannot be read or deleted.
-pub fn break_object_lock(storage: &dyn Storage) -> Result<Option<String>, StoreError> {
-    let Some(bytes) = storage.get(OBJECT_LOCK)? else { return Ok(None) };
-    storage.delete(OBJECT_LOCK)?;
-    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
+pub fn break_object_lock(storage: &dyn Storage, force: bool) -> Result<Unlocked, StoreError> {
+    let Some((bytes, version)) = storage.get_versioned(OBJECT_LOCK)? else { return Ok(Unlocked::NotLocked) };
+    let record = LockRecord::parse(&String::from_utf8_lossy(&bytes));
+    let why = match (record.gone(), record.expires) {
+        (Some(why), _) => why,
+        (None, None) => "it has no lease (an earlier ztf2zarr, or put by hand)".into(),
+        (None, Some(_)) if force => "--force".into(),
+        (None, Some(_)) => return Ok(Unlocked::Held(record)),
+    };
+    // No conditional delete on object stores: check that it is still the object read.
+    if storage.version(OBJECT_LOCK)?.is_some_and(|now| now == version) {
+        storage.delete(OBJECT_LOCK)?;
+    }
+    Ok(Unlocked::Removed { record, why })
 }
 
 fn host_name() -> String {
@@ -209,6 +545,9 @@ fn take_waiting(
     let started = Instant::now();
     let mut announced = false;
     while let Some(holder) = attempt()? {
+        if let Some(signal) = super::stop::requested() {
+            return Err(StoreError::Stopped { store: store.display().to_string(), signal, kept: "nothing was written".into() });
+        }
         let expired = match wait {
             Wait::No => true,
             Wait::Forever => false,
@@ -297,6 +636,39 @@ mod tests {
         std::os::unix::fs::symlink(&b, &a).unwrap();
         std::os::unix::fs::symlink(&a, &b).unwrap();
         assert!(resolve(&a).unwrap_err().to_string().contains("symbolic links"));
+    }
+
+    #[test]
+    fn a_lock_record_says_when_its_holder_is_gone() {
+        let now = crate::calendar::unix_now();
+        let fresh = LockRecord::parse(&format!("pid 4242 on elsewhere since T\ntoken ab\nexpires-unix {}\n", now + 60));
+        assert_eq!((fresh.holder.as_str(), fresh.gone()), ("pid 4242 on elsewhere since T", None));
+        assert!(fresh.expiry_text().starts_with("its lease runs until"));
+        let ran_out = LockRecord::parse(&format!("pid 4242 on elsewhere since T\nexpires-unix {}\n", now - 1));
+        assert!(ran_out.gone().is_some_and(|why| why.contains("lease ran out")));
+        let legacy = LockRecord::parse("pid 4242 on elsewhere since T");
+        assert_eq!((legacy.expires, legacy.gone()), (None, None), "a lock of an earlier release never runs out by itself");
+        let alive = LockRecord::parse(&format!("pid {} on {} since T\nexpires-unix {}", std::process::id(), host_name(), now + 60));
+        assert_eq!(alive.gone(), None);
+        // A pid above the kernel's pid_max exists on no machine.
+        let dead = LockRecord::parse(&format!("pid 2000000000 on {} since T\nexpires-unix {}", host_name(), now + 60));
+        assert!(dead.gone().is_some_and(|why| why.contains("no longer exists")));
+        assert_eq!(LockRecord::parse("").holder, "an unknown writer");
+    }
+
+    #[test]
+    fn a_stale_writer_neither_renews_nor_deletes_the_lock_that_replaced_its_own() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::store::object::ObjectStorage::from_url("memory:///s.zarr").unwrap());
+        let mut lock = ObjectLock::acquire(Arc::clone(&storage), Path::new("memory:///s.zarr"), Wait::No, false).unwrap();
+        assert!(lock.can_fence(Path::new("memory:///s.zarr")).unwrap());
+        assert!(lock.check().is_ok());
+        storage.put(OBJECT_LOCK, b"pid 1 on next-writer since T\nexpires-unix 99999999999\n").unwrap();
+        assert!(lock.lease.renew().is_err() && lock.lost() && lock.check().is_err());
+        drop(lock);
+        assert!(storage.get(OBJECT_LOCK).unwrap().is_some_and(|b| b.starts_with(b"pid 1 on next-writer")));
+        assert!(matches!(break_object_lock(storage.as_ref(), false).unwrap(), Unlocked::Held(_)));
+        assert!(matches!(break_object_lock(storage.as_ref(), true).unwrap(), Unlocked::Removed { .. }));
+        assert!(matches!(break_object_lock(storage.as_ref(), false).unwrap(), Unlocked::NotLocked));
     }
 
     #[test]

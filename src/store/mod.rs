@@ -39,6 +39,7 @@ mod lock;
 mod metadata;
 pub mod object;
 mod reader;
+mod stop;
 pub mod storage;
 pub mod verify;
 
@@ -54,7 +55,7 @@ use arrays::{declared, ArraySpec};
 use candids::{run_key, CommittedCandids, Run};
 use codec::Part;
 pub use codec::{vlen, ChunkFilter, StampFilter};
-pub use lock::{break_object_lock, lock_path, resolve, ObjectLock, StoreLock, Wait, OBJECT_LOCK};
+pub use lock::{break_object_lock, lock_path, resolve, LockRecord, ObjectLock, StoreLock, Unlocked, Wait, OBJECT_LOCK};
 pub use metadata::{
     column_spec, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS,
     LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS, SURVEY,
@@ -109,6 +110,34 @@ pub enum StoreError {
     /// A `label` or `split` of this store was killed before it finished.
     #[error("`{store}`: {reason}")]
     Interrupted { store: String, reason: String },
+    /// Another writer took the store over while this one ran (its lock was removed): this one's
+    /// conditional write of its marker or of the commit point was refused.
+    #[error(
+        "`{store}`: another writer has taken the store over since this one began ({what}); {kept}, and the store is as the \
+         other writer left it: run the same command again"
+    )]
+    Fenced { store: String, what: String, kept: String },
+    /// SIGTERM or SIGINT asked the writer to stop before its commit.
+    #[error("`{store}`: stopped by {signal} before its commit: nothing of this run was committed; {kept}")]
+    Stopped { store: String, signal: &'static str, kept: String },
+    /// The writer's lease ran out before it could renew it (a store it cannot reach): another
+    /// writer may take the store over, so this one stops.
+    #[error(
+        "`{store}`: this writer's lease on its lock ran out ({reason}), so another writer may take the store over; nothing \
+         of this run was committed: run the same command again"
+    )]
+    LeaseExpired { store: String, reason: String },
+    /// A STORE argument that is a URL which does not name one store's objects one for one.
+    #[error("`{url}` cannot be used as a store: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The object store cannot replace an object conditionally, so a writer whose lock was
+    /// removed could not be stopped from overwriting another's commit.
+    #[error(
+        "`{store}`: this object store cannot replace an object only if it is unchanged (a conditional PUT with If-Match), \
+         which is how a writer whose lock was removed is kept from overwriting another writer's commit; if no two ztf2zarr \
+         ever write this store at once, give --single-writer to write it without that protection"
+    )]
+    NoFencing { store: String },
 }
 
 /// How to break a lock left by a killed writer: only object stores keep one (a local lock dies
@@ -156,6 +185,8 @@ pub struct Requested {
     pub zstd_level: Option<i32>,
     /// `--no-lightcurves`
     pub no_lightcurves: bool,
+    /// `--single-writer`: write an object store that cannot fence a stale writer.
+    pub single_writer: bool,
 }
 
 /// The layout settings of a store.
@@ -333,14 +364,29 @@ pub struct Transaction {
     rewrote: std::sync::atomic::AtomicBool,
     /// For a new local store: whether its folder was there before (else an abandoned build removes it).
     folder_existed: bool,
-    _lock: Held,
+    /// What the conditional writes of this change expect (None: a local store, or an object
+    /// store written with `--single-writer`).
+    fence: Option<Fence>,
+    lock: Held,
+}
+
+/// The versions a change on object storage saw when it began. Its marker and its commit point
+/// are written only if they are still these: another writer that took the store over (after its
+/// lock was removed) has replaced the marker when it finished this one's leftovers, and has
+/// replaced `.zmetadata` when it committed.
+#[derive(Debug)]
+struct Fence {
+    /// `.zmetadata` as this change read it (None: a new store).
+    commit_point: Option<storage::Version>,
+    /// The marker as this change wrote it.
+    marker: storage::Version,
 }
 
 /// The writer lock held for a transaction.
 #[derive(Debug)]
 enum Held {
     Local { _lock: StoreLock },
-    Object { _lock: ObjectLock },
+    Object { lock: ObjectLock },
 }
 
 /// The storage of the store named by `target`: an object store for a URL, else the local
@@ -372,12 +418,18 @@ impl Transaction {
     /// # Errors
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
     pub fn begin(target: &Path, requested: Requested, purpose: Purpose, tables: &'static Tables) -> Result<Transaction, StoreError> {
+        stop::catch();
         let mut folder_existed = true;
+        let mut fencing = false;
         let (storage, lock) = if is_url(target) {
             let storage = open_storage(target)?;
             refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
-            let lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait)?;
-            (storage, Held::Object { _lock: lock })
+            let mut lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait, requested.single_writer)?;
+            if !lock.can_fence(target)? && !requested.single_writer {
+                return Err(StoreError::NoFencing { store: target.display().to_string() });
+            }
+            fencing = !requested.single_writer;
+            (storage, Held::Object { lock })
         } else {
             let resolved = resolve_target(target, purpose)?;
             refuse_local_non_store(&resolved, purpose)?;
@@ -390,6 +442,8 @@ impl Transaction {
             (storage, Held::Local { _lock: lock })
         };
         recover(storage.as_ref(), purpose)?;
+        // Before the read: a commit made between the two then fails this change's commit, safely.
+        let commit_point = if fencing { storage.version(".zmetadata")? } else { None };
         let reader = open_existing(&storage, tables)?;
         if reader.as_ref().is_some_and(StoreReader::has_legacy_lightcurves) {
             return Err(StoreError::Incompatible { store: target.to_path_buf(), reason: LEGACY_LIGHTCURVES.into() });
@@ -430,8 +484,9 @@ impl Transaction {
             "objects": [],
             "metadata": [],
         });
-        storage.put(PENDING, pretty(&pending).as_bytes())?;
+        let marker = storage.put_versioned(PENDING, pretty(&pending).as_bytes())?;
         storage.flush()?;
+        let fence = fencing.then_some(Fence { commit_point, marker });
         let committed = match &reader {
             Some(reader) => Some(read_committed(reader, storage.as_ref(), purpose, number)?),
             None => None,
@@ -449,7 +504,8 @@ impl Transaction {
             extra_written: Mutex::new(Vec::new()),
             rewrote: std::sync::atomic::AtomicBool::new(false),
             folder_existed,
-            _lock: lock,
+            fence,
+            lock,
         })
     }
 
@@ -520,6 +576,7 @@ impl Transaction {
     pub fn write_chunk(&self, array: usize, index: usize, raw: &[u8]) -> Result<(), StoreError> {
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
+        self.check_writing()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -557,6 +614,7 @@ impl Transaction {
         };
         let spec = &self.arrays[array];
         let key = spec.chunk_key(index);
+        self.check_writing()?;
         if self.purpose != Purpose::Append {
             self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -579,6 +637,7 @@ impl Transaction {
     /// # Errors
     /// Compression or storage failure.
     pub fn write_extra_chunk(&self, key: &str, raw: &[u8]) -> Result<(), StoreError> {
+        self.check_writing()?;
         self.rewrote.store(true, std::sync::atomic::Ordering::Relaxed);
         self.put_compressed(key, raw)?;
         self.extra_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(key.to_string());
@@ -601,6 +660,7 @@ impl Transaction {
     /// # Errors
     /// A chunk that exists but cannot be deleted.
     pub fn discard_chunks_from(&self, array: usize, first: usize) -> Result<(), StoreError> {
+        self.check_lock()?;
         let spec = &self.arrays[array];
         let committed = spec.chunks_for(self.committed_rows(array));
         for index in first.max(committed).. {
@@ -620,6 +680,12 @@ impl Transaction {
     /// Storage failure; the committed state is then unchanged, and the next writer tidies.
     pub fn commit(mut self, commit: Commit) -> Result<(), StoreError> {
         fault_point("before-metadata");
+        // A signal from here on lets the commit finish: it takes a few requests.
+        if let Some(signal) = stop::requested() {
+            let (store, kept) = (self.storage.location(), self.kept_when_stopped());
+            self.abandon();
+            return Err(StoreError::Stopped { store, signal, kept });
+        }
         let own_rows = self.own_rows_after(&commit.own_rows);
         let committed = self.committed.take();
         let (mut runs, column_docs, mut candid_runs, rows_before) = match &committed {
@@ -669,22 +735,97 @@ impl Transaction {
         let files = metadata.files();
         self.pending["objects"] = json!(objects.iter().map(|(k, _)| k).collect::<Vec<_>>());
         self.pending["metadata"] = json!(files.iter().map(|(k, _)| k).collect::<Vec<_>>());
-        self.storage.put(PENDING, pretty(&self.pending).as_bytes())?;
+        self.check_lock()?;
+        self.put_marker()?;
         for (key, bytes) in &objects {
             self.storage.put(key, bytes)?;
         }
         self.storage.flush()?;
         fault_point("before-publish");
         let documents: Vec<(String, Vec<u8>)> = files.iter().map(|(k, v)| (k.clone(), pretty(v).into_bytes())).collect();
+        self.check_lock()?;
         self.storage.put_all(&documents)?;
         self.storage.flush()?;
         fault_point("before-consolidated");
-        self.storage.put(".zmetadata", pretty(&metadata::consolidated(&files)).as_bytes())?;
+        self.check_lock()?;
+        self.put_commit_point(pretty(&metadata::consolidated(&files)).as_bytes(), &files)?;
         self.storage.flush()?;
         fault_point("after-publish");
         fault_point("after-commit");
         self.tidy(committed.as_ref(), &files);
         Ok(())
+    }
+
+    /// Rewrite the marker with what the commit will write, the first write of the commit. On
+    /// object storage only if it is still the marker this change wrote: a writer that took the
+    /// store over has deleted it (finishing this change as a killed one) or replaced it.
+    fn put_marker(&self) -> Result<(), StoreError> {
+        let bytes = pretty(&self.pending);
+        let Some(fence) = &self.fence else { return Ok(self.storage.put(PENDING, bytes.as_bytes())?) };
+        match self.storage.put_if(PENDING, bytes.as_bytes(), Some(&fence.marker))? {
+            storage::Conditional::Written(_) => Ok(()),
+            storage::Conditional::Conflict | storage::Conditional::Unsupported => Err(self.fenced(
+                "its lock was removed while this one ran, and the other writer has replaced this one's write-in-progress marker",
+                "nothing of this run was committed or written since",
+            )),
+        }
+    }
+
+    /// Write `.zmetadata`, the commit point. On object storage only if it is still the one this
+    /// change read when it began: else another writer committed in between, and its commit
+    /// stands. The metadata documents this change wrote are then put back as that commit has
+    /// them.
+    fn put_commit_point(&self, bytes: &[u8], files: &[(String, Value)]) -> Result<(), StoreError> {
+        let Some(fence) = &self.fence else { return Ok(self.storage.put(".zmetadata", bytes)?) };
+        match self.storage.put_if(".zmetadata", bytes, fence.commit_point.as_ref())? {
+            storage::Conditional::Written(_) => Ok(()),
+            storage::Conditional::Conflict | storage::Conditional::Unsupported => {
+                let restored = restore_metadata(self.storage.as_ref(), files.iter().map(|(key, _)| key.as_str()));
+                let kept = match restored {
+                    Ok(()) => "nothing of this run was committed (its metadata documents were put back as the other writer's commit has them)".to_string(),
+                    Err(error) => format!("nothing of this run was committed, but its metadata documents could not be put back ({error}): run `ztf2zarr verify`"),
+                };
+                Err(self.fenced("its lock was removed while this one ran, and the other writer committed first", &kept))
+            }
+        }
+    }
+
+    /// Before each chunk write: that no signal asked this writer to stop (it then stops as a
+    /// failed change does), and [`Self::check_lock`].
+    fn check_writing(&self) -> Result<(), StoreError> {
+        match stop::requested() {
+            Some(signal) => Err(StoreError::Stopped { store: self.storage.location(), signal, kept: self.kept_when_stopped() }),
+            None => self.check_lock(),
+        }
+    }
+
+    /// What is left of this change once it is abandoned.
+    fn kept_when_stopped(&self) -> String {
+        if self.purpose != Purpose::Append && self.rewrote.load(std::sync::atomic::Ordering::Relaxed) {
+            format!("some of what it rewrites is new and some old: run `ztf2zarr {}` again to finish it", self.purpose.command())
+        } else {
+            "what it wrote is removed and the store is as it was: run the same command again".into()
+        }
+    }
+
+    /// On object storage, that the lock is still this writer's and its lease fresh (renewing
+    /// it if it is not), before each write: a writer paused past its lease, whose store was
+    /// taken over meanwhile, stops at its next write instead of writing over the other's.
+    fn check_lock(&self) -> Result<(), StoreError> {
+        match &self.lock {
+            Held::Object { lock } => lock.check().map_err(|why| {
+                if lock.lost() {
+                    self.fenced(&why, "nothing of this run was committed")
+                } else {
+                    StoreError::LeaseExpired { store: self.storage.location(), reason: why }
+                }
+            }),
+            Held::Local { .. } => Ok(()),
+        }
+    }
+
+    fn fenced(&self, what: &str, kept: &str) -> StoreError {
+        StoreError::Fenced { store: self.storage.location(), what: what.into(), kept: kept.into() }
     }
 
     /// Rows of every array with rows of its own after this change: what the change says, else
@@ -741,6 +882,11 @@ impl Transaction {
     /// Drop this change: delete what it wrote past the committed rows and the marker. What
     /// cannot be deleted now is deleted by the next writer (the marker says what).
     pub fn abandon(self) {
+        if matches!(&self.lock, Held::Object { lock } if lock.lost()) {
+            // Another writer has the store: what this one wrote was finished by that writer's
+            // recovery, and deleting by this one's stale view could delete that writer's chunks.
+            return;
+        }
         if self.committed.is_none() && self.purpose == Purpose::Append {
             self.abandon_new_store();
             return;
@@ -806,13 +952,21 @@ impl Purpose {
     }
 }
 
-/// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it: lets the
-/// tests check that a build killed there leaves a readable store and completes on a re-run.
+/// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it, or stop it
+/// with SIGSTOP when it names `stop-` and the point: lets the tests check that a build killed
+/// there leaves a readable store and completes on a re-run, and that one paused there (slow but
+/// alive) cannot overwrite what another writer did meanwhile.
 fn fault_point(name: &str) {
-    if std::env::var_os("ZTF2ZARR_FAULT").is_some_and(|v| v == name) {
-        // SAFETY: sending a signal to ourselves; nothing is shared.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
+    let Some(fault) = std::env::var_os("ZTF2ZARR_FAULT") else { return };
+    let signal = if fault == name {
+        libc::SIGKILL
+    } else if fault.to_str().and_then(|f| f.strip_prefix("stop-")) == Some(name) {
+        libc::SIGSTOP
+    } else {
+        return;
+    };
+    // SAFETY: sending a signal to ourselves; nothing is shared.
+    unsafe { libc::kill(libc::getpid(), signal) };
 }
 
 /// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
@@ -843,19 +997,13 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
             ),
         });
     }
+    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
+    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
+    restore_metadata(storage, pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str))?;
     let committed = match storage.get(".zmetadata")? {
         Some(_) => reader::committed_documents(storage)?,
         None => serde_json::Map::new(),
     };
-    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
-    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
-    let written: Vec<&str> = pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let restored: Vec<(String, Vec<u8>)> =
-        written.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
-    storage.put_all(&restored)?;
-    for key in written.iter().filter(|key| !committed.contains_key(**key)) {
-        storage.delete(key)?;
-    }
     if command == "build" {
         let committed_runs = committed.get(".zattrs").and_then(|a| a["ztf2zarr"]["runs"].as_array().map(Vec::len)).unwrap_or(0);
         let number = pending["number"].as_u64().map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -875,6 +1023,23 @@ fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
         storage.delete(PENDING)?;
     }
     storage.flush()?;
+    Ok(())
+}
+
+/// Put the metadata documents `keys` back as the committed `.zmetadata` has them (those it does
+/// not name are deleted), so that the separate files agree with the commit point again.
+fn restore_metadata<'a>(storage: &dyn Storage, keys: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
+    let committed = match storage.get(".zmetadata")? {
+        Some(_) => reader::committed_documents(storage)?,
+        None => serde_json::Map::new(),
+    };
+    let keys: Vec<&str> = keys.collect();
+    let restored: Vec<(String, Vec<u8>)> =
+        keys.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
+    storage.put_all(&restored)?;
+    for key in keys.iter().filter(|key| !committed.contains_key(**key)) {
+        storage.delete(key)?;
+    }
     Ok(())
 }
 

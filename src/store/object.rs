@@ -24,11 +24,12 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutPayload, PutResult,
+    RetryConfig, UpdateVersion,
 };
 use url::Url;
 
-use super::storage::{Storage, StorageError};
+use super::storage::{Conditional, Storage, StorageError, Version};
 
 /// Why configuring a client failed, before it becomes a [`StorageError`] naming the URL.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +71,53 @@ pub fn is_url(text: &str) -> bool {
         Ok(url) => matches!(ObjectStoreScheme::parse(&url), Ok((scheme, _)) if scheme != ObjectStoreScheme::Http),
         Err(_) => false,
     }
+}
+
+/// The scheme of a `scheme://…` argument (RFC 3986: a letter, then letters, digits, `+`, `-`,
+/// `.`), or None for a path.
+fn url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))).then_some(scheme)
+}
+
+/// A STORE argument as the store layer takes it, so that one store has one name and so one
+/// lock: a path as it is; a `file://` URL as its local path (locked with `flock` like the path);
+/// an object-store URL as it is, if its key prefix maps one for one onto the objects' keys.
+/// Refused: URLs of no object store (`http://host/…` would otherwise become a local folder
+/// `http:`), a query or fragment (`?`, `#`), and in the path empty segments (`//`, which S3
+/// keeps in keys but `object_store` drops), `.` and `..` (resolved by URL parsing, so two
+/// spellings would name one store) and percent escapes (`%2F` is `/` to some clients and not to
+/// others).
+///
+/// # Errors
+/// The argument is a URL that cannot be mapped one for one.
+pub fn store_name(text: &str) -> Result<std::path::PathBuf, String> {
+    let Some(scheme) = url_scheme(text) else { return Ok(text.into()) };
+    let rest = &text[scheme.len() + 3..];
+    if rest.contains(['?', '#']) {
+        return Err("a store URL has no query or fragment (`?`, `#`): object keys with those characters are not supported".into());
+    }
+    let path = rest.split_once('/').map_or("", |(_, path)| path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    for segment in path.split('/').filter(|_| !path.is_empty()) {
+        let reason = match segment {
+            "" => "an empty path segment (`//`), which object stores do not keep one for one",
+            "." | ".." => "a `.` or `..` path segment, which would give one store two names",
+            s if s.contains('%') => "a percent escape (such as `%2F`), which clients decode differently",
+            _ => continue,
+        };
+        return Err(format!("its path has {reason}"));
+    }
+    if scheme.eq_ignore_ascii_case("file") {
+        let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        return url.to_file_path().map_err(|()| "a file:// URL must name an absolute local path (file:///PATH)".into());
+    }
+    if !is_url(text) {
+        return Err(unsupported(&format!("`{scheme}://` is not a URL of an object store")));
+    }
+    Ok(text.into())
 }
 
 impl ObjectStorage {
@@ -184,6 +232,55 @@ impl Storage for ObjectStorage {
         }
     }
 
+    /// On S3 a PUT with `If-Match: ETAG` (or `If-None-Match: *` to create), which the server
+    /// refuses (412) when the object changed: atomic against any other write of it.
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Conditional, StorageError> {
+        let path = self.path("write", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(v) => PutMode::Update(UpdateVersion { e_tag: v.e_tag.clone(), version: v.version.clone() }),
+        };
+        match self.runtime.block_on(self.store.put_opts(&path, payload, mode.into())) {
+            Ok(result) => Ok(Conditional::Written(version_of(result))),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(Conditional::Conflict),
+            // An update of an object that is gone (S3 answers 404; object_store makes most of them
+            // a precondition failure).
+            Err(e) if expected.is_some() && no_such_object(&e) => Ok(Conditional::Conflict),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(Conditional::Unsupported),
+            Err(e) => Err(self.error("write", key, e)),
+        }
+    }
+
+    fn put_versioned(&self, key: &str, bytes: &[u8]) -> Result<Version, StorageError> {
+        let path = self.path("write", key)?;
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime.block_on(self.store.put(&path, payload)).map(version_of).map_err(|e| self.error("write", key, e))
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        let path = self.path("read", key)?;
+        let read = async {
+            let result = self.store.get(&path).await?;
+            let version = Version { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+            Ok::<_, object_store::Error>((result.bytes().await?, version))
+        };
+        match self.runtime.block_on(read) {
+            Ok((bytes, version)) => Ok(Some((Vec::from(bytes), version))),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    fn version(&self, key: &str) -> Result<Option<Version>, StorageError> {
+        let path = self.path("read", key)?;
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(Version { e_tag: meta.e_tag, version: meta.version })),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path("delete", key)?;
         match self.runtime.block_on(self.store.delete(&path)) {
@@ -213,6 +310,11 @@ impl Storage for ObjectStorage {
             Err(e) => Err(self.error("list", "", e)),
         }
     }
+}
+
+/// The version a put gave its object.
+fn version_of(result: PutResult) -> Version {
+    Version { e_tag: result.e_tag, version: result.version }
 }
 
 /// `url` less trailing slashes, but keeping the `//` after its scheme (`memory:///` →
@@ -412,6 +514,30 @@ mod tests {
     }
 
     #[test]
+    fn a_conditional_put_writes_only_over_the_version_it_expects() {
+        let storage = ObjectStorage::from_url("memory:///s.zarr").unwrap();
+        let Conditional::Written(first) = storage.put_if(".zmetadata", b"1", None).unwrap() else { panic!("created") };
+        assert_eq!(storage.put_if(".zmetadata", b"2", None).unwrap(), Conditional::Conflict, "a create over an object");
+        assert_eq!(storage.version(".zmetadata").unwrap().as_ref(), Some(&first));
+        let Conditional::Written(second) = storage.put_if(".zmetadata", b"2", Some(&first)).unwrap() else { panic!("updated") };
+        assert_eq!(storage.put_if(".zmetadata", b"3", Some(&first)).unwrap(), Conditional::Conflict, "an update of a stale version");
+        assert_eq!(storage.get_versioned(".zmetadata").unwrap(), Some((b"2".to_vec(), second.clone())));
+        storage.delete(".zmetadata").unwrap();
+        assert_eq!(storage.put_if(".zmetadata", b"4", Some(&second)).unwrap(), Conditional::Conflict, "an update of a deleted object");
+        assert_eq!(storage.get(".zmetadata").unwrap(), None);
+        assert_eq!(storage.put_versioned("x", b"5").unwrap(), storage.version("x").unwrap().unwrap());
+    }
+
+    #[test]
+    fn a_file_url_cannot_update_conditionally() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = ObjectStorage::from_url(&format!("file://{}/s.zarr", dir.path().display())).unwrap();
+        let Conditional::Written(version) = storage.put_if("x", b"1", None).unwrap() else { panic!("created") };
+        assert_eq!(storage.put_if("x", b"2", Some(&version)).unwrap(), Conditional::Unsupported);
+        assert_eq!(storage.get("x").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
     fn a_store_at_the_root_lists_every_key() {
         let storage = ObjectStorage::from_url("memory://").unwrap();
         storage.put("stamps/0.0.0.0", b"x").unwrap();
@@ -457,6 +583,30 @@ mod tests {
             "https://example.org/s",
         ] {
             assert!(!is_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_store_has_one_name() {
+        assert_eq!(store_name("data/s.zarr").unwrap(), std::path::PathBuf::from("data/s.zarr"));
+        assert_eq!(store_name("night:1/s3://x").unwrap(), std::path::PathBuf::from("night:1/s3://x"), "a path with a colon");
+        assert_eq!(store_name("file:///tmp/s.zarr").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
+        assert_eq!(store_name("file:///tmp/s.zarr/").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
+        assert_eq!(store_name("s3://b/x/y.zarr/").unwrap(), std::path::PathBuf::from("s3://b/x/y.zarr/"));
+        for (url, reason) in [
+            ("s3://b//y.zarr", "empty path segment"),
+            ("s3://b/x//y.zarr", "empty path segment"),
+            ("s3://b/x/../y.zarr", "`..`"),
+            ("s3://b/./y.zarr", "`..`"),
+            ("s3://b/x%2Fy.zarr", "percent escape"),
+            ("s3://b/y.zarr?versionId=1", "query or fragment"),
+            ("s3://b/y.zarr#a", "query or fragment"),
+            ("http://example.org/s.zarr", "not a URL of an object store"),
+            ("ftp://host/s.zarr", "not a URL of an object store"),
+            ("file://host/tmp/s.zarr", "absolute local path"),
+        ] {
+            let message = store_name(url).unwrap_err();
+            assert!(message.contains(reason), "{url}: {message}");
         }
     }
 

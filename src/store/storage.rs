@@ -7,7 +7,10 @@
 //!
 //! The commit protocol (`store/mod.rs`) needs exactly what every object store gives: a `put`
 //! that a reader sees whole or not at all, and nothing across objects. So it holds on a local
-//! disk and on S3 alike.
+//! disk and on S3 alike. On object storage, where a lock can be broken by hand, the protocol
+//! also fences its writes with conditional puts ([`Storage::put_if`]: replace an object only if
+//! it is still the version this writer saw); a local store needs none (its `flock` cannot be
+//! taken from a live process).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -35,6 +38,27 @@ impl StorageError {
     pub fn new(action: &'static str, location: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StorageError { action, location: location.into(), source: source.into() }
     }
+}
+
+/// The version of an object that a conditional write expects to find: its ETag and, where the
+/// store keeps versions, its version id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    /// The object's ETag.
+    pub e_tag: Option<String>,
+    /// The object's version id.
+    pub version: Option<String>,
+}
+
+/// What a conditional write ([`Storage::put_if`]) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// The object was written; its new version.
+    Written(Version),
+    /// The object was not the expected version (or existed, for a create): nothing written.
+    Conflict,
+    /// The store cannot make this kind of conditional write: nothing written.
+    Unsupported,
 }
 
 /// The objects of one store. Keys are `/`-separated and relative to the store's root.
@@ -92,6 +116,43 @@ pub trait Storage: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// The object cannot be written.
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+
+    /// Store `bytes` as the object `key` only if it is still `expected` (`None`: only if there
+    /// is no such object), atomically against any other write of it.
+    ///
+    /// # Errors
+    /// The object cannot be written.
+    fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Conditional, StorageError> {
+        match expected {
+            None => Ok(if self.put_if_absent(key, bytes)? { Conditional::Written(Version::default()) } else { Conditional::Conflict }),
+            Some(_) => Ok(Conditional::Unsupported),
+        }
+    }
+
+    /// Store `bytes` as the object `key`, as [`Storage::put`] does, and return its new version
+    /// (empty where the store has none).
+    ///
+    /// # Errors
+    /// The object cannot be written.
+    fn put_versioned(&self, key: &str, bytes: &[u8]) -> Result<Version, StorageError> {
+        self.put(key, bytes).map(|()| Version::default())
+    }
+
+    /// The object's bytes with their version, or `None` when there is no such object.
+    ///
+    /// # Errors
+    /// The object exists but cannot be read.
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        Ok(self.get(key)?.map(|bytes| (bytes, Version::default())))
+    }
+
+    /// The object's version, or `None` when there is no such object.
+    ///
+    /// # Errors
+    /// The object cannot be examined.
+    fn version(&self, key: &str) -> Result<Option<Version>, StorageError> {
+        Ok(self.size(key)?.map(|_| Version::default()))
+    }
 
     /// Remove an object; one that does not exist is not an error.
     ///

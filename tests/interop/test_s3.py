@@ -330,7 +330,9 @@ def _assert_lock_refusal(returncode: int, stderr: str, holder: str, url: str):
     assert url in stderr and "ztf2zarr unlock" in stderr, stderr
 
 
-def test_a_killed_writer_leaves_its_lock_until_unlock(cli, s3, data_root, real_default):
+def test_a_killed_writers_lock_is_taken_over_on_its_machine(cli, s3, data_root, real_default):
+    """A writer killed on this machine leaves its lock object; the next writer sees that its
+    process is gone and takes the lock over at once, saying so."""
     url = s3.url(STORE)
     inputs = [data_root.name]
     killed = _start_build(cli, s3, inputs, url, cwd=data_root.parent, fault="after-chunk")
@@ -339,20 +341,43 @@ def test_a_killed_writer_leaves_its_lock_until_unlock(cli, s3, data_root, real_d
     lock = s3.get(f"{STORE}/{LOCK}").decode()
     holder = f"pid {killed.pid} on {socket.gethostname()}"
     assert lock.startswith(holder + " since "), lock
+    assert re.search(r"^token [0-9a-f]{16}$", lock, re.M) and re.search(r"^expires-unix \d+$", lock, re.M), lock
 
+    r = _build(cli, s3, inputs, url, cwd=data_root.parent).check()
+    assert f"took over the lock of `{url}` from {holder}" in r.stderr and "no longer exists" in r.stderr, r.stderr
+    assert_same_objects(real_default.store, s3)
+
+
+def _lease_lock(holder: str, expires: int) -> bytes:
+    return f"{holder} since 2026-01-01T00:00:00Z\ntoken 0123456789abcdef\nexpires-unix {expires}\n".encode()
+
+
+def test_a_fresh_lease_of_another_machine_holds_until_it_runs_out_or_is_forced(cli, s3, data_root, night_1, night_1_then_2):
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    holder = "pid 4242 on build-host-7"
+    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) + 3600))
     started = time.monotonic()
-    r = _build(cli, s3, inputs, url, cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
+    assert "lease runs until" in r.stderr, r.stderr
     assert time.monotonic() - started < 15, "a second writer must stop at once"
     started = time.monotonic()
-    r = _build(cli, s3, inputs, url, "--wait=1", cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, "--wait=1", cwd=data_root.parent)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert 1 <= time.monotonic() - started < 15, "--wait=1 waits about a second"
 
-    run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+    refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
+    assert refused.returncode == 2 and holder in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
+    assert "--force" in refused.stderr, refused.stderr
+    assert_same_objects(night_1, s3, locked=True)
+    run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
     assert not s3.exists(f"{STORE}/{LOCK}")
-    _build(cli, s3, inputs, url, cwd=data_root.parent).check()
-    assert_same_objects(real_default.store, s3)
+
+    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) - 1))  # a lease that ran out: taken over
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    assert f"took over the lock of `{url}` from {holder}" in r.stderr and "lease ran out" in r.stderr, r.stderr
+    assert_same_objects(night_1_then_2, s3)
 
 
 def test_a_lock_object_put_by_hand_stops_an_append(cli, s3, data_root, night_1, night_1_then_2):
@@ -399,6 +424,131 @@ def test_two_builds_started_together(cli, s3, data_root, both_nights, wait):
     rows = open_local(both_nights)["catalog"].shape[0]
     assert sum(written(out) for p, (out, _) in zip(procs, outputs) if p.returncode == 0) == rows
     assert_same_objects(both_nights, s3)
+
+
+# ---- a writer whose lock was removed while it ran ----
+
+
+def _wait_stopped(p: subprocess.Popen, timeout: float = TIMEOUT):
+    """Wait until `p` has stopped itself (ZTF2ZARR_FAULT=stop-POINT sends it SIGSTOP)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert p.poll() is None, f"exit {p.returncode} before it stopped:\n{p.communicate()[1]}"
+        if Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.05)
+    pytest.fail(f"pid {p.pid} did not stop")
+
+
+def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2):
+    """A build paused after its chunks, its lock removed, a second build of another night
+    committed meanwhile: when the first resumes, its commit is refused (its marker and the commit
+    point are written only if they are still what it saw), and the store is the second build's,
+    byte for byte, and verify-clean."""
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    stale = _start_build(cli, s3, _inputs(data_root, ["ztf-avro-alert"]), url, cwd=data_root.parent,
+                         fault="stop-before-metadata")
+    try:
+        _wait_stopped(stale)
+        run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+        _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    _, err = stale.communicate(timeout=TIMEOUT)
+    assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
+    assert url in err and "another writer has taken the store over" in err and "run the same command again" in err, err
+    assert_same_objects(night_1_then_2, s3)
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+
+LEASE = "3"  # seconds: a writer paused for longer is renewed (or stopped) before its next write
+
+
+def _paused_build(cli, s3, data_root, inputs, url, fault):
+    env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "ZTF2ZARR_FAULT": fault, "ZTF2ZARR_LEASE_SECONDS": LEASE}
+    p = subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress"], cwd=str(data_root.parent), env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_stopped(p)
+    return p
+
+
+def test_a_paused_writer_whose_lease_ran_out_is_stopped_at_its_next_write(cli, s3, data_root, night_1_then_2):
+    """A build paused after its first chunk keeps its lock while its lease runs (unlock refuses
+    it, naming the holder and the expiry); once the lease has run out the next build takes the
+    lock over and commits; the paused one, resumed, renews before its next chunk, finds its lock
+    taken and stops without writing, and leaves the other's lock and commit alone."""
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    stale = _paused_build(cli, s3, data_root, _inputs(data_root, ["ztf-avro-alert"]), url, "stop-after-chunk")
+    try:
+        refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"pid {stale.pid} on {socket.gethostname()}" in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
+        assert s3.exists(f"{STORE}/{LOCK}")
+        time.sleep(int(LEASE) + 1)
+        taken = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+        assert "lease ran out" in taken.stderr, taken.stderr
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    _, err = stale.communicate(timeout=TIMEOUT)
+    assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
+    assert url in err and "taken over" in err, err
+    assert_same_objects(night_1_then_2, s3)
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+
+def test_a_stale_writer_does_not_delete_the_next_writers_lock(cli, s3, data_root, night_1):
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    stale = _paused_build(cli, s3, data_root, _inputs(data_root, NIGHT_2), url, "stop-before-metadata")
+    try:
+        time.sleep(int(LEASE) + 1)
+        next_lock = _lease_lock("pid 4242 on build-host-7", int(time.time()) + 3600)
+        s3.put(f"{STORE}/{LOCK}", next_lock)  # the next writer, which took the lease over
+    finally:
+        stale.send_signal(signal.SIGCONT)
+    _, err = stale.communicate(timeout=TIMEOUT)
+    assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
+    assert s3.get(f"{STORE}/{LOCK}") == next_lock, "the stale writer removed or changed the next writer's lock"
+    assert state(open_s3(url, s3.storage_options, True))[0] == open_local(night_1)["catalog"].shape[0]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_writer_removes_what_it_wrote_and_its_lock(cli, s3, data_root, night_1, sig):
+    """SIGTERM or SIGINT (delivered while the build is paused after a chunk, so that it lands
+    mid-build) stop the build at its next write: its chunks and marker are deleted, its lock
+    object removed, and it says that nothing was committed."""
+    url = s3.url(STORE)
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    p = _start_build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, fault="stop-after-chunk")
+    try:
+        _wait_stopped(p)
+        p.send_signal(sig)
+    finally:
+        p.send_signal(signal.SIGCONT)
+    _, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 2, f"exit {p.returncode}\n{err}"
+    assert f"stopped by {sig.name} before its commit: nothing of this run was committed" in err, err
+    assert url in err and "run the same command again" in err, err
+    # No lock object, no marker, no chunk of the stopped build: the keys of night 1, and its rows
+    # (an incomplete last chunk keeps the rows it was given past the committed shape, unread).
+    assert s3.keys(STORE) == sorted(local_files(night_1)), "objects left behind"
+    assert same_state(state(open_s3(url, s3.storage_options, True)), state(open_local(night_1)))
+    run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+
+def test_a_store_without_conditional_updates_needs_single_writer(cli, s3, data_root, night_1):
+    """With conditional puts turned off in the client (as for an S3 API that has none), a
+    writer could not be fenced: the build is refused before anything is written, naming the
+    store and --single-writer; with --single-writer it is written as usual."""
+    url = s3.url(STORE)
+    env = {**s3.env, "AWS_CONDITIONAL_PUT": "disabled"}
+    refused = _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent, env=env)
+    assert refused.returncode == 2 and url in refused.stderr and "--single-writer" in refused.stderr, refused.stderr
+    assert s3.keys(STORE) == []
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, "--single-writer", cwd=data_root.parent, env=env).check()
+    assert_same_objects(night_1, s3)
 
 
 # ---- errors ----

@@ -231,3 +231,97 @@ fn a_store_of_the_earlier_layout_is_upgraded_by_its_next_append() {
     assert!(again.status.success() && !String::from_utf8_lossy(&again.stderr).contains("upgrading"));
     assert_eq!(contents(&store), contents(&one_shot));
 }
+
+/// A local store named by its path and by a `file://` URL is one store with one lock: a writer
+/// holding the path's lock stops a build given the URL, which then writes the same store.
+#[test]
+fn a_store_named_by_its_path_and_by_a_file_url_takes_one_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let url = format!("file://{}", store.display());
+    let input = real_alerts().join("kowalski-20200202");
+    let held = StoreLock::acquire(&store).unwrap();
+    let refused = ztf2zarr(["build", input.to_str().unwrap(), "-o", &url, "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("being written by another ztf2zarr") && stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    drop(held);
+    ztf2zarr_ok(["build", input.to_str().unwrap(), "-o", &url, "--no-progress"]);
+    assert!(!store.join(".ztf2zarr/lock").exists(), "a file:// store was locked with a lock object, not with its path's lock");
+    assert_sound(&store);
+    let info = ztf2zarr_ok(["info", &url]);
+    assert!(info.contains(&format!("store        {}", store.display())), "{info}");
+}
+
+/// STORE URLs that do not name one store's objects one for one are refused before anything is
+/// read or written, naming the URL and the reason.
+#[test]
+fn urls_that_do_not_map_one_for_one_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = real_alerts().join("kowalski-20200202");
+    for (url, reason) in [
+        ("http://example.org/s.zarr", "not a URL of an object store"),
+        ("s3://b//y.zarr", "empty path segment"),
+        ("s3://b/x//y.zarr", "empty path segment"),
+        ("s3://b/x/../y.zarr", "`..`"),
+        ("s3://b/x%2Fy.zarr", "percent escape"),
+        ("s3://b/y.zarr#1", "query or fragment"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr"))
+            .args(["build", input.to_str().unwrap(), "-o", url, "--no-progress"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(&format!("`{url}` cannot be used as a store")) && stderr.contains(reason), "{url}: {stderr}");
+        for args in [vec!["info", url], vec!["verify", url], vec!["unlock", url]] {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(&args).current_dir(dir.path()).output().unwrap();
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a refused URL made a local folder");
+}
+
+/// SIGINT (as Ctrl-C sends) in the middle of an append onto a local store: the build stops at its
+/// next write, deletes what it wrote and says nothing was committed; the store is as it was.
+#[test]
+fn an_interrupted_append_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let (first, second) = nights();
+    build(&store, &first, &[]);
+    let before = tree_bytes(&store);
+    let before_contents = contents(&store);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr"))
+        .arg("build")
+        .args(&second)
+        .args(["-o", store.to_str().unwrap(), "--no-progress"])
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .env("ZTF2ZARR_FAULT", "stop-after-chunk")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let stat = format!("/proc/{pid}/stat");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&stat).unwrap().rsplit(')').next().unwrap().split_whitespace().next() != Some("T") {
+        assert!(started.elapsed().as_secs() < 60, "the build did not stop after its first chunk");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signals to our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stopped by SIGINT before its commit: nothing of this run was committed"), "{stderr}");
+    // Every object of before, and no other; its rows as they were (an incomplete last chunk keeps
+    // the rows it was given past the committed shape, where no reader looks).
+    let keys = |tree: &[(PathBuf, Vec<u8>)]| tree.iter().map(|(path, _)| path.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&tree_bytes(&store)), keys(&before), "objects left behind");
+    assert_eq!(contents(&store), before_contents);
+    assert_sound(&store);
+}
