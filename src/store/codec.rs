@@ -265,6 +265,80 @@ fn unshuffle_of(filtered: &[u8], element: usize) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// Each writing thread's compressor: one zstd context and output buffer for all its chunks,
+    /// instead of a fresh context and fresh pages per chunk.
+    pub(super) static COMPRESSOR: std::cell::RefCell<ChunkCompressor> = std::cell::RefCell::default();
+}
+
+/// A zstd context kept for one level, and the buffer it compresses into.
+#[derive(Default)]
+pub(super) struct ChunkCompressor {
+    context: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    /// The streaming context of [`ChunkCompressor::compress_parts`].
+    stream: Option<zstd::zstd_safe::CCtx<'static>>,
+    out: Vec<u8>,
+    /// A buffer for the filtered bytes of a chunk.
+    pub(super) scratch: Vec<u8>,
+}
+
+impl ChunkCompressor {
+    /// `raw` compressed as one zstd frame at `level` (the same bytes as `zstd::bulk::compress`).
+    pub(super) fn compress(&mut self, raw: &[u8], level: i32) -> std::io::Result<&[u8]> {
+        if self.context.as_ref().is_none_or(|(kept, _)| *kept != level) {
+            self.context = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let Some((_, context)) = self.context.as_mut() else { unreachable!("set above") };
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        context.compress_to_buffer(raw, &mut self.out)?;
+        Ok(&self.out)
+    }
+
+    /// `parts`, one after the other, compressed as one zstd frame at `level` that declares its
+    /// size (a string chunk is read by that size).
+    pub(super) fn compress_parts(&mut self, parts: &[Part<'_>], level: i32) -> std::io::Result<&[u8]> {
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective as EndDirective;
+        use zstd::zstd_safe::{CParameter, InBuffer, OutBuffer};
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let fail = |code: usize| std::io::Error::other(zstd::zstd_safe::get_error_name(code));
+        let total: usize = parts.iter().map(Part::size).sum();
+        let context = self.stream.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        context.reset(zstd::zstd_safe::ResetDirective::SessionAndParameters).map_err(fail)?;
+        context.set_parameter(CParameter::CompressionLevel(level)).map_err(fail)?;
+        context.set_pledged_src_size(Some(total as u64)).map_err(fail)?;
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(total));
+        let mut out = OutBuffer::around(&mut self.out);
+        let feed = |bytes: &[u8], out: &mut OutBuffer<'_, Vec<u8>>, context: &mut zstd::zstd_safe::CCtx<'static>| -> std::io::Result<()> {
+            let mut input = InBuffer::around(bytes);
+            while input.pos() < bytes.len() {
+                context.compress_stream2(out, &mut input, EndDirective::ZSTD_e_continue).map_err(fail)?;
+            }
+            Ok(())
+        };
+        for part in parts {
+            match *part {
+                Part::Bytes(bytes) => feed(bytes, &mut out, context)?,
+                Part::Zeros(mut left) => {
+                    while left > 0 {
+                        let now = left.min(ZEROS.len());
+                        feed(&ZEROS[..now], &mut out, context)?;
+                        left -= now;
+                    }
+                }
+            }
+        }
+        loop {
+            let remaining = context.compress_stream2(&mut out, &mut InBuffer::around(&[]), EndDirective::ZSTD_e_end).map_err(fail)?;
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(&self.out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

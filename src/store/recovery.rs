@@ -1,0 +1,177 @@
+//! Finishing what a killed writer left: its pending marker says which chunks it may have added
+//! and which metadata it may have written; the metadata is put back as `.zmetadata` (the commit
+//! point) has it, the chunks past the committed rows are deleted, and backups named by markers
+//! of earlier releases are restored (see `docs/appending.md`).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::reader;
+use super::{pretty, read_doc, Purpose, Storage, StoreError, BACKUPS, PENDING};
+
+/// Finish what a killed writer left, as its pending marker describes: put the separate metadata
+/// back as `.zmetadata` has it, delete the metadata of arrays it created, the chunks it added
+/// past the committed rows, and its candid run and rejects log. After a first build that was
+/// killed, what is left is no store at all.
+///
+/// A killed `label` or `split` rewrote committed chunks in place, which cannot be undone: only
+/// the same command may then run, to finish it.
+pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
+    let Some(pending) = read_doc(storage, PENDING)? else { return Ok(()) };
+    let command = pending["command"].as_str().unwrap_or("build");
+    if command != "build" && command != purpose.command() {
+        return Err(StoreError::Interrupted {
+            store: storage.location(),
+            reason: format!(
+                "its last `{command}` (started {}) was killed before it finished, so some of what it rewrites may be new and \
+                 some old; run `ztf2zarr {command}` again to finish it first",
+                pending["started"].as_str().unwrap_or("at an unknown time")
+            ),
+        });
+    }
+    // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
+    // again while it recovers) never finds the arrays at two lengths for longer than the renames.
+    restore_metadata(storage, pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str))?;
+    let committed = match storage.get(".zmetadata")? {
+        Some(_) => reader::committed_documents(storage)?,
+        None => serde_json::Map::new(),
+    };
+    if command == "build" {
+        let committed_runs = committed.get(".zattrs").and_then(|a| a["ztf2zarr"]["runs"].as_array().map(Vec::len)).unwrap_or(0);
+        let number = pending["number"].as_u64().map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        if committed_runs < number {
+            restore_backups(storage, &pending)?;
+        }
+        delete_backups(storage, &pending)?;
+        delete_added_chunks(storage, &pending, &committed)?;
+    }
+    let named = committed_names(&committed);
+    for key in pending["objects"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        if !named.iter().any(|n| n == key) {
+            storage.delete(key)?;
+        }
+    }
+    if command == "build" {
+        storage.delete(PENDING)?;
+    }
+    storage.flush()?;
+    Ok(())
+}
+
+/// Put the metadata documents `keys` back as the committed `.zmetadata` has them (those it does
+/// not name are deleted), so that the separate files agree with the commit point again.
+pub(super) fn restore_metadata<'a>(storage: &dyn Storage, keys: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
+    let committed = match storage.get(".zmetadata")? {
+        Some(_) => reader::committed_documents(storage)?,
+        None => serde_json::Map::new(),
+    };
+    let keys: Vec<&str> = keys.collect();
+    let restored: Vec<(String, Vec<u8>)> =
+        keys.iter().filter_map(|key| committed.get(*key).map(|doc| ((*key).to_string(), pretty(doc).into_bytes()))).collect();
+    storage.put_all(&restored)?;
+    for key in keys.iter().filter(|key| !committed.contains_key(**key)) {
+        storage.delete(key)?;
+    }
+    Ok(())
+}
+
+/// Where the backup of chunk `key` made by change `number` lives.
+pub(super) fn backup_key(number: usize, key: &str) -> String {
+    format!("{BACKUPS}/{number:06}/{key}")
+}
+
+/// The chunks the marker's change backed up, with their backups' keys.
+pub(super) fn backups_of(pending: &Value) -> Vec<(String, String)> {
+    let number = pending["number"].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+    pending["backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|key| (key.to_string(), backup_key(number, key)))
+        .collect()
+}
+
+/// Put back every chunk the marker's change backed up (a backup not yet made means its chunk
+/// was not yet rewritten). Only markers of earlier releases list backups: they rewrote
+/// forced-photometry rows in place, which no change does now.
+pub(super) fn restore_backups(storage: &dyn Storage, pending: &Value) -> Result<(), StoreError> {
+    let backups = backups_of(pending);
+    for (key, backup) in &backups {
+        if let Some(bytes) = storage.get(backup)? {
+            storage.put(key, &bytes)?;
+        }
+    }
+    if !backups.is_empty() {
+        storage.flush()?;
+    }
+    Ok(())
+}
+
+pub(super) fn delete_backups(storage: &dyn Storage, pending: &Value) -> Result<(), StoreError> {
+    let backups = backups_of(pending);
+    for (_, backup) in &backups {
+        storage.delete(backup)?;
+    }
+    // A local disk keeps the folders the backups were in; an object store has none.
+    if let Some(root) = storage.local_root().filter(|_| !backups.is_empty()) {
+        let folder = root.join(BACKUPS);
+        remove_empty_folders(&folder);
+        let _ = std::fs::remove_dir(folder);
+    }
+    Ok(())
+}
+
+/// Delete the chunks a killed build wrote past the committed rows of each array.
+pub(super) fn delete_added_chunks(
+    storage: &dyn Storage,
+    pending: &Value,
+    committed: &serde_json::Map<String, Value>,
+) -> Result<(), StoreError> {
+    for entry in pending["chunks_from"].as_array().into_iter().flatten() {
+        let (Some(name), Some(first), Some(suffix)) = (entry["array"].as_str(), entry["from"].as_u64(), entry["suffix"].as_str()) else {
+            continue;
+        };
+        let zarray = committed.get(&format!("{name}/.zarray"));
+        let rows = zarray.and_then(|z| z["shape"][0].as_u64()).unwrap_or(0);
+        let chunk_rows = zarray.and_then(|z| z["chunks"][0].as_u64()).filter(|c| *c > 0).unwrap_or(1);
+        let start = first.max(rows.div_ceil(chunk_rows));
+        for index in start.. {
+            let key = format!("{name}/{index}{suffix}");
+            if storage.size(&key)?.is_none() {
+                break;
+            }
+            storage.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The candid runs and rejects logs the committed root attrs name.
+pub(super) fn committed_names(committed: &serde_json::Map<String, Value>) -> Vec<String> {
+    let attrs = committed.get(".zattrs").cloned().unwrap_or(Value::Null);
+    let mut names: Vec<String> = attrs["ztf2zarr"]["candid_index"]["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["key"].as_str().map(String::from))
+        .collect();
+    names.extend(attrs["ztf2zarr"]["runs"].as_array().into_iter().flatten().filter_map(|r| r["rejects_log"].as_str().map(String::from)));
+    names.extend(
+        attrs["ztf2zarr"]["lightcurve_keys"]["blocks"].as_array().into_iter().flatten().filter_map(|b| b["key"].as_str().map(String::from)),
+    );
+    names
+}
+
+/// Remove the empty folders under `root` (what a deleted first build leaves in a folder the
+/// user made), keeping `root` itself.
+pub(super) fn remove_empty_folders(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_folders(&entry.path());
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
