@@ -93,6 +93,21 @@ impl Skip {
             Skip::SameFolder(_) => "same folder",
         }
     }
+
+    /// [`Skip::kind`] for more than one: "2 not alert files".
+    #[must_use]
+    pub fn kinds(&self) -> &'static str {
+        match self {
+            Skip::NotAlert => "not alert files",
+            Skip::Fifo => "FIFOs",
+            Skip::Socket => "sockets",
+            Skip::Device => "devices",
+            Skip::SymlinkLoop => "symlink loops",
+            Skip::BrokenLink => "broken symlinks",
+            Skip::SameFile(_) => "same files",
+            Skip::SameFolder(_) => "same folders",
+        }
+    }
 }
 
 impl std::fmt::Display for Skip {

@@ -280,3 +280,18 @@ fn split_help_says_what_stale_splits_mean_for_verify() {
         assert!(help.contains(word), "split --help lacks `{word}`:\n{help}");
     }
 }
+
+#[test]
+fn ignored_paths_are_counted_in_a_plain_sentence_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let alert = real_alerts().join("boom");
+    let first = std::fs::read_dir(&alert).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "avro")).unwrap();
+    std::fs::copy(&first, inputs.join("a.avro")).unwrap();
+    std::fs::write(inputs.join("notes.txt"), "x").unwrap();
+    std::fs::write(inputs.join("README.md"), "x").unwrap();
+    let summary = build(&dir.path().join("s.zarr"), &[inputs], &[]);
+    assert!(summary.contains("ignored     2 paths (2 not alert files)\n"), "{summary}");
+    assert!(summary.contains("notes.txt: not an alert file") && summary.contains("README.md: not an alert file"), "{summary}");
+}
