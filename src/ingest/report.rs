@@ -142,7 +142,12 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
         let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
     }
     let rate = stats.alerts() as f64 / seconds;
-    let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
+    let _ = writeln!(
+        out,
+        "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {}",
+        megabytes / seconds,
+        counted(threads, "thread", "threads")
+    );
     out
 }
 

@@ -295,3 +295,13 @@ fn ignored_paths_are_counted_in_a_plain_sentence_and_listed() {
     assert!(summary.contains("ignored     2 paths (2 not alert files)\n"), "{summary}");
     assert!(summary.contains("notes.txt: not an alert file") && summary.contains("README.md: not an alert file"), "{summary}");
 }
+
+#[test]
+fn the_build_summary_counts_one_thread_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = build(&dir.path().join("one.zarr"), &[real_alerts().join("boom")], &["--threads", "1"]);
+    let time = one.lines().find(|l| l.trim_start().starts_with("time")).unwrap();
+    assert!(time.ends_with(", 1 thread"), "{one}");
+    let two = build(&dir.path().join("two.zarr"), &[real_alerts().join("boom")], &["--threads", "2"]);
+    assert!(two.contains(", 2 threads\n"), "{two}");
+}
