@@ -214,7 +214,9 @@ fn render(info: &Value) -> String {
         )
     };
     let _ = writeln!(out, "light curves {line}");
-    let _ = writeln!(out, "rejected     {} (logs in rejects/)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
+    let rejected = number(&info["rejected_inputs"]);
+    let logs = if rejected > 0 { " (logs in rejects/)" } else { "" };
+    let _ = writeln!(out, "rejected     {}{logs}", counted(rejected, "input", "inputs"));
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {

@@ -305,3 +305,22 @@ fn the_build_summary_counts_one_thread_in_the_singular() {
     let two = build(&dir.path().join("two.zarr"), &[real_alerts().join("boom")], &["--threads", "2"]);
     assert!(two.contains(", 2 threads\n"), "{two}");
 }
+
+#[test]
+fn the_rejects_folder_is_named_only_when_something_was_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let summary = build(&store, &[real_alerts().join("boom")], &[]);
+    assert!(summary.contains("  rejected    0\n") && !summary.contains("rejects/"), "{summary}");
+    assert!(!store.join("rejects").exists());
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(text.contains("rejected     0 inputs\n") && !text.contains("rejects/"), "{text}");
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("bad.avro"), b"not avro").unwrap();
+    let summary = build(&store, &[broken], &[]);
+    assert!(summary.contains("(all reasons: ") && summary.contains("rejects/"), "{summary}");
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(text.contains("rejected     1 input (logs in rejects/)"), "{text}");
+}
