@@ -324,3 +324,31 @@ fn the_rejects_folder_is_named_only_when_something_was_rejected() {
     let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
     assert!(text.contains("rejected     1 input (logs in rejects/)"), "{text}");
 }
+
+#[test]
+fn info_names_the_schema_versions_as_the_build_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    // Schema 1.8 packets (no schemavsn) and 3.x ones.
+    let summary = build(&store, &[real_alerts().join("ampel/ztf_public_20180601"), real_alerts().join("kowalski-20200202")], &[]);
+    let built = summary.lines().find(|l| l.trim_start().starts_with("schemas")).unwrap().to_string();
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    let shown = text.lines().find(|l| l.starts_with("schemas")).unwrap().to_string();
+    assert!(built.contains("(none: before 3.x; writer schema 1.8) ×10"), "{built}");
+    assert!(shown.contains("(none: before 3.x) "), "{shown}");
+    // The same versions with the same counts: the build adds the writer schema, which the store does not keep.
+    let versions = |line: &str| -> Vec<(String, String)> {
+        let list = line.trim_start().trim_start_matches("schemas").trim();
+        let mut pairs: Vec<(String, String)> = list
+            .replace("; writer schema 1.8", "")
+            .split(", ")
+            .map(|part| {
+                let (name, n) = part.rsplit_once(' ').unwrap();
+                (name.to_string(), n.trim_start_matches('×').to_string())
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(versions(&built), versions(&shown), "{built}\n{shown}");
+}
