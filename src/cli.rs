@@ -232,8 +232,10 @@ pub struct UnlockArgs {
     pub store: PathBuf,
 }
 
-/// Options of `ztf2zarr label`.
+/// Options of `ztf2zarr label`. `--labels`, optional for `build`, is required here: the usage line
+/// and the help show it so, under its own heading.
 #[derive(Debug, Args)]
+#[command(mut_arg("labels", |arg| arg.required(true).help_heading("Required")))]
 pub struct LabelArgs {
     /// The store to label.
     pub store: PathBuf,

@@ -352,3 +352,19 @@ fn info_names_the_schema_versions_as_the_build_did() {
     };
     assert_eq!(versions(&built), versions(&shown), "{built}\n{shown}");
 }
+
+#[test]
+fn label_help_shows_labels_as_required() {
+    let help = ztf2zarr_ok(["label", "--help"]);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(usage.contains("--labels <FILE.csv>") && !usage.contains("[--labels"), "{usage}");
+    let (options, required) = help.split_once("\nRequired:\n").expect("a Required heading");
+    assert!(required.lines().next().is_some_and(|l| l.trim_start().starts_with("--labels <FILE.csv>")), "{help}");
+    assert!(!options.split_once("\nOptions:").unwrap().1.contains("--labels <"), "not among the options: {help}");
+    // build still takes it as an option.
+    let help = ztf2zarr_ok(["build", "--help"]);
+    assert!(!help.contains("Required:"), "{help}");
+    let output = run(&["label", "s.zarr"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--labels <FILE.csv>"), "{}", stderr(&output));
+}
