@@ -217,6 +217,8 @@ fn a_labels_csv_without_its_columns_names_the_option_and_an_empty_one_says_so() 
     };
     let message = label("objectId,predicted_class\nZTF1,QSO\n");
     assert!(message.contains("--id-column") && message.contains("columns: objectId, predicted_class"), "{message}");
+    let message = label("oid\tpredicted_class\nZTF1\tQSO\n");
+    assert!(message.contains("looks tab-separated") && message.contains("must be CSV"), "{message}");
     let message = label("oid,class\nZTF1,QSO\n");
     assert!(message.contains("--class-column") && message.contains("columns: oid, class"), "{message}");
     assert!(label("").contains("is empty"));
