@@ -370,3 +370,25 @@ fn label_help_shows_labels_as_required() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--labels <FILE.csv>"), "{}", stderr(&output));
 }
+
+#[test]
+fn verify_and_info_say_the_same_of_a_folder_that_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("notes.txt"), "x").unwrap();
+    let p = plain.to_str().unwrap();
+    let (info, verified) = (run(&["info", p]), run(&["verify", p]));
+    assert_eq!((info.status.code(), verified.status.code()), (Some(2), Some(2)));
+    assert!(stderr(&info).contains("is not a ztf2zarr store"), "{}", stderr(&info));
+    assert_eq!(stderr(&info), stderr(&verified));
+    assert!(stdout(&verified).is_empty(), "{}", stdout(&verified));
+
+    // A store that lost its .zgroup is still a damaged store to verify.
+    let store = dir.path().join("s.zarr");
+    build(&store, &[real_alerts().join("boom")], &[]);
+    std::fs::remove_file(store.join(".zgroup")).unwrap();
+    let (code, text) = verify(&store);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("PROBLEM"), "{text}");
+}
