@@ -392,3 +392,24 @@ fn verify_and_info_say_the_same_of_a_folder_that_is_not_a_store() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("PROBLEM"), "{text}");
 }
+
+#[test]
+fn a_store_built_inside_its_input_folder_is_not_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for entry in std::fs::read_dir(night()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, data.join(path.file_name().unwrap())).unwrap();
+    }
+    let store = data.join("s.zarr");
+    let first = build(&store, std::slice::from_ref(&data), &[]);
+    // Again: the store now exists inside the folder, and none of its files is listed.
+    let again = build(&store, std::slice::from_ref(&data), &[]);
+    let ignored = |text: &str| {
+        text.lines().filter(|l| l.contains("ignored") || l.contains("not an alert file")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(ignored(&first), ignored(&again), "{again}");
+    assert!(!again.contains("s.zarr/"), "{again}");
+    assert!(again.contains("written     0 alerts"), "{again}");
+}
