@@ -128,7 +128,7 @@ not damage: every file is sound); run split again. Scripts can test `splits_stal
 
 const GENERATE_EXAMPLES: &str = "\
 Examples:
-  ztf2zarr generate -o data-samples --count 40
+  ztf2zarr generate -o data-samples/ztf_public_20250101 --count 32
   ztf2zarr generate -o /tmp/night --count 20000 --tarball ztf_public_20250101.tar.gz
   ztf2zarr generate -o /tmp/night --count 40 --labels labels.csv
   ztf2zarr generate -o /tmp/deep --count 20000 --schema 4.02 --history measured
@@ -138,7 +138,11 @@ epochs with the same values). --schema 4.02 adds fp_hists: forced photometry on 
 prv_candidates, newest first. --history measured draws each
 object's number of prv_candidates (and of fp_hists) from the lengths counted on 548 real ZTF
 alerts (schemas 1.3-4.02): 4 to 196, mean 17.1, median 12, 90 % at most 24; 30 % of the entries
-are detections, the rest upper limits. data-samples/ is made with the defaults (3.3, short).";
+are detections, the rest upper limits.
+
+The defaults reproduce data-samples/: `generate -o DIR --count 32` writes
+data-samples/ztf_public_20250101 byte for byte, and with any larger --count the first 32 alerts
+are those 32 (data-samples/README.md gives the commands of the other files).";
 
 /// Options of `ztf2zarr build`.
 #[derive(Debug, Args)]
@@ -245,8 +249,10 @@ pub struct UnlockArgs {
     pub force: bool,
 }
 
-/// Options of `ztf2zarr label`.
+/// Options of `ztf2zarr label`. `--labels`, optional for `build`, is required here: the usage line
+/// and the help show it so, under its own heading.
 #[derive(Debug, Args)]
+#[command(mut_arg("labels", |arg| arg.required(true).help_heading("Required")))]
 pub struct LabelArgs {
     /// The store to label.
     pub store: PathBuf,
@@ -314,7 +320,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// First candid; alert i gets candid FIRST + i (use another range to make another night).
+    /// First candid; alert i gets candid FIRST + i. Another range gives alerts that do not
+    /// collide with these (to append), on the same dates: jd does not follow the candid.
     #[arg(long, default_value_t = 1_100_000_000_015_000_000)]
     pub first_candid: i64,
 

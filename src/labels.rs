@@ -50,6 +50,11 @@ pub enum LabelError {
     /// A needed column is missing.
     #[error("labels `{path}` has no column {wanted} (columns: {found}); name its column with {option}")]
     Column { path: PathBuf, wanted: String, found: String, option: &'static str },
+    /// A header line with tabs and no commas: a TSV file given as labels.
+    #[error(
+        "labels `{path}` looks tab-separated (its header line has tabs and no commas): labels must be CSV, with commas between columns"
+    )]
+    TabSeparated { path: PathBuf },
     /// Not even a header line.
     #[error("labels `{path}` is empty: expected a header line with the id column (--id-column, default oid) and the class column (--class-column), then one row per object")]
     Empty { path: PathBuf },
@@ -224,6 +229,9 @@ fn read_classes(path: &Path, options: &LabelOptions, input: &mut impl Read) -> R
     let headers = reader.headers().map_err(row_error)?.clone();
     if headers.iter().all(|h| h.trim().is_empty()) {
         return Err(LabelError::Empty { path: path.to_path_buf() });
+    }
+    if headers.len() == 1 && headers[0].contains('\t') {
+        return Err(LabelError::TabSeparated { path: path.to_path_buf() });
     }
     let found = || headers.iter().collect::<Vec<_>>().join(", ");
     let position = |name: &str| headers.iter().position(|h| h == name);

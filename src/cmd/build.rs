@@ -21,7 +21,7 @@ use crate::survey::Survey;
 /// Invalid options, a missing input path, or a store that cannot be read or written.
 pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     validate(args)?;
-    let plan = source::discover(&args.inputs)?;
+    let plan = source::discover(&args.inputs, &args.output)?;
     if plan.inputs.is_empty() {
         bail!("no .avro files or .tar.gz archives found in {}", list(&args.inputs));
     }

@@ -16,7 +16,7 @@ use crate::split::{split_basis, stale_reasons};
 use crate::store::inspect::{open_store, rejects_logged, split_sizes, splits_attrs};
 use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
 use crate::survey::ztf::cutout::STAMP_FLAGS;
-use crate::survey::ztf::tables::{self, TABLES};
+use crate::survey::ztf::tables::{self, NO_SCHEMAVSN, TABLES};
 
 /// Run `info`.
 ///
@@ -50,7 +50,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
             }
         }
         if let Some(c) = column("schemavsn") {
-            let version = layout.read_str(row, c).filter(|v| !v.is_empty()).unwrap_or_else(|| "(none: before 3.x)".into());
+            let version = layout.read_str(row, c).filter(|v| !v.is_empty()).unwrap_or_else(|| format!("({NO_SCHEMAVSN})"));
             *versions.entry(version).or_default() += 1;
         }
         if let Some(c) = column("label") {
@@ -214,7 +214,9 @@ fn render(info: &Value) -> String {
         )
     };
     let _ = writeln!(out, "light curves {line}");
-    let _ = writeln!(out, "rejected     {} (logs in rejects/)", counted(number(&info["rejected_inputs"]), "input", "inputs"));
+    let rejected = number(&info["rejected_inputs"]);
+    let logs = if rejected > 0 { " (logs in rejects/)" } else { "" };
+    let _ = writeln!(out, "rejected     {}{logs}", counted(rejected, "input", "inputs"));
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {

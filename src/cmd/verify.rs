@@ -22,11 +22,18 @@ use crate::survey::ztf::tables::{self, TABLES};
 /// A path that is missing or is a file; every problem of a store is reported and reflected in
 /// the exit status instead.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
-    // A folder that is a damaged store is verify's to report; a path that is no folder at all is a mistake.
+    // A folder that is a damaged store is verify's to report; a path that is no folder, or a
+    // folder with nothing of a store in it, is a mistake, said as `info` says it (exit 2).
     let storage = match require_store(&args.store) {
-        Err(error @ (NotAStore::Missing(_) | NotAStore::File(_) | NotAStore::Unusable(_))) => return Err(error.into()),
         Ok(storage) => storage,
-        Err(_) => crate::store::open_storage(&args.store)?,
+        Err(NotAStore::NoGroup(path)) => {
+            let storage = crate::store::open_storage(&args.store)?;
+            if !has_store_traces(storage.as_ref())? {
+                return Err(NotAStore::NoGroup(path).into());
+            }
+            storage
+        }
+        Err(error) => return Err(error.into()),
     };
     let report = verify(&storage, &TABLES, check_lightcurves);
     let (fresh, warnings) = check_splits(&storage);
@@ -47,6 +54,17 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         crate::outln!("{}: {} found{warned}", args.store.display(), counted(report.problems.len(), "problem", "problems"));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// Whether a folder without `.zgroup` holds anything a store writes at its root: then it is a
+/// damaged store, not some other folder.
+fn has_store_traces(storage: &dyn Storage) -> anyhow::Result<bool> {
+    for key in [".zmetadata", ".zattrs"] {
+        if storage.get(key)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(!storage.list("catalog/")?.is_empty())
 }
 
 /// Whether the splits still match the store: (passed lines, warning lines). Nothing when the

@@ -23,6 +23,7 @@ use crate::labels::Labels;
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
 use crate::survey::ztf::cutout::STAMP_FLAGS;
+use crate::survey::ztf::tables::NO_SCHEMAVSN;
 use crate::survey::{Alert, Decode, StampSpec, Survey, WriterSchema};
 use crate::survey::{Reject, RejectKind};
 use crate::table::{Layout, TableRole};
@@ -891,13 +892,17 @@ fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Aler
     if !alert.truncated.is_empty() {
         stats.truncated.push((name.to_string(), alert.truncated.clone()));
     }
-    // schemavsn is what ZTF says the packet is; older packets lack it, so fall back to the writer schema's version.
-    let version = layout
-        .index_of("schemavsn")
-        .and_then(|c| layout.read_str(&alert.row, c))
-        .filter(|v| !v.is_empty())
-        .or_else(|| alert.writer.version().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into());
+    // schemavsn is what ZTF says the packet is, and all the store keeps: `info` counts the
+    // catalog's column. Older packets lack it; they are named as `info` names them, with the
+    // writer schema's version, which the build alone knows.
+    let version =
+        layout.index_of("schemavsn").and_then(|c| layout.read_str(&alert.row, c)).filter(|v| !v.is_empty()).unwrap_or_else(|| match alert
+            .writer
+            .version()
+        {
+            Some(writer) => format!("({NO_SCHEMAVSN}; writer schema {writer})"),
+            None => format!("({NO_SCHEMAVSN})"),
+        });
     *versions.entry(version).or_default() += 1;
 }
 

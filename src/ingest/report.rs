@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::ingest::lightcurves;
-use crate::ingest::source::Ignored;
+use crate::ingest::source::{Ignored, Skip};
 use crate::ingest::stats::Stats;
 
 /// `count` and the noun, singular for exactly one: "1 night", "2 nights".
@@ -142,7 +142,12 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
         let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
     }
     let rate = stats.alerts() as f64 / seconds;
-    let _ = writeln!(out, "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {threads} threads", megabytes / seconds);
+    let _ = writeln!(
+        out,
+        "  time        {seconds:.2} s, {rate:.0} alerts/s, {:.1} MB/s, {}",
+        megabytes / seconds,
+        counted(threads, "thread", "threads")
+    );
     out
 }
 
@@ -162,8 +167,15 @@ fn ignored_lines(out: &mut String, ignored: &[Ignored]) {
     if ignored.is_empty() {
         return;
     }
-    let kinds = tally(ignored.iter().map(|entry| (entry.reason.kind(), 1)));
-    let _ = writeln!(out, "  ignored     {} not read ({kinds})", counted(ignored.len(), "path", "paths"));
+    let mut kinds: Vec<(&Skip, usize)> = Vec::new();
+    for entry in ignored {
+        match kinds.iter_mut().find(|(kind, _)| kind.kind() == entry.reason.kind()) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((&entry.reason, 1)),
+        }
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(kind, n)| counted(*n, kind.kind(), kind.kinds())).collect();
+    let _ = writeln!(out, "  ignored     {} ({})", counted(ignored.len(), "path", "paths"), kinds.join(", "));
     for entry in ignored.iter().take(SHOWN) {
         let _ = writeln!(out, "      {}: {}", entry.path.display(), entry.reason);
     }

@@ -93,6 +93,21 @@ impl Skip {
             Skip::SameFolder(_) => "same folder",
         }
     }
+
+    /// [`Skip::kind`] for more than one: "2 not alert files".
+    #[must_use]
+    pub fn kinds(&self) -> &'static str {
+        match self {
+            Skip::NotAlert => "not alert files",
+            Skip::Fifo => "FIFOs",
+            Skip::Socket => "sockets",
+            Skip::Device => "devices",
+            Skip::SymlinkLoop => "symlink loops",
+            Skip::BrokenLink => "broken symlinks",
+            Skip::SameFile(_) => "same files",
+            Skip::SameFolder(_) => "same folders",
+        }
+    }
 }
 
 impl std::fmt::Display for Skip {
@@ -142,8 +157,11 @@ pub struct Plan {
 /// # Errors
 /// A path that does not exist or cannot be inspected (e.g. too long), or a folder that cannot be
 /// listed: the build must not go on without part of what was asked for.
-pub fn discover(paths: &[PathBuf]) -> Result<Plan, InputError> {
-    let mut walk = Walk::default();
+///
+/// The folder of `output`, the store being built, is never walked, and not listed either: a store
+/// built inside its input folder is not an input (its files would be so many paths not read).
+pub fn discover(paths: &[PathBuf], output: &Path) -> Result<Plan, InputError> {
+    let mut walk = Walk { output: output_ids(output), ..Walk::default() };
     for (origin, path) in paths.iter().enumerate() {
         if crate::store::object::is_url(&path.to_string_lossy()) {
             walk.add_remote(path)?;
@@ -218,6 +236,23 @@ struct Walk {
     folders: HashMap<FileId, PathBuf>,
     /// The folders from the given path down to the one being listed.
     open: Vec<FileId>,
+    /// The output store's folder and the hidden files beside it (its lock), when they exist: skipped.
+    output: Vec<FileId>,
+}
+
+/// The folder of the store `output` and its hidden files beside it (`.NAME.lock`, …).
+fn output_ids(output: &Path) -> Vec<FileId> {
+    let store = crate::store::resolve(output).unwrap_or_else(|_| output.to_path_buf());
+    let mut ids: Vec<FileId> = std::fs::metadata(&store).ok().filter(Metadata::is_dir).map(|m| file_id(&m)).into_iter().collect();
+    let (Some(parent), Some(name)) = (store.parent(), store.file_name()) else { return ids };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else { return ids };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            ids.extend(entry.metadata().ok().map(|m| file_id(&m)));
+        }
+    }
+    ids
 }
 
 impl Walk {
@@ -251,6 +286,9 @@ impl Walk {
         if let Some(reason) = special(meta.file_type()) {
             return self.ignore(path, reason);
         }
+        if !given && self.output.contains(&file_id(meta)) {
+            return Ok(());
+        }
         let input = match classify(&path) {
             Some(input) => input,
             None if given => Input::File(path.clone()),
@@ -269,6 +307,9 @@ impl Walk {
     /// Walk a folder in sorted order, unless it is already open (a loop) or already walked.
     fn folder(&mut self, path: PathBuf, meta: &Metadata) -> Result<(), InputError> {
         let id = file_id(meta);
+        if self.output.contains(&id) {
+            return Ok(());
+        }
         if self.open.contains(&id) {
             return self.ignore(path, Skip::SymlinkLoop);
         }
@@ -446,7 +487,7 @@ mod tests {
         for name in ["b/2.avro", "1.avro", "notes.md", "night.tar.gz"] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let plan = discover(&[dir.path().to_path_buf()]).unwrap();
+        let plan = discover(&[dir.path().to_path_buf()], Path::new("/no/such/out.zarr")).unwrap();
         let names: Vec<_> = plan.inputs.iter().map(|i| i.path().strip_prefix(dir.path()).unwrap().to_path_buf()).collect();
         assert_eq!(names, [PathBuf::from("1.avro"), "b/2.avro".into(), "night.tar.gz".into()]);
         assert!(matches!(plan.inputs[2], Input::Archive(_)));
@@ -470,7 +511,7 @@ mod tests {
 
     #[test]
     fn missing_path_names_the_path() {
-        let err = discover(&[PathBuf::from("/no/such/night.tar.gz")]).unwrap_err();
+        let err = discover(&[PathBuf::from("/no/such/night.tar.gz")], Path::new("/no/such/out.zarr")).unwrap_err();
         assert!(err.to_string().contains("/no/such/night.tar.gz"), "{err}");
     }
 }

@@ -217,6 +217,8 @@ fn a_labels_csv_without_its_columns_names_the_option_and_an_empty_one_says_so() 
     };
     let message = label("objectId,predicted_class\nZTF1,QSO\n");
     assert!(message.contains("--id-column") && message.contains("columns: objectId, predicted_class"), "{message}");
+    let message = label("oid\tpredicted_class\nZTF1\tQSO\n");
+    assert!(message.contains("looks tab-separated") && message.contains("must be CSV"), "{message}");
     let message = label("oid,class\nZTF1,QSO\n");
     assert!(message.contains("--class-column") && message.contains("columns: oid, class"), "{message}");
     assert!(label("").contains("is empty"));
@@ -279,4 +281,135 @@ fn split_help_says_what_stale_splits_mean_for_verify() {
     for word in ["unlabeled", "--labeled-only", "stale", "WARNING", "splits_stale"] {
         assert!(help.contains(word), "split --help lacks `{word}`:\n{help}");
     }
+}
+
+#[test]
+fn ignored_paths_are_counted_in_a_plain_sentence_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let alert = real_alerts().join("boom");
+    let first = std::fs::read_dir(&alert).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "avro")).unwrap();
+    std::fs::copy(&first, inputs.join("a.avro")).unwrap();
+    std::fs::write(inputs.join("notes.txt"), "x").unwrap();
+    std::fs::write(inputs.join("README.md"), "x").unwrap();
+    let summary = build(&dir.path().join("s.zarr"), &[inputs], &[]);
+    assert!(summary.contains("ignored     2 paths (2 not alert files)\n"), "{summary}");
+    assert!(summary.contains("notes.txt: not an alert file") && summary.contains("README.md: not an alert file"), "{summary}");
+}
+
+#[test]
+fn the_build_summary_counts_one_thread_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = build(&dir.path().join("one.zarr"), &[real_alerts().join("boom")], &["--threads", "1"]);
+    let time = one.lines().find(|l| l.trim_start().starts_with("time")).unwrap();
+    assert!(time.ends_with(", 1 thread"), "{one}");
+    let two = build(&dir.path().join("two.zarr"), &[real_alerts().join("boom")], &["--threads", "2"]);
+    assert!(two.contains(", 2 threads\n"), "{two}");
+}
+
+#[test]
+fn the_rejects_folder_is_named_only_when_something_was_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let summary = build(&store, &[real_alerts().join("boom")], &[]);
+    assert!(summary.contains("  rejected    0\n") && !summary.contains("rejects/"), "{summary}");
+    assert!(!store.join("rejects").exists());
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(text.contains("rejected     0 inputs\n") && !text.contains("rejects/"), "{text}");
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("bad.avro"), b"not avro").unwrap();
+    let summary = build(&store, &[broken], &[]);
+    assert!(summary.contains("(all reasons: ") && summary.contains("rejects/"), "{summary}");
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    assert!(text.contains("rejected     1 input (logs in rejects/)"), "{text}");
+}
+
+#[test]
+fn info_names_the_schema_versions_as_the_build_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    // Schema 1.8 packets (no schemavsn) and 3.x ones.
+    let summary = build(&store, &[real_alerts().join("ampel/ztf_public_20180601"), real_alerts().join("kowalski-20200202")], &[]);
+    let built = summary.lines().find(|l| l.trim_start().starts_with("schemas")).unwrap().to_string();
+    let text = ztf2zarr_ok(["info", store.to_str().unwrap()]);
+    let shown = text.lines().find(|l| l.starts_with("schemas")).unwrap().to_string();
+    assert!(built.contains("(none: before 3.x; writer schema 1.8) ×10"), "{built}");
+    assert!(shown.contains("(none: before 3.x) "), "{shown}");
+    // The same versions with the same counts: the build adds the writer schema, which the store does not keep.
+    let versions = |line: &str| -> Vec<(String, String)> {
+        let list = line.trim_start().trim_start_matches("schemas").trim();
+        let mut pairs: Vec<(String, String)> = list
+            .replace("; writer schema 1.8", "")
+            .split(", ")
+            .map(|part| {
+                let (name, n) = part.rsplit_once(' ').unwrap();
+                (name.to_string(), n.trim_start_matches('×').to_string())
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    assert_eq!(versions(&built), versions(&shown), "{built}\n{shown}");
+}
+
+#[test]
+fn label_help_shows_labels_as_required() {
+    let help = ztf2zarr_ok(["label", "--help"]);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(usage.contains("--labels <FILE.csv>") && !usage.contains("[--labels"), "{usage}");
+    let (options, required) = help.split_once("\nRequired:\n").expect("a Required heading");
+    assert!(required.lines().next().is_some_and(|l| l.trim_start().starts_with("--labels <FILE.csv>")), "{help}");
+    assert!(!options.split_once("\nOptions:").unwrap().1.contains("--labels <"), "not among the options: {help}");
+    // build still takes it as an option.
+    let help = ztf2zarr_ok(["build", "--help"]);
+    assert!(!help.contains("Required:"), "{help}");
+    let output = run(&["label", "s.zarr"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--labels <FILE.csv>"), "{}", stderr(&output));
+}
+
+#[test]
+fn verify_and_info_say_the_same_of_a_folder_that_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("notes.txt"), "x").unwrap();
+    let p = plain.to_str().unwrap();
+    let (info, verified) = (run(&["info", p]), run(&["verify", p]));
+    assert_eq!((info.status.code(), verified.status.code()), (Some(2), Some(2)));
+    assert!(stderr(&info).contains("is not a ztf2zarr store"), "{}", stderr(&info));
+    assert_eq!(stderr(&info), stderr(&verified));
+    assert!(stdout(&verified).is_empty(), "{}", stdout(&verified));
+
+    // A store that lost its .zgroup is still a damaged store to verify.
+    let store = dir.path().join("s.zarr");
+    build(&store, &[real_alerts().join("boom")], &[]);
+    std::fs::remove_file(store.join(".zgroup")).unwrap();
+    let (code, text) = verify(&store);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("PROBLEM"), "{text}");
+}
+
+#[test]
+fn a_store_built_inside_its_input_folder_is_not_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for entry in std::fs::read_dir(night()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, data.join(path.file_name().unwrap())).unwrap();
+    }
+    let store = data.join("s.zarr");
+    let first = build(&store, std::slice::from_ref(&data), &[]);
+    // Again: the store now exists inside the folder, and none of its files is listed.
+    let again = build(&store, std::slice::from_ref(&data), &[]);
+    let ignored = |text: &str| {
+        text.lines().filter(|l| l.contains("ignored") || l.contains("not an alert file")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(ignored(&first), ignored(&again), "{again}");
+    assert!(!again.contains("s.zarr/"), "{again}");
+    assert!(again.contains("written     0 alerts"), "{again}");
 }

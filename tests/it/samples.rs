@@ -45,3 +45,20 @@ fn data_samples_build_into_a_store() {
     assert!(summary.contains("edge-placed 2"), "one edge alert in each set: {summary}");
     assert_eq!(StoreReader::open(&store, &TABLES).unwrap().rows(), 44);
 }
+
+#[test]
+fn generate_help_says_its_defaults_make_the_samples_and_first_candid_keeps_the_dates() {
+    let help = ztf2zarr_ok(["generate", "--help"]);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("The defaults reproduce data-samples/"), "{help}");
+    assert!(flat.contains("the first 32 alerts are those 32"), "{help}");
+    assert!(!flat.contains("another night"), "--first-candid does not change the dates: {help}");
+    assert!(flat.contains("on the same dates"), "{help}");
+    // What the help says: --count 40 starts with the samples' 32 alerts.
+    let dir = tempfile::tempdir().unwrap();
+    ztf2zarr_ok(["generate", "-o", dir.path().to_str().unwrap(), "--count", "40"]);
+    let written = tree_bytes(dir.path());
+    let shipped = tree_bytes(&samples().join("ztf_public_20250101"));
+    assert_eq!((written.len(), shipped.len()), (40, 32));
+    assert!(shipped.iter().all(|file| written.contains(file)), "the first 32 of --count 40 are data-samples/'s");
+}

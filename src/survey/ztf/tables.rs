@@ -27,6 +27,11 @@ forced_start\t<i8\t-1\tderived\tFirst entry of this alert's forced photometry in
 forced_count\t<i4\t0\tderived\tDistinct forced-photometry epochs this alert carried (0 before schema 4.x)
 ";
 
+/// How the build summary and `info` name alerts whose `schemavsn` is empty: ZTF's packets carry
+/// it from schema 3.x on. `info` says `(none: before 3.x)`; the build, which knows the packets'
+/// writer schema, `(none: before 3.x; writer schema 1.8)`.
+pub const NO_SCHEMAVSN: &str = "none: before 3.x";
+
 /// The catalog's layout (`schemas/catalog.tsv`).
 pub fn catalog() -> &'static Layout {
     static LAYOUT: OnceLock<Layout> = OnceLock::new();
