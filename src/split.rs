@@ -157,6 +157,48 @@ pub fn staleness(basis: &SplitBasis, rows_now: usize, fingerprint_now: Option<&s
     reasons
 }
 
+/// What is wrong with a store's split index arrays (`splits`: each split's name and its rows as
+/// stored), one line per problem naming the split (empty: nothing). Each index must be a row of
+/// the catalog's `rows`, ascending and unique within its split, and no row may be in two splits.
+#[must_use]
+pub fn index_problems(splits: &[(&str, &[i64])], rows: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut owner: HashMap<i64, &str> = HashMap::new();
+    for (name, indices) in splits {
+        let outside: Vec<i64> = indices.iter().copied().filter(|r| usize::try_from(*r).map_or(true, |r| r >= rows)).collect();
+        if let Some(first) = outside.first() {
+            problems.push(format!(
+                "splits/{name}: {} not a catalog row (the catalog has {rows} rows), the first {first}",
+                counted_indices(outside.len())
+            ));
+        }
+        if let Some(at) = indices.windows(2).position(|pair| pair[1] <= pair[0]) {
+            let (a, b) = (indices[at], indices[at + 1]);
+            problems.push(if a == b {
+                format!("splits/{name}: row {a} is listed twice")
+            } else {
+                format!("splits/{name}: rows do not ascend (row {b} follows row {a})")
+            });
+        }
+        let mut shared =
+            indices.iter().filter_map(|row| owner.insert(*row, *name).filter(|other| other != name).map(|other| (*row, other)));
+        if let Some((row, other)) = shared.next() {
+            let more = shared.count();
+            let also = if more == 0 { String::new() } else { format!(" (and {more} more)") };
+            problems.push(format!("splits/{name}: row {row} is in splits/{other} too{also}"));
+        }
+    }
+    problems
+}
+
+fn counted_indices(n: usize) -> String {
+    if n == 1 {
+        "1 index is".to_string()
+    } else {
+        format!("{n} indices are")
+    }
+}
+
 /// Fisher–Yates with a stream seeded by the seed and the label, so classes shuffle independently.
 fn shuffle(items: &mut [usize], seed: u64, label: &str) {
     let label_key = label.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| mix64(h ^ u64::from(b)));
@@ -312,6 +354,26 @@ mod tests {
         let err = assign(&objects, &labels, &SplitOptions { labeled_only: true, ..options() }).unwrap_err();
         assert_eq!(err, SplitError::NothingLabeled { rows: 2 });
         assert!(assign(&objects, &labels, &options()).is_ok());
+    }
+
+    #[test]
+    fn index_problems_name_the_split() {
+        let train: &[i64] = &[0, 2, 4];
+        let val: &[i64] = &[1, 3];
+        assert!(index_problems(&[("train", train), ("val", val)], 5).is_empty());
+        let outside = index_problems(&[("train", &[0, 2, 5, 7]), ("val", &[3, -1])], 5);
+        assert_eq!(
+            outside,
+            vec![
+                "splits/train: 2 indices are not a catalog row (the catalog has 5 rows), the first 5".to_string(),
+                "splits/val: 1 index is not a catalog row (the catalog has 5 rows), the first -1".to_string(),
+                "splits/val: rows do not ascend (row -1 follows row 3)".to_string(),
+            ]
+        );
+        let twice = index_problems(&[("train", &[0, 2, 2, 4])], 5);
+        assert_eq!(twice, vec!["splits/train: row 2 is listed twice".to_string()]);
+        let shared = index_problems(&[("train", train), ("test", &[3, 4])], 5);
+        assert_eq!(shared, vec!["splits/test: row 4 is in splits/train too".to_string()]);
     }
 
     #[test]

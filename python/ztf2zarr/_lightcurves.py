@@ -247,8 +247,33 @@ class LightCurves:
         where = self._alerts.take(np.asarray([self._row(r) for r in rows], dtype=np.int64), (start_column, count_column))
         starts, counts = where[start_column].astype(np.int64), where[count_column].astype(np.int64)
         history = self._history[table]
+        self._check_pointers(rows, starts, counts, table)
         flat = _take(self._history_caches, table, history, _spans(starts, counts), _cache_limit([history], *self._cache))
-        return flat.astype(np.int64), counts
+        flat = flat.astype(np.int64)
+        length = self._tables[table].length
+        outside = (flat < 0) | (flat >= length)
+        if outside.any():
+            at = int(np.argmax(outside))
+            alert = int(np.searchsorted(np.cumsum(counts), at, side="right"))
+            raise ValueError(
+                f"{self.store.path}: {GROUP}/history_{table} is damaged: row {self._row(rows[alert])}'s history holds "
+                f"{int(flat[at])}, not a row of {GROUP}/{table} ({length} rows); `ztf2zarr verify` says what else is"
+            )
+        return flat, counts
+
+    def _check_pointers(self, rows, starts, counts, table: str):
+        """Refuse (start, count) pointers of `lightcurves/alerts` that reach outside
+        `history_<table>`: read, they would give a short history, or another alert's."""
+        length = self._history[table].shape[0]
+        start_column, count_column = _HISTORY_COLUMNS[table]
+        bad = (starts < 0) | (counts < 0) | (starts + counts > length)
+        if bad.any():
+            at = int(np.argmax(bad))
+            raise ValueError(
+                f"{self.store.path}: {GROUP}/alerts is damaged: row {self._row(rows[at])} has {start_column} "
+                f"{int(starts[at])} and {count_column} {int(counts[at])}, rows outside {GROUP}/history_{table} "
+                f"({length} rows); `ztf2zarr verify` says what else is"
+            )
 
     # ---- checks ----
 

@@ -4,13 +4,14 @@ light-curve reader uses).
 
 Two engines give the same arrays. `direct` reads each chunk as one whole object and decodes it
 with numcodecs as each array's `.zarray` says (compressor, filters such as shuffle and vlen-utf8,
-dtype, chunk shape, key separator, fill value for a missing chunk); it skips zarr-python's
+dtype, chunk shape, key separator); it skips zarr-python's
 per-call machinery. Variable-length strings (`|O` with the vlen-utf8 filter) come back as numpy
 object arrays from the direct engine, and as zarr-python gives them (object in 2.18,
 StringDType in 3.x) from the zarr engine. It reads
 a local store folder as files, and a store at a URL (`s3://`, `gs://`, `az://`, any fsspec
 protocol) through fsspec, fetching a chunk's stamps and catalog objects together. `zarr` goes
-through zarr-python (2.18 or 3.x) and serves any store zarr-python opens.
+through zarr-python (2.18 or 3.x) and serves any store zarr-python opens. Neither serves a
+missing chunk as fill, nor a split's damaged row indices (see `split_problem`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class _LocalFiles:
         folder = self.root / prefix
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
+    def entries(self, prefix: str) -> set:
+        """The names of the files and folders directly under `prefix` (one listing)."""
+        try:
+            with os.scandir(self.root / prefix) as found:
+                return {entry.name for entry in found}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
 
 class _RemoteFiles:
     """The keys of a store at an fsspec URL: each object fetched whole (one GET), several at once
@@ -107,6 +116,20 @@ class _RemoteFiles:
         except FileNotFoundError:
             return []
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+    def entries(self, prefix: str) -> set:
+        """The names of the objects and folders directly under `prefix` (one listing)."""
+        try:
+            names = self.fs.ls(self._path(prefix), detail=False)
+        except FileNotFoundError:
+            return set()
+        return {name.rstrip("/").rsplit("/", 1)[-1] for name in names}
+
+
+def _missing(where: str, index: int, name: str) -> ValueError:
+    """The error for chunk `index` of array `name` absent from the store (`where`: its key)."""
+    return ValueError(f"{where}: chunk {index} of `{name}` is missing: the store is damaged "
+                      "(ztf2zarr writes every chunk; `ztf2zarr verify` says what else is)")
 
 
 class _DirectArray:
@@ -166,8 +189,7 @@ class _DirectArray:
         writes every chunk of its arrays, so a missing one is damage, never rows of fill)."""
         where = self.files.where(self.key(index))
         if data is None:
-            raise ValueError(f"{where}: chunk {index} of `{self.prefix}` is missing: the store is damaged "
-                             "(ztf2zarr writes every chunk; `ztf2zarr verify` says what else is)")
+            raise _missing(where, index, self.prefix)
         if scratch is not None and self.compressor is not None and self.compressor.codec_id == "zstd":
             # Decoded into a chunk-sized buffer, a short frame would leave the rest of it as it
             # was (the previous chunk's bytes): check the size the frame declares first.
@@ -235,6 +257,23 @@ class _DirectArray:
         return out
 
 
+def split_problem(rows: np.ndarray, catalog_rows: int) -> str | None:
+    """What is wrong with the row indices of one split (None: nothing): each must be a catalog
+    row, and they must ascend with none repeated, as `ztf2zarr split` writes them."""
+    if not len(rows):
+        return None
+    outside = rows[(rows < 0) | (rows >= catalog_rows)]
+    if len(outside):
+        return f"row {int(outside[0])} is not a catalog row (the catalog has {catalog_rows} rows)"
+    steps = np.diff(rows)
+    if (steps <= 0).any():
+        at = int(np.argmax(steps <= 0))
+        if steps[at] == 0:
+            return f"row {int(rows[at])} is listed twice"
+        return f"rows do not ascend (row {int(rows[at + 1])} follows row {int(rows[at])})"
+    return None
+
+
 def _zstd_content_size(frame: bytes) -> int | None:
     """The decompressed size a zstd frame's header declares, or None when it declares none (or
     is not a zstd frame: decoding then says why)."""
@@ -251,28 +290,57 @@ def _zstd_content_size(frame: bytes) -> int | None:
 
 
 class _ZarrArray:
-    """The same interface through zarr-python."""
+    """The same interface through zarr-python. zarr-python reads a missing chunk as fill values
+    (`candid` 0 and `label_code` 0, a real class, beside real stamps); ztf2zarr writes every
+    chunk of its arrays, so a missing one is damage. With `files` (the store's folder or URL),
+    the array's chunk keys are listed once, at its first read, and a read that needs a chunk
+    not among them is refused; without (a store object zarr-python was given), it is read as
+    zarr-python reads it."""
 
-    def __init__(self, array):
+    def __init__(self, array, files=None, name: str = ""):
         self.array = array
         self.shape = tuple(array.shape)
         self.chunks = tuple(array.chunks)
         self.dtype = array.dtype
+        self.files = files
+        self.name = name
+        self._listed = None
 
     def scratch(self):
         return None
 
+    def key(self, index: int) -> str:
+        """The store key of chunk `index` along axis 0, with ztf2zarr's "." separator."""
+        return f"{self.name}/" + ".".join([str(index)] + ["0"] * (len(self.shape) - 1))
+
+    def _require(self, indices):
+        """Refuse the read if any chunk (along axis 0) of `indices` is not in the store."""
+        if self.files is None:
+            return
+        if self._listed is None:
+            self._listed = self.files.entries(self.name)
+        for index in indices:
+            index = int(index)
+            dotted = self.key(index).rsplit("/", 1)[-1]
+            # A "/" separator keeps the chunks of a multi-dimensional array in a folder per index.
+            if dotted not in self._listed and not (len(self.shape) > 1 and str(index) in self._listed):
+                raise _missing(self.files.where(self.key(index)), index, self.name)
+
     def chunk(self, index: int, scratch=None) -> np.ndarray:
+        self._require([index])
         size = self.chunks[0]
         return np.asarray(self.array[index * size : min((index + 1) * size, self.shape[0])])
 
     def rows(self, start: int, stop: int) -> np.ndarray:
+        size = self.chunks[0]
+        self._require(range(start // size, -(-min(stop, self.shape[0]) // size)))
         return np.asarray(self.array[start:stop])
 
     def take(self, rows: np.ndarray, cache: dict | None = None) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.empty(0, dtype=self.dtype)
+        self._require(np.unique(rows[(rows >= 0) & (rows < self.shape[0])] // self.chunks[0]))
         # Coordinate selection reads structured arrays in zarr-python 2.18 and 3.x alike.
         return np.asarray(self.array.get_coordinate_selection(rows))
 
@@ -353,18 +421,28 @@ class Store:
             root = zarr.open(str(path) if isinstance(path, os.PathLike) else path, mode="r")
         self.attrs = dict(root.attrs)
         self._root = root
-        self.stamps = _ZarrArray(root[STAMPS])
-        self.catalog = _ZarrArray(root[CATALOG])
+        # The store's own files, for listing each array's chunks (None: a store object).
+        if is_url(path):
+            self._files = _RemoteFiles(path, storage_options)
+        elif isinstance(path, (str, os.PathLike)):
+            self._files = _LocalFiles(Path(path))
+        else:
+            self._files = None
+        self.stamps = self._zarr_array(STAMPS)
+        self.catalog = self._zarr_array(CATALOG)
         self._split_arrays = {}
         if SPLITS in root:
-            self._split_arrays = {name: _ZarrArray(root[f"{SPLITS}/{name}"]) for name in ("train", "val", "test") if name in root[SPLITS]}
+            self._split_arrays = {name: self._zarr_array(f"{SPLITS}/{name}") for name in ("train", "val", "test") if name in root[SPLITS]}
+
+    def _zarr_array(self, name: str) -> _ZarrArray:
+        return _ZarrArray(self._root[name], self._files, name)
 
     def array(self, name: str):
         """The array `name`, read through this store's engine (chunk, rows and take)."""
         if self._root is not None:
             if self.node(name) != "array":
                 raise KeyError(f"{self.path}: no array {name!r} in the store")
-            return _ZarrArray(self._root[name])
+            return self._zarr_array(name)
         zarray = self._metadata_key(f"{name}/.zarray")
         if zarray is None:
             raise KeyError(f"{self._files.where(name)}: no such array in the store")
@@ -418,7 +496,12 @@ class Store:
             have = ", ".join(self._split_arrays) or "none: run `ztf2zarr split` first"
             raise KeyError(f"{self.path}: no split {name!r} (splits: {have})")
         array = self._split_arrays[name]
-        return np.asarray(array.rows(0, array.shape[0]), dtype=np.int64)
+        rows = np.asarray(array.rows(0, array.shape[0]), dtype=np.int64)
+        problem = split_problem(rows, self.rows)
+        if problem:
+            raise ValueError(f"{self.path}: {SPLITS}/{name} is damaged: {problem} "
+                             "(`ztf2zarr verify` says what else is; `ztf2zarr split` writes the splits anew)")
+        return rows
 
     def chunk_span(self, index: int) -> tuple:
         """Store rows [start, stop) held by chunk `index`."""

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use super::{counted, ExitStatus};
 use crate::cli::VerifyArgs;
 use crate::ingest::lcverify::check_lightcurves;
-use crate::split::{split_basis, stale_reasons};
-use crate::store::inspect::{require_store, splits_attrs, NotAStore};
-use crate::store::verify::verify;
+use crate::split::{index_problems, split_basis, stale_reasons};
+use crate::store::inspect::{require_store, split_indices, splits_attrs, NotAStore};
+use crate::store::verify::{verify, Report};
 use crate::store::{Storage, StoreReader};
 use crate::survey::ztf::tables::{self, TABLES};
 
@@ -35,8 +35,8 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         }
         Err(error) => return Err(error.into()),
     };
-    let report = verify(&storage, &TABLES, check_lightcurves);
-    let (fresh, warnings) = check_splits(&storage);
+    let mut report = verify(&storage, &TABLES, check_lightcurves);
+    let (fresh, warnings) = check_splits(&storage, &mut report);
     for line in report.passed.iter().chain(&fresh) {
         crate::outln!("ok       {line}");
     }
@@ -67,21 +67,43 @@ fn has_store_traces(storage: &dyn Storage) -> anyhow::Result<bool> {
     Ok(!storage.list("catalog/")?.is_empty())
 }
 
-/// Whether the splits still match the store: (passed lines, warning lines). Nothing when the
-/// store has no splits or cannot be read (the store checks report that).
-fn check_splits(storage: &Arc<dyn Storage>) -> (Vec<String>, Vec<String>) {
+/// Whether the split index arrays are sound (a problem each when not: an index outside the
+/// catalog, out of order or repeated, or a row in two splits, which a training run would read as
+/// another row or as leakage between splits), and whether the splits still match the store:
+/// (passed lines, warning lines). Nothing when the store has no splits or cannot be read (the
+/// store checks report that).
+fn check_splits(storage: &Arc<dyn Storage>, report: &mut Report) -> (Vec<String>, Vec<String>) {
     let Ok(reader) = StoreReader::open(storage, &TABLES) else { return (Vec::new(), Vec::new()) };
-    let Some(attrs) = splits_attrs(&reader) else { return (Vec::new(), Vec::new()) };
-    let Ok(rows) = reader.catalog_rows() else { return (Vec::new(), Vec::new()) };
+    let mut passed = Vec::new();
+    let splits = split_indices(&reader);
+    let mut read = Vec::new();
+    for (name, rows) in &splits {
+        match rows {
+            Ok(rows) => read.push((*name, rows.as_slice())),
+            Err(error) => report.problems.push(format!("splits/{name}: cannot be read: {error}")),
+        }
+    }
+    if !read.is_empty() {
+        let problems = index_problems(&read, reader.rows());
+        let indices: usize = read.iter().map(|(_, rows)| rows.len()).sum();
+        report.check(
+            problems.is_empty(),
+            format!("splits: {} ascending, unique, in one split each, and all catalog rows", counted(indices, "index", "indices")),
+            || problems.join("; "),
+        );
+    }
+    let Some(attrs) = splits_attrs(&reader) else { return (passed, Vec::new()) };
+    let Ok(rows) = reader.catalog_rows() else { return (passed, Vec::new()) };
     let Some(basis) = split_basis(&attrs) else {
-        return (Vec::new(), vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
+        return (passed, vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
     };
     let reasons = stale_reasons(tables::catalog(), &basis, &rows);
     if !reasons.is_empty() {
         let line = format!("splits: stale, {}; run `ztf2zarr split` again", reasons.join("; "));
-        return (Vec::new(), vec![line]);
+        return (passed, vec![line]);
     }
     let labels =
         if basis.labels_fingerprint.is_some() { " and their current labels" } else { " (made before labels were recorded with them)" };
-    (vec![format!("splits: made from all {}{labels}", counted(rows.len(), "row", "rows"))], Vec::new())
+    passed.push(format!("splits: made from all {}{labels}", counted(rows.len(), "row", "rows")));
+    (passed, Vec::new())
 }

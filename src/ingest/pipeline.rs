@@ -152,6 +152,8 @@ enum Feed {
     CarriedEpochs,
     /// The rows of forced photometry it carried.
     CarriedForced,
+    /// Nothing: an array a command writes whole.
+    Command,
     /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row of
     /// `row_bytes` (UTF-32 cells written as variable-length UTF-8 when the array's cells are
     /// strings).
@@ -171,6 +173,8 @@ impl Feed {
             Source::Stamps => Feed::Stamps,
             Source::Carried(TableRole::Forced) => Feed::CarriedForced,
             Source::Carried(_) => Feed::CarriedEpochs,
+            // Never among a store's declared arrays: a build does not write split indices.
+            Source::Command => Feed::Command,
             Source::Column(column) => {
                 Feed::Column { table: column.role, row_bytes: column.row_bytes, offset: column.offset, width: column.width }
             }
@@ -186,7 +190,7 @@ impl Feed {
         match self {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
-            Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
+            Feed::CarriedEpochs | Feed::CarriedForced | Feed::Command => ([].as_slice().into(), None),
             Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
                     TableRole::Alerts if alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),

@@ -47,6 +47,8 @@ pub enum Source {
     Carried(TableRole),
     /// A column of a light-curve table.
     Column(ColumnOf),
+    /// None: written whole by a command of its own (the split index arrays), read back here.
+    Command,
 }
 
 /// One array of the store.

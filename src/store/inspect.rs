@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use super::{is_url, open_storage, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
+use super::arrays::{ArraySpec, Cell, Rows, Source};
+use super::{is_url, open_storage, ChunkFilter, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
 use crate::table::Tables;
 
 /// The split index arrays of the `splits` group.
@@ -108,6 +109,34 @@ pub fn split_sizes(reader: &StoreReader) -> Value {
         })
         .collect();
     Value::Object(sizes)
+}
+
+/// The row indices each split index array holds, in stored order, for every split the store
+/// has (a split whose array cannot be read: why, naming its file).
+#[must_use]
+pub fn split_indices(reader: &StoreReader) -> Vec<(&'static str, Result<Vec<i64>, ReadError>)> {
+    SPLIT_NAMES
+        .iter()
+        .filter_map(|name| {
+            let zarray = reader.documents().get(&format!("{SPLITS}/{name}/.zarray"))?;
+            let spec = ArraySpec {
+                name: format!("{SPLITS}/{name}"),
+                row_shape: Vec::new(),
+                row_bytes: 8,
+                cell: Cell::Fixed,
+                source: Source::Command,
+                chunk_rows: zarray["chunks"][0].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(INDEX_CHUNK).max(1),
+                dtype: json!("<i8"),
+                filter: ChunkFilter::None,
+                rows: Rows::Own,
+                attrs: Value::Null,
+            };
+            let rows = reader
+                .table_bytes(&spec)
+                .map(|bytes| bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect());
+            Some((*name, rows))
+        })
+        .collect()
 }
 
 /// Write the `splits` group into a transaction: one int64 index array per split (ascending row

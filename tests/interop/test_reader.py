@@ -171,17 +171,45 @@ def test_bad_arguments_are_refused_with_the_reason(store, tmp_path):
         next(ztf2zarr.batches(store, engine="fast"))
 
 
-def read_damaged(store, tmp_path, damage, message):
-    """Copy `store`, `damage(copy)` it, and read every batch of the copy with the direct engine:
-    it must stop with a ValueError matching `message`."""
+def damaged_copy(store, tmp_path, damage):
+    """A copy of `store`, damaged by `damage(copy)`."""
     import shutil
 
     broken = tmp_path / "broken.zarr"
     shutil.copytree(store, broken)
     damage(broken)
+    return broken
+
+
+def read_damaged(store, tmp_path, damage, message, engine="direct", **options):
+    """Copy `store`, `damage(copy)` it, and read every batch of the copy with `engine`: it must
+    stop with a ValueError matching `message`."""
+    broken = damaged_copy(store, tmp_path, damage)
     with pytest.raises(ValueError, match=message):
-        for _ in ztf2zarr.batches(broken, batch_size=64, engine="direct"):
+        for _ in ztf2zarr.batches(broken, batch_size=64, engine=engine, **options):
             pass
+
+
+def rewrite_chunk(store, array, index, change):
+    """Chunk `index` of `array` (a 1-D array of `store`) written anew as a sound chunk holding
+    `change(values)`: wrong values that decode like right ones."""
+    import json
+
+    import numcodecs
+
+    meta = json.loads((store / array / ".zarray").read_text())
+    codecs = [numcodecs.get_codec(f) for f in meta.get("filters") or []] + [numcodecs.get_codec(meta["compressor"])]
+    path = store / array / str(index)
+    data = path.read_bytes()
+    for codec in reversed(codecs):
+        data = codec.decode(data)
+    values = np.frombuffer(bytes(memoryview(data)), dtype=meta["dtype"]).copy()
+    values = change(values)
+    assert values.dtype == np.dtype(meta["dtype"]) and values.size == meta["chunks"][0]
+    data = values.tobytes()
+    for codec in codecs:
+        data = codec.encode(data)
+    path.write_bytes(bytes(data))
 
 
 def test_a_chunk_that_fails_to_decode_names_its_file(store, tmp_path):
@@ -199,9 +227,84 @@ def test_a_short_chunk_is_refused_not_served_from_the_previous_chunks_memory(sto
                  r"catalog/3: chunk decodes to 100 bytes, expected \d+")
 
 
-def test_a_missing_chunk_is_an_error_naming_it_not_rows_of_fill(store, tmp_path):
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+@pytest.mark.parametrize("key", ["catalog/5", "stamps/5.0.0.0"])
+def test_a_missing_chunk_is_an_error_naming_it_not_rows_of_fill(store, tmp_path, engine, key):
     # Fill would be candid 0 and label_code 0, a real class, beside real stamps.
-    read_damaged(store, tmp_path, lambda s: (s / "catalog" / "5").unlink(), r"catalog/5: chunk 5 of `catalog` is missing")
+    array = key.split("/")[0]
+    read_damaged(store, tmp_path, lambda s: (s / key).unlink(), rf"{key}: chunk 5 of `{array}` is missing", engine=engine)
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_a_missing_light_curve_chunk_is_an_error_naming_it(store, tmp_path, engine):
+    broken = damaged_copy(store, tmp_path, lambda s: (s / "lightcurves/epochs/jd/0").unlink())
+    row = int(np.argmax(open_root(store)["lightcurves/alerts/history_count"][:] > 0))
+    with pytest.raises(ValueError, match=r"lightcurves/epochs/jd/0: chunk 0 of `lightcurves/epochs/jd` is missing"):
+        ztf2zarr.LightCurves(broken, engine=engine).history(row, columns=["jd"])
+
+
+def test_the_zarr_engine_lists_each_arrays_chunks_once(store, monkeypatch):
+    from ztf2zarr import _store
+
+    listed = []
+    real = _store._LocalFiles.entries
+    monkeypatch.setattr(_store._LocalFiles, "entries", lambda self, prefix: listed.append(prefix) or real(self, prefix))
+    rows = epoch_rows(ztf2zarr.batches(store, batch_size=64, engine="zarr", split="train"))
+    assert len(rows) > 0
+    assert sorted(listed) == ["catalog", "splits/train", "stamps"]
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda rows: np.where(rows == rows.max(), ALERTS, rows), rf"row {ALERTS} is not a catalog row \(the catalog has {ALERTS} rows\)"),
+        (lambda rows: np.where(np.arange(len(rows)) == 3, rows[2], rows), r"row \d+ is listed twice"),
+    ],
+    ids=["out-of-range", "repeated"],
+)
+def test_a_damaged_split_is_an_error_naming_it(store, tmp_path, engine, change, message):
+    read_damaged(store, tmp_path, lambda s: rewrite_chunk(s, "splits/train", 0, change),
+                 rf"splits/train is damaged: {message}", engine=engine, split="train")
+
+
+def set_value(store, array, row, value):
+    """Row `row` of the 1-D `array` of `store` set to `value`, in a chunk that decodes soundly."""
+    import json
+
+    chunk_rows = json.loads((store / array / ".zarray").read_text())["chunks"][0]
+    at = row % chunk_rows
+    rewrite_chunk(store, array, row // chunk_rows, lambda v: np.where(np.arange(len(v)) == at, value, v).astype(v.dtype))
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_a_history_pointer_past_the_end_is_an_error_naming_it(store, tmp_path, engine):
+    # Read, it would give a history cut short, or padding or another alert's rows as its own.
+    root = open_root(store)
+    starts = root["lightcurves/alerts/history_start"][:]
+    length = root["lightcurves/history_epochs"].shape[0]
+    row = int(np.argmax(starts))
+    count = length - int(starts[row]) + 1
+    broken = damaged_copy(store, tmp_path, lambda s: set_value(s, "lightcurves/alerts/history_count", row, count))
+    message = (rf"lightcurves/alerts is damaged: row {row} has history_start {starts[row]} and history_count {count}, "
+               rf"rows outside lightcurves/history_epochs \({length} rows\)")
+    with pytest.raises(ValueError, match=message):
+        ztf2zarr.LightCurves(broken, engine=engine).history(row)
+    with pytest.raises(ValueError, match=message):
+        for _ in ztf2zarr.batches(broken, batch_size=64, engine=engine, history=True):
+            pass
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_a_history_row_outside_its_table_is_an_error_naming_it(store, tmp_path, engine):
+    root = open_root(store)
+    epochs = root["lightcurves/epochs/jd"].shape[0]
+    row = int(np.argmax(root["lightcurves/alerts/history_count"][:] > 0))
+    start = int(root["lightcurves/alerts/history_start"][row])
+    broken = damaged_copy(store, tmp_path, lambda s: set_value(s, "lightcurves/history_epochs", start, epochs))
+    with pytest.raises(ValueError, match=rf"lightcurves/history_epochs is damaged: row {row}'s history holds {epochs}, "
+                                         rf"not a row of lightcurves/epochs \({epochs} rows\)"):
+        ztf2zarr.LightCurves(broken, engine=engine).history(row)
 
 
 def test_torch_wrapper_divides_chunks_among_dataloader_workers(store, monkeypatch):

@@ -182,3 +182,49 @@ fn a_split_that_leaves_a_class_out_of_val_or_test_warns() {
     let message = stderr(&output);
     assert!(message.contains("class `RRL` has no alert in val:") && !message.contains("QSO"), "{message}");
 }
+
+/// The row indices of a split's only chunk (a split array of this night is one chunk).
+fn split_chunk(store: &Path, name: &str) -> Vec<i64> {
+    let raw = zstd::decode_all(&std::fs::read(store.join(format!("splits/{name}/0"))).unwrap()[..]).unwrap();
+    raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// `name`'s chunk written anew, soundly compressed, holding `rows`.
+fn write_split_chunk(store: &Path, name: &str, rows: &[i64]) {
+    let raw: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
+    std::fs::write(store.join(format!("splits/{name}/0")), zstd::encode_all(&raw[..], 1).unwrap()).unwrap();
+}
+
+#[test]
+fn verify_finds_split_indices_outside_the_catalog_repeated_or_in_two_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s.zarr");
+    let s = store.to_str().unwrap();
+    ztf2zarr_ok(["build", night().to_str().unwrap(), "-o", s, "--no-progress"]);
+    ztf2zarr_ok(["split", s, "--train", "0.5", "--val", "0.25", "--test", "0.25", "--seed", "1"]);
+    let sound = ztf2zarr_ok(["verify", s]);
+    assert!(sound.contains("ok       splits: 12 indices ascending, unique, in one split each, and all catalog rows"), "{sound}");
+    let (train, val) = (split_chunk(&store, "train"), split_chunk(&store, "val"));
+    assert!(train.len() >= 3 && !val.is_empty() && val.len() <= train.len(), "train {train:?}, val {val:?}");
+
+    let last = train.len() - 1;
+    let mut outside = train.clone();
+    outside[last] = 12;
+    let mut repeated = train.clone();
+    repeated[1] = repeated[0];
+    let cases = [
+        ("train", outside, "PROBLEM  splits/train: 1 index is not a catalog row (the catalog has 12 rows), the first 12".to_string()),
+        ("train", repeated, format!("PROBLEM  splits/train: row {} is listed twice", train[0])),
+        ("val", train[..val.len()].to_vec(), format!("PROBLEM  splits/val: row {} is in splits/train too", train[0])),
+    ];
+    for (name, rows, problem) in cases {
+        let original = split_chunk(&store, name);
+        write_split_chunk(&store, name, &rows);
+        let output = ztf2zarr(["verify", s]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with(&problem)), "no `{problem}` in:\n{stdout}");
+        write_split_chunk(&store, name, &original);
+    }
+    ztf2zarr_ok(["verify", s]);
+}
