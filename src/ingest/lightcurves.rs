@@ -4,7 +4,7 @@
 //! value set is another row, an identical one adds nothing, and no row is ever rewritten), the
 //! object index (`lightcurves/objects`: objectId → row ranges) and the per-alert history
 //! (`lightcurves/alerts`: exactly the versions its own packet carried). Rows themselves are
-//! packed by `decode/history.rs`; the committed keys are found through `store/lckeys.rs`.
+//! packed by `survey/ztf/history.rs`; the committed keys are found through `store/lckeys.rs`.
 //!
 //! Memory: the build's new keys, one batch of alerts' epochs and one committed key block at a
 //! time; never the store's epochs, nor a month of them.

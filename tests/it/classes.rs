@@ -88,7 +88,7 @@ fn class_names_are_trimmed_and_other_needs_classes() {
         (vec!["label", s, "--labels", c, "--other", "Otro"], vec!["--other", "--classes"]),
         (vec!["label", s, "--labels", c, "--classes", "QSO,,YSO"], vec!["empty class name"]),
         (vec!["label", s, "--labels", c, "--classes", "QSO,YSO,QSO"], vec!["`QSO` twice"]),
-        (vec!["label", s, "--classes", "QSO"], vec!["--labels FILE.csv is required"]),
+        (vec!["label", s, "--classes", "QSO"], vec!["required", "--labels <FILE.csv>"]),
     ] {
         let output = run(&args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
