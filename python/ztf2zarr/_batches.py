@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ._store import Chunk, Store
+from ._store import Chunk, Store, open_store
 
 #: Default shuffle-buffer size in MB (10**6 bytes): with 21×21 stamps about 48,000 rows, 48 chunks
 #: of 1,000 rows.
@@ -117,11 +117,6 @@ def worker_chunks(ordered: Sequence[int], worker: int, num_workers: int) -> np.n
     if num_workers < 1 or not 0 <= worker < num_workers:
         raise ValueError(f"worker {worker} of {num_workers}: need 0 <= worker < num_workers")
     return np.asarray(ordered, dtype=np.int64)[worker::num_workers]
-
-
-def _open(store, engine: str, storage_options: dict | None) -> Store:
-    """`store` itself if it is an open `Store`, else the store it names (a folder or a URL)."""
-    return store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
 
 
 def _selection(store: Store, split, labels) -> tuple:
@@ -388,7 +383,7 @@ def batches(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     if not buffer_mb > 0:
         raise ValueError(f"buffer_mb must be positive, not {buffer_mb}")
-    store = _open(store, engine, storage_options)
+    store = open_store(store, engine, storage_options)
     fields = _check_columns(store, columns)
     normalizer = _Normalizer(store, normalize)
     histories = None
@@ -438,7 +433,7 @@ def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 2
     """Rows the shuffle buffer of `batches(store, …)` holds before it hands out a batch:
     `buffer_mb` over the bytes of one row (stamps, row, label_code and the columns), and at
     least one batch. Every batch is drawn from at least this many rows."""
-    store = _open(store, "auto", storage_options)
+    store = open_store(store, "auto", storage_options)
     fields = _check_columns(store, columns)
     stamp_bytes = int(np.prod(store.stamps.chunks[1:])) * store.stamps.dtype.itemsize
     row_bytes = stamp_bytes + 8 + sum(store.catalog.dtype.fields[f][0].itemsize for f in fields)
@@ -448,7 +443,7 @@ def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 2
 def count_rows(store, split: str | None = None, labels=None, engine: str = "auto",
                storage_options: dict | None = None) -> int:
     """How many rows an epoch of `batches(store, split=…, labels=…)` yields."""
-    store = _open(store, engine, storage_options)
+    store = open_store(store, engine, storage_options)
     chunks, local, codes = _selection(store, split, labels)
     if codes is None:
         return int(sum(len(local[int(c)]) if int(c) in local else np.subtract(*store.chunk_span(int(c))[::-1]) for c in chunks))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._lightcurves import GROUP, _Table
-from ._store import CATALOG, STAMPS, Store
+from ._store import CATALOG, STAMPS, Store, open_store
 
 #: The groups `open_dataset(store, group=…)` opens besides the store itself (None).
 GROUPS = (None, f"{GROUP}/epochs", f"{GROUP}/forced", f"{GROUP}/objects", f"{GROUP}/alerts")
@@ -82,7 +82,7 @@ def open_dataset(store, group: str | None = None, engine: str = "auto", storage_
     da = _need("dask.array").array
     if group not in GROUPS:
         raise ValueError(f"group must be one of {', '.join(map(repr, GROUPS))}, not {group!r}")
-    opened = store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
+    opened = open_store(store, engine, storage_options)
     token = f"{opened.engine}:{opened.path}:{opened.rows}"
     if group is not None:
         return _table(xr, da, opened, group, token)

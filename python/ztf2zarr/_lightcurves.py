@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._store import Store
+from ._store import Store, open_store
 
 GROUP = "lightcurves"
 TABLES = ("epochs", "forced")
@@ -136,7 +136,7 @@ class LightCurves:
 
     def __init__(self, store, engine: str = "auto", storage_options: dict | None = None,
                  cache_chunks: int = DEFAULT_CACHE_CHUNKS, cache_mb: float = DEFAULT_CACHE_MB):
-        self.store = store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
+        self.store = open_store(store, engine, storage_options)
         if self.store.node(GROUP) is None:
             raise ValueError(
                 f"{self.store.path}: no light curves in this store (it was built with --no-lightcurves, "

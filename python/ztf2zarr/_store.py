@@ -541,3 +541,8 @@ class Store:
         raw_stamps, raw_catalog = self.stamps.files.get_many([self.stamps.key(index), self.catalog.key(index)])
         return (self.stamps.decode(index, raw_stamps, scratch.get(STAMPS)),
                 self.catalog.decode(index, raw_catalog, scratch.get(CATALOG)))
+
+
+def open_store(store, engine: str = "auto", storage_options: dict | None = None) -> Store:
+    """`store` itself if it is an open `Store`, else the store it names (a folder or a URL)."""
+    return store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._batches import MASKED_AT_OR_BELOW, _Normalizer
 from ._lightcurves import GROUP, LightCurves
-from ._store import Store
+from ._store import Store, open_store
 
 #: Band colour and name of each ZTF filter id.
 BANDS = {1: ("tab:green", "g"), 2: ("tab:red", "r"), 3: ("tab:orange", "i")}
@@ -41,10 +41,6 @@ def _matplotlib():
     except ImportError as error:
         raise ImportError(f"ztf2zarr.plot needs matplotlib: pip install \".[plot]\" ({error})") from error
     return Figure
-
-
-def _open(store, engine: str, storage_options: dict | None) -> Store:
-    return store if isinstance(store, Store) else Store(store, engine=engine, storage_options=storage_options)
 
 
 def missing_pixels(store: Store, stamps: np.ndarray, flags: int) -> np.ndarray:
@@ -152,7 +148,7 @@ def alert(store, row: int, engine: str = "auto", storage_options: dict | None = 
     and, beside them, the light curve its own packet carried (`LightCurves.history`: detections,
     upper limits and forced photometry up to the alert), time in days from the alert."""
     Figure = _matplotlib()
-    opened = _open(store, engine, storage_options)
+    opened = open_store(store, engine, storage_options)
     if not -opened.rows <= int(row) < opened.rows:
         raise IndexError(f"{opened.path}: row {row} is not in the store ({opened.rows} rows)")
     row = int(row) % opened.rows
@@ -183,7 +179,7 @@ def curve(store, object_id: str, engine: str = "auto", storage_options: dict | N
     """The light curve of `object_id` (every stored alert's epochs, `LightCurves.curve`, latest
     versions by default) with its forced photometry, time in MJD."""
     Figure = _matplotlib()
-    curves = LightCurves(_open(store, engine, storage_options))
+    curves = LightCurves(open_store(store, engine, storage_options))
     epochs = curves.curve(object_id, columns=_CURVE_COLUMNS, versions=versions)
     forced = curves.curve(object_id, table="forced", columns=_FORCED_COLUMNS, versions=versions)
     fig = Figure(figsize=(7, 4), layout="constrained")
