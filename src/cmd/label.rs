@@ -74,9 +74,7 @@ fn class_list(listed: &[String]) -> anyhow::Result<Vec<String>> {
 /// # Errors
 /// No `--labels`, an unreadable CSV, or a store that cannot be read or written.
 pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
-    if args.source.labels.is_none() {
-        bail!("--labels FILE.csv is required");
-    }
+    // The parser requires --labels for `label`; `load` gives None only without it.
     let Some(labels) = load(&args.source)? else { bail!("--labels FILE.csv is required") };
     require_store(&args.store)?;
     let started = utc_now();

@@ -11,11 +11,13 @@ use crate::table::Tables;
 
 /// One survey: what its store holds, and how its packets are read.
 pub trait Survey: Sync + std::fmt::Debug {
-    /// Its name, as stores record it (`ztf`).
-    fn name(&self) -> &'static str;
-
     /// What its store holds: the catalog, the light-curve tables, the stamps.
     fn tables(&self) -> &'static Tables;
+
+    /// Its name, as stores record it (`ztf`): its tables'.
+    fn name(&self) -> &'static str {
+        self.tables().survey
+    }
 
     /// A decoder cutting stamps as `spec` says, reading alerts' histories into light-curve rows
     /// or not.

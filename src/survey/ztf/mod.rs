@@ -36,10 +36,6 @@ pub const CUTOUTS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDiffer
 pub struct Ztf;
 
 impl Survey for Ztf {
-    fn name(&self) -> &'static str {
-        tables::TABLES.survey
-    }
-
     fn tables(&self) -> &'static Tables {
         &tables::TABLES
     }

@@ -3,7 +3,7 @@
 //! beside it), the object index and per-alert history tables, and what its stamps are. The store
 //! layer writes what this declares ([`TABLES`]) without knowing it is ZTF.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use super::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED, FRAME};
 use crate::table::tables::{EPOCHS, FORCED, HISTORY, OBJECTS};
@@ -80,69 +80,60 @@ const LIGHTCURVES_DESCRIPTION: [(&str, &str); 6] = [
     ("alerts", "Row i is catalog row i: its history is entries history_start .. history_start+history_count-1 of history_epochs, which are rows of epochs (forced: forced_start, forced_count, history_forced): exactly the epochs its own packet carried, nothing from its future"),
 ];
 
-/// ZTF's store.
-pub static TABLES: LazyTables = LazyTables(OnceLock::new());
-
-/// [`Tables`] built on first use (its layouts are parsed from the column tables then).
-pub struct LazyTables(OnceLock<Tables>);
-
-impl std::ops::Deref for LazyTables {
-    type Target = Tables;
-
-    fn deref(&self) -> &Tables {
-        self.0.get_or_init(|| Tables {
-            survey: "ztf",
-            catalog: catalog(),
-            catalog_description: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
-            stamps: StampsDeclared {
-                frame: FRAME,
-                units: "DN",
-                flags: &STAMP_FLAG_DOCS,
-                masked: [
-                    "ZTF's masked pixels (-3.4028235e38) kept as they are",
-                    "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
-                    "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
-                ],
-            },
-            lightcurves: [
-                TableGroup {
-                    name: EPOCHS,
-                    role: TableRole::Epochs,
-                    layout: epochs(),
-                    rows: Rows::Own,
-                    dimension: "epoch",
-                    description: "Detections and upper limits: one row per distinct version of each epoch (see lightcurves/.zattrs)",
-                },
-                TableGroup {
-                    name: FORCED,
-                    role: TableRole::Forced,
-                    layout: forced(),
-                    rows: Rows::Own,
-                    dimension: "forced_epoch",
-                    description: "Forced photometry (fp_hists, schema 4.x): one row per distinct version of each epoch",
-                },
-                TableGroup {
-                    name: OBJECTS,
-                    role: TableRole::Objects,
-                    layout: objects_layout(),
-                    rows: Rows::Own,
-                    dimension: "object_range",
-                    description: "The object index: rows start .. start+count-1 of table belong to objectId",
-                },
-                TableGroup {
-                    name: HISTORY,
-                    role: TableRole::Alerts,
-                    layout: alerts_layout(),
-                    rows: Rows::PerAlert,
-                    dimension: "alert",
-                    description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",
-                },
+/// ZTF's store, built on first use (its layouts are parsed from the column tables then).
+pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
+    Tables {
+        survey: "ztf",
+        catalog: catalog(),
+        catalog_description: "One row per alert (unique candid): every ZTF candidate field, objectId, stamp_flags and provenance. Row i describes stamps[i].",
+        stamps: StampsDeclared {
+            frame: FRAME,
+            units: "DN",
+            flags: &STAMP_FLAG_DOCS,
+            masked: [
+                "ZTF's masked pixels (-3.4028235e38) kept as they are",
+                "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
+                "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
             ],
-            lightcurves_description: &LIGHTCURVES_DESCRIPTION,
-            lightcurves_summary: "Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's own history (lightcurves/alerts, history_epochs, history_forced); see lightcurves/.zattrs",
-        })
+        },
+        lightcurves: [
+            TableGroup {
+                name: EPOCHS,
+                role: TableRole::Epochs,
+                layout: epochs(),
+                rows: Rows::Own,
+                dimension: "epoch",
+                description: "Detections and upper limits: one row per distinct version of each epoch (see lightcurves/.zattrs)",
+            },
+            TableGroup {
+                name: FORCED,
+                role: TableRole::Forced,
+                layout: forced(),
+                rows: Rows::Own,
+                dimension: "forced_epoch",
+                description: "Forced photometry (fp_hists, schema 4.x): one row per distinct version of each epoch",
+            },
+            TableGroup {
+                name: OBJECTS,
+                role: TableRole::Objects,
+                layout: objects_layout(),
+                rows: Rows::Own,
+                dimension: "object_range",
+                description: "The object index: rows start .. start+count-1 of table belong to objectId",
+            },
+            TableGroup {
+                name: HISTORY,
+                role: TableRole::Alerts,
+                layout: alerts_layout(),
+                rows: Rows::PerAlert,
+                dimension: "alert",
+                description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",
+            },
+        ],
+        lightcurves_description: &LIGHTCURVES_DESCRIPTION,
+        lightcurves_summary: "Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's own history (lightcurves/alerts, history_epochs, history_forced); see lightcurves/.zattrs",
     }
-}
+});
 
 #[cfg(test)]
 mod tests {
