@@ -155,9 +155,15 @@ pub struct BuildArgs {
     #[arg(short, long, value_name = "STORE")]
     pub output: PathBuf,
 
-    /// Side of the square stamp cut from the centre of each 63x63 cutout (odd, 1..=63) [new store default: 21].
+    /// Side of the square stamp cut around each source [new store default: 21 for ZTF (odd, 1..=63, the centre
+    /// of the 63x63 cutout), 30 for Rubin (1..=102)].
     #[arg(long, value_name = "PIXELS")]
     pub stamp_size: Option<usize>,
+
+    /// The survey whose alerts a new store holds: ztf or lsst [default: the survey of the first input's packets;
+    /// an existing store keeps its own].
+    #[arg(long, value_name = "NAME")]
+    pub survey: Option<String>,
 
     /// Keep NaN pixels as NaN (default: replace them by 0).
     #[arg(long)]
@@ -191,6 +197,10 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_lightcurves: bool,
 
+    /// Make a new store without the `variance` array (Rubin: the cutouts' variance planes beside the stamps).
+    #[arg(long)]
+    pub no_variance: bool,
+
     /// Label the new alerts from a classifier CSV (see `ztf2zarr label --help`).
     #[command(flatten)]
     pub labels: LabelSource,
@@ -220,9 +230,10 @@ pub struct LabelSource {
     #[arg(long, value_name = "FILE.csv")]
     pub labels: Option<PathBuf>,
 
-    /// CSV column holding the ZTF objectId.
-    #[arg(long, default_value = "oid", value_name = "NAME")]
-    pub id_column: String,
+    /// CSV column holding the object id the catalog joins on [default: oid for ZTF stores (the ZTF objectId, as
+    /// ALeRCE names it), diaObjectId for Rubin stores].
+    #[arg(long, value_name = "NAME")]
+    pub id_column: Option<String>,
 
     /// CSV column holding the class [default: predicted_class or classALeRCE].
     #[arg(long, value_name = "NAME")]

@@ -82,18 +82,21 @@ pub struct Labels {
     /// Code of each of the CSV's distinct class names.
     code_of_class: Vec<i16>,
     names: Vec<String>,
-    /// Catalog columns (objectId, label, label_code), looked up once rather than per row.
+    /// Catalog columns (object id, label, label_code), looked up once rather than per row.
     columns: Option<(usize, usize, usize)>,
     /// What the store records about where the labels came from.
     pub provenance: Value,
+    /// The catalog column the labels join on.
+    object_column: String,
 }
 
 impl Labels {
-    /// Read and map a labels CSV, streaming it row by row, for catalog rows of `catalog`.
+    /// Read and map a labels CSV, streaming it row by row, for catalog rows of `catalog` whose
+    /// object id is in `object_column`.
     ///
     /// # Errors
     /// Unreadable file, malformed row (named by line), missing column, or an object with two classes.
-    pub fn load(options: &LabelOptions, catalog: &Layout) -> Result<Labels, LabelError> {
+    pub fn load(options: &LabelOptions, catalog: &Layout, object_column: &str) -> Result<Labels, LabelError> {
         let path = &options.csv;
         let file = File::open(path).map_err(|source| LabelError::Io { path: path.clone(), source })?;
         let mut hashing = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
@@ -124,11 +127,11 @@ impl Labels {
             "objects_in_csv": csv.by_object.len(),
             "unlabeled": {"label": "", "label_code": UNLABELED_CODE},
         });
-        let columns = match (catalog.index_of("objectId"), catalog.index_of("label"), catalog.index_of("label_code")) {
+        let columns = match (catalog.index_of(object_column), catalog.index_of("label"), catalog.index_of("label_code")) {
             (Some(object), Some(label), Some(code)) => Some((object, label, code)),
             _ => None,
         };
-        Ok(Labels { by_object: csv.by_object, code_of_class, names, columns, provenance })
+        Ok(Labels { by_object: csv.by_object, code_of_class, names, columns, provenance, object_column: object_column.to_string() })
     }
 
     /// The (label, code) of an object; `("", -1)` when the CSV does not have it.
@@ -145,7 +148,7 @@ impl Labels {
     /// Returns whether the object was found.
     pub fn apply(&self, layout: &Layout, row: &mut [u8]) -> bool {
         let Some((object, label, code)) = self.columns else { return false };
-        let object_id = layout.read_str(row, object).unwrap_or_default();
+        let object_id = layout.read_id(row, object).unwrap_or_default();
         let (name, value) = self.lookup(&object_id);
         // Class names longer than the column are cut; the code stays exact.
         let _ = layout.pack(row, label, Scalar::Str(name.as_bytes()));
@@ -153,11 +156,25 @@ impl Labels {
         value != UNLABELED_CODE
     }
 
+    /// The catalog column the labels join on (`objectId`, `diaObjectId`).
+    #[must_use]
+    pub fn object_column(&self) -> &str {
+        &self.object_column
+    }
+
     /// Class names in code order.
     #[must_use]
     pub fn names(&self) -> &[String] {
         &self.names
     }
+}
+
+/// Refuse a labels CSV that cannot be opened, with the error [`Labels::load`] would give.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn check_readable(path: &Path) -> Result<(), LabelError> {
+    File::open(path).map(drop).map_err(|source| LabelError::Io { path: path.to_path_buf(), source })
 }
 
 /// Classes of the CSV a refusal names at most (ALeRCE's classifiers have 15 to 20).
@@ -376,71 +393,71 @@ mod tests {
     #[test]
     fn both_column_conventions_and_class_mapping() {
         let (_d, path) = write("oid,predicted_class,prob\nZTF1,QSO,0.9\nZTF2,SNIa,0.8\nZTF3,YSO,0.7\n");
-        let labels = Labels::load(&options(&path, None), &catalog()).unwrap();
+        let labels = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap();
         assert_eq!(labels.names(), ["QSO", "SNIa", "YSO"]);
         assert_eq!(labels.lookup("ZTF2"), ("SNIa", 1));
         assert_eq!(labels.lookup("ZTF9"), ("", -1));
-        let labels = Labels::load(&options(&path, Some(&["YSO", "QSO"])), &catalog()).unwrap();
+        let labels = Labels::load(&options(&path, Some(&["YSO", "QSO"])), &catalog(), "objectId").unwrap();
         assert_eq!(labels.names(), ["YSO", "QSO", "Otro"]);
         assert_eq!(labels.lookup("ZTF2"), ("Otro", 2));
         assert_eq!(labels.lookup("ZTF1"), ("QSO", 1));
         let (_d, path) = write("classALeRCE,oid\nAGN,ZTF7\n");
-        assert_eq!(Labels::load(&options(&path, None), &catalog()).unwrap().lookup("ZTF7"), ("AGN", 0));
+        assert_eq!(Labels::load(&options(&path, None), &catalog(), "objectId").unwrap().lookup("ZTF7"), ("AGN", 0));
     }
 
     #[test]
     fn a_kept_class_the_csv_lacks_is_refused_with_its_classes_and_a_case_match() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,YSO\nZTF3,YSO\nZTF3,YSO\n");
-        let err = Labels::load(&options(&path, Some(&["qso", "YSO", "AGN"])), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, Some(&["qso", "YSO", "AGN"])), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("--classes lists `qso`, `AGN`, which no row of its `predicted_class` column has"), "{err}");
         assert!(err.contains("its classes are QSO (1 object), YSO (2 objects)"), "one object on two rows counts once: {err}");
         assert!(err.contains("did you mean `QSO` for `qso`?"), "{err}");
-        let err = Labels::load(&options(&path, Some(&["AGN"])), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, Some(&["AGN"])), &catalog(), "objectId").unwrap_err().to_string();
         assert!(!err.contains("did you mean"), "{err}");
-        assert!(Labels::load(&options(&path, Some(&["YSO"])), &catalog()).is_ok());
+        assert!(Labels::load(&options(&path, Some(&["YSO"])), &catalog(), "objectId").is_ok());
     }
 
     #[test]
     fn an_empty_class_is_unlabeled_and_nul_or_runaway_names_are_refused_by_line() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,\nZTF3,  \n");
-        let labels = Labels::load(&options(&path, None), &catalog()).unwrap();
+        let labels = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap();
         assert_eq!(labels.names(), ["QSO"], "no class \"\"");
         assert_eq!((labels.lookup("ZTF2"), labels.lookup("ZTF3")), (("", -1), ("", -1)));
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO\0x\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("NUL"), "{err}");
         let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME + 1)));
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("257 characters long"), "{err}");
         let (_d, path) = write(&format!("oid,predicted_class\nZTF1,{}\n", "A".repeat(MAX_CLASS_NAME)));
-        assert!(Labels::load(&options(&path, None), &catalog()).is_ok());
+        assert!(Labels::load(&options(&path, None), &catalog(), "objectId").is_ok());
     }
 
     #[test]
     fn bad_csvs_name_the_line_or_column() {
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF2,QSO,extra\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("line 3: 3 fields where the lines before have 2"), "{err}");
-        let err = Labels::load(&options(_d.path(), None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(_d.path(), None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.starts_with("cannot read labels") && !err.contains("line"), "a folder is unreadable, not a bad line: {err}");
         let (_d, path) = write("id,class\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("`oid`") && err.contains("columns: id, class"), "{err}");
         let (_d, path) = write("oid,label\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("`predicted_class` or `classALeRCE`"), "{err}");
         let (_d, path) = write("id,predicted_class\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("--id-column") && !err.contains("--class-column"), "{err}");
         let (_d, path) = write("oid,label\nZTF1,QSO\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("--class-column") && err.contains("columns: oid, label"), "{err}");
         let (_d, path) = write("");
-        assert!(matches!(Labels::load(&options(&path, None), &catalog()), Err(LabelError::Empty { .. })));
+        assert!(matches!(Labels::load(&options(&path, None), &catalog(), "objectId"), Err(LabelError::Empty { .. })));
         let (_d, path) = write("oid,predicted_class\n");
-        assert!(matches!(Labels::load(&options(&path, None), &catalog()), Err(LabelError::NoRows { .. })));
+        assert!(matches!(Labels::load(&options(&path, None), &catalog(), "objectId"), Err(LabelError::NoRows { .. })));
         let (_d, path) = write("oid,predicted_class\nZTF1,QSO\nZTF1,AGN\n");
-        let err = Labels::load(&options(&path, None), &catalog()).unwrap_err().to_string();
+        let err = Labels::load(&options(&path, None), &catalog(), "objectId").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("ZTF1"), "{err}");
     }
 }

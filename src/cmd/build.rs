@@ -11,9 +11,9 @@ use crate::cli::BuildArgs;
 use crate::ingest::pipeline::{self, BuildConfig};
 use crate::ingest::report::{self, Progress};
 use crate::ingest::source;
-use crate::store::{chunk_fits, Requested, Wait, DEFAULT_STAMP_SIZE, MAX_CHUNK_BYTES};
+use crate::store::{chunk_fits, Requested, Wait, MAX_CHUNK_BYTES};
 use crate::survey::ztf::Ztf;
-use crate::survey::Survey;
+use crate::survey::{self, Survey};
 
 /// Run `build`.
 ///
@@ -25,6 +25,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     if plan.inputs.is_empty() {
         bail!("no .avro files or .tar.gz archives found in {}", list(&args.inputs));
     }
+    let survey = survey_of_build(args, &plan)?;
+    validate_for(args, survey)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -33,7 +35,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         .context("cannot start worker threads")?;
     let progress = Progress::new(!args.no_progress && std::io::stderr().is_terminal());
     let config = BuildConfig {
-        survey: &Ztf,
+        survey,
         given: args.inputs.clone(),
         plan: Arc::new(plan),
         output: args.output.clone(),
@@ -45,10 +47,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
             chunk_rows: args.chunk_rows,
             zstd_level: args.zstd_level,
             no_lightcurves: args.no_lightcurves,
+            no_variance: args.no_variance,
             single_writer: args.wait.single_writer,
         },
         strict: args.strict,
-        labels: super::label::load(&args.labels)?.map(Arc::new),
+        labels: super::label::load(&args.labels, survey.tables())?.map(Arc::new),
     };
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();
@@ -56,30 +59,62 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     crate::out!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
     if let Some(labels) = &config.labels {
         let counts = if stats.committed { None } else { Some(super::label::Counts::default()) };
-        crate::out!("{}", super::label::summary_of_new_rows(&args.output, stats.rows_before, labels, counts)?);
+        crate::out!("{}", super::label::summary_of_new_rows(&args.output, survey.tables(), stats.rows_before, labels, counts)?);
     }
     Ok(ExitStatus::Success)
 }
 
-fn validate(args: &BuildArgs) -> anyhow::Result<()> {
-    let frame = Ztf.tables().stamps.frame;
-    if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > frame || s % 2 == 0) {
-        bail!("--stamp-size {size} is not an odd number from 1 to {frame}");
+/// The survey of the store: an existing store's own, else `--survey`, else the survey whose
+/// packet the first input starts with (ZTF when nothing tells: a store of an earlier release).
+fn survey_of_build(args: &BuildArgs, plan: &source::Plan) -> anyhow::Result<&'static dyn Survey> {
+    let named = match &args.survey {
+        Some(name) => Some(survey::by_name(name).with_context(|| {
+            let known: Vec<&str> = survey::SURVEYS.iter().map(|s| s.name()).collect();
+            format!("--survey {name} is not a survey this version reads ({})", known.join(", "))
+        })?),
+        None => None,
+    };
+    if let Ok(storage) = crate::store::inspect::require_store(&args.output) {
+        let store = super::survey_of(storage.as_ref()).map_err(|reason| anyhow::anyhow!("{reason}"))?;
+        if let Some(named) = named.filter(|named| named.name() != store.name()) {
+            bail!(
+                "--survey {} names another survey than the store's: `{}` holds {} alerts (a store holds the alerts of one survey)",
+                named.name(),
+                args.output.display(),
+                store.title()
+            );
+        }
+        return Ok(store);
     }
+    Ok(named.or_else(|| source::first_head(plan, survey::HEAD_BYTES).and_then(|head| survey::detect(&head))).unwrap_or(&Ztf))
+}
+
+fn validate(args: &BuildArgs) -> anyhow::Result<()> {
     if args.chunk_rows == Some(0) {
         bail!("--chunk-rows must be at least 1");
-    }
-    if let Some(rows) = args.chunk_rows {
-        let side = args.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE);
-        if !chunk_fits(rows, side, Ztf.tables().catalog.itemsize()) {
-            bail!("--chunk-rows {rows} makes stamp chunks larger than {} MiB; choose fewer rows", MAX_CHUNK_BYTES >> 20);
-        }
     }
     if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
     if let Some(level) = args.zstd_level.filter(|l| !(1..=22).contains(l)) {
         bail!("--zstd-level {level} is outside 1..=22");
+    }
+    Ok(())
+}
+
+/// The options that depend on the survey: the stamp side, and the chunk size it makes.
+fn validate_for(args: &BuildArgs, survey: &dyn Survey) -> anyhow::Result<()> {
+    let stamps = &survey.tables().stamps;
+    let frame = stamps.frame;
+    if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > frame || (stamps.odd_only && s % 2 == 0)) {
+        let odd = if stamps.odd_only { "an odd number" } else { "a number" };
+        bail!("--stamp-size {size} is not {odd} from 1 to {frame} ({} stamps)", survey.title());
+    }
+    if let Some(rows) = args.chunk_rows {
+        let side = args.stamp_size.unwrap_or(stamps.default_size);
+        if !chunk_fits(rows, side, survey.tables().catalog.itemsize()) {
+            bail!("--chunk-rows {rows} makes stamp chunks larger than {} MiB; choose fewer rows", MAX_CHUNK_BYTES >> 20);
+        }
     }
     Ok(())
 }

@@ -11,54 +11,55 @@ use serde_json::{json, Value};
 use super::{class_counts, counted, ExitStatus};
 use crate::calendar::jd_to_date;
 use crate::cli::InfoArgs;
-use crate::ingest::lightcurves::objects_layout;
 use crate::split::{split_basis, stale_reasons};
 use crate::store::inspect::{open_store, rejects_logged, split_sizes, splits_attrs};
 use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
-use crate::survey::ztf::cutout::STAMP_FLAGS;
-use crate::survey::ztf::tables::{self, NO_SCHEMAVSN, TABLES};
+use crate::table::Tables;
 
 /// Run `info`.
 ///
 /// # Errors
 /// The store cannot be read.
 pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
-    let reader = open_store(&args.store, &TABLES)?;
+    let survey = super::store_survey(&args.store)?;
+    let reader = open_store(&args.store, survey.tables())?;
     let info = gather(&args.store, &reader)?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        crate::out!("{}", render(&info));
+        crate::out!("{}", render(&info, reader.tables()));
     }
     Ok(ExitStatus::Success)
 }
 
 fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
-    let layout = tables::catalog();
+    let tables = reader.tables();
+    let layout = tables.catalog;
     let rows = reader.catalog_rows()?;
     let column = |name: &str| layout.index_of(name);
+    let (time_column, scale) = tables.time_column;
     let mut nights: BTreeMap<String, usize> = BTreeMap::new();
     let mut versions: BTreeMap<String, usize> = BTreeMap::new();
     let mut labels: BTreeMap<String, usize> = BTreeMap::new();
-    let mut flags: BTreeMap<&str, usize> = STAMP_FLAGS.iter().map(|(_, name)| (*name, 0)).collect();
-    let jd = column("jd").map(|c| layout.columns()[c].offset);
+    let mut flags: BTreeMap<&str, usize> = tables.stamps.names.iter().map(|(_, name)| (*name, 0)).collect();
+    let jd = column(time_column).map(|c| layout.columns()[c].offset);
     for row in &rows {
         if let Some(offset) = jd {
             let value = f64::from_le_bytes(row[offset..offset + 8].try_into()?);
             if value.is_finite() {
-                *nights.entry(jd_to_date(value)).or_default() += 1;
+                *nights.entry(jd_to_date(scale.julian_date(value))).or_default() += 1;
             }
         }
-        if let Some(c) = column("schemavsn") {
-            let version = layout.read_str(row, c).filter(|v| !v.is_empty()).unwrap_or_else(|| format!("({NO_SCHEMAVSN})"));
+        if let Some(c) = column(tables.version_column) {
+            let version = layout.read_str(row, c).filter(|v| !v.is_empty()).unwrap_or_else(|| format!("({})", tables.no_version));
             *versions.entry(version).or_default() += 1;
         }
         if let Some(c) = column("label") {
             *labels.entry(layout.read_str(row, c).unwrap_or_default()).or_default() += 1;
         }
         let bits = column("stamp_flags").and_then(|c| layout.read_i64(row, c)).unwrap_or(0);
-        for (bit, name) in STAMP_FLAGS {
-            if bits & i64::from(bit) != 0 {
+        for (bit, name) in tables.stamps.names {
+            if bits & i64::from(*bit) != 0 {
                 *flags.entry(name).or_default() += 1;
             }
         }
@@ -72,6 +73,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
     let storage = reader.storage().as_ref();
     Ok(json!({
         "store": root.display().to_string(),
+        "survey": tables.survey,
         "rows": reader.rows(),
         "bytes_on_disk": storage.total_size()?,
         "stamp_size": settings.stamp_size,
@@ -87,7 +89,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "stamp_flags": flags,
         "rejected_inputs": rejects_logged(storage)?,
         "splits": splits.as_ref().map(|_| split_sizes(reader)),
-        "splits_stale": splits.as_ref().map(|attrs| splits_stale(attrs, &rows)),
+        "splits_stale": splits.as_ref().map(|attrs| splits_stale(tables, attrs, &rows)),
         "lightcurves": lightcurves(reader)?,
         "runs": reader.runs(),
     }))
@@ -116,11 +118,11 @@ fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
     if !reader.settings().lightcurves {
         return Ok(Value::Null);
     }
-    let Some(index) = TABLES.lightcurve_table(OBJECTS) else { return Ok(Value::Null) };
-    let layout = objects_layout();
-    let column = layout.index_of("objectId").unwrap_or(0);
+    let Some(index) = reader.tables().lightcurve_table(OBJECTS) else { return Ok(Value::Null) };
+    let layout = index.layout;
+    // The object index's first column is the object.
     let objects: HashSet<String> =
-        reader.table_rows(&index)?.chunks_exact(layout.itemsize()).filter_map(|row| layout.read_str(row, column)).collect();
+        reader.table_rows(&index)?.chunks_exact(layout.itemsize()).filter_map(|row| layout.read_id(row, 0)).collect();
     let attrs = reader.documents().get(&format!("{LIGHTCURVES}/.zattrs")).cloned().unwrap_or(Value::Null);
     let rows = &attrs["ztf2zarr"]["rows"];
     Ok(json!({
@@ -133,8 +135,8 @@ fn lightcurves(reader: &StoreReader) -> anyhow::Result<Value> {
 
 /// Why the splits no longer match the store (empty: they do; also empty when the splits predate
 /// the record of what they were made from and nothing can be told).
-fn splits_stale(attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
-    split_basis(attrs).map_or_else(Vec::new, |basis| stale_reasons(tables::catalog(), &basis, rows))
+fn splits_stale(tables: &Tables, attrs: &Value, rows: &[Vec<u8>]) -> Vec<String> {
+    split_basis(attrs).map_or_else(Vec::new, |basis| stale_reasons(tables.catalog, &basis, rows))
 }
 
 fn counts(map: &Value) -> String {
@@ -164,15 +166,16 @@ fn label_counts(info: &Value) -> String {
 }
 
 /// Flag counts in the order of their values, each with its value (as `stamp_flags & value`).
-fn flag_counts(map: &Value) -> String {
-    STAMP_FLAGS.iter().map(|(value, name)| format!("{value}={name} {}", map[*name])).collect::<Vec<_>>().join(", ")
+fn flag_counts(map: &Value, tables: &Tables) -> String {
+    tables.stamps.names.iter().map(|(value, name)| format!("{value}={name} {}", map[*name])).collect::<Vec<_>>().join(", ")
 }
 
 #[allow(clippy::cast_precision_loss)] // sizes for display
-fn render(info: &Value) -> String {
+fn render(info: &Value, tables: &Tables) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
+    let _ = writeln!(out, "survey       {}", tables.survey);
     let _ = writeln!(out, "rows         {}", info["rows"]);
     let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
     let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
@@ -185,14 +188,14 @@ fn render(info: &Value) -> String {
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {
-        (Some(first), Some(last)) if first == last => format!("1 night, {first} (UTC date of jd)"),
-        (Some(first), Some(last)) => format!("{} nights, {first} … {last} (UTC dates of jd)", nights.len()),
+        (Some(first), Some(last)) if first == last => format!("1 night, {first} (UTC date of {})", tables.time_column.0),
+        (Some(first), Some(last)) => format!("{} nights, {first} … {last} (UTC dates of {})", nights.len(), tables.time_column.0),
         _ => "-".into(),
     };
     let _ = writeln!(out, "nights       {span}");
     let _ = writeln!(out, "schemas      {}", counts(&info["schema_versions"]));
     let _ = writeln!(out, "labels       {}", label_counts(info));
-    let _ = writeln!(out, "stamp flags  {}", flag_counts(&info["stamp_flags"]));
+    let _ = writeln!(out, "stamp flags  {}", flag_counts(&info["stamp_flags"], tables));
     let _ = writeln!(out, "splits       {}", counts(&info["splits"]));
     let stale: Vec<&str> = info["splits_stale"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if !stale.is_empty() {

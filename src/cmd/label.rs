@@ -16,19 +16,20 @@ use crate::labels::{LabelOptions, Labels, DEFAULT_OTHER, UNLABELED_CODE};
 use crate::split::{split_basis, stale_reasons};
 use crate::store::inspect::{open_store, require_store, splits_attrs};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
-use crate::survey::ztf::tables::{self, TABLES};
+use crate::table::Tables;
 
 /// Read the labels the options name, if any.
 ///
 /// # Errors
 /// Mapping options without `--labels`, `--other` without `--classes`, an empty or repeated class
 /// name, or a CSV that cannot be read or mapped (a listed class it does not have).
-pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
+pub fn load(source: &LabelSource, tables: &Tables) -> anyhow::Result<Option<Labels>> {
     let Some(csv) = &source.labels else {
         let given: Vec<&str> = [
             ("--classes", source.classes.is_some()),
             ("--other", source.other.is_some()),
             ("--class-column", source.class_column.is_some()),
+            ("--id-column", source.id_column.is_some()),
         ]
         .into_iter()
         .filter_map(|(option, given)| given.then_some(option))
@@ -48,9 +49,14 @@ pub fn load(source: &LabelSource) -> anyhow::Result<Option<Labels>> {
         (Some(name), Some(_)) => name.trim().to_string(),
         (None, _) => DEFAULT_OTHER.to_string(),
     };
-    let options =
-        LabelOptions { csv: csv.clone(), id_column: source.id_column.clone(), class_column: source.class_column.clone(), classes, other };
-    Ok(Some(Labels::load(&options, tables::catalog())?))
+    let options = LabelOptions {
+        csv: csv.clone(),
+        id_column: source.id_column.clone().unwrap_or_else(|| tables.labels_id_column.to_string()),
+        class_column: source.class_column.clone(),
+        classes,
+        other,
+    };
+    Ok(Some(Labels::load(&options, tables.catalog, tables.object_column)?))
 }
 
 /// `--classes` as given, each name trimmed (`--classes "QSO, YSO"` means QSO and YSO), with no
@@ -75,14 +81,20 @@ fn class_list(listed: &[String]) -> anyhow::Result<Vec<String>> {
 /// No `--labels`, an unreadable CSV, or a store that cannot be read or written.
 pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
     // The parser requires --labels for `label`; `load` gives None only without it.
-    let Some(labels) = load(&args.source)? else { bail!("--labels FILE.csv is required") };
+    // The CSV first: a missing file is named before anything of the store is read.
+    if let Some(csv) = &args.source.labels {
+        crate::labels::check_readable(csv)?;
+    }
     require_store(&args.store)?;
+    let survey = super::store_survey(&args.store)?;
+    let tables = survey.tables();
+    let Some(labels) = load(&args.source, tables)? else { bail!("--labels FILE.csv is required") };
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
         Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::RewriteCatalog,
-        &TABLES,
+        tables,
     )?;
     match relabel(&transaction, &labels) {
         Ok(counts) => {
@@ -91,7 +103,7 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
             let commit = Commit { labels: Some(labels.provenance.clone()), ..Commit::same_rows(rows, run) };
             transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{}`", args.store.display()))?;
             crate::out!("ztf2zarr label → {}\n{}", args.store.display(), summary(&counts, &labels, "alerts"));
-            warn_if_splits_stale(&args.store);
+            warn_if_splits_stale(&args.store, tables);
             Ok(ExitStatus::Success)
         }
         Err(error) => {
@@ -138,7 +150,9 @@ pub fn summary(counts: &Counts, labels: &Labels, alerts: &str) -> String {
     if counts.alerts > 0 && counts.labeled == 0 {
         let _ = writeln!(
             out,
-            "  warning     none of these objects is in {csv}: check that its id column (--id-column, default oid) holds ZTF objectIds"
+            "  warning     none of these objects is in {csv}: check that its id column `{}` (--id-column) holds the store's object ids ({})",
+            labels.provenance["id_column"].as_str().unwrap_or_default(),
+            labels.object_column()
         );
     }
     out
@@ -146,13 +160,15 @@ pub fn summary(counts: &Counts, labels: &Labels, alerts: &str) -> String {
 
 /// Count labeled alerts and objects among catalog rows already labeled (a build's new rows).
 #[must_use]
-fn count(rows: &[Vec<u8>]) -> Counts {
-    let layout = tables::catalog();
-    let (Some(object), Some(code)) = (layout.index_of("objectId"), layout.index_of("label_code")) else { return Counts::default() };
+fn count(tables: &Tables, rows: &[Vec<u8>]) -> Counts {
+    let layout = tables.catalog;
+    let (Some(object), Some(code)) = (layout.index_of(tables.object_column), layout.index_of("label_code")) else {
+        return Counts::default();
+    };
     let (mut objects, mut found) = (HashSet::new(), HashSet::new());
     let (mut labeled, mut per_code) = (0, BTreeMap::new());
     for row in rows {
-        let id = layout.read_str(row, object).unwrap_or_default();
+        let id = layout.read_id(row, object).unwrap_or_default();
         if let Some(c) = layout.read_i64(row, code).filter(|c| *c != i64::from(UNLABELED_CODE)) {
             labeled += 1;
             *per_code.entry(c).or_default() += 1;
@@ -168,20 +184,26 @@ fn count(rows: &[Vec<u8>]) -> Counts {
 ///
 /// # Errors
 /// The store's new catalog chunks cannot be read.
-pub fn summary_of_new_rows(store: &Path, first: usize, labels: &Labels, known: Option<Counts>) -> anyhow::Result<String> {
+pub fn summary_of_new_rows(
+    store: &Path,
+    tables: &'static Tables,
+    first: usize,
+    labels: &Labels,
+    known: Option<Counts>,
+) -> anyhow::Result<String> {
     let counts = match known {
         Some(counts) => counts,
-        None => count(&open_store(store, &TABLES)?.catalog_rows_from(first)?),
+        None => count(tables, &open_store(store, tables)?.catalog_rows_from(first)?),
     };
     Ok(summary(&counts, labels, "new alerts"))
 }
 
 /// A relabel keeps the splits, which were made from the old labels: say so when they differ now.
-fn warn_if_splits_stale(store: &Path) {
-    let Ok(reader) = open_store(store, &TABLES) else { return };
+fn warn_if_splits_stale(store: &Path, tables: &'static Tables) {
+    let Ok(reader) = open_store(store, tables) else { return };
     let Some(basis) = splits_attrs(&reader).as_ref().and_then(split_basis) else { return };
     let Ok(rows) = reader.catalog_rows() else { return };
-    let reasons = stale_reasons(tables::catalog(), &basis, &rows);
+    let reasons = stale_reasons(tables.catalog, &basis, &rows);
     if !reasons.is_empty() {
         crate::errln!("warning: the store's splits are stale: {}; run `ztf2zarr split` again", reasons.join("; "));
     }
@@ -199,7 +221,8 @@ struct Chunk {
 /// Rewrite every catalog chunk with new labels, in parallel (each chunk by one thread).
 fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreError> {
     let reader = transaction.reader().ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
-    let layout = tables::catalog();
+    let tables = reader.tables();
+    let layout = tables.catalog;
     let itemsize = layout.itemsize();
     let chunk_rows = reader.settings().chunk_rows;
     let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
@@ -210,10 +233,10 @@ fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreEr
             let mut catalog = reader.chunk(spec, index)?;
             let rows = chunk_rows.min(reader.rows() - index * chunk_rows);
             let mut chunk = Chunk::default();
-            let object_column = layout.index_of("objectId").unwrap_or(0);
+            let object_column = layout.index_of(tables.object_column).unwrap_or(0);
             let code_column = layout.index_of("label_code").unwrap_or(0);
             for row in catalog.chunks_exact_mut(itemsize).take(rows) {
-                let object = layout.read_str(row, object_column).unwrap_or_default();
+                let object = layout.read_id(row, object_column).unwrap_or_default();
                 if labels.apply(layout, row) {
                     chunk.labeled += 1;
                     *chunk.per_code.entry(layout.read_i64(row, code_column).unwrap_or_default()).or_default() += 1;

@@ -100,6 +100,28 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// The survey whose alerts the store at `root` holds, for opening it with that survey's tables.
+///
+/// # Errors
+/// Not a store, unreadable metadata, or a survey this version does not read.
+pub(crate) fn store_survey(root: &std::path::Path) -> anyhow::Result<&'static dyn crate::survey::Survey> {
+    let storage = crate::store::inspect::require_store(root)?;
+    survey_of(storage.as_ref()).map_err(|reason| anyhow::anyhow!("{reason}"))
+}
+
+/// The survey a store's metadata names, or why it names none this version reads.
+pub(crate) fn survey_of(storage: &dyn crate::store::Storage) -> Result<&'static dyn crate::survey::Survey, String> {
+    let name = crate::store::survey_named(storage).map_err(|error| error.to_string())?;
+    crate::survey::by_name(&name).ok_or_else(|| {
+        let known: Vec<&str> = crate::survey::SURVEYS.iter().map(|s| s.name()).collect();
+        format!(
+            "{}: the store holds {name} alerts, and this version of ztf2zarr reads {} stores",
+            storage.object_location(".zattrs"),
+            known.join(" and ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,6 @@ use crate::cli::SplitArgs;
 use crate::split::{assign, labels_fingerprint, SplitOptions, Splits, SPLIT_NAMES};
 use crate::store::inspect::{require_store, write_splits};
 use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
-use crate::survey::ztf::tables::TABLES;
 
 /// The catalog columns a split reads, one entry per row.
 struct RowLabels {
@@ -38,12 +37,13 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
         labeled_only: args.labeled_only,
     };
     require_store(&args.store)?;
+    let survey = super::store_survey(&args.store)?;
     let started = utc_now();
     let transaction = Transaction::begin(
         &args.store,
         Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::ReplaceSplits,
-        &TABLES,
+        survey.tables(),
     )?;
     let result = read_rows(&transaction).and_then(|rows| {
         let splits = assign(&rows.objects, &rows.labels, &options)?;
@@ -71,12 +71,12 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
 
 fn read_rows(transaction: &Transaction) -> anyhow::Result<RowLabels> {
     let reader = transaction.reader().context("no committed store to split")?;
-    let layout = TABLES.catalog;
+    let layout = reader.tables().catalog;
     let column = |name: &str| layout.index_of(name).with_context(|| format!("no {name} column"));
-    let (object, label, code) = (column("objectId")?, column("label")?, column("label_code")?);
+    let (object, label, code) = (column(reader.tables().object_column)?, column("label")?, column("label_code")?);
     let rows = reader.catalog_rows()?;
     Ok(RowLabels {
-        objects: rows.iter().map(|r| layout.read_str(r, object).unwrap_or_default()).collect(),
+        objects: rows.iter().map(|r| layout.read_id(r, object).unwrap_or_default()).collect(),
         labels: rows.iter().map(|r| layout.read_str(r, label).unwrap_or_default()).collect(),
         codes: rows.iter().map(|r| layout.read_i64(r, code).unwrap_or(-1)).collect(),
     })

@@ -14,7 +14,9 @@ use crate::split::{index_problems, split_basis, stale_reasons};
 use crate::store::inspect::{require_store, split_indices, splits_attrs, NotAStore};
 use crate::store::verify::{verify, Report};
 use crate::store::{Storage, StoreReader};
-use crate::survey::ztf::tables::{self, TABLES};
+use crate::survey::ztf::Ztf;
+use crate::survey::Survey;
+use crate::table::Tables;
 
 /// Run `verify`.
 ///
@@ -35,8 +37,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
         }
         Err(error) => return Err(error.into()),
     };
-    let mut report = verify(&storage, &TABLES, check_lightcurves);
-    let (fresh, warnings) = check_splits(&storage, &mut report);
+    // A store whose metadata names no survey this version reads is checked as ZTF's, the
+    // survey of stores that name none: the first check then reports what it names.
+    let tables = super::survey_of(storage.as_ref()).map_or_else(|_| Ztf.tables(), |survey| survey.tables());
+    let mut report = verify(&storage, tables, check_lightcurves);
+    let (fresh, warnings) = check_splits(&storage, tables, &mut report);
     for line in report.passed.iter().chain(&fresh) {
         crate::outln!("ok       {line}");
     }
@@ -72,8 +77,8 @@ fn has_store_traces(storage: &dyn Storage) -> anyhow::Result<bool> {
 /// another row or as leakage between splits), and whether the splits still match the store:
 /// (passed lines, warning lines). Nothing when the store has no splits or cannot be read (the
 /// store checks report that).
-fn check_splits(storage: &Arc<dyn Storage>, report: &mut Report) -> (Vec<String>, Vec<String>) {
-    let Ok(reader) = StoreReader::open(storage, &TABLES) else { return (Vec::new(), Vec::new()) };
+fn check_splits(storage: &Arc<dyn Storage>, tables: &'static Tables, report: &mut Report) -> (Vec<String>, Vec<String>) {
+    let Ok(reader) = StoreReader::open(storage, tables) else { return (Vec::new(), Vec::new()) };
     let mut passed = Vec::new();
     let splits = split_indices(&reader);
     let mut read = Vec::new();
@@ -97,7 +102,7 @@ fn check_splits(storage: &Arc<dyn Storage>, report: &mut Report) -> (Vec<String>
     let Some(basis) = split_basis(&attrs) else {
         return (passed, vec!["splits: splits/.zattrs does not say how many rows were split; run `ztf2zarr split` again".into()]);
     };
-    let reasons = stale_reasons(tables::catalog(), &basis, &rows);
+    let reasons = stale_reasons(tables.catalog, &basis, &rows);
     if !reasons.is_empty() {
         let line = format!("splits: stale, {}; run `ztf2zarr split` again", reasons.join("; "));
         return (passed, vec![line]);

@@ -7,11 +7,11 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::lightcurves::{key_of, Table};
+use super::lightcurves::{layout_of, EpochKeys, ObjectCell, Table};
 use crate::store::lckeys::{parse_blocks, read_block, Key, KeyKind};
 use crate::store::verify::Report;
 use crate::store::{StoreReader, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
-use crate::survey::ztf::tables::{alerts_layout, objects_layout};
+use crate::table::TableRole;
 
 /// The rows of both epoch tables, as keys in row order.
 struct Tables {
@@ -37,8 +37,9 @@ pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
         let spec = reader.arrays().into_iter().find(|a| a.name == name).ok_or_else(|| format!("{name} is not declared"))?;
         reader.table_bytes(&spec).map_err(|e| e.to_string())
     };
+    let epoch_keys = EpochKeys::of(reader.tables());
     let keys = |name: &str, table: Table| -> Result<Vec<Key>, String> {
-        Ok(read(name)?.chunks_exact(table.layout().itemsize()).map(|row| key_of(table, row)).collect())
+        Ok(read(name)?.chunks_exact(epoch_keys.layout(table).itemsize()).map(|row| epoch_keys.key(table, row)).collect())
     };
     let tables = match (keys(EPOCHS, Table::Epochs), keys(FORCED, Table::Forced)) {
         (Ok(epochs), Ok(forced)) => Tables { epochs, forced },
@@ -50,14 +51,16 @@ pub fn check_lightcurves(reader: &StoreReader, report: &mut Report) {
     check_unique(&tables, report);
     check_counts(reader, &tables, report);
     match read(OBJECTS) {
-        Ok(index) => check_index(&index, &tables, report),
+        Ok(index) => check_index(reader, &index, &tables, report),
         Err(error) => report.problems.push(format!("light curves: cannot read {OBJECTS}: {error}")),
     }
     let carried = |name: &str| -> Result<Vec<u64>, String> {
         Ok(read(name)?.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
     };
     match (read(HISTORY), reader.catalog_rows(), carried(HISTORY_EPOCHS), carried(HISTORY_FORCED)) {
-        (Ok(history), Ok(catalog), Ok(epochs), Ok(forced)) => check_histories(&history, &catalog, [&epochs, &forced], &tables, report),
+        (Ok(history), Ok(catalog), Ok(epochs), Ok(forced)) => {
+            check_histories(reader, &history, &catalog, [&epochs, &forced], &tables, report);
+        }
         (Err(error), ..) | (_, _, Err(error), _) | (.., Err(error)) => {
             report.problems.push(format!("light curves: cannot read the alerts' histories: {error}"))
         }
@@ -95,12 +98,14 @@ fn check_counts(reader: &StoreReader, tables: &Tables, report: &mut Report) {
 }
 
 /// Every row of both tables is in exactly one range of the object index, of its own object.
-fn check_index(index: &[u8], tables: &Tables, report: &mut Report) {
-    let layout = objects_layout();
+fn check_index(reader: &StoreReader, index: &[u8], tables: &Tables, report: &mut Report) {
+    let layout = layout_of(reader.tables(), TableRole::Objects);
+    let cell = ObjectCell::of(layout, &layout.columns()[0].name);
     let mut covered = [vec![false; tables.epochs.len()], vec![false; tables.forced.len()]];
     let mut problems = Vec::new();
     for row in index.chunks_exact(layout.itemsize()) {
-        let object = layout.index_of("objectId").and_then(|c| layout.read_str(row, c)).unwrap_or_default();
+        let object_key = cell.bytes(row);
+        let object = cell.text(&object_key);
         let name = layout.index_of("table").and_then(|c| layout.read_str(row, c)).unwrap_or_default();
         let int = |column: &str| layout.index_of(column).and_then(|c| layout.read_i64(row, c)).unwrap_or(-1);
         let (Ok(start), Ok(count)) = (usize::try_from(int("start")), usize::try_from(int("count"))) else {
@@ -122,7 +127,7 @@ fn check_index(index: &[u8], tables: &Tables, report: &mut Report) {
                 problems.push(format!("{name} row {row} is in two ranges"));
             }
             flags[row] = true;
-            if keys[row].object != ascii12(&object) {
+            if keys[row].object != object_key {
                 problems.push(format!("{name} row {row} is not of {object}"));
             }
         }
@@ -138,13 +143,14 @@ fn check_index(index: &[u8], tables: &Tables, report: &mut Report) {
 }
 
 /// Each alert's history entries follow the previous alert's, and are rows of its own object.
-fn check_histories(history: &[u8], catalog: &[Vec<u8>], carried: [&[u64]; 2], tables: &Tables, report: &mut Report) {
-    let layout = alerts_layout();
-    let catalog_layout = crate::survey::ztf::tables::catalog();
+fn check_histories(reader: &StoreReader, history: &[u8], catalog: &[Vec<u8>], carried: [&[u64]; 2], tables: &Tables, report: &mut Report) {
+    let layout = layout_of(reader.tables(), TableRole::Alerts);
+    let catalog_cell = ObjectCell::of(reader.tables().catalog, reader.tables().object_column);
     let mut wrong = Vec::new();
     let mut next = [0u64; 2];
     for (row, (entry, alert)) in history.chunks_exact(layout.itemsize()).zip(catalog).enumerate() {
-        let object = catalog_layout.index_of("objectId").and_then(|c| catalog_layout.read_str(alert, c)).unwrap_or_default();
+        let object_key = catalog_cell.bytes(alert);
+        let object = catalog_cell.text(&object_key);
         let n = |name: &str| layout.index_of(name).and_then(|c| layout.read_i64(entry, c)).and_then(|v| u64::try_from(v).ok());
         for (side, table, start, count) in
             [(0, Table::Epochs, "history_start", "history_count"), (1, Table::Forced, "forced_start", "forced_count")]
@@ -162,7 +168,7 @@ fn check_histories(history: &[u8], catalog: &[Vec<u8>], carried: [&[u64]; 2], ta
                 wrong.push(format!("row {row}: {} entries {start}+{count} past the end", table.name()));
             }
             let keys = tables.of(table);
-            if rows.iter().any(|r| keys.get(*r as usize).is_none_or(|key| key.object != ascii12(&object))) {
+            if rows.iter().any(|r| keys.get(*r as usize).is_none_or(|key| key.object != object_key)) {
                 wrong.push(format!("row {row} ({object}): a {} entry that is not a row of its object", table.name()));
             }
         }
@@ -204,14 +210,6 @@ fn check_key_index(reader: &StoreReader, tables: &Tables, report: &mut Report) {
         let extra = indexed.difference(&rows).count();
         format!("light-curve key index: {missing} table rows not indexed, {extra} indexed keys not in the tables")
     });
-}
-
-fn ascii12(text: &str) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    for (slot, ch) in out.iter_mut().zip(text.chars()) {
-        *slot = u32::from(ch).to_le_bytes()[0];
-    }
-    out
 }
 
 fn first_few(problems: &[String]) -> String {

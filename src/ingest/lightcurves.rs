@@ -9,15 +9,11 @@
 //! Memory: the build's new keys, one batch of alerts' epochs and one committed key block at a
 //! time; never the store's epochs, nor a month of them.
 
-use std::sync::OnceLock;
-
 use crate::fasthash::{digest, FastMap, FastSet};
 use crate::store::lckeys::{CommittedKeys, Key, KeyKind};
 use crate::store::{ReadError, Storage};
-use crate::survey::ztf::history::{History, DETECTION};
-use crate::survey::ztf::tables;
-pub use crate::survey::ztf::tables::{alerts_layout, objects_layout};
-use crate::table::{Dtype, Layout, Scalar};
+use crate::survey::History;
+use crate::table::{Dtype, Layout, Scalar, TableGroup, TableRole, Tables};
 
 /// The two tables of epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,15 +31,6 @@ impl Table {
         match self {
             Table::Epochs => "epochs",
             Table::Forced => "forced",
-        }
-    }
-
-    /// Its row layout.
-    #[must_use]
-    pub fn layout(self) -> &'static Layout {
-        match self {
-            Table::Epochs => tables::epochs(),
-            Table::Forced => tables::forced(),
         }
     }
 }
@@ -146,6 +133,7 @@ struct Carried {
 /// carried them, exactly as if each alert had been looked up on its own. Memory: the batch (its
 /// caller bounds it by [`LightCurves::batch_bytes`]), one key block, and the build's new keys.
 pub struct LightCurves {
+    keys: EpochKeys,
     committed: CommittedKeys,
     /// The build's new keys and their rows.
     seen: FastMap<Key, u64>,
@@ -176,11 +164,12 @@ pub struct LightCurves {
 }
 
 impl LightCurves {
-    /// The light curves of a build onto tables of `committed_rows` (epochs, forced) and history
-    /// arrays of `committed_carried` entries, whose keys `committed` finds.
+    /// The light curves of a build onto `tables`' tables of `committed_rows` (epochs, forced)
+    /// and history arrays of `committed_carried` entries, whose keys `committed` finds.
     #[must_use]
-    pub fn new(committed: CommittedKeys, committed_rows: [u64; 2], committed_carried: [u64; 2]) -> Self {
+    pub fn new(tables: &'static Tables, committed: CommittedKeys, committed_rows: [u64; 2], committed_carried: [u64; 2]) -> Self {
         LightCurves {
+            keys: EpochKeys::of(tables),
             committed,
             seen: FastMap::default(),
             in_packet: FastSet::default(),
@@ -220,14 +209,14 @@ impl LightCurves {
                 Table::Epochs => &history.epochs,
                 Table::Forced => &history.forced,
             };
-            let row = &rows[at..at + table.layout().itemsize()];
+            let row = &rows[at..at + self.keys.layout(table).itemsize()];
             if at_once {
                 self.add_now(table, key, row, now);
             } else {
                 self.queue(table, key, row);
             }
         }
-        let row = alert_row([self.next_carried[0], epochs], [self.next_carried[1], forced]);
+        let row = alert_row(self.keys.tables(), [self.next_carried[0], epochs], [self.next_carried[1], forced]);
         self.next_carried[0] += epochs;
         self.next_carried[1] += forced;
         row
@@ -235,12 +224,11 @@ impl LightCurves {
 
     /// Note the versions one table's rows of an alert carry, each once; gives how many.
     fn versions_of(&mut self, table: Table, rows: &[u8]) -> u64 {
-        let itemsize = table.layout().itemsize();
-        let cells = KeyCells::of(table);
+        let itemsize = self.keys.layout(table).itemsize();
         self.in_packet.clear();
         let before = self.carried.len();
         for (index, row) in rows.chunks_exact(itemsize).enumerate() {
-            let key = cells.key(row);
+            let key = self.keys.key(table, row);
             if self.in_packet.insert(key) {
                 self.carried.push((table, key, index * itemsize));
             } // else the same version twice in one packet
@@ -306,7 +294,7 @@ impl LightCurves {
                 None => {
                     let Some(start) = entry.row else { unreachable!("a key the build and the store lack is first carried with its row") };
                     let table = entry.table as usize;
-                    let row_bytes = entry.table.layout().itemsize();
+                    let row_bytes = self.keys.layout(entry.table).itemsize();
                     let (rows, _) = out.table(entry.table);
                     rows.extend_from_slice(&self.pending_rows[table][start..start + row_bytes]);
                     self.append(entry.table, entry.key)
@@ -426,12 +414,14 @@ impl LightCurves {
                 _ => merged.push(range),
             }
         }
-        merged.iter().map(index_row).collect()
+        let layout = layout_of(self.keys.tables(), TableRole::Objects);
+        let object = ObjectCell::of(layout, &layout.columns()[0].name);
+        merged.iter().map(|range| index_row(layout, object, range)).collect()
     }
 }
 
-fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
-    alerts_layout().row_of(&[
+fn alert_row(tables: &Tables, epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
+    layout_of(tables, TableRole::Alerts).row_of(&[
         ("history_start", count(epochs[0])),
         ("history_count", count(epochs[1])),
         ("forced_start", count(forced[0])),
@@ -439,10 +429,12 @@ fn alert_row(epochs: [u64; 2], forced: [u64; 2]) -> Vec<u8> {
     ])
 }
 
-fn index_row(range: &Range) -> Vec<u8> {
-    let object: String = range.object.iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect();
-    objects_layout().row_of(&[
-        ("objectId", Scalar::Str(object.as_bytes())),
+/// A row of the object index, whose first column is the object.
+fn index_row(layout: &Layout, cell: ObjectCell, range: &Range) -> Vec<u8> {
+    let text = cell.text(&range.object);
+    let object = if cell.int { Scalar::Int(cell.int_value(&range.object)) } else { Scalar::Str(text.as_bytes()) };
+    layout.row_of(&[
+        (layout.columns()[0].name.as_str(), object),
         ("table", Scalar::Str(range.table.name().as_bytes())),
         ("start", count(range.start)),
         ("count", count(range.count)),
@@ -454,75 +446,179 @@ fn count(n: u64) -> Scalar<'static> {
     Scalar::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The key of a packed row of `table`.
-#[must_use]
-pub fn key_of(table: Table, row: &[u8]) -> Key {
-    KeyCells::of(table).key(row)
+/// How the keys of a survey's two tables of epochs are read from their rows, and how its
+/// objects are written back into the object index.
+#[derive(Debug)]
+pub struct EpochKeys {
+    tables: &'static Tables,
+    cells: [KeyCells; 2],
 }
 
-/// Where a key's fields are in a table's rows, found once per table: keys are read for every
+impl EpochKeys {
+    /// The keys of `tables`' epochs and forced photometry.
+    ///
+    /// # Panics
+    /// If the survey's declaration of its key columns does not match its layouts (checked by
+    /// each survey's tests).
+    #[must_use]
+    pub fn of(tables: &'static Tables) -> Self {
+        EpochKeys { tables, cells: [KeyCells::of(tables, Table::Epochs), KeyCells::of(tables, Table::Forced)] }
+    }
+
+    /// The key of a packed row of `table`.
+    #[must_use]
+    pub fn key(&self, table: Table, row: &[u8]) -> Key {
+        self.cells[table as usize].key(row)
+    }
+
+    /// The row layout of `table`.
+    #[must_use]
+    pub fn layout(&self, table: Table) -> &'static Layout {
+        self.cells[table as usize].layout
+    }
+
+    /// The survey's store.
+    #[must_use]
+    pub fn tables(&self) -> &'static Tables {
+        self.tables
+    }
+}
+
+/// The light-curve table with `role`.
+///
+/// # Panics
+/// If the survey declares no such table (every survey declares all four).
+#[must_use]
+pub fn group_of(tables: &Tables, role: TableRole) -> &TableGroup {
+    tables.lightcurves.iter().find(|t| t.role == role).expect("every survey declares the four light-curve tables")
+}
+
+/// The layout of the light-curve table with `role`.
+#[must_use]
+pub fn layout_of(tables: &Tables, role: TableRole) -> &'static Layout {
+    group_of(tables, role).layout
+}
+
+/// An object id column, in the 12 bytes a key holds: an ASCII string (ZTF's `objectId`, one
+/// byte per character, zero-padded) or an int64 (Rubin's `diaObjectId`, big-endian with the
+/// sign bit flipped, so that keys and the object index sort by the number).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectCell {
+    offset: usize,
+    /// An int64 (else a string of `chars` characters).
+    int: bool,
+    chars: usize,
+}
+
+impl ObjectCell {
+    /// The column `name` of `layout`.
+    ///
+    /// # Panics
+    /// If it is neither a string of at most 12 characters nor an int64.
+    #[must_use]
+    pub fn of(layout: &Layout, name: &str) -> Self {
+        let column = layout.column(name);
+        let (int, chars) = match column.dtype {
+            Dtype::I8 => (true, 0),
+            Dtype::Unicode(chars) if chars <= 12 => (false, chars),
+            other => panic!("object column `{name}` is {}: an object id is a string of at most 12 characters or an int64", other.numpy()),
+        };
+        ObjectCell { offset: column.offset, int, chars }
+    }
+
+    /// The object of a packed row, as a key holds it.
+    #[must_use]
+    pub fn bytes(&self, row: &[u8]) -> [u8; 12] {
+        let mut object = [0u8; 12];
+        if self.int {
+            let value = u64::from_le_bytes(row[self.offset..self.offset + 8].try_into().unwrap_or_default());
+            object[..8].copy_from_slice(&(value ^ 1 << 63).to_be_bytes());
+        } else {
+            // ASCII ids: one byte per UTF-32 code point.
+            for (slot, code) in object.iter_mut().zip(row[self.offset..self.offset + 4 * self.chars].chunks_exact(4)) {
+                *slot = code[0];
+            }
+        }
+        object
+    }
+
+    /// The object a key holds, as text (for messages) or as the value of its column.
+    #[must_use]
+    pub fn text(&self, object: &[u8; 12]) -> String {
+        if self.int {
+            self.int_value(object).to_string()
+        } else {
+            object.iter().take_while(|b| **b != 0).map(|b| char::from(*b)).collect()
+        }
+    }
+
+    #[allow(clippy::cast_possible_wrap)] // the bits of the int64 it came from
+    fn int_value(&self, object: &[u8; 12]) -> i64 {
+        (u64::from_be_bytes(object[..8].try_into().unwrap_or_default()) ^ 1 << 63) as i64
+    }
+}
+
+/// Where a key's fields are in a table's rows, found once per build: keys are read for every
 /// epoch of every alert, on the one thread that puts alerts in order.
+#[derive(Debug)]
 struct KeyCells {
     table: Table,
-    object: usize,
-    jd: usize,
-    fid: usize,
-    /// candid (epochs) or pid (forced).
+    layout: &'static Layout,
+    object: ObjectCell,
+    time: usize,
+    /// The band: an int32, or a string's first code point (read as one).
+    band: usize,
     id: usize,
-    /// First code point of `kind` (epochs only): `d`etection or `u`pper_limit.
-    kind: Option<usize>,
-    /// The row's values end here: after them come only the carrying alert's `alert_candid`
-    /// and `alert_jd`, which a version does not depend on.
+    /// The row's values end here: after them come only the carrying alert's id and time,
+    /// which a version does not depend on.
     values_end: usize,
 }
 
 impl KeyCells {
-    fn of(table: Table) -> &'static KeyCells {
-        static CELLS: [OnceLock<KeyCells>; 2] = [OnceLock::new(), OnceLock::new()];
-        CELLS[table as usize].get_or_init(|| {
-            let layout = table.layout();
-            let at = |name: &str, dtype: Dtype| {
-                let column = layout.column(name);
-                assert_eq!(column.dtype, dtype, "{}: `{name}` is a key column of dtype {}", table.name(), dtype.numpy());
-                column.offset
-            };
-            let (id, kind) = match table {
-                Table::Epochs => (at("candid", Dtype::I8), Some(layout.column("kind").offset)),
-                Table::Forced => (at("pid", Dtype::I8), None),
-            };
-            assert!(matches!(layout.column("objectId").dtype, Dtype::Unicode(chars) if chars >= 12), "objectId holds 12 characters");
-            let values_end = at("alert_candid", Dtype::I8);
-            assert_eq!(values_end + 16, layout.itemsize(), "{}: alert_candid, alert_jd end the row", table.name());
-            assert_eq!(at("alert_jd", Dtype::F8), values_end + 8, "{}: alert_jd follows alert_candid", table.name());
-            KeyCells {
-                table,
-                object: layout.column("objectId").offset,
-                jd: at("jd", Dtype::F8),
-                fid: at("fid", Dtype::I4),
-                id,
-                kind,
-                values_end,
-            }
-        })
+    fn of(tables: &'static Tables, table: Table) -> KeyCells {
+        let role = match table {
+            Table::Epochs => TableRole::Epochs,
+            Table::Forced => TableRole::Forced,
+        };
+        let group = group_of(tables, role);
+        let columns = group.key.unwrap_or_else(|| panic!("{}: a table of epochs declares its key columns", group.name));
+        let layout = group.layout;
+        let at = |name: &str, dtype: Dtype| {
+            let column = layout.column(name);
+            assert_eq!(column.dtype, dtype, "{}: `{name}` is a key column of dtype {}", group.name, dtype.numpy());
+            column.offset
+        };
+        let band = layout.column(columns.band);
+        let band = match band.dtype {
+            Dtype::I4 | Dtype::Unicode(_) => band.offset,
+            other => panic!("{}: band column `{}` is {}, not an int32 or a string", group.name, columns.band, other.numpy()),
+        };
+        let values_end = at(columns.carrier, Dtype::I8);
+        assert_eq!(values_end + 16, layout.itemsize(), "{}: the carrying alert's id and time end the row", group.name);
+        assert_eq!(layout.columns().last().map(|c| c.dtype), Some(Dtype::F8), "{}: the carrying alert's time is a float64", group.name);
+        KeyCells {
+            table,
+            layout,
+            object: ObjectCell::of(layout, columns.object),
+            time: at(columns.time, Dtype::F8),
+            band,
+            id: at(columns.id, Dtype::I8),
+            values_end,
+        }
     }
 
     fn key(&self, row: &[u8]) -> Key {
         let bytes = |at: usize| -> [u8; 8] { row[at..at + 8].try_into().unwrap_or_default() };
-        let mut object = [0u8; 12];
-        // objectIds are ASCII (ZTFyyaaaaaaa): one byte per UTF-32 code point.
-        for (slot, code) in object.iter_mut().zip(row[self.object..self.object + 48].chunks_exact(4)) {
-            *slot = code[0];
-        }
-        let jd = u64::from_le_bytes(bytes(self.jd));
-        let fid = i32::from_le_bytes(row[self.fid..self.fid + 4].try_into().unwrap_or_default());
+        let jd = u64::from_le_bytes(bytes(self.time));
+        let fid = i32::from_le_bytes(row[self.band..self.band + 4].try_into().unwrap_or_default());
         let id = i64::from_le_bytes(bytes(self.id));
+        let object = self.object.bytes(row);
         let version = digest(&row[..self.values_end]);
-        match (self.table, self.kind) {
-            (Table::Epochs, Some(kind)) if row[kind] == DETECTION.as_bytes()[0] => {
-                Key { jd, kind: KeyKind::Detection, fid, object, id, version }
-            }
-            (Table::Epochs, _) => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0, version },
-            (Table::Forced, _) => Key { jd, kind: KeyKind::Forced, fid, object, id, version },
+        match self.table {
+            // A detection has an id; an upper limit's is missing (the int64 missing value).
+            Table::Epochs if id != i64::MIN => Key { jd, kind: KeyKind::Detection, fid, object, id, version },
+            Table::Epochs => Key { jd, kind: KeyKind::UpperLimit, fid, object, id: 0, version },
+            Table::Forced => Key { jd, kind: KeyKind::Forced, fid, object, id, version },
         }
     }
 }
@@ -530,6 +626,7 @@ impl KeyCells {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::survey::ztf::tables::{self, alerts_layout, objects_layout, TABLES};
 
     fn epoch_row(object: &str, jd: f64, candid: Option<i64>) -> Vec<u8> {
         let layout = tables::epochs();
@@ -604,7 +701,7 @@ mod tests {
     #[test]
     fn repeated_epochs_are_stored_once_and_other_values_are_another_version() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
-        let mut curves = LightCurves::new(CommittedKeys::default(), [10, 0], [0, 0]);
+        let mut curves = LightCurves::new(&TABLES, CommittedKeys::default(), [10, 0], [0, 0]);
         let first =
             history(2.0, &[epoch_row("ZTF18a", 1.0, None), epoch_row("ZTF18a", 2.0, Some(5))], &[forced_row("ZTF18a", 1.5, 1.0, (2.0, 5))]);
         let added = take_alone(&mut curves, &storage, &first);
@@ -638,7 +735,7 @@ mod tests {
     #[test]
     fn ranges_of_one_object_merge_in_the_index() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
-        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        let mut curves = LightCurves::new(&TABLES, CommittedKeys::default(), [0, 0], [0, 0]);
         take_alone(&mut curves, &storage, &history(1.0, &[epoch_row("ZTF18b", 1.0, Some(1))], &[]));
         take_alone(&mut curves, &storage, &history(1.0, &[epoch_row("ZTF18a", 1.0, Some(2))], &[]));
         take_alone(&mut curves, &storage, &history(2.0, &[epoch_row("ZTF18b", 2.0, Some(3))], &[]));
@@ -663,7 +760,7 @@ mod tests {
     #[test]
     fn a_batch_numbers_rows_as_alerts_taken_one_at_a_time() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
-        let mut alone = LightCurves::new(CommittedKeys::default(), [4, 2], [0, 0]);
+        let mut alone = LightCurves::new(&TABLES, CommittedKeys::default(), [4, 2], [0, 0]);
         let mut expected = Added::default();
         for history in alerts() {
             let added = take_alone(&mut alone, &storage, &history);
@@ -674,7 +771,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let (storage, committed) = covering_block(dir.path());
-        let mut batched = LightCurves::new(committed, [4, 2], [0, 0]);
+        let mut batched = LightCurves::new(&TABLES, committed, [4, 2], [0, 0]);
         take_batched(&mut batched, &alerts());
         assert_eq!(batched.batch_len(), 8, "3 + 1 + 4 epochs");
         batched.look_up(&storage).unwrap();
@@ -691,7 +788,7 @@ mod tests {
     fn rolling_back_to_a_mark_inside_an_added_batch_keeps_what_came_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, committed) = covering_block(dir.path());
-        let mut curves = LightCurves::new(committed, [0, 0], [0, 0]);
+        let mut curves = LightCurves::new(&TABLES, committed, [0, 0], [0, 0]);
         let [first, second, third] = <[History; 3]>::try_from(alerts()).unwrap();
         take_batched(&mut curves, std::slice::from_ref(&first));
         let mut mark = curves.mark();
@@ -718,7 +815,7 @@ mod tests {
     #[test]
     fn a_mark_with_no_batch_waiting_undoes_what_is_added_at_once_after_it() {
         let storage = crate::store::storage::LocalStorage::new(std::path::Path::new("/nonexistent"));
-        let mut curves = LightCurves::new(CommittedKeys::default(), [0, 0], [0, 0]);
+        let mut curves = LightCurves::new(&TABLES, CommittedKeys::default(), [0, 0], [0, 0]);
         let [first, second, _] = <[History; 3]>::try_from(alerts()).unwrap();
         take_alone(&mut curves, &storage, &first);
         let mark = curves.mark();

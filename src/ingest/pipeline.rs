@@ -22,11 +22,9 @@ use crate::ingest::source::{self, Item, Mark, Payload, Plan};
 use crate::labels::Labels;
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
-use crate::survey::ztf::cutout::STAMP_FLAGS;
-use crate::survey::ztf::tables::NO_SCHEMAVSN;
 use crate::survey::{Alert, Decode, StampSpec, Survey, WriterSchema};
 use crate::survey::{Reject, RejectKind};
-use crate::table::{Layout, TableRole};
+use crate::table::{Layout, TableRole, Tables};
 use store::arrays::Source;
 
 /// Items decoded together: large enough that the hand-over between stages is rare (64 measured
@@ -148,6 +146,8 @@ fn is_utf8(spec: &store::arrays::ArraySpec) -> bool {
 enum Feed {
     Catalog,
     Stamps,
+    /// Its variance planes.
+    Variance,
     /// The rows of epochs the alert carried.
     CarriedEpochs,
     /// The rows of forced photometry it carried.
@@ -171,6 +171,7 @@ impl Feed {
         match spec.source {
             Source::CatalogRow => Feed::Catalog,
             Source::Stamps => Feed::Stamps,
+            Source::Variance => Feed::Variance,
             Source::Carried(TableRole::Forced) => Feed::CarriedForced,
             Source::Carried(_) => Feed::CarriedEpochs,
             // Never among a store's declared arrays: a build does not write split indices.
@@ -186,14 +187,16 @@ impl Feed {
     /// the light curves (`alert_row`); for a column, the table's packed rows and their size.
     /// The arrays of the epochs tables take their rows a batch of alerts at a time instead
     /// ([`Feed::batch_rows`]).
-    fn rows<'a>(self, alert: &'a Alert, alert_row: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
+    /// `no_history` is the row of `lightcurves/alerts` of an alert that carried none.
+    fn rows<'a>(self, alert: &'a Alert, alert_row: &'a [u8], no_history: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
         match self {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
+            Feed::Variance => (alert.variance.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
             Feed::CarriedEpochs | Feed::CarriedForced | Feed::Command => ([].as_slice().into(), None),
             Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
-                    TableRole::Alerts if alert_row.is_empty() => lightcurves::alerts_layout().missing_row(),
+                    TableRole::Alerts if alert_row.is_empty() => no_history,
                     TableRole::Alerts => alert_row,
                     TableRole::Epochs | TableRole::Forced | TableRole::Objects => &[],
                 };
@@ -277,6 +280,8 @@ struct Collector<'c> {
     lightcurve_batch_bytes: usize,
     /// The alert being taken's row of `lightcurves/alerts`.
     alert_row: Vec<u8>,
+    /// The row of `lightcurves/alerts` of an alert that carried no history.
+    no_history: &'static [u8],
     /// What a batch adds to the light curves (its buffers reused batch after batch).
     added: Added,
     /// Per array: the buffer of a chunk already written, for the next chunk (already-touched
@@ -295,7 +300,7 @@ struct Snapshot {
     new_candids: usize,
     truncated: usize,
     unmapped: usize,
-    flagged: [usize; STAMP_FLAGS.len()],
+    flagged: [usize; 8],
     versions: HashMap<String, usize>,
     docs: ColumnDocs,
     chunks: Vec<ChunkMark>,
@@ -349,12 +354,12 @@ impl Collector<'_> {
             }
             self.stats.per_input[origin].written += 1;
             self.docs.merge(&alert.writer, &mut self.stats);
-            record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.layout);
+            record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.config.survey.tables());
             self.new_candids.push(alert.id);
             let alert_row = self.take_history(&alert, full);
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                match feed.rows(&alert, &alert_row) {
+                match feed.rows(&alert, &alert_row, self.no_history) {
                     (rows, None) => self.push_rows(position, &rows, full),
                     (rows, Some(itemsize)) => self.push_cells(position, &rows, itemsize, full),
                 }
@@ -672,21 +677,36 @@ type Outcome = (Stats, Option<Commit>);
 fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, transaction: &mut Transaction) -> Result<Outcome, BuildError> {
     let started = Instant::now();
     let started_at = utc_now();
-    let layout = config.survey.tables().catalog;
+    let survey_tables = config.survey.tables();
+    let layout = survey_tables.catalog;
     let settings = transaction.settings();
     let spec = StampSpec { size: settings.stamp_size, keep_nan: settings.keep_nan, keep_masked: settings.keep_masked };
     let rows_before = transaction.committed().map_or(0, |c| c.rows);
     let chunks = chunk_buffers(transaction);
     let lightcurves = settings.lightcurves.then(|| {
         let rows = |name: &str| transaction.array_index(name).map_or(0, |a| transaction.committed_rows(a) as u64);
-        let tables = [rows(&format!("{}/objectId", store::EPOCHS)), rows(&format!("{}/objectId", store::FORCED))];
-        LightCurves::new(transaction.committed_lightcurve_keys(), tables, [rows(store::HISTORY_EPOCHS), rows(store::HISTORY_FORCED)])
+        let first_column = |role| {
+            let group = lightcurves::group_of(survey_tables, role);
+            format!("{}/{}", group.name, group.layout.columns()[0].name)
+        };
+        let tables = [rows(&first_column(TableRole::Epochs)), rows(&first_column(TableRole::Forced))];
+        LightCurves::new(
+            survey_tables,
+            transaction.committed_lightcurve_keys(),
+            tables,
+            [rows(store::HISTORY_EPOCHS), rows(store::HISTORY_FORCED)],
+        )
     });
     let transaction: &Transaction = transaction;
     let mut collector = Collector {
         config,
         layout,
-        stats: Stats { per_input: vec![InputCounts::default(); config.given.len()], rows_before, ..Stats::default() },
+        stats: Stats {
+            per_input: vec![InputCounts::default(); config.given.len()],
+            rows_before,
+            flag_names: survey_tables.stamps.names,
+            ..Stats::default()
+        },
         storage: transaction.storage().as_ref(),
         stored: transaction.committed_candids(),
         seen: CandidSet::default(),
@@ -699,6 +719,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
         lightcurves,
         lightcurve_batch_bytes: lightcurve_batch_bytes(),
         alert_row: Vec::new(),
+        no_history: lightcurves::layout_of(survey_tables, TableRole::Alerts).missing_row(),
         added: Added::default(),
         spare: vec![None; transaction.arrays().len()],
     };
@@ -885,28 +906,27 @@ fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Rej
     }
 }
 
-fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Alert, name: &str, layout: &Layout) {
+fn record(stats: &mut Stats, versions: &mut HashMap<String, usize>, alert: &Alert, name: &str, tables: &Tables) {
+    let layout = tables.catalog;
     stats.written += 1;
     let flags = layout.index_of("stamp_flags").and_then(|c| layout.read_i64(&alert.row, c)).unwrap_or(0);
-    for (slot, (bit, _)) in STAMP_FLAGS.into_iter().enumerate() {
-        if flags & i64::from(bit) != 0 {
-            stats.flagged[slot] += 1;
-        }
+    for (position, count) in stats.flagged.iter_mut().enumerate() {
+        *count += usize::from(flags & (1 << position) != 0);
     }
     if !alert.truncated.is_empty() {
         stats.truncated.push((name.to_string(), alert.truncated.clone()));
     }
-    // schemavsn is what ZTF says the packet is, and all the store keeps: `info` counts the
-    // catalog's column. Older packets lack it; they are named as `info` names them, with the
-    // writer schema's version, which the build alone knows.
+    // The version column is what the packet says it is, and all the store keeps: `info` counts
+    // the catalog's column. Packets without it (ZTF's before 3.x) are named as `info` names
+    // them, with the writer schema's version, which the build alone knows.
+    let no_version = tables.no_version;
     let version =
-        layout.index_of("schemavsn").and_then(|c| layout.read_str(&alert.row, c)).filter(|v| !v.is_empty()).unwrap_or_else(|| match alert
-            .writer
-            .version()
-        {
-            Some(writer) => format!("({NO_SCHEMAVSN}; writer schema {writer})"),
-            None => format!("({NO_SCHEMAVSN})"),
-        });
+        layout.index_of(tables.version_column).and_then(|c| layout.read_str(&alert.row, c)).filter(|v| !v.is_empty()).unwrap_or_else(
+            || match alert.writer.version() {
+                Some(writer) => format!("({no_version}; writer schema {writer})"),
+                None => format!("({no_version})"),
+            },
+        );
     *versions.entry(version).or_default() += 1;
 }
 

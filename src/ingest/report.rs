@@ -114,8 +114,12 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     if let Some(log) = &stats.rejects_log {
         let _ = writeln!(out, "      (all reasons: {log})");
     }
-    let [edge, nan, guessed, masked] = stats.flagged;
-    let _ = writeln!(out, "  stamp flags edge-placed {edge}, had-NaN {nan}, edge-guessed {guessed}, masked-pixels {masked}");
+    let flags: Vec<String> = stats
+        .flag_names
+        .iter()
+        .map(|(bit, name)| format!("{} {}", name.replace('_', "-"), stats.flagged[bit.trailing_zeros() as usize]))
+        .collect();
+    let _ = writeln!(out, "  stamp flags {}", flags.join(", "));
     let versions: Vec<String> = stats.schema_versions.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
     let _ = writeln!(out, "  schemas     {}", if versions.is_empty() { "-".into() } else { versions.join(", ") });
     if let Some(rows) = &stats.lightcurve_rows {

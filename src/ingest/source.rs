@@ -201,7 +201,8 @@ fn is_archive(path: &Path) -> bool {
 fn classify(path: &Path) -> Option<Input> {
     if is_archive(path) {
         Some(Input::Archive(path.to_path_buf()))
-    } else if path.extension().is_some_and(|e| e == "avro") {
+    } else if path.extension().is_some_and(|e| e == "avro") || path.to_string_lossy().ends_with(".avro.gz") {
+        // `.avro.gz`: a gzip'd alert file, as Rubin's alert archive stores them.
         Some(Input::File(path.to_path_buf()))
     } else {
         None
@@ -332,6 +333,42 @@ impl Walk {
         self.open.pop();
         Ok(())
     }
+}
+
+/// The first bytes (at most `limit`) of the first alert file of the plan: a loose file's own,
+/// or an archive's first `.avro`/`.avro.gz` member's. None when the first input is on object
+/// storage or cannot be read as a regular file (the build then reports it as it reads it).
+#[must_use]
+pub fn first_head(plan: &Plan, limit: usize) -> Option<Vec<u8>> {
+    let input = plan.inputs.first()?;
+    let path = input.path();
+    if crate::store::object::is_url(&path.to_string_lossy()) {
+        return None;
+    }
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut head = Vec::new();
+    match input {
+        Input::File(_) => {
+            file.take(limit as u64).read_to_end(&mut head).ok()?;
+        }
+        Input::Archive(_) => {
+            let mut buffered = std::io::BufReader::new(file);
+            let gzip = std::io::BufRead::fill_buf(&mut buffered).ok()?.starts_with(&[0x1f, 0x8b]);
+            let stream: Box<dyn Read> = if gzip { Box::new(flate2::read::MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+            let mut archive = tar::Archive::new(stream);
+            let member = archive.entries().ok()?.filter_map(Result::ok).find(|member| {
+                member.path().is_ok_and(|p| {
+                    let name = p.to_string_lossy();
+                    name.ends_with(".avro") || name.ends_with(".avro.gz")
+                })
+            })?;
+            member.take(limit as u64).read_to_end(&mut head).ok()?;
+        }
+    }
+    Some(head)
 }
 
 /// Read a loose alert file, refusing anything but a regular file: the path is checked at

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use super::lightcurves;
-use crate::survey::ztf::cutout::STAMP_FLAGS;
 use crate::survey::RejectKind;
 
 /// One input alert (or file) that was not stored, and why.
@@ -62,8 +61,10 @@ pub struct Stats {
     pub rejects: Vec<RejectRecord>,
     /// Per path given, in order.
     pub per_input: Vec<InputCounts>,
-    /// Rows with each stamp flag: edge placed, had NaN, edge guessed, masked pixels.
-    pub flagged: [usize; STAMP_FLAGS.len()],
+    /// Rows with each `stamp_flags` bit set, by bit position (bit 1 << i at i).
+    pub flagged: [usize; 8],
+    /// The survey's `stamp_flags` bits with their short names.
+    pub flag_names: &'static [(u8, &'static str)],
     /// Rows whose string values were cut to the column width: (source, columns).
     pub truncated: Vec<(String, Vec<String>)>,
     /// Schema versions seen, with the number of alerts written with each.

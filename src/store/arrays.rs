@@ -43,6 +43,8 @@ pub enum Source {
     CatalogRow,
     /// Each alert's stamps.
     Stamps,
+    /// Each alert's variance planes.
+    Variance,
     /// The rows of a light-curve table (epochs or forced) that each alert carried.
     Carried(TableRole),
     /// A column of a light-curve table.
@@ -158,6 +160,9 @@ pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
 #[must_use]
 pub fn declared(settings: &Settings, tables: &Tables, column_docs: &[String]) -> Vec<ArraySpec> {
     let mut arrays = vec![super::metadata::stamps_spec(settings, tables), super::metadata::catalog_spec(settings, tables, column_docs)];
+    if settings.variance {
+        arrays.push(super::metadata::variance_spec(settings, tables));
+    }
     if settings.lightcurves {
         arrays.extend(super::metadata::lightcurve_specs(settings, tables));
     }

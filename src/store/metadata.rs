@@ -11,6 +11,8 @@ use crate::table::{Dtype, Rows, TableGroup, TableRole, Tables};
 
 /// Name of the stamps array.
 pub const STAMPS: &str = "stamps";
+/// The variance planes of the stamps' pixels, for surveys whose cutouts carry them.
+pub const VARIANCE: &str = "variance";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
 pub use crate::table::tables::{EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
@@ -152,6 +154,19 @@ pub fn stamps_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
             "units": tables.stamps.units,
         }),
     }
+}
+
+/// The `variance` array: (N, 3, S, S) float32, the variance of each stamp pixel, cut from the
+/// cutouts' variance planes on the stamps' window.
+#[must_use]
+pub fn variance_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
+    let mut spec = stamps_spec(settings, tables);
+    spec.name = VARIANCE.into();
+    spec.source = Source::Variance;
+    spec.attrs["description"] =
+        json!("Variance of each pixel of stamps[i] (the cutouts' variance planes, on the same window; missing pixels hold the fill value)");
+    spec.attrs["units"] = json!(format!("({})^2", tables.stamps.units));
+    spec
 }
 
 /// The `catalog` array: one structured row per alert, its columns as the survey declares them.

@@ -70,7 +70,7 @@ pub use metadata::{
     column_spec, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS,
     LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS, SURVEY,
 };
-pub use reader::{read_doc, read_json, IntoStorage, ReadError, StoreReader};
+pub use reader::{read_doc, read_json, survey_named, IntoStorage, ReadError, StoreReader};
 use recovery::{delete_backups, recover, remove_empty_folders, restore_backups, restore_metadata};
 pub use storage::{LocalStorage, Storage, StorageError};
 pub use target::{is_url, open_storage};
@@ -199,6 +199,8 @@ pub struct Requested {
     pub zstd_level: Option<i32>,
     /// `--no-lightcurves`
     pub no_lightcurves: bool,
+    /// A new store without the `variance` array its survey's cutouts would give.
+    pub no_variance: bool,
     /// `--single-writer`: write an object store that cannot fence a stale writer.
     pub single_writer: bool,
 }
@@ -221,6 +223,8 @@ pub struct Settings {
     pub stamp_filter: StampFilter,
     /// Whether the store has the `lightcurves` group.
     pub lightcurves: bool,
+    /// Whether the store has the `variance` array (the cutouts' variance planes, beside `stamps`).
+    pub variance: bool,
 }
 
 /// The largest uncompressed chunk (of either array) a store may have: bounds the memory a read
@@ -235,8 +239,6 @@ pub fn chunk_fits(chunk_rows: usize, stamp_size: usize, catalog_row: usize) -> b
     chunk_rows.checked_mul(row_bytes.max(catalog_row)).is_some_and(|bytes| bytes <= MAX_CHUNK_BYTES)
 }
 
-/// Defaults for a new store.
-pub const DEFAULT_STAMP_SIZE: usize = 21;
 /// Rows per chunk of a new store.
 pub const DEFAULT_CHUNK_ROWS: usize = 1000;
 /// zstd level of a new store: level 1 measured as small as level 3 on stamps (+0.06 %) and the

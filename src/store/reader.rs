@@ -159,7 +159,8 @@ impl StoreReader {
         let keep_masked = root_attrs["ztf2zarr"]["masked_policy"] != super::metadata::MASKED_AS_MISSING;
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
         let legacy_lightcurves = docs.contains_key(&format!("{}/.zarray", super::metadata::EPOCHS));
-        let settings = Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false };
+        let variance = docs.contains_key(&format!("{}/.zarray", super::metadata::VARIANCE));
+        let settings = Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false, variance };
         let lightcurves = check_lightcurves(&docs, &settings, tables).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,
@@ -563,6 +564,22 @@ fn check_lightcurves(docs: &Map<String, Value>, settings: &Settings, tables: &Ta
         }
     }
     Ok(true)
+}
+
+/// The survey whose alerts the committed store holds, as its root attrs name it (a store that
+/// names none holds ZTF's): what a command needs to know before it opens the store with that
+/// survey's tables.
+///
+/// # Errors
+/// The metadata cannot be read, or names no survey as a string.
+pub fn survey_named(storage: &dyn Storage) -> Result<String, ReadError> {
+    let docs = committed_documents(storage)?;
+    let attrs = docs.get(".zattrs").ok_or_else(|| invalid(storage, ".zattrs", "missing (not in .zmetadata)".into()))?;
+    match attrs.get(super::metadata::SURVEY) {
+        None => Ok(super::metadata::SURVEY_UNNAMED.to_string()),
+        Some(Value::String(name)) => Ok(name.clone()),
+        Some(other) => Err(invalid(storage, ".zattrs", format!("`{}` is {other}, not a survey's name", super::metadata::SURVEY))),
+    }
 }
 
 /// The store holds alerts of the survey whose `tables` the caller gave (a store that names no

@@ -94,13 +94,14 @@ impl Transaction {
         let settings = match &reader {
             Some(reader) => check_compatible(target, reader.settings(), requested)?,
             None => Settings {
-                stamp_size: requested.stamp_size.unwrap_or(DEFAULT_STAMP_SIZE),
+                stamp_size: requested.stamp_size.unwrap_or(tables.stamps.default_size),
                 keep_nan: requested.keep_nan,
                 keep_masked: requested.keep_masked,
                 chunk_rows: requested.chunk_rows.unwrap_or(DEFAULT_CHUNK_ROWS),
                 zstd_level: requested.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL),
                 stamp_filter: StampFilter::NEW_STORE,
                 lightcurves: !requested.no_lightcurves,
+                variance: tables.stamps.variance && !requested.no_variance,
             },
         };
         if purpose != Purpose::Append && reader.is_none() {

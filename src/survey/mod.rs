@@ -22,6 +22,56 @@ pub trait Survey: Sync + std::fmt::Debug {
     /// A decoder cutting stamps as `spec` says, reading alerts' histories into light-curve rows
     /// or not.
     fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode>;
+
+    /// Whether `head`, the first bytes of an input file (inflated when the file is gzip'd),
+    /// is a packet of this survey: a cheap look at its framing, not a decoding.
+    fn recognizes(&self, head: &[u8]) -> bool;
+
+    /// How users call it (`ZTF`, `Rubin (LSST)`).
+    fn title(&self) -> &'static str;
+}
+
+/// Bytes of an input a survey is told apart by: an Avro container's header holds its schema's
+/// namespace well within them.
+pub const HEAD_BYTES: usize = 64 << 10;
+
+/// The survey whose packet `head` starts (see [`Survey::recognizes`]); gzip'd heads are
+/// inflated first, up to [`HEAD_BYTES`].
+#[must_use]
+pub fn detect(head: &[u8]) -> Option<&'static dyn Survey> {
+    let inflated;
+    let head = if head.starts_with(&[0x1f, 0x8b]) {
+        inflated = inflate_head(head);
+        inflated.as_slice()
+    } else {
+        head
+    };
+    SURVEYS.iter().copied().find(|survey| survey.recognizes(head))
+}
+
+/// The first [`HEAD_BYTES`] a gzip stream inflates to (fewer if it ends or breaks sooner).
+fn inflate_head(gzip: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let _ = flate2::read::MultiGzDecoder::new(gzip).take(HEAD_BYTES as u64).read_to_end(&mut out);
+    out
+}
+
+/// Why a file `this` survey cannot read is another survey's packet, if it is one: the reason
+/// of its reject, naming both (a store holds the alerts of one survey).
+#[must_use]
+pub fn foreign(this: &dyn Survey, bytes: &[u8]) -> Option<Reject> {
+    let other = detect(&bytes[..bytes.len().min(HEAD_BYTES)])?;
+    (other.name() != this.name()).then(|| {
+        Reject::new(
+            RejectKind::NotAnAlert,
+            format!(
+                "a {} alert, and this store holds {} alerts (a store holds the alerts of one survey: build a separate store for each)",
+                other.title(),
+                this.title()
+            ),
+        )
+    })
 }
 
 /// Reads one input's bytes into alerts; shared by the worker threads.
@@ -88,6 +138,9 @@ pub struct Alert {
     pub row: Vec<u8>,
     /// Three stamps (science, template, difference), each `size²` pixels, row-major.
     pub stamps: Vec<f32>,
+    /// Their variance planes, in the same order and window (empty when the survey's cutouts
+    /// carry none).
+    pub variance: Vec<f32>,
     /// The writer schema it was decoded with (for column docs).
     pub writer: Arc<dyn WriterSchema>,
     /// Columns whose string value was longer than the column and was cut.

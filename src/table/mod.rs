@@ -10,7 +10,7 @@ use thiserror::Error;
 
 pub mod tables;
 
-pub use tables::{Rows, StampsDeclared, TableGroup, TableRole, Tables};
+pub use tables::{KeyColumns, Rows, StampsDeclared, TableGroup, TableRole, Tables, TimeScale};
 
 /// A numpy dtype that a catalog column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +319,23 @@ impl Layout {
         let Dtype::Unicode(_) = column.dtype else { return None };
         let cell = &row[column.offset..column.offset + column.dtype.size()];
         cell.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).take_while(|c| *c != 0).map(char::from_u32).collect()
+    }
+
+    /// An id as text: a string column's value, or an integer column's in decimal (None when
+    /// it holds its missing value). Object ids are strings in one survey (ZTF's `objectId`) and
+    /// int64 in another (Rubin's `diaObjectId`); labels and splits treat both as text.
+    #[must_use]
+    pub fn read_id(&self, row: &[u8], index: usize) -> Option<String> {
+        let column = &self.columns[index];
+        match column.dtype {
+            Dtype::Unicode(_) => self.read_str(row, index),
+            Dtype::I2 | Dtype::I4 | Dtype::I8 | Dtype::U1 => {
+                let value = self.read_i64(row, index)?;
+                let missing: Option<i64> = column.missing.parse().ok();
+                (Some(value) != missing).then(|| value.to_string())
+            }
+            Dtype::F4 | Dtype::F8 => None,
+        }
     }
 }
 

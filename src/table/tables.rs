@@ -57,6 +57,47 @@ pub struct TableGroup {
     pub dimension: &'static str,
     /// What the table is, for its group's `.zattrs`.
     pub description: &'static str,
+    /// Which columns key an epoch (tables of epochs only).
+    pub key: Option<KeyColumns>,
+}
+
+/// The columns of a table of epochs that make an epoch's key, named by the survey. A key is
+/// (object, time, band, id) plus a digest of the row's values up to `carrier`: a key's row holds
+/// one value set some packet carried, and a packet carrying other values adds another row.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyColumns {
+    /// The object the epoch is of: an ASCII string of at most 12 characters, or an int64.
+    pub object: &'static str,
+    /// Its time, float64 (keys sort by it; never NaN in a stored epoch).
+    pub time: &'static str,
+    /// Its band: an int32, or a string whose first character counts.
+    pub band: &'static str,
+    /// Its id, int64. In a table of detections and upper limits, a row whose id is missing is
+    /// an upper limit, keyed by object, time and band alone.
+    pub id: &'static str,
+    /// The first of the two columns of the carrying alert (its id, int64, then its time,
+    /// float64), which end the row and are no part of a version.
+    pub carrier: &'static str,
+}
+
+/// How the survey's alert times count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeScale {
+    /// Julian date (ZTF's `jd`).
+    JulianDate,
+    /// Modified Julian date, TAI (Rubin's `midpointMjdTai`).
+    MjdTai,
+}
+
+impl TimeScale {
+    /// The Julian date of `time` (TAI and UTC differ by seconds: the same date for a night).
+    #[must_use]
+    pub fn julian_date(self, time: f64) -> f64 {
+        match self {
+            TimeScale::JulianDate => time,
+            TimeScale::MjdTai => time + 2_400_000.5,
+        }
+    }
 }
 
 /// What the stamps of a survey's store are.
@@ -69,9 +110,18 @@ pub struct StampsDeclared {
     pub units: &'static str,
     /// Every `stamp_flags` bit with what it means.
     pub flags: &'static [(u8, &'static str)],
+    /// Every `stamp_flags` bit with its short name, in order of value (`1=edge_placed`), for
+    /// the counts in summaries and `info`.
+    pub names: &'static [(u8, &'static str)],
     /// What the store does with the survey's masked pixels, in words: masked pixels kept,
     /// stored as 0, stored as NaN.
     pub masked: [&'static str; 3],
+    /// The stamp side a new store gets unless `--stamp-size` says otherwise.
+    pub default_size: usize,
+    /// Whether a stamp side must be odd (a cutout centred on a pixel) or may be even.
+    pub odd_only: bool,
+    /// Whether the survey's cutouts carry variance planes (a `variance` array beside `stamps`).
+    pub variance: bool,
 }
 
 /// A survey's store: everything the store layer writes that depends on the survey.
@@ -92,6 +142,16 @@ pub struct Tables {
     pub lightcurves_description: &'static [(&'static str, &'static str)],
     /// What the root attrs say of the `lightcurves` group.
     pub lightcurves_summary: &'static str,
+    /// The catalog column naming an alert's object: labels join on it, splits group by it.
+    pub object_column: &'static str,
+    /// The column of a classifier CSV that holds that object id, unless `--id-column` says.
+    pub labels_id_column: &'static str,
+    /// The catalog column of an alert's time, and how it counts.
+    pub time_column: (&'static str, TimeScale),
+    /// The catalog column of the packet's schema version.
+    pub version_column: &'static str,
+    /// How the summary and `info` name alerts whose version column is empty.
+    pub no_version: &'static str,
 }
 
 impl Tables {

@@ -61,7 +61,7 @@ fn curves(store: &Path) -> Curves {
         table(&reader, name).chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize).collect()
     };
     let (carried_epochs, carried_forced) = (entries("lightcurves/history_epochs"), entries("lightcurves/history_forced"));
-    let alerts = ztf2zarr::ingest::lightcurves::alerts_layout();
+    let alerts = ztf2zarr::survey::ztf::tables::alerts_layout();
     let candids = reader.catalog_candids().unwrap();
     let histories = table(&reader, "lightcurves/alerts")
         .chunks_exact(alerts.itemsize())

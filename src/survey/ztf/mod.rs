@@ -43,6 +43,20 @@ impl Survey for Ztf {
     fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode> {
         Box::new(Decoder::new(spec).with_lightcurves(lightcurves))
     }
+
+    /// An Avro container whose header names ZTF's schema namespace (`ztf.alert`).
+    fn recognizes(&self, head: &[u8]) -> bool {
+        head.starts_with(avro::MAGIC) && contains(head, b"\"ztf")
+    }
+
+    fn title(&self) -> &'static str {
+        "ZTF"
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 impl Decode for Decoder {
@@ -342,7 +356,7 @@ impl Decoder {
     pub fn decode_file(&self, name: &str, bytes: &[u8]) -> Vec<Result<Alert, Reject>> {
         let header = match Header::parse(bytes) {
             Ok(header) => header,
-            Err(error) => return vec![Err(avro_reject(&error))],
+            Err(error) => return vec![Err(crate::survey::foreign(&Ztf, bytes).unwrap_or_else(|| avro_reject(&error)))],
         };
         let schema = match self.schema(header.schema_json) {
             Ok(schema) => schema,
@@ -350,7 +364,8 @@ impl Decoder {
                 return vec![Err(whole_file(&header, 1, RejectKind::CorruptAvro, &format!("corrupt Avro: {error}")))]
             }
             Err(Unusable::Foreign { reason, min_record }) => {
-                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))]
+                let reason = crate::survey::foreign(&Ztf, bytes).map_or(reason, |reject| reject.reason);
+                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))];
             }
         };
         let mut file = FileDecoder::new(self, &header, &schema, name);
@@ -642,7 +657,15 @@ impl Decoder {
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(flags)));
         let source = tail_chars(name, columns.source_chars);
         let _ = self.layout.pack(&mut row, columns.source, Scalar::Str(source.as_bytes()));
-        Ok(Alert { id: candid, row, stamps, writer: Arc::clone(compiled) as Arc<dyn WriterSchema>, truncated, history: None })
+        Ok(Alert {
+            id: candid,
+            row,
+            stamps,
+            variance: Vec::new(),
+            writer: Arc::clone(compiled) as Arc<dyn WriterSchema>,
+            truncated,
+            history: None,
+        })
     }
 
     fn read_f32(&self, row: &[u8], col: usize) -> Option<f32> {

@@ -5,9 +5,9 @@
 
 use std::sync::{LazyLock, OnceLock};
 
-use super::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED, FRAME};
+use super::cutout::{FLAG_EDGE_GUESSED, FLAG_EDGE_PLACED, FLAG_HAD_NAN, FLAG_MASKED, FRAME, STAMP_FLAGS};
 use crate::table::tables::{EPOCHS, FORCED, HISTORY, OBJECTS};
-use crate::table::{Layout, Rows, StampsDeclared, TableGroup, TableRole, Tables};
+use crate::table::{KeyColumns, Layout, Rows, StampsDeclared, TableGroup, TableRole, Tables, TimeScale};
 
 const CATALOG_TSV: &str = include_str!("../../../schemas/catalog.tsv");
 const EPOCHS_TSV: &str = include_str!("../../../schemas/epochs.tsv");
@@ -31,6 +31,9 @@ forced_count\t<i4\t0\tderived\tDistinct forced-photometry epochs this alert carr
 /// it from schema 3.x on. `info` says `(none: before 3.x)`; the build, which knows the packets'
 /// writer schema, `(none: before 3.x; writer schema 1.8)`.
 pub const NO_SCHEMAVSN: &str = "none: before 3.x";
+
+/// The stamp side of a new store unless `--stamp-size` says otherwise.
+pub const DEFAULT_STAMP_SIZE: usize = 21;
 
 /// The catalog's layout (`schemas/catalog.tsv`).
 pub fn catalog() -> &'static Layout {
@@ -90,11 +93,15 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
             frame: FRAME,
             units: "DN",
             flags: &STAMP_FLAG_DOCS,
+            names: &STAMP_FLAGS,
             masked: [
                 "ZTF's masked pixels (-3.4028235e38) kept as they are",
                 "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
                 "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
             ],
+            default_size: DEFAULT_STAMP_SIZE,
+            odd_only: true,
+            variance: false,
         },
         lightcurves: [
             TableGroup {
@@ -104,6 +111,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 rows: Rows::Own,
                 dimension: "epoch",
                 description: "Detections and upper limits: one row per distinct version of each epoch (see lightcurves/.zattrs)",
+                key: Some(KeyColumns { object: "objectId", time: "jd", band: "fid", id: "candid", carrier: "alert_candid" }),
             },
             TableGroup {
                 name: FORCED,
@@ -112,6 +120,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 rows: Rows::Own,
                 dimension: "forced_epoch",
                 description: "Forced photometry (fp_hists, schema 4.x): one row per distinct version of each epoch",
+                key: Some(KeyColumns { object: "objectId", time: "jd", band: "fid", id: "pid", carrier: "alert_candid" }),
             },
             TableGroup {
                 name: OBJECTS,
@@ -120,6 +129,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 rows: Rows::Own,
                 dimension: "object_range",
                 description: "The object index: rows start .. start+count-1 of table belong to objectId",
+                key: None,
             },
             TableGroup {
                 name: HISTORY,
@@ -128,10 +138,16 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 rows: Rows::PerAlert,
                 dimension: "alert",
                 description: "Row i is catalog row i: where its own history is in history_epochs and history_forced",
+                key: None,
             },
         ],
         lightcurves_description: &LIGHTCURVES_DESCRIPTION,
         lightcurves_summary: "Light curves: lightcurves/epochs (detections, upper limits), lightcurves/forced (forced photometry), the object index lightcurves/objects and each alert's own history (lightcurves/alerts, history_epochs, history_forced); see lightcurves/.zattrs",
+        object_column: "objectId",
+        labels_id_column: "oid",
+        time_column: ("jd", TimeScale::JulianDate),
+        version_column: "schemavsn",
+        no_version: NO_SCHEMAVSN,
     }
 });
 
