@@ -1,0 +1,2 @@
+//! Rubin (LSST) alerts.
+pub mod cutout;
