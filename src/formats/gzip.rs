@@ -453,3 +453,24 @@ impl Stream {
         Ok(None)
     }
 }
+
+/// Whether `bytes` start as a gzip stream does.
+#[must_use]
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+/// Inflate a whole gzip'd file held in memory (every member, each checked against its CRC-32
+/// and length by the decoder), refusing to produce more than `limit` bytes.
+///
+/// # Errors
+/// Data that does not inflate or fails a member's check, or more than `limit` bytes.
+pub fn inflate_all(bytes: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let read = flate2::read::MultiGzDecoder::new(bytes).take(limit as u64 + 1).read_to_end(&mut out);
+    match read {
+        Err(error) => Err(format!("gzip data does not inflate: {error}")),
+        Ok(_) if out.len() > limit => Err(format!("gzip data inflates to more than {} MiB", limit >> 20)),
+        Ok(_) => Ok(out),
+    }
+}

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 pub use super::stats::{Duplicate, InputCounts, RejectRecord, Stats};
 use crate::fasthash::FastSet;
+use crate::formats::gzip;
 use crate::ingest::lightcurves::{self, Added, LightCurves};
 use crate::ingest::report::Progress;
 use crate::ingest::source::{self, Item, Mark, Payload, Plan};
@@ -893,6 +894,9 @@ fn into_decoded(item: Item, size: u64, results: Vec<Result<Alert, Reject>>) -> D
     Decoded { input: item.input, name: item.name, size, progress, results, mark }
 }
 
+/// The most a gzip'd alert file may inflate to: the size an archive member may have.
+const MAX_GZIPPED_ALERT: usize = 64 << 20;
+
 /// Read (if still to be read) and decode one item; returns its size in bytes and its alerts.
 fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Reject>>) {
     match &item.payload {
@@ -901,6 +905,15 @@ fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Rej
         _ => {}
     }
     match item.load() {
+        Ok(bytes) if gzip::is_gzip(&bytes) => {
+            // A gzip'd alert file (`.avro.gz`, as Rubin's alert archive stores them): decoded as
+            // what it inflates to, whatever the survey.
+            let results = match gzip::inflate_all(&bytes, MAX_GZIPPED_ALERT) {
+                Ok(inflated) => decoder.decode_file(&item.name, &inflated),
+                Err(reason) => vec![Err(Reject::new(RejectKind::CorruptAvro, format!("a gzip'd alert file: {reason}")))],
+            };
+            (bytes.len() as u64, results)
+        }
         Ok(bytes) => (bytes.len() as u64, decoder.decode_file(&item.name, &bytes)),
         Err(reason) => (0, vec![Err(Reject::new(RejectKind::Unreadable, reason))]),
     }

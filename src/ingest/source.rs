@@ -1,4 +1,4 @@
-//! Inputs: finding alert files (`.avro` files, folders walked recursively in sorted order, nightly
+//! Inputs: finding alert files (`.avro` and `.avro.gz` files, folders walked recursively in sorted order, nightly
 //! `.tar.gz` archives) and reading them, in order, as named byte buffers. Archives are streamed
 //! member by member, never extracted to disk. This module never parses Avro.
 //!
@@ -60,7 +60,7 @@ pub enum InputError {
 /// Why a path found in a folder (or given) is not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
-    /// A file whose name is not `.avro`, `.tar.gz` or `.tgz`.
+    /// A file whose name is not `.avro`, `.avro.gz`, `.tar.gz`, `.tgz` or `.tar`.
     NotAlert,
     /// A named pipe: opening it would wait for a writer.
     Fifo,
@@ -113,7 +113,7 @@ impl Skip {
 impl std::fmt::Display for Skip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Skip::NotAlert => f.write_str("not an alert file (.avro, .tar.gz, .tgz, .tar)"),
+            Skip::NotAlert => f.write_str("not an alert file (.avro, .avro.gz, .tar.gz, .tgz, .tar)"),
             Skip::Fifo => f.write_str("a FIFO (named pipe), not a file: never opened"),
             Skip::Socket => f.write_str("a socket, not a file: never opened"),
             Skip::Device => f.write_str("a device, not a file: never opened"),
@@ -182,7 +182,7 @@ impl Walk {
         let inaccessible = |reason: String| InputError::Inaccessible { path: url.to_path_buf(), source: std::io::Error::other(reason) };
         let Some(input) = classify(url) else {
             return Err(inaccessible(
-                "an input on object storage must name one archive (.tar.gz, .tgz, .tar) or one .avro file; folders (prefixes) are not listed".into(),
+                "an input on object storage must name one archive (.tar.gz, .tgz, .tar) or one .avro or .avro.gz file; folders (prefixes) are not listed".into(),
             ));
         };
         let object = remote::RemoteObject::open(&url.to_string_lossy()).map_err(|e| inaccessible(e.to_string()))?;

@@ -292,6 +292,7 @@ fn members_that_are_not_alerts_are_listed_as_ignored_and_a_plain_tar_is_read() {
     members.push(link("night/hard.avro", b'1', &format!("night/{}.avro", candid(0))));
     members.push(member("night/inner.tar.gz", &nested));
     members.push(member("night/1.avro.gz", &gzip(&alert(1), Compression::default())));
+    members.push(member("night/6.AVRO.GZ", &gzip(&alert(6), Compression::default())));
     members.push(member("night/2.AVRO", &alert(2)));
     members.push(member("night/notes.txt", b"hello"));
     members.extend(alert_members(3..4));
@@ -301,12 +302,14 @@ fn members_that_are_not_alerts_are_listed_as_ignored_and_a_plain_tar_is_read() {
         let archive = write(dir.path(), name, &bytes);
         let b = build(dir.path(), &[&archive], &[]);
         assert_eq!(b.status, Some(0), "{name}: {}", b.summary);
-        assert_eq!(b.candids, [candid(0), candid(3)], "{name}: {}", b.summary);
+        assert_eq!(b.candids, [candid(0), candid(1), candid(3)], "{name}: a gzip'd alert is read: {}", b.summary);
         assert!(b.summary.contains("ignored     7 archive members"), "{name}: {}", b.summary);
         for words in ["night/: a folder entry", "sym.avro: a symbolic link", "hard.avro: a hard link", "inner.tar.gz: a nested archive"] {
             assert!(b.summary.contains(words), "{name}: {words}: {}", b.summary);
         }
-        for words in ["1.avro.gz: a gzip'd alert file", "2.AVRO: the extension is not lower-case", "notes.txt: not an .avro file"] {
+        for words in
+            ["6.AVRO.GZ: the extension is not lower-case", "2.AVRO: the extension is not lower-case", "notes.txt: not an .avro file"]
+        {
             assert!(b.summary.contains(words), "{name}: {words}: {}", b.summary);
         }
         assert!(b.summary.contains("rejected    0"), "{name}: {}", b.summary);

@@ -406,14 +406,12 @@ fn padding(size: u64) -> u64 {
 /// Why a regular member is not read as an alert (None: it is one).
 fn not_an_alert(member: &str) -> Option<&'static str> {
     let lower = member.to_ascii_lowercase();
-    if member.ends_with(".avro") {
+    if member.ends_with(".avro") || member.ends_with(".avro.gz") {
         None
     } else if [".tar", ".tar.gz", ".tgz"].iter().any(|e| lower.ends_with(e)) {
         Some("a nested archive (not opened: extract it and give it to build)")
-    } else if lower.ends_with(".avro.gz") {
-        Some("a gzip'd alert file (not read: only uncompressed .avro members are)")
-    } else if lower.ends_with(".avro") {
-        Some("the extension is not lower-case .avro")
+    } else if lower.ends_with(".avro") || lower.ends_with(".avro.gz") {
+        Some("the extension is not lower-case .avro or .avro.gz")
     } else {
         Some("not an .avro file")
     }
