@@ -600,7 +600,8 @@ pub struct Block<'a> {
     pub data: std::borrow::Cow<'a, [u8]>,
 }
 
-const MAGIC: &[u8; 4] = b"Obj\x01";
+/// The first bytes of every Avro object container file.
+pub const MAGIC: &[u8; 4] = b"Obj\x01";
 const SYNC_LEN: usize = 16;
 
 impl<'a> Container<'a> {
