@@ -600,7 +600,7 @@ pub struct Block<'a> {
     pub data: std::borrow::Cow<'a, [u8]>,
 }
 
-/// The first bytes of an Avro object container file.
+/// The first bytes of every Avro object container file.
 pub const MAGIC: &[u8; 4] = b"Obj\x01";
 const SYNC_LEN: usize = 16;
 

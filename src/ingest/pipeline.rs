@@ -706,6 +706,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
             per_input: vec![InputCounts::default(); config.given.len()],
             rows_before,
             flag_names: survey_tables.stamps.names,
+            id_column: layout.columns()[0].name.as_str(),
             ..Stats::default()
         },
         storage: transaction.storage().as_ref(),

@@ -101,9 +101,10 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
     } else {
         let _ = writeln!(out, "  written     0 alerts: nothing new, the store is unchanged ({} rows)", stats.rows_before);
     }
-    let _ = writeln!(out, "  duplicates  {} (candid already in the store or earlier in the inputs; skipped)", stats.duplicates.len());
+    let id = stats.id_column;
+    let _ = writeln!(out, "  duplicates  {} ({id} already in the store or earlier in the inputs; skipped)", stats.duplicates.len());
     for duplicate in stats.duplicates.iter().take(SHOWN) {
-        let _ = writeln!(out, "      {}: candid {}", duplicate.source, duplicate.candid);
+        let _ = writeln!(out, "      {}: {id} {}", duplicate.source, duplicate.candid);
     }
     more(&mut out, stats.duplicates.len());
     let _ = writeln!(out, "  rejected    {}{}", stats.rejected(), reject_kinds(stats));
@@ -143,7 +144,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
         );
     }
     if !stats.unmapped_fields.is_empty() {
-        let _ = writeln!(out, "  warning     candidate fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
+        let _ = writeln!(out, "  warning     fields with no catalog column (not stored): {}", stats.unmapped_fields.join(", "));
     }
     let rate = stats.alerts() as f64 / seconds;
     let _ = writeln!(

@@ -63,6 +63,8 @@ pub struct Stats {
     pub per_input: Vec<InputCounts>,
     /// Rows with each `stamp_flags` bit set, by bit position (bit 1 << i at i).
     pub flagged: [usize; 8],
+    /// The name of the alerts' unique id (`candid`, `diaSourceId`): the catalog's first column.
+    pub id_column: &'static str,
     /// The survey's `stamp_flags` bits with their short names.
     pub flag_names: &'static [(u8, &'static str)],
     /// Rows whose string values were cut to the column width: (source, columns).

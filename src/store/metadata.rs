@@ -100,11 +100,10 @@ impl StoreMetadata {
         let s = self.settings.stamp_size;
         let missing: Map<String, Value> =
             self.tables.catalog.columns().iter().map(|c| (c.name.clone(), Value::String(c.missing.clone()))).collect();
-        let frame = self.tables.stamps.frame;
         let flags: Map<String, Value> = self.tables.stamps.flags.iter().map(|(bit, text)| (bit.to_string(), json!(text))).collect();
         let mut attrs = json!({
             CATALOG: self.tables.catalog_description,
-            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", crop_text(s, frame), nan_text(self.settings.keep_nan), masked_text(&self.settings, self.tables)),
+            STAMPS: format!("Cutout stamps, float32 (N, 3, {s}, {s}): channel 0 science, 1 template, 2 difference; {}; {}; {}.", (self.tables.stamps.crop)(s), nan_text(self.settings.keep_nan), masked_text(&self.settings, self.tables)),
             SURVEY: self.tables.survey,
             "ztf2zarr": {
                 "version": env!("CARGO_PKG_VERSION"),
@@ -147,7 +146,7 @@ pub fn stamps_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
             DIMENSIONS: ["alert", "channel", "y", "x"],
             "channels": ["science", "template", "difference"],
             "stamp_size": s,
-            "crop": crop_text(s, tables.stamps.frame),
+            "crop": (tables.stamps.crop)(s),
             "nan_policy": nan_policy(settings.keep_nan),
             "masked_policy": masked_policy(settings.keep_masked),
             "masked_pixels": masked_text(settings, tables),
@@ -314,11 +313,6 @@ fn with_dimensions(extra: &[(String, Value)]) -> Vec<(String, Value)> {
         files.push((zattrs_key, attrs));
     }
     files
-}
-
-fn crop_text(size: usize, frame: usize) -> String {
-    let start = (frame - size) / 2;
-    format!("centre [{start}:{end}, {start}:{end}] of the {frame}x{frame} cutout", end = start + size)
 }
 
 fn nan_policy(keep_nan: bool) -> &'static str {

@@ -1,7 +1,7 @@
 //! Surveys: what an alert packet of one survey is, and how it becomes a catalog row, stamps and
-//! history rows. Today one survey, ZTF (`ztf/`). This file is the seam the rest of the tool sees:
-//! a [`Survey`] declares its store ([`Tables`]) and makes a [`Decode`]r, which gives back, per
-//! input, an [`Alert`] or a [`Reject`] with its [`RejectKind`].
+//! history rows. Two surveys: ZTF (`ztf/`) and Rubin (`lsst/`). This file is the seam the rest
+//! of the tool sees: a [`Survey`] declares its store ([`Tables`]) and makes a [`Decode`]r, which
+//! gives back, per input, an [`Alert`] or a [`Reject`] with its [`RejectKind`].
 
 pub mod lsst;
 pub mod ztf;
@@ -82,7 +82,7 @@ pub trait Decode: Send + Sync {
 }
 
 /// The surveys this tool reads.
-pub static SURVEYS: [&(dyn Survey + 'static); 1] = [&ztf::Ztf];
+pub static SURVEYS: [&(dyn Survey + 'static); 2] = [&ztf::Ztf, &lsst::Lsst];
 
 /// The survey named `name`, if this tool reads it.
 #[must_use]
@@ -265,7 +265,8 @@ mod tests {
             assert_eq!(found.tables().survey, survey.name(), "its tables name it");
         }
         assert_eq!(by_name("ztf").map(Survey::name), Some("ztf"));
-        assert!(by_name("lsst").is_none(), "a survey this tool does not read");
+        assert_eq!(by_name("lsst").map(Survey::name), Some("lsst"));
+        assert!(by_name("ptf").is_none(), "a survey this tool does not read");
     }
 
     /// `docs/limits.md` is where users look a kind up: every kind has its row there, and every

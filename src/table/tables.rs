@@ -116,6 +116,8 @@ pub struct StampsDeclared {
     /// What the store does with the survey's masked pixels, in words: masked pixels kept,
     /// stored as 0, stored as NaN.
     pub masked: [&'static str; 3],
+    /// Where a stamp of a side is cut from its cutout, in words (the stamps' `crop` attribute).
+    pub crop: fn(usize) -> String,
     /// The stamp side a new store gets unless `--stamp-size` says otherwise.
     pub default_size: usize,
     /// Whether a stamp side must be odd (a cutout centred on a pixel) or may be even.

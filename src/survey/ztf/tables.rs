@@ -65,6 +65,12 @@ pub fn alerts_layout() -> &'static Layout {
     Layout::parsed_once(&LAYOUT, ALERTS_TSV, "the alerts table")
 }
 
+/// Where a stamp of side `size` is in its cutout: the centre of the 63×63 frame.
+fn crop_text(size: usize) -> String {
+    let start = (FRAME - size) / 2;
+    format!("centre [{start}:{end}, {start}:{end}] of the {FRAME}x{FRAME} cutout", end = start + size)
+}
+
 /// What each `stamp_flags` bit means, in the root attrs.
 const STAMP_FLAG_DOCS: [(u8, &str); 4] = [
     (FLAG_EDGE_PLACED, "edge cutout (smaller than 63x63, clipped at a CCD edge) placed in the 63x63 frame; pixels beyond the edge hold the fill value"),
@@ -99,6 +105,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
                 "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
             ],
+            crop: crop_text,
             default_size: DEFAULT_STAMP_SIZE,
             odd_only: true,
             variance: false,
