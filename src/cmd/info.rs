@@ -80,6 +80,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "nan_policy": if settings.keep_nan { "keep" } else { "zero" },
         "masked_policy": if settings.keep_masked { MASKED_KEPT } else { MASKED_AS_MISSING },
         "chunk_rows": settings.chunk_rows,
+        "variance": settings.variance,
         "chunks": reader.chunks(),
         "nights": nights,
         "schema_versions": versions,
@@ -179,12 +180,14 @@ fn render(info: &Value, tables: &Tables) -> String {
     let _ = writeln!(out, "rows         {}", info["rows"]);
     let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
     let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
-    let masked = match (info["masked_policy"].as_str(), nan_policy) {
-        (Some(MASKED_KEPT), _) => "kept as -3.4e38",
-        (_, "keep") => "stored as NaN",
-        _ => "stored as 0",
+    let masked = match (tables.stamps.masked_value, info["masked_policy"].as_str(), nan_policy) {
+        (None, ..) => String::new(),
+        (Some(value), Some(MASKED_KEPT), _) => format!(", masked pixels kept as {value}"),
+        (Some(_), _, "keep") => ", masked pixels stored as NaN".into(),
+        (Some(_), ..) => ", masked pixels stored as 0".into(),
     };
-    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}, masked pixels {masked}", info["stamp_size"]);
+    let variance = if info["variance"] == true { ", with variance planes (variance)" } else { "" };
+    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}{masked}{variance}", info["stamp_size"]);
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {

@@ -116,6 +116,8 @@ pub struct StampsDeclared {
     /// What the store does with the survey's masked pixels, in words: masked pixels kept,
     /// stored as 0, stored as NaN.
     pub masked: [&'static str; 3],
+    /// The survey's masked-pixel value, as `info` shows it (None: its cutouts have none).
+    pub masked_value: Option<&'static str>,
     /// Where a stamp of a side is cut from its cutout, in words (the stamps' `crop` attribute).
     pub crop: fn(usize) -> String,
     /// The stamp side a new store gets unless `--stamp-size` says otherwise.

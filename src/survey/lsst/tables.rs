@@ -99,6 +99,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
             "Rubin cutouts have no masked-pixel value (missing pixels are NaN, see nan_policy): nothing stored as 0",
             "Rubin cutouts have no masked-pixel value (missing pixels are NaN, see nan_policy): nothing stored as NaN",
         ],
+        masked_value: None,
         crop: crop_text,
         default_size: DEFAULT_STAMP_SIZE,
         odd_only: false,

@@ -105,6 +105,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
                 "ZTF's masked pixels (-3.4028235e38) stored as 0, like NaN pixels",
                 "ZTF's masked pixels (-3.4028235e38) stored as NaN, like NaN pixels",
             ],
+            masked_value: Some("-3.4e38"),
             crop: crop_text,
             default_size: DEFAULT_STAMP_SIZE,
             odd_only: true,
