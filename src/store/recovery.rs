@@ -1,7 +1,8 @@
 //! Finishing what a killed writer left: its pending marker says which chunks it may have added
 //! and which metadata it may have written; the metadata is put back as `.zmetadata` (the commit
 //! point) has it, the chunks past the committed rows are deleted, and backups named by markers
-//! of earlier releases are restored (see `docs/appending.md`).
+//! of earlier releases are restored (see `docs/appending.md`), and the temporary files it was
+//! writing (`.<name>.tmp.<its pid>`) are deleted.
 
 use std::path::Path;
 
@@ -52,10 +53,29 @@ pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), Sto
             storage.delete(key)?;
         }
     }
+    if let Some(pid) = pending["pid"].as_u64() {
+        delete_temporary_files(storage, pid)?;
+    }
     if command == "build" {
         storage.delete(PENDING)?;
     }
     storage.flush()?;
+    Ok(())
+}
+
+/// Delete the temporary files the killed writer `pid` left half-written (`catalog/.0.0.tmp.PID`,
+/// `..zattrs.tmp.PID`: a local store writes each file beside its place, then renames it). Only
+/// that writer's own names: the caller holds the store's lock, so no other writer is at work,
+/// and a name of another pid is not this recovery's to judge. Object stores write whole
+/// objects and list none.
+fn delete_temporary_files(storage: &dyn Storage, pid: u64) -> Result<(), StoreError> {
+    let suffix = format!(".tmp.{pid}");
+    for key in storage.list("")? {
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        if name.starts_with('.') && name.ends_with(&suffix) {
+            storage.delete(&key)?;
+        }
+    }
     Ok(())
 }
 
@@ -173,5 +193,35 @@ pub(super) fn remove_empty_folders(root: &Path) {
             remove_empty_folders(&entry.path());
             let _ = std::fs::remove_dir(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::storage::LocalStorage;
+
+    /// A killed build's temporary files go with its recovery; another pid's names, and files
+    /// that only look alike, stay.
+    #[test]
+    fn recovery_deletes_the_killed_writers_temporary_files_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let pending = serde_json::json!({"command": "build", "pid": 4242, "number": 1, "chunks_from": [], "objects": [], "metadata": []});
+        storage.put(PENDING, pretty(&pending).as_bytes()).unwrap();
+        let left = ["catalog/.0.tmp.4242", "..zattrs.tmp.4242", "lightcurves/epochs/jd/.3.tmp.4242"];
+        let kept = ["catalog/.0.tmp.777", "catalog/0.tmp.4242", "..zattrs.tmp.42420", "catalog/0"];
+        for key in left.iter().chain(&kept) {
+            storage.put(key, b"x").unwrap();
+        }
+        recover(&storage, Purpose::Append).unwrap();
+        let after = storage.list("").unwrap();
+        for key in left {
+            assert!(!after.iter().any(|k| k == key), "{key} deleted: {after:?}");
+        }
+        for key in kept {
+            assert!(after.iter().any(|k| k == key), "{key} kept: {after:?}");
+        }
+        assert!(storage.get(PENDING).unwrap().is_none(), "the marker goes last");
     }
 }
