@@ -9,17 +9,20 @@
 //! Layers, lowest first (each uses only those below it; `scripts/check_layers` checks it):
 //! util (`calendar`, `fasthash`, `output`, `rng`), `formats`, `table`, `store`, `survey`,
 //! classes (`labels`, `split`), `ingest`, `synth`, then `cmd`. See docs/architecture.md.
+//!
+//! Public are the modules the binary (`cli`, `cmd`, `output`) and the integration tests and
+//! examples (`formats`, `table`, `store`, `survey`, `synth`) use; the rest is the crate's own.
 
-pub mod calendar;
+mod calendar;
 pub mod cli;
 pub mod cmd;
-pub mod fasthash;
+mod fasthash;
 pub mod formats;
-pub mod ingest;
-pub mod labels;
+mod ingest;
+mod labels;
 pub mod output;
 mod rng;
-pub mod split;
+mod split;
 pub mod store;
 pub mod survey;
 pub mod synth;

@@ -266,6 +266,7 @@ impl LightCurves {
     }
 
     /// Epochs in the batch.
+    #[cfg(test)]
     #[must_use]
     pub fn batch_len(&self) -> usize {
         self.pending.len()
@@ -382,6 +383,7 @@ impl LightCurves {
     }
 
     /// Rows of each table after this build.
+    #[cfg(test)]
     #[must_use]
     pub fn rows_after(&self) -> [u64; 2] {
         self.next_row

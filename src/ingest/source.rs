@@ -25,7 +25,6 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use crate::survey::{Reject, RejectKind};
-pub use archive::MAX_MEMBER_BYTES;
 
 /// One input as the user named it or as a folder walk found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
