@@ -21,7 +21,10 @@ use crate::table::Tables;
 /// # Errors
 /// The store cannot be read.
 pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
-    let survey = super::store_survey(&args.store)?;
+    let survey = match super::store_survey(&args.store) {
+        Err(error) => return Err(first_build_interrupted(&args.store).unwrap_or(error)),
+        Ok(survey) => survey,
+    };
     let reader = open_store(&args.store, survey.tables())?;
     let info = gather(&args.store, &reader)?;
     if args.json {
@@ -93,7 +96,19 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
         "splits_stale": splits.as_ref().map(|attrs| splits_stale(tables, attrs, &rows)),
         "lightcurves": lightcurves(reader)?,
         "runs": reader.runs(),
+        "unfinished": crate::store::interrupted(storage)?,
     }))
+}
+
+/// A folder that is no store yet because the first build into it was interrupted: say so, and
+/// what to do, instead of "not a store" (None: it is not that).
+fn first_build_interrupted(root: &Path) -> Option<anyhow::Error> {
+    let storage = crate::store::open_storage(root).ok()?;
+    let what = crate::store::interrupted(storage.as_ref()).ok()??;
+    Some(anyhow::anyhow!(
+        "`{}` is not a store yet: {what}; the first build into it committed nothing, so run it again (it starts anew)",
+        root.display()
+    ))
 }
 
 /// The store's code table (root attrs `ztf2zarr.labels.classes`) in code order, each class with
@@ -223,6 +238,9 @@ fn render(info: &Value, tables: &Tables) -> String {
     let rejected = number(&info["rejected_inputs"]);
     let logs = if rejected > 0 { " (logs in rejects/)" } else { "" };
     let _ = writeln!(out, "rejected     {}{logs}", counted(rejected, "input", "inputs"));
+    if let Some(unfinished) = info["unfinished"].as_str() {
+        let _ = writeln!(out, "unfinished   {unfinished}");
+    }
     let runs = info["runs"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "builds       {}", runs.len());
     for run in &runs {

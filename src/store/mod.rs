@@ -46,6 +46,7 @@ mod metadata;
 pub mod object;
 mod reader;
 mod recovery;
+pub use recovery::interrupted;
 mod stop;
 pub mod storage;
 mod target;

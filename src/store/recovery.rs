@@ -20,6 +20,30 @@ use super::{pretty, read_doc, Purpose, Storage, StoreError, BACKUPS, PENDING};
 /// the same command may then run, to finish it.
 pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), StoreError> {
     let Some(pending) = read_doc(storage, PENDING)? else { return Ok(()) };
+    let finished = finish(storage, purpose, &pending)?;
+    // Said once, where the user who interrupted a build looks next: what was found, what is kept.
+    crate::errln!("note: {finished}");
+    Ok(())
+}
+
+/// What an interrupted change left, in words (None: nothing, or no marker).
+///
+/// # Errors
+/// The marker cannot be read.
+pub fn interrupted(storage: &dyn Storage) -> Result<Option<String>, StoreError> {
+    let Some(pending) = read_doc(storage, PENDING)? else { return Ok(None) };
+    let command = pending["command"].as_str().unwrap_or("build");
+    let started = pending["started"].as_str().unwrap_or("at an unknown time");
+    let then = if command == "build" {
+        "nothing of it was committed; the next build finishes tidying it, and `verify` checks the store as its last commit describes it"
+    } else {
+        "it rewrote committed chunks in place and cannot be undone: run it again to finish it"
+    };
+    Ok(Some(format!("a `{command}` started {started} did not finish (killed or stopped): {then}")))
+}
+
+/// Finish what the killed change of `pending` left; what was done, in words.
+fn finish(storage: &dyn Storage, purpose: Purpose, pending: &Value) -> Result<String, StoreError> {
     let command = pending["command"].as_str().unwrap_or("build");
     if command != "build" && command != purpose.command() {
         return Err(StoreError::Interrupted {
@@ -42,10 +66,10 @@ pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), Sto
         let committed_runs = committed.get(".zattrs").and_then(|a| a["ztf2zarr"]["runs"].as_array().map(Vec::len)).unwrap_or(0);
         let number = pending["number"].as_u64().map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
         if committed_runs < number {
-            restore_backups(storage, &pending)?;
+            restore_backups(storage, pending)?;
         }
-        delete_backups(storage, &pending)?;
-        delete_added_chunks(storage, &pending, &committed)?;
+        delete_backups(storage, pending)?;
+        delete_added_chunks(storage, pending, &committed)?;
     }
     let named = committed_names(&committed);
     for key in pending["objects"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -60,7 +84,20 @@ pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), Sto
         storage.delete(PENDING)?;
     }
     storage.flush()?;
-    Ok(())
+    let started = pending["started"].as_str().unwrap_or("at an unknown time");
+    Ok(if command != "build" {
+        format!("the interrupted `{command}` (started {started}) in {} is done again, whole, by this one", storage.location())
+    } else if committed.is_empty() {
+        format!(
+            "finished what an interrupted `{command}` (started {started}) left in {}: it had committed nothing, so the store starts anew",
+            storage.location()
+        )
+    } else {
+        format!(
+            "finished what an interrupted `{command}` (started {started}) left in {}: the store is as its last commit left it",
+            storage.location()
+        )
+    })
 }
 
 /// Delete the temporary files the killed writer `pid` left half-written (`catalog/.0.0.tmp.PID`,

@@ -325,3 +325,44 @@ fn an_interrupted_append_leaves_the_store_as_it_was() {
     assert_eq!(contents(&store), before_contents);
     assert_sound(&store);
 }
+
+/// After a killed build, `info` says what was left and the next build says it finished it:
+/// a killed first build is "not a store yet" (run it again), a killed append an unfinished build.
+#[test]
+fn an_interrupted_build_is_named_by_info_and_the_next_build_says_it_finished_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = nights();
+    let killed = |store: &std::path::Path, inputs: &[std::path::PathBuf]| {
+        let mut args: Vec<String> = vec!["build".into()];
+        args.extend(inputs.iter().map(|p| p.display().to_string()));
+        args.extend(["-o".to_string(), store.display().to_string(), "--no-progress".into()]);
+        let status =
+            std::process::Command::new(env!("CARGO_BIN_EXE_ztf2zarr")).args(&args).env("ZTF2ZARR_FAULT", "after-chunk").status().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "the build should have been killed");
+    };
+    let store = dir.path().join("first.zarr");
+    killed(&store, &a);
+    let info = ztf2zarr(["info", store.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&info.stderr);
+    assert_eq!(info.status.code(), Some(2), "{said}");
+    assert!(said.contains("is not a store yet") && said.contains("did not finish") && said.contains("run it again"), "{said}");
+    let again = ztf2zarr(["build", a[0].to_str().unwrap(), "-o", store.to_str().unwrap(), "--no-progress"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{said}");
+    assert!(said.contains("note: finished what an interrupted `build`") && said.contains("committed nothing"), "{said}");
+
+    let store = dir.path().join("append.zarr");
+    build(&store, &a, &[]);
+    killed(&store, &b);
+    let info = ztf2zarr(["info", store.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&info.stdout);
+    assert_eq!(info.status.code(), Some(0), "{said}");
+    assert!(said.contains("unfinished   a `build` started") && said.contains("nothing of it was committed"), "{said}");
+    let again = ztf2zarr(["build", b[0].to_str().unwrap(), "-o", store.to_str().unwrap(), "--no-progress"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("the store is as its last commit left it"), "{said}");
+    let info = ztf2zarr(["info", store.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&info.stdout).contains("unfinished"), "finished, and said no more");
+    assert_sound(&store);
+}
