@@ -98,6 +98,10 @@ def test_catalog_layout_is_the_schema_tsv(real):
     columns = ztfref.lsst_catalog_columns()
     assert [(c.name, np.dtype(c.dtype)) for c in columns] == [(n, real.catalog.dtype.fields[n][0]) for n in real.catalog.dtype.names]
     assert real.catalog.dtype.names[0] == "diaSourceId"
+    for c in columns:  # diaSource and alert fields by their own names, the others prefixed
+        if c.source != "derived":
+            record, field = c.source.split(".", 1)
+            assert c.name == (field if record in ("diaSource", "alert") else f"{record}_{field}"), c
     missing = real.root.attrs["ztf2zarr"]["missing_values"]
     for c in columns:
         if c.name in missing:
@@ -219,6 +223,10 @@ def test_fake_alert_builds_with_no_cutout_flag(version, builder, lsst_root):
     assert store.root.attrs["survey"] == "lsst"
     bad = _catalog_mismatches(store, [alert])
     assert not bad, f"{len(bad)} catalog values of fake {version} differ from the packet, e.g. {bad[:10]}"
+    history = ztf2zarr.LightCurves(store.path).history(0, columns=["diaSourceId", "midpointMjdTai"])
+    packet = _packet_epochs(alert.record)
+    assert [int(i) for i in history["diaSourceId"]] == [int(d["diaSourceId"]) for d in packet]
+    assert all(ztfref.same_value(t, np.float64(d["midpointMjdTai"])) for t, d in zip(history["midpointMjdTai"], packet))
 
 
 # ---- container and single messages ----
@@ -369,6 +377,97 @@ def test_latest_equals_all_without_revisions(real):
     curves = ztf2zarr.LightCurves(real.path)
     for obj in curves.objects:
         assert _same_records(curves.curve(obj), curves.curve(obj, versions="all")), obj
+
+
+# ---- crafted alerts: forced photometry and a revised epoch ----
+
+
+@pytest.fixture(scope="module")
+def crafted(singles, lsst_root, builder, tmp_path_factory):
+    """Two alerts of the object with 16 previous diaSources, written as one Avro container with
+    the published 10.0 schema: A, the real alert with 3 prvDiaForcedSources added; B, a later
+    alert of the same object whose packet carries A's history with one epoch's psfFlux revised,
+    A's own diaSource, and 4 forced sources (one of A's revised). Returns (store, A, B)."""
+    import copy
+
+    import fastavro
+
+    real = next(a.record for a in singles if len(a.record.get("prvDiaSources") or []) == 16)
+    source = real["diaSource"]
+    obj = int(source["diaObjectId"])
+
+    def forced(i, flux):
+        return {"diaForcedSourceId": 9_000_000_000_000_000 + i, "diaObjectId": obj, "ra": source["ra"], "dec": source["dec"],
+                "visit": 1000 + i, "detector": 7, "psfFlux": flux, "psfFluxErr": 50.0,
+                "midpointMjdTai": source["midpointMjdTai"] - 10.0 + i, "scienceFlux": 2.0 * flux, "scienceFluxErr": 60.0,
+                "band": "g" if i % 2 else "r", "timeProcessedMjdTai": source["midpointMjdTai"], "timeWithdrawnMjdTai": None}
+
+    a = copy.deepcopy(real)
+    a["prvDiaForcedSources"] = [forced(i, 100.0 * (i + 1)) for i in range(3)]
+    b = copy.deepcopy(real)
+    b["prvDiaSources"] = copy.deepcopy(real["prvDiaSources"]) + [copy.deepcopy(source)]
+    b["prvDiaSources"][3]["psfFlux"] = 12345.0  # a revised epoch
+    b["diaSource"] = dict(copy.deepcopy(source), diaSourceId=source["diaSourceId"] + 1, midpointMjdTai=source["midpointMjdTai"] + 1.0)
+    b["diaSourceId"] = b["diaSource"]["diaSourceId"]
+    b["prvDiaForcedSources"] = [forced(i, 100.0 * (i + 1)) for i in range(3)] + [forced(3, 400.0)]
+    b["prvDiaForcedSources"][1]["psfFlux"] = 999.0  # a revised forced epoch
+    folder = tmp_path_factory.mktemp("lsst-crafted")
+    with open(folder / "crafted.avro", "wb") as f:
+        fastavro.writer(f, ztfref.lsst_schema(str(lsst_root), "10.0"), [a, b])
+    build = builder.build("lsst-crafted", [folder / "crafted.avro"], cwd=folder)
+    return Opened(build), a, b
+
+
+def test_crafted_forced_photometry_and_revisions(crafted):
+    store, a, b = crafted
+    curves = ztf2zarr.LightCurves(store.path)
+    obj = int(a["diaSource"]["diaObjectId"])
+    # Each packet's own history, exactly: its diaSources, its forced sources.
+    for alert in (a, b):
+        row = store.row[int(alert["diaSource"]["diaSourceId"])]
+        epochs = curves.history(row, columns=["diaSourceId", "psfFlux"])
+        assert [int(i) for i in epochs["diaSourceId"]] == [int(d["diaSourceId"]) for d in _packet_epochs(alert)]
+        assert [float(f) for f in epochs["psfFlux"]] == [float(np.float32(d["psfFlux"])) for d in _packet_epochs(alert)]
+        forced = curves.history(row, table="forced")
+        columns = {c.name: c for c in ztfref.lsst_table_columns("forced")}
+        assert list(forced.dtype.names) == list(columns)
+        assert len(forced) == len(alert["prvDiaForcedSources"])
+        for stored, packet in zip(forced, alert["prvDiaForcedSources"]):
+            for name, column in columns.items():
+                if column.source != "derived":
+                    expected = ztfref.lsst_value(column, packet.get(name))
+                    assert (stored[name] == expected) if column.is_string else ztfref.same_value(stored[name], expected), name
+    # The curve: the latest version of each key (B's), every version with versions="all".
+    latest = curves.curve(obj)
+    assert len(latest) == 18 and (np.diff(latest["midpointMjdTai"]) >= 0).all()
+    revised = int(b["prvDiaSources"][3]["diaSourceId"])
+    assert latest["psfFlux"][latest["diaSourceId"] == revised].tolist() == [12345.0]
+    assert int(latest["alert_diaSourceId"][latest["diaSourceId"] == revised][0]) == int(b["diaSourceId"])
+    assert len(curves.curve(obj, versions="all")) == 19
+    forced = curves.curve(obj, table="forced")
+    assert [int(i) for i in forced["diaForcedSourceId"]] == [int(d["diaForcedSourceId"]) for d in b["prvDiaForcedSources"]]
+    assert forced["psfFlux"].tolist() == [100.0, 999.0, 300.0, 400.0]
+    assert len(curves.curve(obj, table="forced", versions="all")) == 5
+    # Leak-free: A's history has none of B's revisions.
+    row_a = store.row[int(a["diaSource"]["diaSourceId"])]
+    assert 12345.0 not in curves.history(row_a)["psfFlux"].tolist()
+    assert 999.0 not in curves.history(row_a, table="forced")["psfFlux"].tolist()
+
+
+def test_plot_draws_forced_photometry(crafted, tmp_path):
+    store, a, b = crafted
+    fig = plot.curve(store.path, int(a["diaSource"]["diaObjectId"]))
+    _png(fig, tmp_path, "crafted-curve.png")
+    ax = fig.axes[0]
+    labels = [c.get_label() for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert "i detection" in labels and "g forced" in labels and "r forced" in labels
+    forced_x = np.concatenate([c.lines[0].get_xdata() for c in ax.containers
+                               if isinstance(c, ErrorbarContainer) and c.get_label().endswith("forced")])
+    np.testing.assert_array_equal(np.sort(forced_x), np.sort([d["midpointMjdTai"] for d in b["prvDiaForcedSources"]]))
+    fig = plot.alert(store.path, store.row[int(b["diaSource"]["diaSourceId"])])
+    _png(fig, tmp_path, "crafted-alert.png")
+    labels = [c.get_label() for c in fig.axes[-1].containers if isinstance(c, ErrorbarContainer)]
+    assert "g forced" in labels
 
 
 # ---- the reader: batches, open_dataset, plot ----
