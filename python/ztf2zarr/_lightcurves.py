@@ -138,7 +138,7 @@ class LightCurves:
     >>> lc.curve("ZTF18abcdefg", columns=["jd", "magpsf"])  # only these columns are read
     >>> lc.history(5)                                     # the rows catalog row 5's packet carried
     >>> lc.history(5, table="forced")                     # its forced photometry (schema 4.x)
-    >>> LightCurves("rubin.zarr").curve(169813006111211570)  # a Rubin diaObjectId (int), by midpointMjdTai
+    >>> LightCurves("rubin.zarr").curve(169645854020337671)  # a Rubin diaObjectId (int), by midpointMjdTai
 
     Decoded chunks are kept for the next read (at most `cache_chunks` per column and
     `cache_mb` per table), so alerts or objects read one after another share their chunks.

@@ -5,7 +5,7 @@ window opens and no global state changes: `fig.savefig("alert.png")`, or show it
     >>> from ztf2zarr import plot
     >>> plot.alert("samples.zarr", 5).savefig("alert.png")
     >>> plot.curve("samples.zarr", "ZTF19acrtlko").savefig("curve.png")
-    >>> plot.curve("rubin.zarr", 169813006111211570).savefig("curve.png")   # a Rubin diaObjectId
+    >>> plot.curve("rubin.zarr", 169645854020337671).savefig("curve.png")   # a Rubin diaObjectId
 
 Stamps are drawn with a percentile stretch (0.5 to 99.5 % of the plane's valid pixels; the
 difference symmetric about 0), missing pixels (NaN, ZTF's masked value, or the 0 a build stored
