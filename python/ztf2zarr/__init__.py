@@ -12,18 +12,25 @@ an alert's own packet carried (`history`), only the columns asked for, as do the
 `xarray.Dataset`, one variable per catalog column (xarray and dask: `pip install ".[xarray]"`);
 `ztf2zarr.plot` draws an alert's stamps and light curve (matplotlib: `pip install ".[plot]"`).
 The store itself is written by the `ztf2zarr` command-line tool.
+
+The same calls read a store of ZTF alerts and one of Rubin (LSST) alerts: the store's root
+attribute `survey` picks the column names (`Store(path).survey`, a `Survey`): time `jd` or
+`midpointMjdTai`, object `objectId` (str) or `diaObjectId` (int), band `fid` or `band`, unique id
+`candid` or `diaSourceId`. A Rubin store also has the stamps' variance planes
+(`batches(…, variance=True)`, `open_dataset(store)["variance"]`).
 """
 
 from ._batches import (
-    DEFAULT_BUFFER_MB, DEFAULT_HISTORY, NORMALIZE, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks, zscore_mad,
+    DEFAULT_BUFFER_MB, DEFAULT_HISTORY, DEFAULT_HISTORY_LSST, NORMALIZE, batches, buffer_rows, count_rows, epoch_chunks, worker_chunks, zscore_mad,
 )
 from ._dataset import open_dataset
 from ._lightcurves import LightCurves, curve, history
 from ._store import Store
+from ._survey import SURVEYS, Survey, survey_of
 
 __all__ = [
-    "DEFAULT_BUFFER_MB", "DEFAULT_HISTORY", "LightCurves", "NORMALIZE", "Store", "TorchBatches", "batches", "buffer_rows", "count_rows",
-    "curve", "epoch_chunks", "history", "open_dataset", "worker_chunks", "zscore_mad",
+    "DEFAULT_BUFFER_MB", "DEFAULT_HISTORY", "DEFAULT_HISTORY_LSST", "LightCurves", "NORMALIZE", "SURVEYS", "Store", "Survey", "TorchBatches", "batches", "buffer_rows", "count_rows",
+    "curve", "epoch_chunks", "history", "open_dataset", "survey_of", "worker_chunks", "zscore_mad",
 ]
 __version__ = "0.1.0"
 

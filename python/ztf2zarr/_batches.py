@@ -11,6 +11,9 @@ decompress a whole chunk per row (about 1 ms each in zarr-python 3).
 With `history=`, each batch also carries every sample's own light-curve history (the epochs its
 own packet carried, never one from its future) as fixed-size arrays a model takes as they are.
 With `normalize="zscore_mad"`, each stamp plane is scaled as classifiers take it (`zscore_mad`).
+With `variance=True` (stores that have variance planes: Rubin's), each batch also carries the
+stamps' variance planes. Column names follow the store's survey (`_survey.py`): the time column
+is `jd` in a ZTF store and `midpointMjdTai` in a Rubin one.
 """
 
 from __future__ import annotations
@@ -22,22 +25,23 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ._store import Chunk, Store, open_store
+from ._survey import LSST, ZTF
 
 #: Default shuffle-buffer size in MB (10**6 bytes): with 21×21 stamps about 48,000 rows, 48 chunks
 #: of 1,000 rows.
 DEFAULT_BUFFER_MB = 256
-#: The light-curve columns of `batches(…, history=True)`.
-DEFAULT_HISTORY = ("jd", "fid", "magpsf", "sigmapsf", "diffmaglim")
+#: The light-curve columns of `batches(…, history=True)` on a ZTF store.
+DEFAULT_HISTORY = ZTF.default_history
+#: The same on a Rubin store (`band` as its position in u g r i z y, 0 … 5).
+DEFAULT_HISTORY_LSST = LSST.default_history
 #: Names a batch gives its own arrays, which no catalog column may take.
-_RESERVED = ("stamps", "row", "history", "history_length", "history_mask")
+_RESERVED = ("stamps", "variance", "row", "history", "history_length", "history_mask")
 #: What `batches(…, normalize=…)` can do to the stamps: nothing, or `zscore_mad`.
 NORMALIZE = ("none", "zscore_mad")
 #: MAD × this estimates the standard deviation of normally distributed pixels.
 MAD_TO_SIGMA = 1.4826
 #: Pixels at or below this hold ZTF's masked-pixel value (−3.4028235e38), not data.
 MASKED_AT_OR_BELOW = np.float32(-1e30)
-#: `stamp_flags` values of a row that may hold filled pixels: 1 edge, 2 NaN, 8 masked.
-_FLAG_EDGE, _FLAG_NAN, _FLAG_MASKED = 1, 2, 8
 
 
 def _median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -75,20 +79,15 @@ def zscore_mad(stamps: np.ndarray, missing: np.ndarray | None = None) -> np.ndar
 class _Normalizer:
     """`normalize=` of `batches`: which pixels of a row are missing, as the store stores them.
     NaN and masked pixels are plain to see when the store keeps them; a store that fills missing
-    pixels with 0 (its default NaN policy) says only by `stamp_flags` which rows have any, and
-    in those rows an exact 0 is taken as missing (no pixel of the 1,590 real ZTF cutouts of the
-    test data is exactly 0)."""
+    pixels with 0 (its default NaN policy) says only by `stamp_flags` which rows have any (ZTF:
+    edge, NaN, masked; Rubin: padded, NaN, no cutout), and in those rows an exact 0 is taken as
+    missing (no pixel of the 1,590 real ZTF cutouts of the test data is exactly 0)."""
 
     def __init__(self, store: Store, normalize: str):
         if normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, not {normalize!r}")
         self.on = normalize == "zscore_mad"
-        settings = store.attrs.get("ztf2zarr") or {}
-        self.fill_bits = 0
-        if settings.get("nan_policy", "zero") == "zero":
-            # A store without masked_policy was written when masked pixels were kept as they are.
-            masked = _FLAG_MASKED if settings.get("masked_policy", "keep") == "missing" else 0
-            self.fill_bits = _FLAG_EDGE | _FLAG_NAN | masked
+        self.fill_bits = store.survey.fill_bits(store.attrs.get("ztf2zarr") or {})
 
     @property
     def fields(self) -> tuple:
@@ -161,9 +160,10 @@ def _check_columns(store: Store, columns) -> tuple:
 
 class _Histories:
     """Each sample's own light-curve history (`lightcurves/alerts` → `history_epochs`), as
-    arrays of one shape for the whole batch: the `length` most recent epochs by jd, padded with
-    zeros after them, and a mask of the real ones. Only the alert's own packet is read, so a
-    sample never sees an epoch from its future."""
+    arrays of one shape for the whole batch: the `length` most recent epochs by time (the
+    survey's time column), padded with zeros after them, and a mask of the real ones. Only the
+    alert's own packet is read, so a sample never sees an epoch from its future. The survey's
+    band column, if it holds strings (Rubin), is given as band codes (`Survey.band_codes`)."""
 
     def __init__(self, store: Store, columns, length: int, relative_time: bool):
         from ._lightcurves import LightCurves
@@ -176,7 +176,9 @@ class _Histories:
         unknown = [c for c in self.columns if c not in dtypes]
         if unknown or not self.columns:
             raise ValueError(f"{store.path}: history columns must be columns of lightcurves/epochs, not {unknown or 'none'}")
-        strings = [c for c in self.columns if dtypes[c].kind not in "biuf"]
+        self.survey = store.survey
+        self.time = self.survey.time_column
+        strings = [c for c in self.columns if dtypes[c].kind not in "biuf" and c != self.survey.band_column]
         if strings:
             raise ValueError(f"history column {strings[0]!r} holds strings; the history array is float32")
         self.length = length
@@ -185,16 +187,18 @@ class _Histories:
     def add_to(self, batch: dict, alert_jd: np.ndarray | None):
         """Put `history`, `history_length` and `history_mask` into `batch`."""
         size = len(batch["row"])
-        read = tuple(dict.fromkeys((*self.columns, "jd")))  # jd orders the epochs
+        time = self.time
+        read = tuple(dict.fromkeys((*self.columns, time)))  # the time orders the epochs
         values = np.zeros((size, self.length, len(self.columns)), np.float32)
         mask = np.zeros((size, self.length), bool)
         lengths = np.zeros(size, np.int64)
         for i, rows in enumerate(self.curves.histories(batch["row"], "epochs", columns=read)):
-            recent = rows[np.argsort(rows["jd"], kind="stable")][-self.length :]
+            recent = rows[np.argsort(rows[time], kind="stable")][-self.length :]
             for j, name in enumerate(self.columns):
-                column = recent[name].astype(np.float64)
+                column = recent[name]
+                column = (self.survey.band_codes(column) if name == self.survey.band_column else column).astype(np.float64)
                 # float32 cannot hold an absolute jd to better than a quarter of a day.
-                values[i, : len(recent), j] = column - alert_jd[i] if self.relative_time and name == "jd" else column
+                values[i, : len(recent), j] = column - alert_jd[i] if self.relative_time and name == time else column
             mask[i, : len(recent)] = True
             lengths[i] = len(recent)
         batch.update(history=values, history_length=lengths, history_mask=mask)
@@ -233,6 +237,8 @@ class _Buffer:
         self.capacity = capacity
         self.arrays = {"stamps": np.empty((self.size, *template.stamps.shape[1:]), template.stamps.dtype),
                        "row": np.empty(self.size, np.int64)}
+        if template.variance is not None:
+            self.arrays["variance"] = np.empty((self.size, *template.variance.shape[1:]), template.variance.dtype)
         for name, values in template.fields.items():
             self.arrays[name] = np.empty(self.size, values.dtype)
         self.held = np.empty(self.size, np.int64)  # held[:n]: the slots holding rows
@@ -246,6 +252,8 @@ class _Buffer:
 
     def add(self, chunk: Chunk, keep: np.ndarray | None):
         parts = {"stamps": chunk.stamps, "row": chunk.row, **chunk.fields}
+        if chunk.variance is not None:
+            parts["variance"] = chunk.variance
         count = len(chunk.row) if keep is None else int(keep.sum())
         slots = self.free[self.n_free - count : self.n_free][::-1]
         for name, values in parts.items():
@@ -269,15 +277,15 @@ class _Buffer:
         return batch
 
 
-def _read_ahead(store: Store, chunks, local: dict, fields: tuple, depth: int) -> Iterator[Chunk]:
+def _read_ahead(store: Store, chunks, local: dict, fields: tuple, depth: int, variance: bool = False) -> Iterator[Chunk]:
     """Each of `chunks`, read in order, `depth` chunks ahead on a background thread (numcodecs'
     decompression releases the GIL); depth 0 reads in the caller's thread. Chunks are decoded
     into `depth` + 1 reused scratch sets; a chunk yielded stays valid until the next is asked for."""
     def read(c, scratch):
-        return store.read(int(c), local.get(int(c)), fields, scratch)
+        return store.read(int(c), local.get(int(c)), fields, scratch, variance)
 
-    key = ("scratch", store.stamps.chunks, store.catalog.dtype, depth)
-    sets = _spare.take(key, lambda: [store.scratch() for _ in range(depth + 1)])
+    key = ("scratch", store.stamps.chunks, store.catalog.dtype, depth, variance)
+    sets = _spare.take(key, lambda: [store.scratch(variance) for _ in range(depth + 1)])
     try:
         yield from _read_with(read, chunks, sets, depth)
     finally:
@@ -346,12 +354,15 @@ def batches(
     history_len: int = 64,
     history_relative_time: bool = False,
     normalize: str = "none",
+    variance: bool = False,
 ) -> Iterator[dict]:
     """Shuffled batches of one epoch of a ztf2zarr store, reading each chunk once.
 
     Each batch is a dict of numpy arrays of the same length (`batch_size`; only the last may be
     shorter): `stamps` (B, 3, S, S) float32, `row` (the store row of each sample, int64),
     `label_code` (int16, -1 unlabeled), and one array per name in `columns` (catalog fields).
+    The same for a ZTF and a Rubin store; only the catalog's column names differ (the time
+    column, `jd` or `midpointMjdTai`, below is the store survey's).
 
     - `seed`, `epoch`: the same pair gives the same batches; another epoch another order.
     - `split`: "train", "val" or "test" reads only the rows of `splits/NAME`.
@@ -367,17 +378,24 @@ def batches(
       the fsspec file system's options, e.g. `{"endpoint_url": …, "key": …, "secret": …}` for
       s3fs (None: fsspec's defaults, which read the usual environment variables).
     - `history`: light-curve columns of `lightcurves/epochs` to add each sample's own history
-      as (True: `DEFAULT_HISTORY`; None: no history). The batch then also holds `history`
-      (B, `history_len`, k) float32: the sample's `history_len` most recent epochs by jd, from
-      its own packet only (values as stored, NaN where missing), padded with 0 after them;
+      as (True: the survey's default, `DEFAULT_HISTORY` for ZTF, `DEFAULT_HISTORY_LSST` for
+      Rubin; None: no history). The batch then also holds `history`
+      (B, `history_len`, k) float32: the sample's `history_len` most recent epochs by time, from
+      its own packet only (values as stored, NaN where missing; Rubin's `band` as its position
+      in u g r i z y), padded with 0 after them;
       `history_length` (B,) int64, the epochs kept; `history_mask` (B, `history_len`) bool,
       True for each real epoch.
-    - `history_relative_time`: give `jd` in the history as jd − the alert's own jd (days, ≤ 0),
-      which float32 holds to the second; an absolute jd in float32 is rounded to 0.25 day.
+    - `history_relative_time`: give the time column in the history (`jd`, or Rubin's
+      `midpointMjdTai`) as time − the alert's own time (days, ≤ 0), which float32 holds to the
+      second; an absolute jd in float32 is rounded to 0.25 day.
     - `normalize`: "none" (stamps as stored) or "zscore_mad": each plane (one channel of one
       stamp) becomes (x − median) / (1.4826 · MAD) over its valid pixels, and its missing pixels
       (NaN, ZTF's masked value, a clipped cutout's fill; in a store that stores them as 0, an
       exact 0 in a row whose `stamp_flags` say it has some) become 0 (see `zscore_mad`).
+    - `variance`: also give `variance` (B, 3, S, S) float32, the variance of each stamp pixel
+      (Rubin's UNCERT planes, nJy², on the stamps' window; filled pixels hold the fill), read
+      from the same chunks. A store without variance planes (ZTF's, or built with
+      --no-variance) is a ValueError. `normalize` leaves it as stored.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -386,12 +404,16 @@ def batches(
     store = open_store(store, engine, storage_options)
     fields = _check_columns(store, columns)
     normalizer = _Normalizer(store, normalize)
+    if variance:
+        store.scratch(variance=True)  # a ValueError, now, for a store without variance planes
     histories = None
     if history is not None and history is not False:
-        histories = _Histories(store, DEFAULT_HISTORY if history is True else history, history_len, history_relative_time)
-    # Relative time needs each alert's own jd, and normalising a store that fills missing pixels
-    # with 0 each row's stamp_flags: read with the catalog fields even if not asked for.
-    needed = (("jd",) if histories is not None and history_relative_time else ()) + normalizer.fields
+        histories = _Histories(store, store.survey.default_history if history is True else history, history_len,
+                               history_relative_time)
+    # Relative time needs each alert's own time, and normalising a store that fills missing
+    # pixels with 0 each row's stamp_flags: read with the catalog fields even if not asked for.
+    time = store.survey.time_column
+    needed = ((time,) if histories is not None and history_relative_time else ()) + normalizer.fields
     dropped = tuple(f for f in needed if f not in fields)
     fields = (*fields, *dropped)
     chunks, local, codes = _selection(store, split, labels)
@@ -399,29 +421,30 @@ def batches(
     if len(mine) == 0:
         return
     rng = np.random.default_rng([seed, epoch, worker, num_workers])
-    capacity = buffer_rows(store, buffer_mb, batch_size, columns)
-    key = ("buffer", capacity, store.chunk_rows, store.stamps.chunks, tuple((f, store.catalog.dtype.fields[f][0]) for f in fields))
+    capacity = buffer_rows(store, buffer_mb, batch_size, columns, variance=variance)
+    key = ("buffer", capacity, store.chunk_rows, store.stamps.chunks, tuple((f, store.catalog.dtype.fields[f][0]) for f in fields),
+           bool(variance))
     buffer = None
     try:
-        for chunk in _read_ahead(store, mine, local, fields, prefetch):
+        for chunk in _read_ahead(store, mine, local, fields, prefetch, bool(variance)):
             if buffer is None:
                 buffer = _spare.take(key, lambda: _Buffer(capacity, store.chunk_rows, chunk))
                 buffer.empty()
             buffer.add(chunk, None if codes is None else np.isin(chunk.fields["label_code"], codes))
             while buffer.n >= buffer.capacity:
-                yield _finish(buffer.take(batch_size, rng), histories, normalizer, dropped)
+                yield _finish(buffer.take(batch_size, rng), histories, normalizer, dropped, time)
         while buffer.n > 0:
-            yield _finish(buffer.take(min(batch_size, buffer.n), rng), histories, normalizer, dropped)
+            yield _finish(buffer.take(min(batch_size, buffer.n), rng), histories, normalizer, dropped, time)
     finally:
         if buffer is not None:
             _spare.give_back(key, buffer)
 
 
-def _finish(batch: dict, histories: _Histories | None, normalizer: _Normalizer, dropped: tuple) -> dict:
+def _finish(batch: dict, histories: _Histories | None, normalizer: _Normalizer, dropped: tuple, time: str) -> dict:
     """The batch with its samples' histories and its stamps normalised, without the fields read
-    only for them."""
+    only for them (`time`: the survey's time column)."""
     if histories is not None:
-        histories.add_to(batch, batch["jd"] if "jd" in batch else None)
+        histories.add_to(batch, batch[time] if time in batch else None)
     normalizer.apply(batch)
     for name in dropped:
         del batch[name]
@@ -429,13 +452,13 @@ def _finish(batch: dict, histories: _Histories | None, normalizer: _Normalizer, 
 
 
 def buffer_rows(store, buffer_mb: float = DEFAULT_BUFFER_MB, batch_size: int = 256, columns: Sequence[str] = (),
-                storage_options: dict | None = None) -> int:
+                storage_options: dict | None = None, variance: bool = False) -> int:
     """Rows the shuffle buffer of `batches(store, …)` holds before it hands out a batch:
-    `buffer_mb` over the bytes of one row (stamps, row, label_code and the columns), and at
-    least one batch. Every batch is drawn from at least this many rows."""
+    `buffer_mb` over the bytes of one row (stamps, variance if asked for, row, label_code and
+    the columns), and at least one batch. Every batch is drawn from at least this many rows."""
     store = open_store(store, "auto", storage_options)
     fields = _check_columns(store, columns)
-    stamp_bytes = int(np.prod(store.stamps.chunks[1:])) * store.stamps.dtype.itemsize
+    stamp_bytes = int(np.prod(store.stamps.chunks[1:])) * store.stamps.dtype.itemsize * (2 if variance else 1)
     row_bytes = stamp_bytes + 8 + sum(store.catalog.dtype.fields[f][0].itemsize for f in fields)
     return max(int(buffer_mb * 1e6) // row_bytes, batch_size)
 

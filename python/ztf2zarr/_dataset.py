@@ -5,8 +5,10 @@ dtype. Here every catalog column is its own variable on the `alert` dimension, r
 chunk by chunk; the columns of one chunk are cut from one decoded catalog chunk, so computing
 several columns (or the whole Dataset) together decodes each catalog chunk once, not once per
 column. `stamps` keeps the dimension names the store gives it (`alert`, `channel`, `y`, `x`) and
-gets the plane names as `channel` coordinates; `label` holds the class names, so
-`ds.where(ds.label == "QSO", drop=True)` selects a class. The light-curve tables open the same
+gets the plane names as `channel` coordinates (a Rubin store's `variance`, the stamps' variance
+planes, the same); `label` holds the class names, so
+`ds.where(ds.label == "QSO", drop=True)` selects a class. A stamp dimension whose name a catalog
+column takes (Rubin's `x` and `y`) is named `stamp_x`, `stamp_y` instead. The light-curve tables open the same
 way, each on its own dimension: `open_dataset(store, group="lightcurves/epochs")`.
 
 Reads go through `Store` (the direct engine for folders and URLs, zarr-python otherwise), so they
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._lightcurves import GROUP, _Table
-from ._store import CATALOG, STAMPS, Store, open_store
+from ._store import CATALOG, STAMPS, VARIANCE, Store, open_store
 
 #: The groups `open_dataset(store, group=…)` opens besides the store itself (None).
 GROUPS = (None, f"{GROUP}/epochs", f"{GROUP}/forced", f"{GROUP}/objects", f"{GROUP}/alerts")
@@ -69,9 +71,11 @@ def open_dataset(store, group: str | None = None, engine: str = "auto", storage_
     - `group=None`: one variable per catalog column on the `alert` dimension (values as stored:
       a column's missing value is in its `missing` attribute, its description in `description`),
       `stamps` on the store's dimensions with `channel` coordinates (`science`, `template`,
-      `difference`), and `label` the class names (`""` unlabeled). The attributes hold the
-      store's `ztf2zarr` attributes, `classes` (label_code → label) and `splits`, each split's
-      row indices (read at once: they are small), e.g. `ds.isel(alert=ds.attrs["splits"]["train"])`.
+      `difference`), `variance` likewise in a store that has the stamps' variance planes (Rubin's,
+      nJy²), and `label` the class names (`""` unlabeled). The attributes hold the store's
+      `survey` (`"ztf"` or `"lsst"`), its `ztf2zarr` attributes, `classes` (label_code → label)
+      and `splits`, each split's row indices (read at once: they are small), e.g.
+      `ds.isel(alert=ds.attrs["splits"]["train"])`.
     - `group="lightcurves/epochs"`, `"lightcurves/forced"`, `"lightcurves/objects"`,
       `"lightcurves/alerts"`: that table, one variable per column on the table's own dimension
       (`epoch`, `forced_epoch`, `object_range`, `alert`), strings as Python `str` objects.
@@ -95,20 +99,34 @@ def open_dataset(store, group: str | None = None, engine: str = "auto", storage_
         attrs = {k: v for k, v in (("description", descriptions.get(column)), ("missing", missing.get(column))) if v is not None}
         variables[column] = (("alert",), catalog[column], attrs)
     stamp_attrs = opened.node_attrs(STAMPS)
-    dims = tuple(stamp_attrs.get("_ARRAY_DIMENSIONS") or ("alert", "channel", "y", "x"))
+    dims = _pixel_dims(stamp_attrs.get("_ARRAY_DIMENSIONS") or ("alert", "channel", "y", "x"), variables)
     if dims[0] != "alert":
         raise ValueError(f"{opened.path}: stamps' first dimension is {dims[0]!r}, not 'alert'")
     if "stamps" in variables:
         raise ValueError(f"{opened.path}: the catalog has a column named 'stamps'")
     variables["stamps"] = (dims, _lazy(da, opened.stamps, f"{token}:{STAMPS}", opened.rows),
                            {k: v for k, v in stamp_attrs.items() if k != "_ARRAY_DIMENSIONS"})
+    if opened.variance is not None:
+        if "variance" in variables:
+            raise ValueError(f"{opened.path}: the catalog has a column named 'variance'")
+        variance_attrs = opened.node_attrs(VARIANCE)
+        variance_dims = _pixel_dims(variance_attrs.get("_ARRAY_DIMENSIONS") or dims, variables)
+        variables["variance"] = (variance_dims, _lazy(da, opened.variance, f"{token}:{VARIANCE}", opened.rows),
+                                 {k: v for k, v in variance_attrs.items() if k != "_ARRAY_DIMENSIONS"})
     coords = {}
     channels = stamp_attrs.get("channels")
     if channels and len(channels) == opened.stamps.shape[1]:
         coords[dims[1]] = list(channels)
-    attrs = {"ztf2zarr": opened.attrs.get("ztf2zarr") or {}, "classes": opened.classes,
+    attrs = {"survey": opened.survey.name, "ztf2zarr": opened.attrs.get("ztf2zarr") or {}, "classes": opened.classes,
              "splits": {name: opened.split_rows(name) for name in opened.splits}}
     return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def _pixel_dims(dims, variables: dict) -> tuple:
+    """The stamps' dimension names, each but the first that a catalog column already takes
+    (Rubin's catalog has columns `x` and `y`, the source's detector position) as `stamp_<name>`."""
+    dims = tuple(dims)
+    return dims[:1] + tuple(f"stamp_{d}" if d in variables else d for d in dims[1:])
 
 
 def _table(xr, da, opened: Store, group: str, token: str):

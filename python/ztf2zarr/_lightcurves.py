@@ -8,6 +8,12 @@ Each table is a group of 1-D column arrays, so a read fetches only the columns a
 stores of the previous release, whose tables are single structured arrays, read the same way.
 `curve` reads the ranges of one object; `history` reads exactly an alert's own history, so a
 training row never sees epochs from its future. docs/lightcurves.md describes the tables.
+
+Column names follow the store's survey (`_survey.py`). ZTF: objects `objectId` (str), time
+`jd`, an epoch keyed by `candid` (detection) or (`jd`, `fid`) (upper limit), a forced epoch by
+(`jd`, `fid`, `pid`), carrier columns `alert_jd`, `alert_candid`. Rubin: objects `diaObjectId`
+(int64), time `midpointMjdTai` (MJD, TAI), an epoch keyed by `diaSourceId`, a forced epoch by
+`diaForcedSourceId`, carrier columns `alert_midpointMjdTai`, `alert_diaSourceId`.
 """
 
 from __future__ import annotations
@@ -17,17 +23,20 @@ from collections import OrderedDict
 import numpy as np
 
 from ._store import Store, open_store
+from ._survey import ZTF
 
 GROUP = "lightcurves"
 TABLES = ("epochs", "forced")
 VERSIONS = ("latest", "all")
 #: Where each table's history of an alert is: (start column, count column) of `lightcurves/alerts`.
 _HISTORY_COLUMNS = {"epochs": ("history_start", "history_count"), "forced": ("forced_start", "forced_count")}
-#: The columns that name the alert whose packet first carried a row's values.
-_ALERT_COLUMNS = ("alert_jd", "alert_candid")
-#: Within one object, the columns that tell its epochs apart (objectId is the object's own):
-#: a detection by candid, an upper limit by (jd, fid), a forced epoch by (jd, fid, pid).
-_KEY_COLUMNS = {"epochs": ("kind", "candid", "jd", "fid"), "forced": ("jd", "fid", "pid")}
+#: ZTF's columns that name the alert whose packet first carried a row's values (a store's
+#: own: `Survey.alert_columns`).
+_ALERT_COLUMNS = ZTF.alert_columns
+#: Within one object of a ZTF store, the columns that tell its epochs apart (objectId is the
+#: object's own): a detection by candid, an upper limit by (jd, fid), a forced epoch by (jd, fid,
+#: pid). A store's own: `Survey.key_columns`.
+_KEY_COLUMNS = ZTF.key_columns
 #: Decoded chunks kept per column at most, so alerts read one after another share their chunks.
 DEFAULT_CACHE_CHUNKS = 8
 #: The decoded chunks kept per table at most, in MB. A numeric column's chunk is about 1 MB and
@@ -122,13 +131,14 @@ def _take(caches: dict, key, array, rows: np.ndarray, limit: int) -> np.ndarray:
 
 
 class LightCurves:
-    """The light curves of one store.
+    """The light curves of one store (ZTF or Rubin: `self.survey` names its columns).
 
     >>> lc = LightCurves("samples.zarr")
     >>> lc.curve("ZTF18abcdefg")                          # its detections and upper limits, by jd
     >>> lc.curve("ZTF18abcdefg", columns=["jd", "magpsf"])  # only these columns are read
     >>> lc.history(5)                                     # the rows catalog row 5's packet carried
     >>> lc.history(5, table="forced")                     # its forced photometry (schema 4.x)
+    >>> LightCurves("rubin.zarr").curve(169645854020337671)  # a Rubin diaObjectId (int), by midpointMjdTai
 
     Decoded chunks are kept for the next read (at most `cache_chunks` per column and
     `cache_mb` per table), so alerts or objects read one after another share their chunks.
@@ -142,6 +152,7 @@ class LightCurves:
                 f"{self.store.path}: no light curves in this store (it was built with --no-lightcurves, "
                 "or by a ztf2zarr without them; rebuild it to get them)"
             )
+        self.survey = self.store.survey
         self._cache = (cache_chunks, cache_mb)
         self._tables = {name: _Table(self.store, f"{GROUP}/{name}", *self._cache) for name in TABLES}
         self._alerts = _Table(self.store, f"{GROUP}/alerts", *self._cache)
@@ -171,36 +182,44 @@ class LightCurves:
 
     @property
     def objects(self) -> np.ndarray:
-        """Every objectId with light-curve rows, sorted, each once."""
+        """Every object id with light-curve rows (ZTF `objectId` strings, Rubin `diaObjectId`
+        int64), sorted, each once."""
         ids, _, _ = self._object_index()
         return np.unique(ids)
 
-    def curve(self, object_id: str, table: str = "epochs", columns=None, versions: str = "latest") -> np.ndarray:
-        """The rows of `table` (`epochs` or `forced`) that belong to `object_id`, sorted by `jd`
-        (rows of equal jd in store order), with `columns` only (default: all, in table order).
+    def curve(self, object_id, table: str = "epochs", columns=None, versions: str = "latest") -> np.ndarray:
+        """The rows of `table` (`epochs` or `forced`) that belong to `object_id` (ZTF: an
+        `objectId` string; Rubin: a `diaObjectId`, an int), sorted by time (`jd`; Rubin:
+        `midpointMjdTai`; rows of equal time in store order), with `columns` only (default: all,
+        in table order).
 
-        A key (detection: candid; upper limit: jd, fid; forced epoch: jd, fid, pid) has one row
-        per distinct value set the alerts carried. `versions="latest"` gives one row per key:
-        the version first carried by the latest alert (greatest `alert_jd`, then `alert_candid`;
-        of two versions one packet carried, the one stored first). `versions="all"` gives every
-        stored version. An object with no rows in `table` (forced photometry of a schema 3.x
-        object) gives an empty array; an object not in the store is a KeyError."""
+        A key (ZTF detection: candid; upper limit: jd, fid; forced epoch: jd, fid, pid; Rubin:
+        diaSourceId, diaForcedSourceId) has one row per distinct value set the alerts carried.
+        `versions="latest"` gives one row per key: the version first carried by the latest alert
+        (greatest `alert_jd`, then `alert_candid`; Rubin: `alert_midpointMjdTai`,
+        `alert_diaSourceId`; of two versions one packet carried, the one stored first).
+        `versions="all"` gives every stored version. An object with no rows in `table` (forced
+        photometry of a schema 3.x object) gives an empty array; an object not in the store is
+        a KeyError."""
         source = self._table(table)
         columns = source.check(columns)
         if versions not in VERSIONS:
             raise ValueError(f"versions must be one of {VERSIONS}, not {versions!r}")
         rows = self._object_rows(object_id, table)
-        latest = versions == "latest" and all(c in source.columns for c in _ALERT_COLUMNS)
-        # objectId is the same on every row of one curve: only read it if it is asked for.
-        needed = set(columns) | {"jd"} | (set(_KEY_COLUMNS[table]) | set(_ALERT_COLUMNS) if latest else set())
+        carriers = self.survey.alert_columns
+        latest = versions == "latest" and all(c in source.columns for c in carriers)
+        time = self.survey.time_column
+        # The object id is the same on every row of one curve: only read it if it is asked for.
+        needed = set(columns) | {time} | (set(self.survey.key_columns[table]) | set(carriers) if latest else set())
         values = source.take(rows, [c for c in source.columns if c in needed])
-        keep = _latest_versions(values, table, rows) if latest else np.arange(len(rows))
-        by_jd = keep[np.argsort(values["jd"][keep], kind="stable")]
-        return _records({c: values[c][by_jd] for c in columns})
+        keep = _latest_versions(values, table, rows, self.survey) if latest else np.arange(len(rows))
+        by_time = keep[np.argsort(values[time][keep], kind="stable")]
+        return _records({c: values[c][by_time] for c in columns})
 
-    def _object_rows(self, object_id: str, table: str) -> np.ndarray:
+    def _object_rows(self, object_id, table: str) -> np.ndarray:
         """The store rows of `table` that belong to `object_id`, ascending."""
         ids, ranges, order = self._object_index()
+        object_id = self.survey.object_key(object_id, ids)
         lo, hi = np.searchsorted(ids, object_id, "left"), np.searchsorted(ids, object_id, "right")
         if lo == hi:
             raise KeyError(f"{self.store.path}: no object {object_id!r} in the light curves")
@@ -209,11 +228,12 @@ class LightCurves:
         return np.sort(_spans(ranges["start"][mine], ranges["count"][mine]))
 
     def _object_index(self):
-        """The object index read once: objectIds sorted, the ranges, and the sorting order."""
+        """The object index read once: object ids sorted, the ranges, and the sorting order."""
         if self._index is None:
             objects = _Table(self.store, f"{GROUP}/objects", *self._cache)
-            ranges = objects.read(("objectId", "table", "start", "count"))
-            ids = _fixed_width(ranges["objectId"])
+            column = self.survey.object_column
+            ranges = objects.read((column, "table", "start", "count"))
+            ids = _fixed_width(ranges[column])
             order = np.argsort(ids, kind="stable")
             self._index = (ids[order], ranges, order)
         return self._index
@@ -221,8 +241,9 @@ class LightCurves:
     # ---- one alert's history ----
 
     def history_rows(self, row: int, table: str = "epochs") -> np.ndarray:
-        """The rows of `table` that catalog row `row`'s packet carried, in packet order
-        (`prv_candidates`, then the alert's own candidate; `fp_hists` for `forced`)."""
+        """The rows of `table` that catalog row `row`'s packet carried, in packet order (ZTF:
+        `prv_candidates`, then the alert's own candidate, `fp_hists` for `forced`; Rubin:
+        `prvDiaSources`, then the alert's own diaSource, `prvDiaForcedSources` for `forced`)."""
         rows, _ = self._history_rows([row], table)
         return rows
 
@@ -289,15 +310,16 @@ class LightCurves:
         return self._tables[table]
 
 
-def _latest_versions(values: dict, table: str, rows: np.ndarray) -> np.ndarray:
+def _latest_versions(values: dict, table: str, rows: np.ndarray, survey=ZTF) -> np.ndarray:
     """Positions (into `rows`, ascending) of the latest version of each key: the greatest
-    (alert_jd, alert_candid), and among versions of one alert the first stored (`rows` ascends)."""
+    (alert time, alert id) (ZTF: alert_jd, alert_candid), and among versions of one alert the
+    first stored (`rows` ascends)."""
     if not len(rows):
         return np.empty(0, np.int64)
-    keys = _key_arrays(values, table)
-    # np.lexsort sorts by its last key first: keys, then alert_jd, alert_candid, then store row
+    keys = survey.key_arrays(values, table)
+    # np.lexsort sorts by its last key first: keys, then alert time, alert id, then store row
     # descending, so the last position of each key's run is the version to keep.
-    order = np.lexsort((-rows, values["alert_candid"], values["alert_jd"], *reversed(keys)))
+    order = np.lexsort((-rows, values[survey.alert_id_column], values[survey.alert_time_column], *reversed(keys)))
     same_as_next = np.zeros(len(order), dtype=bool)
     same_as_next[:-1] = True
     for k in keys:
@@ -306,13 +328,11 @@ def _latest_versions(values: dict, table: str, rows: np.ndarray) -> np.ndarray:
     return np.sort(order[~same_as_next])
 
 
-def _key_arrays(values: dict, table: str) -> list:
-    """The numeric arrays that, together, identify an epoch of one object: for epochs a
-    detection's candid or an upper limit's (jd, fid), with a flag telling the two apart."""
-    if table == "forced":
-        return [values["jd"], values["fid"], values["pid"]]
-    limit = _fixed_width(values["kind"]) != "detection"
-    return [limit, np.where(limit, 0, values["candid"]), np.where(limit, values["jd"], 0.0), np.where(limit, values["fid"], 0)]
+def _key_arrays(values: dict, table: str, survey=ZTF) -> list:
+    """The numeric arrays that, together, identify an epoch of one object (`Survey.key_arrays`):
+    ZTF's epochs by a detection's candid or an upper limit's (jd, fid), with a flag telling the
+    two apart."""
+    return survey.key_arrays(values, table)
 
 
 def _records(columns: dict) -> np.ndarray:
@@ -343,7 +363,7 @@ def _spans(starts, counts) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-def curve(store, object_id: str, table: str = "epochs", columns=None, versions: str = "latest", **open_options) -> np.ndarray:
+def curve(store, object_id, table: str = "epochs", columns=None, versions: str = "latest", **open_options) -> np.ndarray:
     """One object's light curve (`LightCurves(store, **open_options).curve(object_id, table, columns, versions)`)."""
     return LightCurves(store, **open_options).curve(object_id, table, columns, versions)
 

@@ -1,6 +1,7 @@
-"""Reading whole chunks of a ztf2zarr store: the `stamps` rows and the `catalog` fields of one
-chunk, the row-index arrays of `splits/`, and any other array by name (`Store.array`, which the
-light-curve reader uses).
+"""Reading whole chunks of a ztf2zarr store: the `stamps` rows (and `variance` rows, in a store
+that has them: Rubin's) and the `catalog` fields of one chunk, the row-index arrays of `splits/`,
+and any other array by name (`Store.array`, which the light-curve reader uses). `Store.survey`
+says whose alerts the store holds (`_survey.py`: ZTF or Rubin), from its root attributes.
 
 Two engines give the same arrays. `direct` reads each chunk as one whole object and decodes it
 with numcodecs as each array's `.zarray` says (compressor, filters such as shuffle and vlen-utf8,
@@ -23,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._survey import Survey, survey_of
+
 STAMPS = "stamps"
+VARIANCE = "variance"
 CATALOG = "catalog"
 SPLITS = "splits"
 ENGINES = ("auto", "direct", "zarr")
@@ -347,16 +351,20 @@ class _ZarrArray:
 
 @dataclass
 class Chunk:
-    """The selected rows of one chunk: their store rows, stamps and catalog fields."""
+    """The selected rows of one chunk: their store rows, stamps, catalog fields, and variance
+    planes (None unless asked for)."""
 
     index: int
     row: np.ndarray
     stamps: np.ndarray
     fields: dict
+    variance: np.ndarray | None = None
 
 
 class Store:
-    """An open store: shapes, chunking, label classes, splits, and whole-chunk reads."""
+    """An open store: its survey, shapes, chunking, label classes, splits, and whole-chunk reads.
+    `variance` is the array of the stamps' variance planes, or None in a store without (ZTF's,
+    or one built with --no-variance)."""
 
     def __init__(self, path, engine: str = "auto", storage_options: dict | None = None):
         if engine not in ENGINES:
@@ -381,6 +389,9 @@ class Store:
         self.chunk_rows = self.stamps.chunks[0]
         if self.catalog.shape[0] != self.rows or self.catalog.chunks[0] != self.chunk_rows:
             raise ValueError(f"{path}: catalog and stamps disagree in rows or chunking")
+        if self.variance is not None and (self.variance.shape != self.stamps.shape or self.variance.chunks != self.stamps.chunks):
+            raise ValueError(f"{path}: variance and stamps disagree in shape or chunking")
+        self.survey: Survey = survey_of(self.attrs)
         self.n_chunks = -(-self.rows // self.chunk_rows)
 
     def _open_direct(self, files):
@@ -394,6 +405,8 @@ class Store:
         self._files, self._direct_metadata, self._root = files, metadata, None
         self.stamps = _DirectArray(files, STAMPS, metadata[f"{STAMPS}/.zarray"])
         self.catalog = _DirectArray(files, CATALOG, metadata[f"{CATALOG}/.zarray"])
+        zarray = metadata.get(f"{VARIANCE}/.zarray")
+        self.variance = _DirectArray(files, VARIANCE, zarray) if zarray is not None else None
         self._split_arrays = {
             key.split("/")[1]: _DirectArray(files, key.rsplit("/", 1)[0], value)
             for key, value in metadata.items()
@@ -407,7 +420,7 @@ class Store:
         consolidated = files.get(".zmetadata")
         if consolidated is not None:
             return json.loads(consolidated)["metadata"]
-        keys = [".zgroup", ".zattrs", f"{STAMPS}/.zarray", f"{CATALOG}/.zarray"]
+        keys = [".zgroup", ".zattrs", f"{STAMPS}/.zarray", f"{CATALOG}/.zarray", f"{VARIANCE}/.zarray"]
         keys += [f"{SPLITS}/{name}/.zarray" for name in files.children(SPLITS)]
         found = zip(keys, files.get_many(keys))
         return {key: json.loads(raw) for key, raw in found if raw is not None}
@@ -430,6 +443,7 @@ class Store:
             self._files = None
         self.stamps = self._zarr_array(STAMPS)
         self.catalog = self._zarr_array(CATALOG)
+        self.variance = self._zarr_array(VARIANCE) if self.node(VARIANCE) == "array" else None
         self._split_arrays = {}
         if SPLITS in root:
             self._split_arrays = {name: self._zarr_array(f"{SPLITS}/{name}") for name in ("train", "val", "test") if name in root[SPLITS]}
@@ -508,9 +522,18 @@ class Store:
         start = index * self.chunk_rows
         return start, min(start + self.chunk_rows, self.rows)
 
-    def scratch(self) -> dict:
-        """Reusable decode buffers for one chunk of both arrays (see `read`)."""
-        return {STAMPS: self.stamps.scratch(), CATALOG: self.catalog.scratch()}
+    def scratch(self, variance: bool = False) -> dict:
+        """Reusable decode buffers for one chunk of the arrays `read` reads (see `read`)."""
+        buffers = {STAMPS: self.stamps.scratch(), CATALOG: self.catalog.scratch()}
+        if variance:
+            buffers[VARIANCE] = self._variance().scratch()
+        return buffers
+
+    def _variance(self):
+        if self.variance is None:
+            raise ValueError(f"{self.path}: no variance planes in this store (only Rubin stores have them, "
+                             "unless built with --no-variance)")
+        return self.variance
 
     def labels_of(self, index: int, local: np.ndarray | None) -> np.ndarray:
         """The label codes of the selected rows of chunk `index` (the catalog chunk only)."""
@@ -518,29 +541,35 @@ class Store:
         codes = self.catalog.chunk(index)[: stop - start]["label_code"]
         return codes if local is None else codes[local]
 
-    def read(self, index: int, local: np.ndarray | None, fields: tuple, scratch: dict | None = None) -> Chunk:
-        """Chunk `index`, read once: the rows at positions `local` within it (None: every row).
-        With `scratch` (from `scratch()`), the stamps may be a view of it: copy them out
-        before the scratch is used again."""
+    def read(self, index: int, local: np.ndarray | None, fields: tuple, scratch: dict | None = None,
+             variance: bool = False) -> Chunk:
+        """Chunk `index`, read once: the rows at positions `local` within it (None: every row),
+        with their variance planes if `variance`. With `scratch` (from `scratch()`), the stamps
+        may be a view of it: copy them out before the scratch is used again."""
         start, stop = self.chunk_span(index)
         count = stop - start
-        stamps, catalog = self._both(index, scratch or {})
+        stamps, catalog, planes = self._all(index, scratch or {}, variance)
         stamps, catalog = stamps[:count], catalog[:count]
+        planes = planes[:count] if planes is not None else None
         if local is not None:
             stamps, catalog = stamps[local], catalog[local]
+            planes = planes[local] if planes is not None else None
             row = start + local.astype(np.int64)
         else:
             row = np.arange(start, stop, dtype=np.int64)
-        return Chunk(index, row, stamps, {f: np.ascontiguousarray(catalog[f]) for f in fields})
+        return Chunk(index, row, stamps, {f: np.ascontiguousarray(catalog[f]) for f in fields}, planes)
 
-    def _both(self, index: int, scratch: dict) -> tuple:
-        """Chunk `index` of stamps and of catalog, decoded; the direct engine fetches the two
-        objects together (one round trip to object storage instead of two)."""
+    def _all(self, index: int, scratch: dict, variance: bool) -> tuple:
+        """Chunk `index` of stamps, of catalog and (if `variance`) of variance, decoded; the
+        direct engine fetches the objects together (one round trip to object storage)."""
+        arrays = [self.stamps, self.catalog] + ([self._variance()] if variance else [])
+        names = [STAMPS, CATALOG, VARIANCE][: len(arrays)]
         if self.engine != "direct":
-            return self.stamps.chunk(index), self.catalog.chunk(index)
-        raw_stamps, raw_catalog = self.stamps.files.get_many([self.stamps.key(index), self.catalog.key(index)])
-        return (self.stamps.decode(index, raw_stamps, scratch.get(STAMPS)),
-                self.catalog.decode(index, raw_catalog, scratch.get(CATALOG)))
+            decoded = [array.chunk(index) for array in arrays]
+        else:
+            raws = self.stamps.files.get_many([array.key(index) for array in arrays])
+            decoded = [array.decode(index, raw, scratch.get(name)) for array, raw, name in zip(arrays, raws, names)]
+        return decoded[0], decoded[1], decoded[2] if variance else None
 
 
 def open_store(store, engine: str = "auto", storage_options: dict | None = None) -> Store:

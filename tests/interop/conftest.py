@@ -305,3 +305,27 @@ def s3(moto_endpoint, request) -> S3:
 def local_files(store: Path) -> dict:
     """{key: bytes} of every file of a local store, keys as on object storage."""
     return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+# ---- Rubin (LSST) alerts ----
+
+
+@pytest.fixture(scope="session")
+def lsst_root() -> Path:
+    """The Rubin alert folder: $LSST_ALERTS, else <repo>/../shared/data/lsst-alerts (its
+    MANIFEST.md describes it). Missing, the tests that need it fail naming it."""
+    root = Path(os.environ.get("LSST_ALERTS") or REPO.parent / "shared" / "data" / "lsst-alerts").resolve()
+    if not (root / "MANIFEST.md").is_file():
+        pytest.fail(f"Rubin alert folder not found at {root} (set LSST_ALERTS)")
+    for part in ("boom", "fink-v10.0", "fink-v10.0-container", "fake", "schema"):
+        if not (root / part).is_dir():
+            pytest.fail(f"{root / part} not found: the Rubin alert folder is incomplete (set LSST_ALERTS)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lsst_real(builder, lsst_root) -> Build:
+    """The 21 real Rubin alerts (boom's one and Fink's 20 single messages), default options.
+    Built by naming the folders relative to the data folder's parent: `source` is
+    "lsst-alerts/<path inside the folder>"."""
+    return builder.build("lsst-real", [f"{lsst_root.name}/boom", f"{lsst_root.name}/fink-v10.0"], cwd=lsst_root.parent)

@@ -9,6 +9,7 @@ stored (the light-curve rules themselves are in test_lightcurves.py).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import gzip
 import io
@@ -391,3 +392,195 @@ def read_rejects(store: Path) -> list[dict]:
     for p in rejects_logs(store):
         lines += [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Rubin (LSST) alerts: reference decoding with fastavro (the published lsst/alert_packet schemas
+# of the data folder) and astropy, written from the store specification and the data folder's
+# MANIFEST.md. The LSST tests (test_lsst.py) compare the Rust-built store against these.
+
+_UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+LSST_CHANNELS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+LSST_FLAG_PADDED = 1
+LSST_FLAG_NAN = 2
+LSST_FLAG_GUESSED = 4
+LSST_FLAG_NO_CUTOUT = 8
+LSST_FLAG_NO_VARIANCE = 16
+# Top-level alert fields the catalog does not hold as alert-level columns: the records it flattens
+# (diaSource, diaObject_*, ssSource_*), the histories (light curves), orbits and the cutouts (stamps).
+LSST_NOT_ALERT_COLUMNS = {"diaSource", "diaObject", "ssSource", "ssObject", "prvDiaSources", "prvDiaForcedSources",
+                          "prvDiaNondetectionLimits", "MPCORB", "mpc_orbits", *LSST_CHANNELS}
+
+
+@dataclasses.dataclass
+class LsstAlert:
+    path: Path
+    version: str  # "10.0"
+    record: dict  # fastavro's decoding
+    framed: bool  # a Confluent-framed single message (False: from a container)
+
+
+@functools.lru_cache(maxsize=None)
+def lsst_schema(data_root: str, version: str):
+    """The published alert schema `version` ("10.0") of the data folder, with its named types."""
+    from fastavro.schema import load_schema
+
+    major, minor = version.split(".")
+    return load_schema(str(Path(data_root) / "schema" / version / f"lsst.v{major}_{minor}.alert.avsc"))
+
+
+def lsst_read(path: Path, data_root: Path) -> list:
+    """Every alert of one file as `LsstAlert`s: a Confluent-framed message (byte 0, schema id
+    major*100+minor as big-endian int32, one schemaless datum that ends the file) decoded with
+    the published schema of that id, or an Avro container decoded with its own schema."""
+    import struct
+
+    data = Path(path).read_bytes()
+    if data[:4] == b"Obj\x01":
+        with open(path, "rb") as f:
+            reader = fastavro.reader(f)
+            name = reader.writer_schema["name"]  # e.g. lsst.v10_0.alert
+            version = name.split(".")[1][1:].replace("_", ".")
+            return [LsstAlert(Path(path), version, record, False) for record in reader]
+    assert data[0] == 0, f"{path}: neither a container nor a Confluent message"
+    major, minor = divmod(struct.unpack(">i", data[1:5])[0], 100)
+    version = f"{major}.{minor}"
+    stream = io.BytesIO(data[5:])
+    record = fastavro.schemaless_reader(stream, lsst_schema(str(data_root), version))
+    assert stream.tell() == len(data) - 5, f"{path}: bytes left after the datum"
+    return [LsstAlert(Path(path), version, record, True)]
+
+
+def lsst_catalog_columns() -> list:
+    """The Rubin catalog's columns (schemas/lsst/catalog.tsv), in store order."""
+    return _tsv_columns(REPO / "schemas" / "lsst" / "catalog.tsv")
+
+
+def lsst_table_columns(table: str) -> list:
+    """The columns of a Rubin light-curve table (schemas/lsst/<table>.tsv)."""
+    return _tsv_columns(REPO / "schemas" / "lsst" / f"{table}.tsv")
+
+
+def _tsv_columns(path: Path) -> list:
+    columns = []
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, dtype, missing, source, description = line.split("\t")
+        columns.append(Column(name, dtype, missing, source, description))
+    return columns
+
+
+def lsst_value(column: Column, value):
+    """`value` (fastavro's, None for null or for a field the packet's schema lacks) as the store
+    holds it in `column`: null → the column's missing value, a boolean 1/0 (missing 255), a
+    number cast to the column's dtype, a string as it is."""
+    if value is None:
+        if column.is_string:
+            return ""
+        if column.kind == "f":
+            return column.np_dtype.type("nan")
+        return column.np_dtype.type(int(column.missing))
+    if column.is_string:
+        return str(value)
+    if isinstance(value, datetime.datetime):  # a timestamp-micros field, as fastavro gives it
+        return column.np_dtype.type((value - _UNIX_EPOCH) // datetime.timedelta(microseconds=1))
+    if isinstance(value, bool):
+        assert column.dtype == "|u1", f"{column.name}: a boolean in a {column.dtype} column"
+        return np.uint8(1 if value else 0)
+    if column.kind in "iu":
+        assert isinstance(value, int), f"{column.name}: {value!r} in an integer column"
+        return column.np_dtype.type(value)
+    return column.np_dtype.type(value)
+
+
+def lsst_field(column: Column, alert: dict):
+    """The packet's value for a catalog column whose `source` is `record.field` (None: null, or
+    a field this packet's schema does not have)."""
+    record, field = column.source.split(".", 1)
+    if record == "alert":
+        return alert.get(field)
+    inner = alert.get(record)
+    return None if inner is None else inner.get(field)
+
+
+def same_value(stored, expected) -> bool:
+    """Equal as the store holds them: numbers bit for bit in the stored dtype (any NaN equals
+    any NaN), strings exactly."""
+    if isinstance(expected, str):
+        return str(stored) == expected
+    stored = np.asarray(stored)
+    expected = np.asarray(expected, dtype=stored.dtype)
+    if stored.dtype.kind == "f" and np.isnan(stored) and np.isnan(expected):
+        return True
+    return stored.tobytes() == expected.tobytes()
+
+
+def lsst_window_start(c: float, size: int) -> int:
+    """Where the `size`-wide window around position `c` starts: floor(c − (S−1)/2 + 0.5)."""
+    return math.floor(c - (size - 1) / 2 + 0.5)
+
+
+def lsst_cut(cutout: bytes | None, x, y, size: int, fill=np.float32(0.0)) -> tuple:
+    """(stamp, variance, flags) of one Rubin cutout, by the rule: the source at 0-based pixel
+    (x − CUTMINX − 1, y − CUTMINY − 1) of the PRIMARY image, else CRPIX − 1, else the middle
+    (flag 4); an S-wide window from floor(c − (S−1)/2 + 0.5) on each axis, pixels outside the
+    cutout the fill (flag 1), NaN pixels the fill (flag 2); the UNCERT HDU on the same window
+    (none: fill, flag 16); a null cutout all fill (flag 8). Read with astropy."""
+    blank = np.full((size, size), fill, np.float32)
+    if cutout is None:
+        return blank, blank.copy(), LSST_FLAG_NO_CUTOUT
+    with fits.open(io.BytesIO(cutout)) as hdul:
+        header = hdul[0].header
+        image = np.asarray(hdul[0].data, dtype=np.float32)
+        names = [hdu.name for hdu in hdul]
+        variance = np.asarray(hdul["UNCERT"].data, dtype=np.float32) if "UNCERT" in names else None
+    height, width = image.shape
+    flags = 0
+
+    def inside(c, r):
+        return math.isfinite(c) and math.isfinite(r) and -0.5 <= c < width - 0.5 and -0.5 <= r < height - 0.5
+
+    x = float("nan") if x is None else float(x)
+    y = float("nan") if y is None else float(y)
+    candidates = []
+    if "CUTMINX" in header and "CUTMINY" in header:
+        candidates.append(((x - int(header["CUTMINX"]) - 1, y - int(header["CUTMINY"]) - 1), False))
+    if "CRPIX1" in header and "CRPIX2" in header:
+        candidates.append(((float(header["CRPIX1"]) - 1, float(header["CRPIX2"]) - 1), True))
+    centre, guessed = next((c for c in candidates if inside(*c[0])), (((width - 1) / 2, (height - 1) / 2), True))
+    if guessed:
+        flags |= LSST_FLAG_GUESSED
+    col0, row0 = lsst_window_start(centre[0], size), lsst_window_start(centre[1], size)
+
+    def crop(plane):
+        nonlocal flags
+        out = np.full((size, size), fill, np.float32)
+        rows = np.arange(row0, row0 + size)
+        cols = np.arange(col0, col0 + size)
+        rin = (rows >= 0) & (rows < height)
+        cin = (cols >= 0) & (cols < width)
+        if not (rin.all() and cin.all()):
+            flags |= LSST_FLAG_PADDED
+        window = plane[np.ix_(rows[rin], cols[cin])]
+        if np.isnan(window).any():
+            flags |= LSST_FLAG_NAN
+            window = np.where(np.isnan(window), fill, window)
+        out[np.ix_(np.nonzero(rin)[0], np.nonzero(cin)[0])] = window
+        return out
+
+    stamp = crop(image)
+    if variance is None:
+        flags |= LSST_FLAG_NO_VARIANCE
+        return stamp, blank.copy(), flags
+    return stamp, crop(variance), flags
+
+
+def lsst_stamps(alert: dict, size: int) -> tuple:
+    """(stamps (3, S, S), variance (3, S, S), stamp_flags) of one alert by `lsst_cut`."""
+    source = alert["diaSource"]
+    planes = [lsst_cut(alert.get(ch), source.get("x"), source.get("y"), size) for ch in LSST_CHANNELS]
+    flags = 0
+    for _, _, f in planes:
+        flags |= f
+    return np.stack([p[0] for p in planes]), np.stack([p[1] for p in planes]), flags
