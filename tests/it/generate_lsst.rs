@@ -208,6 +208,13 @@ fn container_gzip_and_tarball_framings() {
     let reader = apache_avro::Reader::new(std::fs::File::open(&files[0]).unwrap()).expect("container");
     let records: Vec<Value> = reader.map(|record| record.expect("record")).collect();
     assert_eq!(records.len(), 9);
+    let zipped_container =
+        generate(&dir.path().join("container-gz"), &["--count", "9", "--framing", "container", "--schema", "11.1", "--gzip"]);
+    assert_eq!(zipped_container[0].file_name().unwrap(), "alerts.avro.gz");
+    let mut unzipped = Vec::new();
+    let compressed = std::fs::read(&zipped_container[0]).unwrap();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(compressed.as_slice()), &mut unzipped).expect("gunzip");
+    assert!(unzipped == std::fs::read(&files[0]).unwrap(), "the gzip'd container holds the container");
 
     let loose = generate(&dir.path().join("loose"), &["--count", "9", "--schema", "11.1"]);
     let zipped = generate(&dir.path().join("gz"), &["--count", "9", "--schema", "11.1", "--gzip"]);

@@ -586,12 +586,18 @@ pub fn write_lsst_files(dir: &Path, cfg: &LsstConfig) -> Result<Vec<PathBuf>, Sy
     let io_error = |path: &Path, source| SynthError::Io { path: path.to_path_buf(), source };
     fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
     let names = cfg.file_names();
-    if cfg.framing == Framing::Container && !cfg.gzip {
-        // Streamed: the container may be large.
+    if cfg.framing == Framing::Container {
+        // Streamed (through gzip if asked): the container may be large.
         let path = dir.join(&names[0]);
         let file = File::create(&path).map_err(|source| io_error(&path, source))?;
-        let mut writer = BufWriter::new(file);
-        write_container(cfg, &mut writer).and_then(|()| writer.flush()).map_err(|source| io_error(&path, source))?;
+        let written = if cfg.gzip {
+            let mut writer = GzBuilder::new().mtime(0).write(BufWriter::new(file), Compression::fast());
+            write_container(cfg, &mut writer).and_then(|()| writer.finish()).and_then(|mut inner| inner.flush())
+        } else {
+            let mut writer = BufWriter::new(file);
+            write_container(cfg, &mut writer).and_then(|()| writer.flush())
+        };
+        written.map_err(|source| io_error(&path, source))?;
         return Ok(vec![path]);
     }
     names
