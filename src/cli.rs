@@ -33,7 +33,7 @@ pub enum Command {
     /// Remove the lock object a killed writer left on a store in object storage.
     #[command(after_help = UNLOCK_EXAMPLES)]
     Unlock(UnlockArgs),
-    /// Write synthetic, schema-faithful ZTF alert packets, schema 3.3 or 4.02 (for samples, tests and benchmarks).
+    /// Write synthetic, schema-faithful alert packets: ZTF (schema 3.3 or 4.02) or Rubin (7.0 to 11.1), for samples, tests and benchmarks.
     #[command(after_help = GENERATE_EXAMPLES)]
     Generate(GenerateArgs),
 }
@@ -132,6 +132,8 @@ Examples:
   ztf2zarr generate -o /tmp/night --count 20000 --tarball ztf_public_20250101.tar.gz
   ztf2zarr generate -o /tmp/night --count 40 --labels labels.csv
   ztf2zarr generate -o /tmp/deep --count 20000 --schema 4.02 --history measured
+  ztf2zarr generate --survey lsst -o /tmp/rubin --count 200                  # schema 10.0
+  ztf2zarr generate --survey lsst -o /tmp/rubin9 --schema 9.0 --framing container --gzip
 
 Every three alerts share an object, and the alerts of an object carry the same history (the same
 epochs with the same values). --schema 4.02 adds fp_hists: forced photometry on each exposure of
@@ -142,7 +144,16 @@ are detections, the rest upper limits.
 
 The defaults reproduce data-samples/: `generate -o DIR --count 32` writes
 data-samples/ztf_public_20250101 byte for byte, and with any larger --count the first 32 alerts
-are those 32 (data-samples/README.md gives the commands of the other files).";
+are those 32 (data-samples/README.md gives the commands of the other files).
+
+--survey lsst writes Rubin alerts of any bundled schema (--schema 7.0 ... 11.1, default 10.0):
+with --framing confluent (the default) one Kafka message per file, DIR/<diaSourceId>.avro (byte 0,
+the schema id major*100+minor as a big-endian int32, one schemaless Avro datum); with --framing
+container all alerts in one Avro object container file, DIR/alerts.avro. --gzip gzips each file;
+--tarball puts the files into one archive. Objects recur within blocks of 6 alerts (growing
+prvDiaSources), about 1 alert in 11 is a Solar System alert (diaObject null), and each alert has
+three FITS cutouts (PRIMARY, UNCERT, PSFIMAGE; square, 30 to 102 px) with the source at
+CRPIX - 1. --first-candid, --history and --labels are ZTF only.";
 
 /// Options of `ztf2zarr build`.
 #[derive(Debug, Args)]
@@ -323,6 +334,10 @@ pub struct GenerateArgs {
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
 
+    /// Survey whose alerts to write: ztf (Avro container files, as ZTF's archive) or lsst (Rubin).
+    #[arg(long, value_enum, default_value_t = GenerateSurvey::Ztf)]
+    pub survey: GenerateSurvey,
+
     /// Number of alerts to write.
     #[arg(long, default_value_t = 40)]
     pub count: usize,
@@ -331,29 +346,53 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// First candid; alert i gets candid FIRST + i. Another range gives alerts that do not
-    /// collide with these (to append), on the same dates: jd does not follow the candid.
-    #[arg(long, default_value_t = 1_100_000_000_015_000_000)]
-    pub first_candid: i64,
+    /// First candid (ZTF only); alert i gets candid FIRST + i. Another range gives alerts that do
+    /// not collide with these (to append), on the same dates: jd does not follow the candid.
+    /// [default: 1100000000015000000]
+    #[arg(long)]
+    pub first_candid: Option<i64>,
 
     /// Write the alerts into one nightly archive of this name inside DIR instead of loose files.
     #[arg(long, value_name = "NAME.tar.gz")]
     pub tarball: Option<String>,
 
-    /// Also write a classifier CSV of this name inside DIR (oid,predicted_class,probability), one row per object.
+    /// Also write a classifier CSV of this name inside DIR (oid,predicted_class,probability), one
+    /// row per object (ZTF only).
     #[arg(long, value_name = "NAME.csv")]
     pub labels: Option<String>,
 
-    /// ZTF alert schema to write: 3.3, or 4.02 (null-first unions, and fp_hists on every prv_candidates exposure).
-    #[arg(long, value_enum, default_value_t = GenerateSchema::V3_3, value_name = "VERSION")]
-    pub schema: GenerateSchema,
+    /// Alert schema to write. ZTF: 3.3 (default), or 4.02 (null-first unions, and fp_hists on
+    /// every prv_candidates exposure). Rubin: 7.0, 7.1, 7.2, 7.3, 7.4, 8.0, 9.0, 10.0 (default),
+    /// 11.0 or 11.1.
+    #[arg(long, value_enum, value_name = "VERSION", hide_possible_values = true)]
+    pub schema: Option<GenerateSchema>,
 
-    /// History length per object: short (2 to 8 prv_candidates) or measured (drawn from real alerts: mean 17, max 196).
-    #[arg(long, value_enum, default_value_t = GenerateHistory::Short, value_name = "DEPTH")]
-    pub history: GenerateHistory,
+    /// History length per object (ZTF only): short (2 to 8 prv_candidates, the default) or
+    /// measured (drawn from real alerts: mean 17, max 196).
+    #[arg(long, value_enum, value_name = "DEPTH")]
+    pub history: Option<GenerateHistory>,
+
+    /// How Rubin alerts are put into files (lsst only): confluent (default: one Kafka message
+    /// per file, DIR/<diaSourceId>.avro) or container (all alerts in one Avro object container
+    /// file, DIR/alerts.avro).
+    #[arg(long, value_enum, value_name = "FRAMING")]
+    pub framing: Option<GenerateFraming>,
+
+    /// Gzip each file (lsst only): .avro.gz.
+    #[arg(long)]
+    pub gzip: bool,
 }
 
-/// `ztf2zarr generate --schema`.
+/// `ztf2zarr generate --survey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateSurvey {
+    /// Zwicky Transient Facility.
+    Ztf,
+    /// Vera C. Rubin Observatory (LSST).
+    Lsst,
+}
+
+/// `ztf2zarr generate --schema`: the versions of both surveys (checked against `--survey`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GenerateSchema {
     /// ZTF alert schema 3.3: unions value-first, no fp_hists.
@@ -362,6 +401,26 @@ pub enum GenerateSchema {
     /// ZTF alert schema 4.02: unions null-first, fp_hists filled.
     #[value(name = "4.02")]
     V4_02,
+    #[value(name = "7.0")]
+    Lsst7_0,
+    #[value(name = "7.1")]
+    Lsst7_1,
+    #[value(name = "7.2")]
+    Lsst7_2,
+    #[value(name = "7.3")]
+    Lsst7_3,
+    #[value(name = "7.4")]
+    Lsst7_4,
+    #[value(name = "8.0")]
+    Lsst8_0,
+    #[value(name = "9.0")]
+    Lsst9_0,
+    #[value(name = "10.0")]
+    Lsst10_0,
+    #[value(name = "11.0")]
+    Lsst11_0,
+    #[value(name = "11.1")]
+    Lsst11_1,
 }
 
 /// `ztf2zarr generate --history`.
@@ -371,6 +430,15 @@ pub enum GenerateHistory {
     Short,
     /// Lengths drawn from those of 548 real alerts (mean 17.1, median 12, p90 24, max 196); 30 % detections.
     Measured,
+}
+
+/// `ztf2zarr generate --framing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateFraming {
+    /// One Kafka message per file: byte 0, the schema id (big-endian int32), the datum.
+    Confluent,
+    /// One Avro object container file holding every alert.
+    Container,
 }
 
 /// Options of `ztf2zarr info`.

@@ -53,10 +53,12 @@ mod avro;
 mod depths;
 mod fits;
 mod labels;
+pub mod lsst;
 mod output;
 mod pixels;
 
 pub use labels::{labels_csv, CLASSES};
+pub use lsst::{write_lsst_files, write_lsst_tarball, Framing, LsstConfig, LsstSchema};
 pub use output::{write_files, write_tarball};
 pub use pixels::{CCD_HEIGHT, CCD_WIDTH, CUTOUT_CENTRE, CUTOUT_SIDE};
 

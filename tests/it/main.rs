@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod classes;
 mod folders;
+mod generate_lsst;
 mod hostile;
 mod label;
 mod lightcurves;
