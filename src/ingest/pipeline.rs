@@ -912,7 +912,17 @@ fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Rej
             // A gzip'd alert file (`.avro.gz`, as Rubin's alert archive stores them): decoded as
             // what it inflates to, whatever the survey.
             let results = match gzip::inflate_all(&bytes, MAX_GZIPPED_ALERT) {
-                Ok(inflated) => decoder.decode_file(&item.name, &inflated),
+                // A reject of what it inflates to says so: its reason speaks of the inflated bytes.
+                Ok(inflated) => decoder
+                    .decode_file(&item.name, &inflated)
+                    .into_iter()
+                    .map(|result| {
+                        result.map_err(|mut reject| {
+                            reject.reason = format!("a gzip'd alert file, inflated: {}", reject.reason);
+                            reject
+                        })
+                    })
+                    .collect(),
                 Err(reason) => vec![Err(Reject::new(RejectKind::CorruptAvro, format!("a gzip'd alert file: {reason}")))],
             };
             (bytes.len() as u64, results)

@@ -8,6 +8,7 @@ mod folders;
 mod hostile;
 mod label;
 mod lightcurves;
+mod lsst;
 mod masked;
 mod mutation;
 mod newcomer;

@@ -368,7 +368,8 @@ impl Decoder {
                 return vec![Err(whole_file(&header, 1, RejectKind::CorruptAvro, &format!("corrupt Avro: {error}")))]
             }
             Err(Unusable::Foreign { reason, min_record }) => {
-                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))]
+                let reason = crate::survey::foreign(&Lsst, bytes).map_or(reason, |reject| reject.reason);
+                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))];
             }
         };
         let mut results = Vec::new();
@@ -791,8 +792,8 @@ fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &st
         })
         .fold(0, usize::saturating_add)
         .max(1);
-    let noun = if records == 1 { "record" } else { "records" };
-    Reject::new(kind, format!("{why}; the file's {records} {noun} are rejected as a whole")).for_records(records)
+    let noun = if records == 1 { "record is" } else { "records are" };
+    Reject::new(kind, format!("{why}; the file's {records} {noun} rejected as a whole")).for_records(records)
 }
 
 fn block_reject(error: &str, records: usize, then: &str) -> Reject {
@@ -1108,7 +1109,7 @@ mod tests {
         let ztf_alert = std::fs::read(&path).unwrap_or_else(|e| panic!("a ZTF alert at {}: {e}", path.display()));
         let r = reject(&Decoder::new(SPEC).decode_file("x", &ztf_alert)).clone();
         assert_eq!(r.kind, RejectKind::NotAnAlert);
-        assert!(r.reason.contains("a ZTF alert, not a Rubin one"), "{}", r.reason);
+        assert!(r.reason.contains("a ZTF alert, and this store holds Rubin (LSST) alerts"), "{}", r.reason);
 
         let ztf = crate::survey::ztf::Decoder::new(SPEC);
         let r = reject(&ztf.decode_file("x", &read("fake/10.0.avro"))).clone();
