@@ -169,8 +169,8 @@ pub struct BuildArgs {
     /// `<major>.<minor>.avsc` files, one per version, as in the source's schemas/lsst/ (make one from the published
     /// lsst/alert_packet schema with schemas/lsst/make_lsst_schemas.py). A message's Confluent schema id
     /// major*100+minor picks its file (12.0.avsc reads id 1200); a file of a bundled version replaces the bundled
-    /// schema. Other files in the folder are ignored. Every file is checked before anything is written. Refused for
-    /// ZTF stores (ZTF alerts carry their schema).
+    /// schema. Files not ending in .avsc are ignored; every .avsc file is checked before anything is written.
+    /// Refused for a ZTF build (ZTF alerts carry their schema).
     #[arg(long, value_name = "DIR")]
     pub schema_dir: Option<PathBuf>,
 

@@ -104,7 +104,7 @@ fn given_schemas(args: &BuildArgs, survey: &dyn Survey) -> anyhow::Result<Vec<Gi
     let mut schemas = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read --schema-dir `{shown}`"))? {
         let path = entry.with_context(|| format!("cannot read --schema-dir `{shown}`"))?.path();
-        if !path.extension().is_some_and(|e| e == "avsc") {
+        if path.extension().is_none_or(|e| e != "avsc") {
             continue;
         }
         let json = std::fs::read(&path).with_context(|| format!("cannot read schema `{}`", path.display()))?;

@@ -634,6 +634,10 @@ fn version_12(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn schema_dir_reads_a_newer_version_and_without_it_the_id_is_rejected() {
+    let help = run(&["build", "--help"]).stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in ["--schema-dir <DIR>", "schemas/lsst/make_lsst_schemas.py", "a file of a bundled version replaces the bundled schema"] {
+        assert!(help.contains(said), "build --help lacks {said:?}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let (schemas, input) = version_12(dir.path());
 

@@ -1122,5 +1122,10 @@ mod tests {
         assert_eq!(version_of("lsst.v7_1.alert").as_deref(), Some("7.1"));
         assert_eq!(version_of("lsst.v7_1.diaSource"), None);
         assert_eq!(version_of("lsst.v_1.alert"), None);
+        assert_eq!(version_of_file("12.0.avsc").as_deref(), Some("12.0"));
+        assert_eq!(version_of_file("99.99.avsc").as_deref(), Some("99.99"));
+        for bad in ["12.00.avsc", "012.0.avsc", "+12.0.avsc", "6.0.avsc", "100.0.avsc", "12.100.avsc", "12.0.json", "12.avsc", "x.y.avsc"] {
+            assert_eq!(version_of_file(bad), None, "{bad}");
+        }
     }
 }
