@@ -176,6 +176,15 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NAME")]
     pub survey: Option<String>,
 
+    /// Rubin (LSST) writer schemas newer than the bundled ones (7.0 to 11.1): a folder of self-contained
+    /// `<major>.<minor>.avsc` files, one per version, as in the source's schemas/lsst/ (make one from the published
+    /// lsst/alert_packet schema with schemas/lsst/make_lsst_schemas.py). A message's Confluent schema id
+    /// major*100+minor picks its file (12.0.avsc reads id 1200); a file of a bundled version replaces the bundled
+    /// schema. Files not ending in .avsc are ignored; every .avsc file is checked before anything is written.
+    /// Refused for a ZTF build (ZTF alerts carry their schema).
+    #[arg(long, value_name = "DIR")]
+    pub schema_dir: Option<PathBuf>,
+
     /// Keep NaN pixels as NaN (default: replace them by 0).
     #[arg(long)]
     pub keep_nan: bool,

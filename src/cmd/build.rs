@@ -13,7 +13,7 @@ use crate::ingest::report::{self, Progress};
 use crate::ingest::source;
 use crate::store::{chunk_fits, Requested, Wait, MAX_CHUNK_BYTES};
 use crate::survey::ztf::Ztf;
-use crate::survey::{self, Survey};
+use crate::survey::{self, GivenSchema, Survey};
 
 /// Run `build`.
 ///
@@ -27,6 +27,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     }
     let survey = survey_of_build(args, &plan)?;
     validate_for(args, survey)?;
+    let schemas = given_schemas(args, survey)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -52,6 +53,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         },
         strict: args.strict,
         labels: super::label::load(&args.labels, survey.tables())?.map(Arc::new),
+        schemas,
     };
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();
@@ -87,6 +89,34 @@ fn survey_of_build(args: &BuildArgs, plan: &source::Plan) -> anyhow::Result<&'st
         return Ok(store);
     }
     Ok(named.or_else(|| source::first_head(plan, survey::HEAD_BYTES).and_then(|head| survey::detect(&head))).unwrap_or(&Ztf))
+}
+
+/// The writer schemas of `--schema-dir`: every `*.avsc` file of the folder, each checked by the
+/// survey (which refuses them if its packets carry their schema).
+fn given_schemas(args: &BuildArgs, survey: &dyn Survey) -> anyhow::Result<Vec<GivenSchema>> {
+    let Some(dir) = &args.schema_dir else {
+        return Ok(Vec::new());
+    };
+    let shown = dir.display();
+    survey
+        .check_schemas(&[])
+        .map_err(|reason| anyhow::anyhow!("--schema-dir `{shown}` is refused for this {} build: {reason}", survey.title()))?;
+    let mut schemas = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read --schema-dir `{shown}`"))? {
+        let path = entry.with_context(|| format!("cannot read --schema-dir `{shown}`"))?.path();
+        if path.extension().is_none_or(|e| e != "avsc") {
+            continue;
+        }
+        let json = std::fs::read(&path).with_context(|| format!("cannot read schema `{}`", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        schemas.push(GivenSchema { path: path.display().to_string(), name, json });
+    }
+    if schemas.is_empty() {
+        bail!("--schema-dir `{shown}` holds no schema: it needs <major>.<minor>.avsc files (schemas/lsst/make_lsst_schemas.py makes them)");
+    }
+    schemas.sort_by(|a, b| a.path.cmp(&b.path));
+    survey.check_schemas(&schemas).map_err(|reason| anyhow::anyhow!("--schema-dir: {reason}"))?;
+    Ok(schemas)
 }
 
 fn validate(args: &BuildArgs) -> anyhow::Result<()> {

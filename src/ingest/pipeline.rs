@@ -23,7 +23,7 @@ use crate::ingest::source::{self, Item, Mark, Payload, Plan};
 use crate::labels::Labels;
 use crate::store::candids::CommittedCandids;
 use crate::store::{self, utc_now, Commit, PartialChunk, Purpose, Requested, StoreError, Transaction};
-use crate::survey::{Alert, Decode, StampSpec, Survey, WriterSchema};
+use crate::survey::{Alert, Decode, GivenSchema, StampSpec, Survey, WriterSchema};
 use crate::survey::{Reject, RejectKind};
 use crate::table::{Layout, TableRole, Tables};
 use store::arrays::Source;
@@ -55,6 +55,8 @@ pub struct BuildConfig {
     pub strict: bool,
     /// Labels to give the new rows.
     pub labels: Option<Arc<Labels>>,
+    /// Writer schemas given at run time (`--schema-dir`), checked by the survey.
+    pub schemas: Vec<GivenSchema>,
 }
 
 /// Why a build stopped.
@@ -728,7 +730,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
-    let decoder = config.survey.decoder(spec, settings.lightcurves);
+    let decoder = config.survey.decoder(spec, settings.lightcurves, &config.schemas);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a
     // decode thread has batches read and decoded on the pool; this thread puts the alerts in
     // order and compresses and writes each chunk as it fills.
@@ -910,7 +912,17 @@ fn decode_item(decoder: &dyn Decode, item: &Item) -> (u64, Vec<Result<Alert, Rej
             // A gzip'd alert file (`.avro.gz`, as Rubin's alert archive stores them): decoded as
             // what it inflates to, whatever the survey.
             let results = match gzip::inflate_all(&bytes, MAX_GZIPPED_ALERT) {
-                Ok(inflated) => decoder.decode_file(&item.name, &inflated),
+                // A reject of what it inflates to says so: its reason speaks of the inflated bytes.
+                Ok(inflated) => decoder
+                    .decode_file(&item.name, &inflated)
+                    .into_iter()
+                    .map(|result| {
+                        result.map_err(|mut reject| {
+                            reject.reason = format!("a gzip'd alert file, inflated: {}", reject.reason);
+                            reject
+                        })
+                    })
+                    .collect(),
                 Err(reason) => vec![Err(Reject::new(RejectKind::CorruptAvro, format!("a gzip'd alert file: {reason}")))],
             };
             (bytes.len() as u64, results)

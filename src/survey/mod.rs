@@ -21,8 +21,23 @@ pub trait Survey: Sync + std::fmt::Debug {
     }
 
     /// A decoder cutting stamps as `spec` says, reading alerts' histories into light-curve rows
-    /// or not.
-    fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode>;
+    /// or not, and reading packets with the writer schemas `given` (checked by
+    /// [`Survey::check_schemas`]) besides its own.
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, given: &[GivenSchema]) -> Box<dyn Decode>;
+
+    /// Whether writer schemas given at run time (`build --schema-dir`) can be used: each must
+    /// be a schema of this survey's packets, named as it expects; else why not, naming the file.
+    /// By default a survey takes none: its packets carry their writer schema.
+    ///
+    /// # Errors
+    /// The reason, for the user.
+    fn check_schemas(&self, given: &[GivenSchema]) -> Result<(), String> {
+        let _ = given;
+        Err(format!(
+            "{} alerts carry their own writer schema; given schemas are for Rubin (LSST) messages, which name theirs by an id",
+            self.title()
+        ))
+    }
 
     /// Whether `head`, the first bytes of an input file (inflated when the file is gzip'd),
     /// is a packet of this survey: a cheap look at its framing, not a decoding.
@@ -73,6 +88,18 @@ pub fn foreign(this: &dyn Survey, bytes: &[u8]) -> Option<Reject> {
             ),
         )
     })
+}
+
+/// A writer schema given at run time (`build --schema-dir`), for packets that name their schema
+/// by an id instead of carrying it.
+#[derive(Debug, Clone)]
+pub struct GivenSchema {
+    /// Where it was read from, for messages.
+    pub path: String,
+    /// Its file name, which the survey reads its version from (`12.0.avsc`).
+    pub name: String,
+    /// Its JSON text.
+    pub json: Vec<u8>,
 }
 
 /// Reads one input's bytes into alerts; shared by the worker threads.

@@ -9,6 +9,7 @@ mod generate_lsst;
 mod hostile;
 mod label;
 mod lightcurves;
+mod lsst;
 mod masked;
 mod mutation;
 mod newcomer;

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
-use crate::survey::{Alert, Decode, Reject, RejectKind, StampSpec, Survey, WriterSchema};
+use crate::survey::{Alert, Decode, GivenSchema, Reject, RejectKind, StampSpec, Survey, WriterSchema};
 use crate::table::{Dtype, Layout, Packed, Scalar, Tables};
 use history::{History, Noticed, RecordBound, RecordPlan, SourceCopy};
 
@@ -59,8 +59,20 @@ impl Survey for Lsst {
         &tables::TABLES
     }
 
-    fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode> {
-        Box::new(Decoder::new(spec).with_lightcurves(lightcurves))
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, given: &[GivenSchema]) -> Box<dyn Decode> {
+        Box::new(Decoder::new(spec).with_lightcurves(lightcurves).with_given(given))
+    }
+
+    /// Each given schema must be named `<major>.<minor>.avsc` (major 7–99, minor 0–99), compile
+    /// as a Rubin alert schema, and name that version in its alert record (`lsst.v12_0.alert`).
+    /// One of a bundled version replaces the bundled one.
+    fn check_schemas(&self, given: &[GivenSchema]) -> Result<(), String> {
+        let spec = StampSpec { size: 1, keep_nan: false, keep_masked: false };
+        let decoder = Decoder::new(spec).with_given(given);
+        match decoder.given.iter().find_map(|g| g.compiled.as_ref().err().map(|e| (g, e))) {
+            Some((g, error)) => Err(format!("`{}`: {error}", g.path)),
+            None => Ok(()),
+        }
     }
 
     /// A Confluent message with a plausible Rubin schema id (major 7 to 99), or an Avro
@@ -156,10 +168,21 @@ pub struct Decoder {
     lightcurves: bool,
     /// The bundled schemas, compiled on first use (index as in [`BUNDLED`]).
     bundled: [OnceLock<Result<Arc<AlertSchema>, String>>; BUNDLED.len()],
+    /// Schemas given at run time (`--schema-dir`), compiled when given; one of a bundled
+    /// version is used instead of the bundled one.
+    given: Vec<Given>,
     /// Containers' own writer schemas, by their JSON text.
     embedded: RwLock<HashMap<Vec<u8>, Arc<AlertSchema>>>,
     columns: Columns,
     source_copy: SourceCopy,
+}
+
+/// A schema given at run time: its version (from its file name), and the schema compiled or why
+/// it cannot be used.
+struct Given {
+    version: String,
+    path: String,
+    compiled: Result<Arc<AlertSchema>, String>,
 }
 
 /// Indices of the catalog columns the decoder reads or fills itself.
@@ -202,6 +225,7 @@ impl Decoder {
             spec,
             lightcurves: true,
             bundled: std::array::from_fn(|_| OnceLock::new()),
+            given: Vec::new(),
             embedded: RwLock::new(HashMap::new()),
             columns,
             source_copy: SourceCopy::new(layout, tables::epochs()),
@@ -213,6 +237,43 @@ impl Decoder {
     pub fn with_lightcurves(mut self, on: bool) -> Self {
         self.lightcurves = on;
         self
+    }
+
+    /// The same decoder, also reading messages written with the schemas `given` (see
+    /// [`Survey::check_schemas`]); each is compiled here, once.
+    #[must_use]
+    pub fn with_given(mut self, given: &[GivenSchema]) -> Self {
+        self.given = given
+            .iter()
+            .map(|g| {
+                let version = version_of_file(&g.name);
+                let compiled = match &version {
+                    Some(version) => self.compile_given(&g.json, version).map(Arc::new),
+                    None => Err("is not named `<major>.<minor>.avsc` (major 7 to 99, minor 0 to 99, no leading zeros): \
+                                 the name gives the version its Confluent schema id is made of (12.0 → 1200)"
+                        .to_string()),
+                };
+                Given { version: version.unwrap_or_default(), path: g.path.clone(), compiled }
+            })
+            .collect();
+        self
+    }
+
+    /// A given schema of version `version`, compiled, or why it cannot be used.
+    fn compile_given(&self, json: &[u8], version: &str) -> Result<AlertSchema, String> {
+        let schema = match self.compile(json) {
+            Ok(schema) => schema,
+            Err(Unusable::Invalid(error)) => return Err(format!("not a valid Avro schema: {error}")),
+            Err(Unusable::Foreign { reason, .. }) => return Err(reason),
+        };
+        if schema.version != version {
+            let says = if schema.version.is_empty() { "no version".to_string() } else { format!("version {}", schema.version) };
+            return Err(format!(
+                "its file name says version {version}, but its alert record names {says} (it must be named `lsst.v{}.alert`)",
+                version.replace('.', "_")
+            ));
+        }
+        Ok(schema)
     }
 
     /// Decode every alert of one input named `name`: a Confluent-framed message, an Avro
@@ -267,15 +328,23 @@ impl Decoder {
         alert
     }
 
-    /// The bundled schema of Confluent schema id `id`.
+    /// The schema of Confluent schema id `id`: a given one of its version, else the bundled one.
     fn bundled(&self, id: i32) -> Result<Arc<AlertSchema>, Reject> {
         let (major, minor) = (id / 100, id % 100);
         let version = format!("{major}.{minor}");
+        if let Some(given) = self.given.iter().find(|g| g.version == version).filter(|_| id >= 0) {
+            return given
+                .compiled
+                .clone()
+                .map_err(|error| Reject::new(RejectKind::NotAnAlert, format!("schema `{}`: {error}", given.path)));
+        }
         let Some(index) = BUNDLED.iter().position(|(v, _)| *v == version).filter(|_| id >= 0) else {
             let reason = if id < 0 {
                 format!("Confluent schema id {id} is not a Rubin alert schema id (major*100 + minor)")
-            } else {
+            } else if self.given.is_empty() {
                 format!("Confluent schema id {id} (version {version}) is not bundled; newer schemas can be given with --schema-dir")
+            } else {
+                format!("Confluent schema id {id} (version {version}) is neither bundled nor given in --schema-dir")
             };
             return Err(Reject::new(RejectKind::NotAnAlert, reason));
         };
@@ -299,7 +368,8 @@ impl Decoder {
                 return vec![Err(whole_file(&header, 1, RejectKind::CorruptAvro, &format!("corrupt Avro: {error}")))]
             }
             Err(Unusable::Foreign { reason, min_record }) => {
-                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))]
+                let reason = crate::survey::foreign(&Lsst, bytes).map_or(reason, |reject| reject.reason);
+                return vec![Err(whole_file(&header, min_record, RejectKind::NotAnAlert, &reason))];
             }
         };
         let mut results = Vec::new();
@@ -629,6 +699,19 @@ fn version_of(name: &str) -> Option<String> {
     (number(major) && number(minor)).then(|| format!("{major}.{minor}"))
 }
 
+/// The version `12.0` of a given schema file named `12.0.avsc`: major 7 to 99, minor 0 to 99
+/// (a Confluent id `major*100 + minor` Rubin's packets are recognized by), written without
+/// leading zeros.
+fn version_of_file(name: &str) -> Option<String> {
+    let (major, minor) = name.strip_suffix(".avsc")?.split_once('.')?;
+    let number = |s: &str, range: std::ops::RangeInclusive<u32>| {
+        let n: u32 = s.parse().ok().filter(|_| s.bytes().all(|b| b.is_ascii_digit()))?;
+        (range.contains(&n) && n.to_string() == s).then_some(n)
+    };
+    let (major, minor) = (number(major, 7..=99)?, number(minor, 0..=99)?);
+    Some(format!("{major}.{minor}"))
+}
+
 /// What a Rubin alert schema must have for its records to become rows: else the input is foreign.
 fn check_alert_schema(schema: &Schema) -> Result<(), String> {
     let top = schema.record_fields(schema.root).ok_or("the writer schema's top level is not a record, so not a Rubin alert")?;
@@ -709,8 +792,8 @@ fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &st
         })
         .fold(0, usize::saturating_add)
         .max(1);
-    let noun = if records == 1 { "record" } else { "records" };
-    Reject::new(kind, format!("{why}; the file's {records} {noun} are rejected as a whole")).for_records(records)
+    let noun = if records == 1 { "record is" } else { "records are" };
+    Reject::new(kind, format!("{why}; the file's {records} {noun} rejected as a whole")).for_records(records)
 }
 
 fn block_reject(error: &str, records: usize, then: &str) -> Reject {
@@ -1026,7 +1109,7 @@ mod tests {
         let ztf_alert = std::fs::read(&path).unwrap_or_else(|e| panic!("a ZTF alert at {}: {e}", path.display()));
         let r = reject(&Decoder::new(SPEC).decode_file("x", &ztf_alert)).clone();
         assert_eq!(r.kind, RejectKind::NotAnAlert);
-        assert!(r.reason.contains("a ZTF alert, not a Rubin one"), "{}", r.reason);
+        assert!(r.reason.contains("a ZTF alert, and this store holds Rubin (LSST) alerts"), "{}", r.reason);
 
         let ztf = crate::survey::ztf::Decoder::new(SPEC);
         let r = reject(&ztf.decode_file("x", &read("fake/10.0.avro"))).clone();
@@ -1039,5 +1122,10 @@ mod tests {
         assert_eq!(version_of("lsst.v7_1.alert").as_deref(), Some("7.1"));
         assert_eq!(version_of("lsst.v7_1.diaSource"), None);
         assert_eq!(version_of("lsst.v_1.alert"), None);
+        assert_eq!(version_of_file("12.0.avsc").as_deref(), Some("12.0"));
+        assert_eq!(version_of_file("99.99.avsc").as_deref(), Some("99.99"));
+        for bad in ["12.00.avsc", "012.0.avsc", "+12.0.avsc", "6.0.avsc", "100.0.avsc", "12.100.avsc", "12.0.json", "12.avsc", "x.y.avsc"] {
+            assert_eq!(version_of_file(bad), None, "{bad}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
-use crate::survey::{Alert, Decode, Reject, RejectKind, Survey, WriterSchema};
+use crate::survey::{Alert, Decode, GivenSchema, Reject, RejectKind, Survey, WriterSchema};
 use crate::table::Tables;
 use crate::table::{Layout, Packed, Scalar};
 pub use cutout::{Position, StampSpec};
@@ -40,7 +40,7 @@ impl Survey for Ztf {
         &tables::TABLES
     }
 
-    fn decoder(&self, spec: StampSpec, lightcurves: bool) -> Box<dyn Decode> {
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, _given: &[GivenSchema]) -> Box<dyn Decode> {
         Box::new(Decoder::new(spec).with_lightcurves(lightcurves))
     }
 
