@@ -193,7 +193,9 @@ fn render(info: &Value, tables: &Tables) -> String {
     let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
     let _ = writeln!(out, "survey       {}", tables.survey);
     let _ = writeln!(out, "rows         {}", info["rows"]);
-    let _ = writeln!(out, "size         {:.1} MB on disk", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
+    let store = Path::new(info["store"].as_str().unwrap_or_default());
+    let place = if crate::store::is_url(store) { "in object storage" } else { "on disk" };
+    let _ = writeln!(out, "size         {:.1} MB {place}", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
     let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
     let masked = match (tables.stamps.masked_value, info["masked_policy"].as_str(), nan_policy) {
         (None, ..) => String::new(),

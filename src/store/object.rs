@@ -153,6 +153,13 @@ impl ObjectStorage {
     }
 
     fn error(&self, action: &'static str, key: &str, source: impl Into<BoxError>) -> StorageError {
+        let source: BoxError = source.into();
+        // The server's answer for a missing bucket is an XML document that names it in passing;
+        // say it in words, with where it was looked for.
+        let text = source.to_string();
+        if NO_CONTAINER.iter().any(|marker| text.contains(marker)) {
+            return StorageError::new(action, self.object_location(key), missing_container(&self.url));
+        }
         StorageError::new(action, self.object_location(key), source)
     }
 
@@ -328,11 +335,27 @@ fn display_url(url: &str) -> String {
     }
 }
 
+/// What the servers say when a bucket or container does not exist.
+const NO_CONTAINER: [&str; 3] = ["NoSuchBucket", "ContainerNotFound", "bucket does not exist"];
+
+/// "the bucket `b` does not exist at ENDPOINT", for the store `url`.
+fn missing_container(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let name = rest.split('/').next().unwrap_or(rest);
+    let (noun, variables): (&str, &[&str]) = match scheme {
+        "s3" | "s3a" => ("bucket", &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]),
+        "gs" => ("bucket", &["GOOGLE_SERVICE_ENDPOINT"]),
+        _ => ("container", &["AZURE_STORAGE_ENDPOINT"]),
+    };
+    let endpoint = variables.iter().find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()));
+    let at = endpoint.map_or_else(|| "at the provider's default endpoint".to_string(), |e| format!("at {e}"));
+    format!("the {noun} `{name}` does not exist {at} (check its name, and the endpoint and region the environment gives)")
+}
+
 /// Whether `error` says that the object does not exist, and not that its bucket or container
 /// does not: the servers answer both with 404, and a mistyped bucket must not read as an empty
 /// store. (A HEAD answer has no body to tell them apart.)
 fn no_such_object(error: &object_store::Error) -> bool {
-    const NO_CONTAINER: [&str; 3] = ["NoSuchBucket", "ContainerNotFound", "bucket does not exist"];
     matches!(error, object_store::Error::NotFound { .. }) && {
         let text = error.to_string();
         !NO_CONTAINER.iter().any(|marker| text.contains(marker))

@@ -234,6 +234,7 @@ def test_label_split_info_verify_on_s3(cli, s3, data_root, tmp_path):
     info = run(cli, ["info", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
     assert re.search(rf"rows\s+{len(catalog)}\b", info.stdout), info.stdout
     assert url in info.stdout
+    assert re.search(r"size\s+[0-9.]+ MB in object storage", info.stdout), info.stdout
     run(cli, ["verify", url], tmp_path, timeout=TIMEOUT, env=s3.env).check()
 
     s3.put(f"{STORE}/stamps/1.0.0.0", b"not a zstd frame")
@@ -561,6 +562,8 @@ def test_a_bucket_that_does_not_exist(cli, s3, data_root):
         r = run(cli, args, data_root.parent, timeout=60, env=s3.env)
         assert r.returncode == 2, f"{args[0]}: exit {r.returncode}\n{r.stderr}"
         assert url in r.stderr, r.stderr
+        said = f"the bucket `{s3.bucket}-missing` does not exist at {s3.env['AWS_ENDPOINT_URL']}"
+        assert said in r.stderr and "<?xml" not in r.stderr, f"{args[0]}: {r.stderr}"
         assert time.monotonic() - started < 20, f"{args[0]} took {time.monotonic() - started:.1f} s to fail"
 
 
