@@ -61,22 +61,30 @@ Examples:
   ztf2zarr build night/ -o s3://bucket/train.zarr               # a store on object storage
   ztf2zarr build alerts/ -o stamps-only.zarr --no-lightcurves    # no light-curve tables
   ztf2zarr build alerts/ -o raw.zarr --keep-masked               # masked pixels stay -3.4e38
+  ztf2zarr build rubin-night/ -o rubin.zarr                      # Rubin (LSST) alerts
+  ztf2zarr build rubin-night/ -o rubin.zarr --stamp-size 45 --no-variance
+  ztf2zarr build rubin-night/ -o rubin.zarr --schema-dir my-schemas/   # schemas newer than 11.1
+
+The survey (ZTF or Rubin) is told from the first input's packets for a new store, or given with
+--survey; a store keeps its own, and a packet of the other survey is rejected (docs/rubin.md).
 
 STORE is a folder, or a URL on object storage: s3://BUCKET/PATH (configured by AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_REGION, and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a local
 S3 server), gs://BUCKET/PATH (GOOGLE_APPLICATION_CREDENTIALS), az://CONTAINER/PATH (AZURE_*).
 
 Inputs are read in the order given (folders in sorted order, archives member by member), and rows
-keep that order. Alerts are unique by candid: repeats, in the inputs or already in the store, are
-counted as duplicates, not written. Bad packets are rejected with a reason (listed in the summary
-and in STORE/rejects/, one log per build); the build still succeeds unless --strict is given.
+keep that order. Alerts are unique by their id (ZTF's candid, Rubin's diaSourceId): repeats, in
+the inputs or already in the store, are counted as duplicates, not written. Bad packets are
+rejected with a reason (listed in the summary and in STORE/rejects/, one log per build); the
+build still succeeds unless --strict is given.
 
-Light curves: every stored alert's history (prv_candidates, its own candidate, and fp_hists in
-schema 4.x) goes into STORE/lightcurves/ as tables of columns, each version of an epoch once
-(detections by candid, upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid;
-a packet that carries other values for an epoch adds a row, nothing is rewritten), with an
-object index and each alert's own history, exactly the values its packet carried
-(docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
+Light curves: every stored alert's history (ZTF: prv_candidates, its own candidate, and fp_hists
+in schema 4.x; Rubin: prvDiaSources, its own diaSource, and prvDiaForcedSources) goes into
+STORE/lightcurves/ as tables of columns, each version of an epoch once (ZTF: detections by
+candid, upper limits by objectId+jd+fid, forced photometry by objectId+jd+fid+pid; Rubin: by
+diaSourceId and diaForcedSourceId; a packet that carries other values for an epoch adds a row,
+nothing is rewritten), with an object index and each alert's own history, exactly the values its
+packet carried (docs/lightcurves.md). --no-lightcurves leaves them out of a new store.
 
 Missing pixels: a NaN pixel, a pixel holding ZTF's masked-pixel value (-3.4028235e38, the most
 negative float32; any value <= -1e30 counts) and a pixel beyond the edge of a clipped cutout are
