@@ -119,8 +119,8 @@ fn count_records<'a>(blocks: impl Iterator<Item = Result<Frame<'a>, Damaged>>, h
 /// One reject for a whole file whose records cannot be read as alerts, standing for every record its blocks declare.
 fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &str) -> Reject {
     let records = count_records(header.blocks(), header, min_record).max(1);
-    let noun = if records == 1 { "record" } else { "records" };
-    Reject::new(kind, format!("{why}; the file's {records} {noun} are rejected as a whole")).for_records(records)
+    let (noun, verb) = if records == 1 { ("record", "is") } else { ("records", "are") };
+    Reject::new(kind, format!("{why}; the file's {records} {noun} {verb} rejected as a whole")).for_records(records)
 }
 
 /// The decoding of one file's blocks: the results so far and the limits still left.
