@@ -3,6 +3,7 @@
 //! of the tool sees: a [`Survey`] declares its store ([`Tables`]) and makes a [`Decode`]r, which
 //! gives back, per input, an [`Alert`] or a [`Reject`] with its [`RejectKind`].
 
+pub mod decode;
 pub mod lsst;
 pub mod ztf;
 

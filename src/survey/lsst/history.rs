@@ -6,6 +6,7 @@
 //! later, in row order.
 
 use crate::formats::avro::{AvroError, Cursor, Field, Node, Schema};
+use crate::survey::decode::scalar;
 pub use crate::survey::History;
 use crate::table::{Layout, Packed, Scalar};
 
@@ -238,28 +239,4 @@ pub fn carried_by(rows: &mut [u8], layout: &Layout, id: i64, time: f64) {
         let _ = layout.pack(each, c, Scalar::Int(id));
         let _ = layout.pack(each, t, Scalar::F64(time));
     }
-}
-
-/// Decode a value of a scalar type (through unions); a non-scalar is stepped over and read as null.
-///
-/// # Errors
-/// The Avro data is broken or breaks a limit.
-pub fn scalar<'a>(cursor: &mut Cursor<'a>, schema: &Schema, node: usize) -> Result<Scalar<'a>, AvroError> {
-    Ok(match schema.node(node) {
-        Node::Null => Scalar::Null,
-        Node::Boolean => Scalar::Bool(cursor.take(1, "a boolean")?[0] != 0),
-        Node::Int | Node::Long => Scalar::Int(cursor.long()?),
-        Node::Float => Scalar::F32(f32::from_le_bytes(cursor.take(4, "a float")?.try_into().unwrap_or_default())),
-        Node::Double => Scalar::F64(f64::from_le_bytes(cursor.take(8, "a double")?.try_into().unwrap_or_default())),
-        Node::Bytes | Node::String => Scalar::Str(cursor.bytes()?),
-        Node::Enum { .. } => Scalar::Int(cursor.long()?),
-        Node::Union(branches) => {
-            let branch = cursor.branch(branches.len())?;
-            scalar(cursor, schema, branches[branch])?
-        }
-        Node::Record { .. } | Node::Array(_) | Node::Map(_) | Node::Fixed(_) | Node::Pending => {
-            cursor.skip(schema, node)?;
-            Scalar::Null
-        }
-    })
 }

@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
+use crate::survey::decode::{bounded, pack_noting, scalar, tail_chars, whole_file};
 use crate::survey::{Alert, Decode, GivenSchema, Reject, RejectKind, StampSpec, Survey, WriterSchema};
-use crate::table::{Dtype, Layout, Packed, Scalar, Tables};
+use crate::table::{Dtype, Layout, Scalar, Tables};
 use history::{History, Noticed, RecordBound, RecordPlan, SourceCopy};
 
 /// The three cutouts, in stamp channel order.
@@ -551,8 +552,8 @@ impl Decoder {
             match action {
                 Action::Skip => cursor.skip(schema, field.node)?,
                 Action::Column(column) => {
-                    let value = history::scalar(cursor, schema, field.node)?;
-                    self.store(&mut row, *column, value, &mut truncated, &mut problem);
+                    let value = scalar(cursor, schema, field.node)?;
+                    pack_noting(self.layout, &mut row, *column, value, &mut truncated, &mut problem);
                 }
                 Action::Record { columns, required } => {
                     let present = self.read_record(cursor, schema, field.node, columns, &mut row, &mut truncated, &mut problem)?;
@@ -632,8 +633,8 @@ impl Decoder {
                 for (field, column) in fields.iter().zip(columns) {
                     match column {
                         Some(column) => {
-                            let value = history::scalar(cursor, schema, field.node)?;
-                            self.store(row, *column, value, truncated, problem);
+                            let value = scalar(cursor, schema, field.node)?;
+                            pack_noting(self.layout, row, *column, value, truncated, problem);
                         }
                         None => cursor.skip(schema, field.node)?,
                     }
@@ -644,16 +645,6 @@ impl Decoder {
             _ => {
                 cursor.skip(schema, node)?;
                 Ok(false)
-            }
-        }
-    }
-
-    fn store(&self, row: &mut [u8], column: usize, value: Scalar<'_>, truncated: &mut Vec<String>, problem: &mut Option<Reject>) {
-        match self.layout.pack(row, column, value) {
-            Ok(Packed::Exact) => {}
-            Ok(Packed::Truncated) => truncated.push(self.layout.columns()[column].name.clone()),
-            Err(error) => {
-                problem.get_or_insert(Reject::new(RejectKind::BadValue, error.to_string()));
             }
         }
     }
@@ -774,28 +765,6 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, Reject> {
     Ok(out)
 }
 
-/// At most `declared` records, and no more than `bytes` of record data can hold when each takes
-/// at least `min_record` bytes: at least 1, so a reject always stands for something.
-fn bounded(declared: usize, bytes: usize, min_record: usize) -> usize {
-    declared.min(bytes / min_record.max(1)).max(1)
-}
-
-/// One reject for a whole container whose records cannot be read as alerts, standing for every
-/// record its blocks declare.
-fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &str) -> Reject {
-    let records = header
-        .blocks()
-        .map(|block| match block {
-            Ok(frame) if frame.count == 0 => 0,
-            Ok(frame) => bounded(frame.count, header.capacity(frame.data.len()), min_record),
-            Err(damaged) => bounded(damaged.count.unwrap_or(1), header.capacity(damaged.bytes), min_record),
-        })
-        .fold(0, usize::saturating_add)
-        .max(1);
-    let noun = if records == 1 { "record is" } else { "records are" };
-    Reject::new(kind, format!("{why}; the file's {records} {noun} rejected as a whole")).for_records(records)
-}
-
 fn block_reject(error: &str, records: usize, then: &str) -> Reject {
     let noun = if records == 1 { "record" } else { "records" };
     corrupt(format!("corrupt Avro: {error}; the block's {records} {noun} rejected, {then}")).for_records(records)
@@ -807,16 +776,6 @@ fn damaged_reject(header: &Header<'_>, damaged: &Damaged, min_record: usize) -> 
         Some(count) => block_reject(&damaged.error.to_string(), bounded(count, header.capacity(damaged.bytes), min_record), resume),
         None => block_reject(&damaged.error.to_string(), 1, &format!("its record count is unreadable, counted as 1; {resume}")),
     }
-}
-
-/// The last `chars` characters of `text` (the distinctive end of a long path).
-fn tail_chars(text: &str, chars: usize) -> &str {
-    let count = text.chars().count();
-    if count <= chars {
-        return text;
-    }
-    let skip = text.char_indices().nth(count - chars).map_or(0, |(i, _)| i);
-    &text[skip..]
 }
 
 #[cfg(test)]

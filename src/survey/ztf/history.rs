@@ -4,8 +4,8 @@
 //! `lightcurves/forced`. Rows are packed here exactly as the tables store them; which of them
 //! are new to the store is decided later, in row order (`lightcurves.rs`).
 
-use super::scalar;
 use crate::formats::avro::{AvroError, Cursor, Field, Node, Schema};
+use crate::survey::decode::scalar;
 pub use crate::survey::History;
 use crate::table::{Dtype, Layout, Packed, Scalar};
 

@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
+use crate::survey::decode::{bounded, count_records, pack_noting, scalar, tail_chars, whole_file};
 use crate::survey::{Alert, Decode, GivenSchema, Reject, RejectKind, Survey, WriterSchema};
 use crate::table::Tables;
-use crate::table::{Layout, Packed, Scalar};
+use crate::table::{Layout, Scalar};
 pub use cutout::{Position, StampSpec};
 use history::{CandidateCopy, History, Noticed, RecordBound, RecordPlan};
 
@@ -96,31 +97,6 @@ fn check_alert_schema(schema: &Schema) -> Result<(), String> {
         Some(missing) => Err(format!("no `{missing}` field")),
         None => Ok(()),
     }
-}
-
-/// At most `declared` records, and no more than `bytes` of record data can hold when each takes
-/// at least `min_record` bytes (a record that takes none counts as one byte): at least 1, so a
-/// reject always stands for something.
-fn bounded(declared: usize, bytes: usize, min_record: usize) -> usize {
-    declared.min(bytes / min_record.max(1)).max(1)
-}
-
-/// Records the rest of a file's blocks declare, each block's count bounded by its bytes.
-fn count_records<'a>(blocks: impl Iterator<Item = Result<Frame<'a>, Damaged>>, header: &Header<'a>, min_record: usize) -> usize {
-    blocks
-        .map(|block| match block {
-            Ok(frame) if frame.count == 0 => 0,
-            Ok(frame) => bounded(frame.count, header.capacity(frame.data.len()), min_record),
-            Err(damaged) => bounded(damaged.count.unwrap_or(1), header.capacity(damaged.bytes), min_record),
-        })
-        .fold(0, usize::saturating_add)
-}
-
-/// One reject for a whole file whose records cannot be read as alerts, standing for every record its blocks declare.
-fn whole_file(header: &Header<'_>, min_record: usize, kind: RejectKind, why: &str) -> Reject {
-    let records = count_records(header.blocks(), header, min_record).max(1);
-    let (noun, verb) = if records == 1 { ("record", "is") } else { ("records", "are") };
-    Reject::new(kind, format!("{why}; the file's {records} {noun} {verb} rejected as a whole")).for_records(records)
 }
 
 /// The decoding of one file's blocks: the results so far and the limits still left.
@@ -508,7 +484,7 @@ impl Decoder {
                             problem.get_or_insert(reject);
                         }
                     }
-                    self.store(&mut row, *col, value, &mut truncated, &mut problem);
+                    pack_noting(self.layout, &mut row, *col, value, &mut truncated, &mut problem);
                 }
                 Action::Candidate(map) => {
                     let candidate = schema.record_fields(field.node).unwrap_or_default();
@@ -523,7 +499,7 @@ impl Decoder {
                         match col {
                             Some(col) => {
                                 let value = scalar(cursor, schema, f.node)?;
-                                self.store(&mut row, *col, value, &mut truncated, &mut problem);
+                                pack_noting(self.layout, &mut row, *col, value, &mut truncated, &mut problem);
                             }
                             None if f.name == "candid" => {
                                 let value = scalar(cursor, schema, f.node)?;
@@ -536,7 +512,7 @@ impl Decoder {
                 Action::Count(col) => {
                     if let Some(count) = array_length(cursor, schema, field.node)? {
                         let count = i64::try_from(count).unwrap_or(i64::MAX);
-                        self.store(&mut row, *col, Scalar::Int(count), &mut truncated, &mut problem);
+                        pack_noting(self.layout, &mut row, *col, Scalar::Int(count), &mut truncated, &mut problem);
                     }
                 }
                 Action::History { count, plan, table } => {
@@ -551,7 +527,7 @@ impl Decoder {
                     let rows = history::read_records(cursor, schema, field.node, plan, out, &mut noticed, &mut bound)?;
                     if let Some(column) = count {
                         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
-                        self.store(&mut row, *column, Scalar::Int(rows), &mut truncated, &mut problem);
+                        pack_noting(self.layout, &mut row, *column, Scalar::Int(rows), &mut truncated, &mut problem);
                     }
                 }
                 Action::Cutout(channel) => cutouts[*channel] = cutout_bytes(cursor, schema, field.node)?,
@@ -620,16 +596,6 @@ impl Decoder {
         history
     }
 
-    fn store(&self, row: &mut [u8], col: usize, value: Scalar<'_>, truncated: &mut Vec<String>, problem: &mut Option<Reject>) {
-        match self.layout.pack(row, col, value) {
-            Ok(Packed::Exact) => {}
-            Ok(Packed::Truncated) => truncated.push(self.layout.columns()[col].name.clone()),
-            Err(error) => {
-                problem.get_or_insert(Reject::new(RejectKind::BadValue, error.to_string()));
-            }
-        }
-    }
-
     fn finish(
         &self,
         compiled: &Arc<AlertSchema>,
@@ -692,37 +658,6 @@ fn non_ascii_object_id(value: &Scalar<'_>) -> Option<Reject> {
         shown.push('…');
     }
     Some(Reject::new(RejectKind::BadValue, format!("objectId \"{shown}\" is not ASCII: a ZTF objectId must be ASCII (ZTFyyaaaaaaa)")))
-}
-
-/// The last `chars` characters of `text` (the distinctive end of a long path).
-fn tail_chars(text: &str, chars: usize) -> &str {
-    let count = text.chars().count();
-    if count <= chars {
-        return text;
-    }
-    let skip = text.char_indices().nth(count - chars).map_or(0, |(i, _)| i);
-    &text[skip..]
-}
-
-/// Decode a value of a scalar type (through unions); a non-scalar is stepped over and read as null.
-fn scalar<'a>(cursor: &mut Cursor<'a>, schema: &Schema, node: usize) -> Result<Scalar<'a>, AvroError> {
-    Ok(match schema.node(node) {
-        Node::Null => Scalar::Null,
-        Node::Boolean => Scalar::Bool(cursor.take(1, "a boolean")?[0] != 0),
-        Node::Int | Node::Long => Scalar::Int(cursor.long()?),
-        Node::Float => Scalar::F32(f32::from_le_bytes(cursor.take(4, "a float")?.try_into().unwrap_or_default())),
-        Node::Double => Scalar::F64(f64::from_le_bytes(cursor.take(8, "a double")?.try_into().unwrap_or_default())),
-        Node::Bytes | Node::String => Scalar::Str(cursor.bytes()?),
-        Node::Enum { .. } => Scalar::Int(cursor.long()?),
-        Node::Union(branches) => {
-            let branch = cursor.branch(branches.len())?;
-            scalar(cursor, schema, branches[branch])?
-        }
-        Node::Record { .. } | Node::Array(_) | Node::Map(_) | Node::Fixed(_) | Node::Pending => {
-            cursor.skip(schema, node)?;
-            Scalar::Null
-        }
-    })
 }
 
 /// The fields of a history array's records (through unions), if it is an array of records.
