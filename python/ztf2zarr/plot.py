@@ -130,14 +130,7 @@ def _draw_fluxes(ax, epochs: np.ndarray, forced: np.ndarray | None, t0: float, x
                             color=colour, capsize=2, label=f"{name} forced")
                 drawn += len(rows)
     ax.axhline(0.0, color="0.6", lw=0.6)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("difference flux (nJy)")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no epochs", transform=ax.transAxes, ha="center", va="center")
-    return drawn
+    return _finish_curve_axes(ax, xlabel, "difference flux (nJy)", drawn)
 
 
 def _fixed(values: np.ndarray) -> np.ndarray:
@@ -171,8 +164,13 @@ def _draw_curve(ax, epochs: np.ndarray, forced: np.ndarray | None, t0: float, xl
                 drawn += int(keep.sum())
     if not ax.yaxis_inverted():
         ax.invert_yaxis()
+    return _finish_curve_axes(ax, xlabel, "magnitude", drawn)
+
+
+def _finish_curve_axes(ax, xlabel: str, ylabel: str, drawn: int) -> int:
+    """Label and grid a light-curve panel, with a legend, or "no epochs" when nothing was drawn."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("magnitude")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(fontsize=7, loc="best")
