@@ -48,7 +48,7 @@ pub struct BuildConfig {
     /// Inputs found from them, in reading order.
     pub plan: Arc<Plan>,
     /// The store to create or append to.
-    pub output: PathBuf,
+    pub output: store::StoreTarget,
     /// Layout options as requested.
     pub requested: Requested,
     /// Stop at the first reject, leaving the store as it was.
@@ -67,7 +67,7 @@ pub enum BuildError {
     Store(#[from] StoreError),
     /// The labels do not fit the store's.
     #[error("`{store}`: {reason}")]
-    Labels { store: PathBuf, reason: String },
+    Labels { store: store::StoreTarget, reason: String },
     /// `--strict` and an input was rejected.
     #[error("--strict: `{input}` rejected: {reason} (the store was not changed)")]
     Strict { input: String, reason: String },
@@ -877,8 +877,7 @@ fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), B
     match &committed.labels {
         None if committed.rows > 0 => refuse(format!(
             "the store's {} rows are unlabeled; label them first (ztf2zarr label {} --labels …), then append with the same --labels",
-            committed.rows,
-            config.output.display()
+            committed.rows, config.output
         )),
         Some(have) if have["classes"] != labels.provenance["classes"] => refuse(format!(
             "the store's label codes are {}, these labels' are {}; relabel the whole store with `ztf2zarr label` instead",
