@@ -11,7 +11,7 @@ use crate::cli::BuildArgs;
 use crate::ingest::pipeline::{self, BuildConfig};
 use crate::ingest::report::{self, Progress};
 use crate::ingest::source;
-use crate::store::{chunk_fits, Requested, Wait, MAX_CHUNK_BYTES};
+use crate::store::{chunk_fits, Requested, StoreTarget, Wait, MAX_CHUNK_BYTES};
 use crate::survey::ztf::Ztf;
 use crate::survey::{self, GivenSchema, Survey};
 
@@ -19,13 +19,13 @@ use crate::survey::{self, GivenSchema, Survey};
 ///
 /// # Errors
 /// Invalid options, a missing input path, or a store that cannot be read or written.
-pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
+pub fn run(args: &BuildArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus> {
     validate(args)?;
-    let plan = source::discover(&args.inputs, &args.output)?;
+    let plan = source::discover(&args.inputs, target)?;
     if plan.inputs.is_empty() {
         bail!("no .avro files or .tar.gz archives found in {}", list(&args.inputs));
     }
-    let survey = survey_of_build(args, &plan)?;
+    let survey = survey_of_build(args, target, &plan)?;
     validate_for(args, survey)?;
     let schemas = given_schemas(args, survey)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
@@ -39,7 +39,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
         survey,
         given: args.inputs.clone(),
         plan: Arc::new(plan),
-        output: args.output.clone(),
+        output: target.clone(),
         requested: Requested {
             wait: Wait::from_option(args.wait.wait),
             stamp_size: args.stamp_size,
@@ -58,17 +58,17 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitStatus> {
     let result = pipeline::build(&config, &pool, &progress);
     progress.finish();
     let stats = result?;
-    crate::out!("{}", report::build_summary(&stats, &args.output, threads, &config.plan.ignored));
+    crate::out!("{}", report::build_summary(&stats, target, threads, &config.plan.ignored));
     if let Some(labels) = &config.labels {
         let counts = if stats.committed { None } else { Some(super::label::Counts::default()) };
-        crate::out!("{}", super::label::summary_of_new_rows(&args.output, survey.tables(), stats.rows_before, labels, counts)?);
+        crate::out!("{}", super::label::summary_of_new_rows(target, survey.tables(), stats.rows_before, labels, counts)?);
     }
     Ok(ExitStatus::Success)
 }
 
 /// The survey of the store: an existing store's own, else `--survey`, else the survey whose
 /// packet the first input starts with (ZTF when nothing tells: a store of an earlier release).
-fn survey_of_build(args: &BuildArgs, plan: &source::Plan) -> anyhow::Result<&'static dyn Survey> {
+fn survey_of_build(args: &BuildArgs, target: &StoreTarget, plan: &source::Plan) -> anyhow::Result<&'static dyn Survey> {
     let named = match &args.survey {
         Some(name) => Some(survey::by_name(name).with_context(|| {
             let known: Vec<&str> = survey::SURVEYS.iter().map(|s| s.name()).collect();
@@ -76,13 +76,13 @@ fn survey_of_build(args: &BuildArgs, plan: &source::Plan) -> anyhow::Result<&'st
         })?),
         None => None,
     };
-    if let Ok(storage) = crate::store::inspect::require_store(&args.output) {
+    if let Ok(storage) = crate::store::inspect::require_store(target) {
         let store = super::survey_of(storage.as_ref()).map_err(|reason| anyhow::anyhow!("{reason}"))?;
         if let Some(named) = named.filter(|named| named.name() != store.name()) {
             bail!(
                 "--survey {} names another survey than the store's: `{}` holds {} alerts (a store holds the alerts of one survey)",
                 named.name(),
-                args.output.display(),
+                target,
                 store.title()
             );
         }

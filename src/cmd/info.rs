@@ -4,7 +4,6 @@
 //! for people, or as JSON for programs.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -13,29 +12,29 @@ use crate::calendar::jd_to_date;
 use crate::cli::InfoArgs;
 use crate::split::{split_basis, stale_reasons};
 use crate::store::inspect::{open_store, rejects_logged, split_sizes, splits_attrs};
-use crate::store::{StoreReader, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
+use crate::store::{StoreReader, StoreTarget, LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS};
 use crate::table::Tables;
 
 /// Run `info`.
 ///
 /// # Errors
 /// The store cannot be read.
-pub fn run(args: &InfoArgs) -> anyhow::Result<ExitStatus> {
-    let survey = match super::store_survey(&args.store) {
-        Err(error) => return Err(first_build_interrupted(&args.store).unwrap_or(error)),
+pub fn run(args: &InfoArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus> {
+    let survey = match super::store_survey(target) {
+        Err(error) => return Err(first_build_interrupted(target).unwrap_or(error)),
         Ok(survey) => survey,
     };
-    let reader = open_store(&args.store, survey.tables())?;
-    let info = gather(&args.store, &reader)?;
+    let reader = open_store(target, survey.tables())?;
+    let info = gather(target, &reader)?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&info)?);
     } else {
-        crate::out!("{}", render(&info, reader.tables()));
+        crate::out!("{}", render(&info, reader.tables(), target));
     }
     Ok(ExitStatus::Success)
 }
 
-fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
+fn gather(root: &StoreTarget, reader: &StoreReader) -> anyhow::Result<Value> {
     let tables = reader.tables();
     let layout = tables.catalog;
     let rows = reader.catalog_rows()?;
@@ -75,7 +74,7 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
     let splits = splits_attrs(reader);
     let storage = reader.storage().as_ref();
     Ok(json!({
-        "store": root.display().to_string(),
+        "store": root.to_string(),
         "survey": tables.survey,
         "rows": reader.rows(),
         "bytes_on_disk": storage.total_size()?,
@@ -102,12 +101,12 @@ fn gather(root: &Path, reader: &StoreReader) -> anyhow::Result<Value> {
 
 /// A folder that is no store yet because the first build into it was interrupted: say so, and
 /// what to do, instead of "not a store" (None: it is not that).
-fn first_build_interrupted(root: &Path) -> Option<anyhow::Error> {
+fn first_build_interrupted(root: &StoreTarget) -> Option<anyhow::Error> {
     let storage = crate::store::open_storage(root).ok()?;
     let what = crate::store::interrupted(storage.as_ref()).ok()??;
     Some(anyhow::anyhow!(
         "`{}` is not a store yet: {what}; the first build into it committed nothing, so run it again (it starts anew)",
-        root.display()
+        root
     ))
 }
 
@@ -187,14 +186,13 @@ fn flag_counts(map: &Value, tables: &Tables) -> String {
 }
 
 #[allow(clippy::cast_precision_loss)] // sizes for display
-fn render(info: &Value, tables: &Tables) -> String {
+fn render(info: &Value, tables: &Tables, target: &StoreTarget) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "store        {}", info["store"].as_str().unwrap_or_default());
     let _ = writeln!(out, "survey       {}", tables.survey);
     let _ = writeln!(out, "rows         {}", info["rows"]);
-    let store = Path::new(info["store"].as_str().unwrap_or_default());
-    let place = if crate::store::is_url(store) { "in object storage" } else { "on disk" };
+    let place = if target.is_remote() { "in object storage" } else { "on disk" };
     let _ = writeln!(out, "size         {:.1} MB {place}", info["bytes_on_disk"].as_u64().unwrap_or(0) as f64 / 1e6);
     let nan_policy = info["nan_policy"].as_str().unwrap_or_default();
     let masked = match (tables.stamps.masked_value, info["masked_policy"].as_str(), nan_policy) {

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::path::Path;
 
 use anyhow::{bail, Context};
 use rayon::prelude::*;
@@ -15,7 +14,7 @@ use crate::cli::{LabelArgs, LabelSource};
 use crate::labels::{LabelOptions, Labels, DEFAULT_OTHER, UNLABELED_CODE};
 use crate::split::{split_basis, stale_reasons};
 use crate::store::inspect::{open_store, require_store, splits_attrs};
-use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, Transaction, Wait, CATALOG};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreError, StoreTarget, Transaction, Wait, CATALOG};
 use crate::table::Tables;
 
 /// Read the labels the options name, if any.
@@ -79,19 +78,19 @@ fn class_list(listed: &[String]) -> anyhow::Result<Vec<String>> {
 ///
 /// # Errors
 /// No `--labels`, an unreadable CSV, or a store that cannot be read or written.
-pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
+pub fn run(args: &LabelArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus> {
     // The parser requires --labels for `label`; `load` gives None only without it.
     // The CSV first: a missing file is named before anything of the store is read.
     if let Some(csv) = &args.source.labels {
         crate::labels::check_readable(csv)?;
     }
-    require_store(&args.store)?;
-    let survey = super::store_survey(&args.store)?;
+    require_store(target)?;
+    let survey = super::store_survey(target)?;
     let tables = survey.tables();
     let Some(labels) = load(&args.source, tables)? else { bail!("--labels FILE.csv is required") };
     let started = utc_now();
     let transaction = Transaction::begin(
-        &args.store,
+        target,
         Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::RewriteCatalog,
         tables,
@@ -101,9 +100,9 @@ pub fn run(args: &LabelArgs) -> anyhow::Result<ExitStatus> {
             let rows = transaction.committed().map_or(0, |c| c.rows);
             let run = run_record(&started, rows, rows, json!({"relabel": labels.provenance["csv"], "labeled": counts.labeled}));
             let commit = Commit { labels: Some(labels.provenance.clone()), ..Commit::same_rows(rows, run) };
-            transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{}`", args.store.display()))?;
-            crate::out!("ztf2zarr label → {}\n{}", args.store.display(), summary(&counts, &labels, "alerts"));
-            warn_if_splits_stale(&args.store, tables);
+            transaction.commit(commit).with_context(|| format!("cannot commit the new labels to `{target}`"))?;
+            crate::out!("ztf2zarr label → {target}\n{}", summary(&counts, &labels, "alerts"));
+            warn_if_splits_stale(target, tables);
             Ok(ExitStatus::Success)
         }
         Err(error) => {
@@ -185,7 +184,7 @@ fn count(tables: &Tables, rows: &[Vec<u8>]) -> Counts {
 /// # Errors
 /// The store's new catalog chunks cannot be read.
 pub fn summary_of_new_rows(
-    store: &Path,
+    store: &StoreTarget,
     tables: &'static Tables,
     first: usize,
     labels: &Labels,
@@ -199,7 +198,7 @@ pub fn summary_of_new_rows(
 }
 
 /// A relabel keeps the splits, which were made from the old labels: say so when they differ now.
-fn warn_if_splits_stale(store: &Path, tables: &'static Tables) {
+fn warn_if_splits_stale(store: &StoreTarget, tables: &'static Tables) {
     let Ok(reader) = open_store(store, tables) else { return };
     let Some(basis) = splits_attrs(&reader).as_ref().and_then(split_basis) else { return };
     let Ok(rows) = reader.catalog_rows() else { return };
@@ -220,12 +219,12 @@ struct Chunk {
 
 /// Rewrite every catalog chunk with new labels, in parallel (each chunk by one thread).
 fn relabel(transaction: &Transaction, labels: &Labels) -> Result<Counts, StoreError> {
-    let reader = transaction.reader().ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
+    let reader = transaction.reader().ok_or_else(|| StoreError::NotAStore(StoreTarget::Local(std::path::PathBuf::new())))?;
     let tables = reader.tables();
     let layout = tables.catalog;
     let itemsize = layout.itemsize();
     let chunk_rows = reader.settings().chunk_rows;
-    let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(std::path::PathBuf::new()))?;
+    let array = transaction.array_index(CATALOG).ok_or_else(|| StoreError::NotAStore(StoreTarget::Local(std::path::PathBuf::new())))?;
     let spec = &transaction.arrays()[array];
     let per_chunk: Vec<Chunk> = (0..reader.chunks())
         .into_par_iter()

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 pub(crate) use crate::ingest::report::counted;
+use crate::store::StoreTarget;
 
 /// How a subcommand ended, as the process exit code tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,30 +39,17 @@ impl From<ExitStatus> for ExitCode {
 /// # Errors
 /// Any error that stops the subcommand (bad options, unreadable input path, unwritable store).
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
-    let mut cli = cli;
-    // One store, one name (and so one lock): a file:// URL becomes its path, and a URL that
-    // does not map one for one onto object keys is refused before anything is read.
-    let store = match &mut cli.command {
-        Command::Build(args) => Some(&mut args.output),
-        Command::Label(args) => Some(&mut args.store),
-        Command::Split(args) => Some(&mut args.store),
-        Command::Info(args) => Some(&mut args.store),
-        Command::Verify(args) => Some(&mut args.store),
-        Command::Unlock(args) => Some(&mut args.store),
-        Command::Generate(_) => None,
-    };
-    if let Some(store) = store {
-        let text = store.to_string_lossy().into_owned();
-        *store =
-            crate::store::object::store_name(&text).map_err(|reason| crate::store::StoreError::BadUrl { url: text.clone(), reason })?;
-    }
+    // One store, one name (and so one lock): the STORE argument is parsed once here — a file://
+    // URL becomes its path, and a URL that does not map one for one onto object keys is refused
+    // before anything is read — and every subcommand takes the store as that target.
+    let target = |given: &std::path::Path| StoreTarget::parse(given);
     match cli.command {
-        Command::Build(args) => build::run(&args),
-        Command::Label(args) => label::run(&args),
-        Command::Split(args) => split::run(&args),
-        Command::Info(args) => info::run(&args),
-        Command::Verify(args) => verify::run(&args),
-        Command::Unlock(args) => unlock::run(&args),
+        Command::Build(args) => build::run(&args, &target(&args.output)?),
+        Command::Label(args) => label::run(&args, &target(&args.store)?),
+        Command::Split(args) => split::run(&args, &target(&args.store)?),
+        Command::Info(args) => info::run(&args, &target(&args.store)?),
+        Command::Verify(args) => verify::run(&target(&args.store)?),
+        Command::Unlock(args) => unlock::run(&args, &target(&args.store)?),
         Command::Generate(args) => generate::run(&args),
     }
 }
@@ -104,7 +92,7 @@ pub fn error_text(error: &anyhow::Error) -> String {
 ///
 /// # Errors
 /// Not a store, unreadable metadata, or a survey this version does not read.
-pub(crate) fn store_survey(root: &std::path::Path) -> anyhow::Result<&'static dyn crate::survey::Survey> {
+pub(crate) fn store_survey(root: &StoreTarget) -> anyhow::Result<&'static dyn crate::survey::Survey> {
     let storage = crate::store::inspect::require_store(root)?;
     survey_of(storage.as_ref()).map_err(|reason| anyhow::anyhow!("{reason}"))
 }

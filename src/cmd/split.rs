@@ -12,7 +12,7 @@ use super::{counted, ExitStatus};
 use crate::cli::SplitArgs;
 use crate::split::{assign, labels_fingerprint, SplitOptions, Splits, SPLIT_NAMES};
 use crate::store::inspect::{require_store, write_splits};
-use crate::store::{run_record, utc_now, Commit, Purpose, Requested, Transaction, Wait, SPLITS};
+use crate::store::{run_record, utc_now, Commit, Purpose, Requested, StoreTarget, Transaction, Wait, SPLITS};
 
 /// The catalog columns a split reads, one entry per row.
 struct RowLabels {
@@ -25,7 +25,7 @@ struct RowLabels {
 ///
 /// # Errors
 /// Bad fractions, or a store that cannot be read or written.
-pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
+pub fn run(args: &SplitArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus> {
     if args.balance == Some(0) {
         bail!("--balance must be at least 1");
     }
@@ -36,18 +36,18 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
         balance: args.balance,
         labeled_only: args.labeled_only,
     };
-    require_store(&args.store)?;
-    let survey = super::store_survey(&args.store)?;
+    require_store(target)?;
+    let survey = super::store_survey(target)?;
     let started = utc_now();
     let transaction = Transaction::begin(
-        &args.store,
+        target,
         Requested { wait: Wait::from_option(args.wait.wait), single_writer: args.wait.single_writer, ..Requested::default() },
         Purpose::ReplaceSplits,
         survey.tables(),
     )?;
     let result = read_rows(&transaction).and_then(|rows| {
         let splits = assign(&rows.objects, &rows.labels, &options)?;
-        warn_if_unlabeled(args, &rows);
+        warn_if_unlabeled(target, &rows);
         warn_of_classes_left_out(&splits, &options, &rows);
         let attrs = split_attrs(&transaction, &splits, &options, &rows);
         let extra = write_splits(&transaction, &splits.rows, attrs)?;
@@ -64,8 +64,8 @@ pub fn run(args: &SplitArgs) -> anyhow::Result<ExitStatus> {
     let sizes: Vec<usize> = splits.rows.iter().map(Vec::len).collect();
     let run = run_record(&started, rows, rows, json!({"split": {"seed": args.seed, "train": sizes[0], "val": sizes[1], "test": sizes[2]}}));
     let commit = Commit { extra_metadata: Some(extra), ..Commit::same_rows(rows, run) };
-    transaction.commit(commit).with_context(|| format!("cannot commit the splits to `{}`", args.store.display()))?;
-    crate::out!("{}", summary(args, &splits));
+    transaction.commit(commit).with_context(|| format!("cannot commit the splits to `{target}`"))?;
+    crate::out!("{}", summary(target, &splits));
     Ok(ExitStatus::Success)
 }
 
@@ -85,12 +85,12 @@ fn read_rows(transaction: &Transaction) -> anyhow::Result<RowLabels> {
 /// Splitting an unlabeled store is allowed — grouping by object still keeps an object's alerts
 /// out of two splits, which is what self-supervised or unlabeled work needs — but it cannot be
 /// stratified by label, and a user who labels the store next should know to split again.
-fn warn_if_unlabeled(args: &SplitArgs, rows: &RowLabels) {
+fn warn_if_unlabeled(target: &StoreTarget, rows: &RowLabels) {
     if !rows.labels.is_empty() && rows.labels.iter().all(String::is_empty) {
         crate::errln!(
             "warning: `{}` is unlabeled: the splits keep each object in one split but cannot be stratified by label; \
              after `ztf2zarr label`, run `ztf2zarr split` again (info and verify will say these splits are stale)",
-            args.store.display()
+            target
         );
     }
 }
@@ -160,9 +160,9 @@ fn split_attrs(transaction: &Transaction, splits: &Splits, options: &SplitOption
     })
 }
 
-fn summary(args: &SplitArgs, splits: &Splits) -> String {
+fn summary(target: &StoreTarget, splits: &Splits) -> String {
     use std::fmt::Write as _;
-    let mut out = format!("ztf2zarr split → {}/{SPLITS}\n", args.store.display());
+    let mut out = format!("ztf2zarr split → {target}/{SPLITS}\n");
     let _ = writeln!(out, "  {:<16} {:>9} {:>9} {:>9}", "label", "train", "val", "test");
     for (label, counts) in &splits.counts {
         let name = if label.is_empty() { "(unlabeled)" } else { label };

@@ -4,30 +4,30 @@
 
 use super::ExitStatus;
 use crate::cli::UnlockArgs;
-use crate::store::{break_object_lock, is_url, open_storage, Unlocked, OBJECT_LOCK};
+use crate::store::{break_object_lock, open_storage, StoreTarget, Unlocked, OBJECT_LOCK};
 
 /// Run `unlock`.
 ///
 /// # Errors
 /// A lock object that cannot be read or removed, or one whose holder may still be writing.
-pub fn run(args: &UnlockArgs) -> anyhow::Result<ExitStatus> {
-    if !is_url(&args.store) {
+pub fn run(args: &UnlockArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus> {
+    if let StoreTarget::Local(path) = target {
         crate::outln!(
             "`{}` is a local store: its lock is held by a running process and released when that process ends, however it \
              ends, so there is nothing to unlock (unlock is for stores on object storage)",
-            args.store.display()
+            path.display()
         );
         return Ok(ExitStatus::Success);
     }
-    let storage = open_storage(&args.store)?;
+    let storage = open_storage(target)?;
     match break_object_lock(storage.as_ref(), args.force)? {
-        Unlocked::Removed { record, why } => crate::outln!("removed the lock of `{}` ({}; {why})", args.store.display(), record.holder),
-        Unlocked::NotLocked => crate::outln!("`{}` is not locked (no {OBJECT_LOCK})", args.store.display()),
+        Unlocked::Removed { record, why } => crate::outln!("removed the lock of `{target}` ({}; {why})", record.holder),
+        Unlocked::NotLocked => crate::outln!("`{target}` is not locked (no {OBJECT_LOCK})"),
         Unlocked::Held(record) => anyhow::bail!(
             "`{}` is locked by {}, and {}: it may still be writing (a writer renews its lease while it works). Wait for the \
              lease to run out (the next writer then takes the lock over by itself), or, if you know that writer is gone, give \
              --force (it is then stopped at its next write, and cannot commit)",
-            args.store.display(),
+            target,
             record.holder,
             record.expiry_text()
         ),

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use super::{counted, ExitStatus};
-use crate::cli::VerifyArgs;
 use crate::ingest::lcverify::check_lightcurves;
 use crate::split::{index_problems, split_basis, stale_reasons};
 use crate::store::inspect::{require_store, split_indices, splits_attrs, NotAStore};
 use crate::store::verify::{verify, Report};
-use crate::store::{Storage, StoreReader};
+use crate::store::{Storage, StoreReader, StoreTarget};
 use crate::survey::ztf::Ztf;
 use crate::survey::Survey;
 use crate::table::Tables;
@@ -23,13 +22,13 @@ use crate::table::Tables;
 /// # Errors
 /// A path that is missing or is a file; every problem of a store is reported and reflected in
 /// the exit status instead.
-pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
+pub fn run(target: &StoreTarget) -> anyhow::Result<ExitStatus> {
     // A folder that is a damaged store is verify's to report; a path that is no folder, or a
     // folder with nothing of a store in it, is a mistake, said as `info` says it (exit 2).
-    let storage = match require_store(&args.store) {
+    let storage = match require_store(target) {
         Ok(storage) => storage,
         Err(NotAStore::NoGroup(path)) => {
-            let storage = crate::store::open_storage(&args.store)?;
+            let storage = crate::store::open_storage(target)?;
             if !has_store_traces(storage.as_ref())? {
                 return Err(NotAStore::NoGroup(path).into());
             }
@@ -53,10 +52,10 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitStatus> {
     }
     let warned = if warnings.is_empty() { String::new() } else { format!(" ({})", counted(warnings.len(), "warning", "warnings")) };
     if report.problems.is_empty() {
-        crate::outln!("{}: sound{warned}", args.store.display());
+        crate::outln!("{target}: sound{warned}");
         Ok(ExitStatus::Success)
     } else {
-        crate::outln!("{}: {} found{warned}", args.store.display(), counted(report.problems.len(), "problem", "problems"));
+        crate::outln!("{target}: {} found{warned}", counted(report.problems.len(), "problem", "problems"));
         Ok(ExitStatus::Failure)
     }
 }

@@ -48,7 +48,7 @@ pub struct BuildConfig {
     /// Inputs found from them, in reading order.
     pub plan: Arc<Plan>,
     /// The store to create or append to.
-    pub output: PathBuf,
+    pub output: store::StoreTarget,
     /// Layout options as requested.
     pub requested: Requested,
     /// Stop at the first reject, leaving the store as it was.
@@ -67,7 +67,7 @@ pub enum BuildError {
     Store(#[from] StoreError),
     /// The labels do not fit the store's.
     #[error("`{store}`: {reason}")]
-    Labels { store: PathBuf, reason: String },
+    Labels { store: store::StoreTarget, reason: String },
     /// `--strict` and an input was rejected.
     #[error("--strict: `{input}` rejected: {reason} (the store was not changed)")]
     Strict { input: String, reason: String },
@@ -155,8 +155,6 @@ enum Feed {
     CarriedEpochs,
     /// The rows of forced photometry it carried.
     CarriedForced,
-    /// Nothing: an array a command writes whole.
-    Command,
     /// A column of a light-curve table: bytes `offset .. offset + width` of each packed row of
     /// `row_bytes` (UTF-32 cells written as variable-length UTF-8 when the array's cells are
     /// strings).
@@ -169,20 +167,20 @@ enum Feed {
 }
 
 impl Feed {
-    /// How the array declared by `spec` is fed: its declared source.
-    fn for_array(spec: &store::arrays::ArraySpec) -> Feed {
-        match spec.source {
+    /// How the array declared by `spec` is fed: its declared source; None for an array a
+    /// command writes whole, which a build does not feed.
+    fn for_array(spec: &store::arrays::ArraySpec) -> Option<Feed> {
+        Some(match spec.source {
             Source::CatalogRow => Feed::Catalog,
             Source::Stamps => Feed::Stamps,
             Source::Variance => Feed::Variance,
             Source::Carried(TableRole::Forced) => Feed::CarriedForced,
             Source::Carried(_) => Feed::CarriedEpochs,
-            // Never among a store's declared arrays: a build does not write split indices.
-            Source::Command => Feed::Command,
+            Source::Command => return None,
             Source::Column(column) => {
                 Feed::Column { table: column.role, row_bytes: column.row_bytes, offset: column.offset, width: column.width }
             }
-        }
+        })
     }
 
     /// The rows `alert` adds to the array, packed one after the other (one row for a per-alert
@@ -196,7 +194,7 @@ impl Feed {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
             Feed::Variance => (alert.variance.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
-            Feed::CarriedEpochs | Feed::CarriedForced | Feed::Command => ([].as_slice().into(), None),
+            Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
             Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
                     TableRole::Alerts if alert_row.is_empty() => no_history,
@@ -817,21 +815,23 @@ fn write_last_chunks(pool: &rayon::ThreadPool, writer: &ChunkWriter<'_>, chunks:
     pool.install(|| chunks.into_par_iter().try_for_each(|chunk| writer.write(chunk).map(drop)))
 }
 
-/// One buffer per array of the store, continuing its incomplete last chunk if it has one.
+/// One buffer per array of the store a build feeds, continuing its incomplete last chunk if it
+/// has one. An array a command writes whole (split indices) gets none; a store never declares
+/// one, so each buffer's position stays its array's index.
 fn chunk_buffers(transaction: &mut Transaction) -> Vec<(ChunkBuffer, Feed)> {
     let mut partials = transaction.take_partials();
     transaction
         .arrays()
         .iter()
         .enumerate()
-        .map(|(array, spec)| {
+        .filter_map(|(array, spec)| {
             let rows_before = transaction.committed_rows(array);
-            let feed = Feed::for_array(spec);
+            let feed = Feed::for_array(spec)?;
             let chunk = match partials.iter().position(|p| p.array == array) {
                 Some(at) => ChunkBuffer::resume(partials.swap_remove(at), spec),
                 None => ChunkBuffer::new(array, rows_before / spec.chunk_rows, spec),
             };
-            (chunk, feed)
+            Some((chunk, feed))
         })
         .collect()
 }
@@ -877,8 +877,7 @@ fn check_labels(config: &BuildConfig, transaction: &Transaction) -> Result<(), B
     match &committed.labels {
         None if committed.rows > 0 => refuse(format!(
             "the store's {} rows are unlabeled; label them first (ztf2zarr label {} --labels …), then append with the same --labels",
-            committed.rows,
-            config.output.display()
+            committed.rows, config.output
         )),
         Some(have) if have["classes"] != labels.provenance["classes"] => refuse(format!(
             "the store's label codes are {}, these labels' are {}; relabel the whole store with `ztf2zarr label` instead",

@@ -2,7 +2,6 @@
 //! one-screen summary of a build on stdout.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -76,11 +75,11 @@ fn bar_style() -> ProgressStyle {
 
 /// The build summary, as printed on stdout.
 #[must_use]
-pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ignored]) -> String {
+pub fn build_summary(stats: &Stats, store: &crate::store::StoreTarget, threads: usize, ignored: &[Ignored]) -> String {
     let mut out = String::new();
     let seconds = stats.elapsed.as_secs_f64().max(1e-9);
     let megabytes = stats.bytes as f64 / 1e6;
-    let _ = writeln!(out, "ztf2zarr build → {}", store.display());
+    let _ = writeln!(out, "ztf2zarr build → {store}");
     let _ = writeln!(out, "  read        {} ({megabytes:.1} MB)", counted(stats.items, "alert file", "alert files"));
     ignored_lines(&mut out, ignored);
     if !stats.ignored_members.is_empty() {
@@ -140,7 +139,7 @@ pub fn build_summary(stats: &Stats, store: &Path, threads: usize, ignored: &[Ign
             out,
             "  warning     the store is labeled but no --labels was given: the {} new alerts are unlabeled (run `ztf2zarr label {} --labels …`)",
             stats.written,
-            store.display()
+            store
         );
     }
     if !stats.unmapped_fields.is_empty() {

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
+use crate::store::StoreTarget;
 use crate::survey::{Reject, RejectKind};
 
 /// One input as the user named it or as a folder walk found it.
@@ -159,8 +160,8 @@ pub struct Plan {
 ///
 /// The folder of `output`, the store being built, is never walked, and not listed either: a store
 /// built inside its input folder is not an input (its files would be so many paths not read).
-pub fn discover(paths: &[PathBuf], output: &Path) -> Result<Plan, InputError> {
-    let mut walk = Walk { output: output_ids(output), ..Walk::default() };
+pub fn discover(paths: &[PathBuf], output: &StoreTarget) -> Result<Plan, InputError> {
+    let mut walk = Walk { output: output.local().map(output_ids).unwrap_or_default(), ..Walk::default() };
     for (origin, path) in paths.iter().enumerate() {
         if crate::store::object::is_url(&path.to_string_lossy()) {
             walk.add_remote(path)?;
@@ -523,7 +524,7 @@ mod tests {
         for name in ["b/2.avro", "1.avro", "notes.md", "night.tar.gz"] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let plan = discover(&[dir.path().to_path_buf()], Path::new("/no/such/out.zarr")).unwrap();
+        let plan = discover(&[dir.path().to_path_buf()], &StoreTarget::Local("/no/such/out.zarr".into())).unwrap();
         let names: Vec<_> = plan.inputs.iter().map(|i| i.path().strip_prefix(dir.path()).unwrap().to_path_buf()).collect();
         assert_eq!(names, [PathBuf::from("1.avro"), "b/2.avro".into(), "night.tar.gz".into()]);
         assert!(matches!(plan.inputs[2], Input::Archive(_)));
@@ -547,7 +548,7 @@ mod tests {
 
     #[test]
     fn missing_path_names_the_path() {
-        let err = discover(&[PathBuf::from("/no/such/night.tar.gz")], Path::new("/no/such/out.zarr")).unwrap_err();
+        let err = discover(&[PathBuf::from("/no/such/night.tar.gz")], &StoreTarget::Local("/no/such/out.zarr".into())).unwrap_err();
         assert!(err.to_string().contains("/no/such/night.tar.gz"), "{err}");
     }
 }

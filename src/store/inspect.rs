@@ -3,14 +3,15 @@
 //! the record in `splits/.zattrs` of what the splits were made from). Kept here so that the
 //! commands never open files inside a store themselves.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::arrays::{ArraySpec, Cell, Rows, Source};
-use super::{is_url, open_storage, ChunkFilter, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
+use super::target::StoreTarget;
+use super::{open_storage, ChunkFilter, ReadError, Storage, StoreError, StoreReader, Transaction, LEGACY_REJECTS, REJECTS, SPLITS};
 use crate::table::Tables;
 
 /// The split index arrays of the `splits` group.
@@ -30,7 +31,7 @@ pub enum NotAStore {
     File(PathBuf),
     /// A folder (or prefix) without the store's `.zgroup`.
     #[error("`{0}` is not a ztf2zarr store: it has no .zgroup")]
-    NoGroup(PathBuf),
+    NoGroup(StoreTarget),
     /// The location cannot be used (an object store that cannot be reached or configured).
     #[error(transparent)]
     Unusable(#[from] StoreError),
@@ -44,18 +45,18 @@ pub enum NotAStore {
 ///
 /// # Errors
 /// Missing path, a file, or a folder that is not a store.
-pub fn require_store(root: &Path) -> Result<Arc<dyn Storage>, NotAStore> {
-    if !is_url(root) {
-        let metadata = std::fs::metadata(root).map_err(|_| NotAStore::Missing(root.to_path_buf()))?;
+pub fn require_store(root: &StoreTarget) -> Result<Arc<dyn Storage>, NotAStore> {
+    if let StoreTarget::Local(path) = root {
+        let metadata = std::fs::metadata(path).map_err(|_| NotAStore::Missing(path.clone()))?;
         if !metadata.is_dir() {
-            return Err(NotAStore::File(root.to_path_buf()));
+            return Err(NotAStore::File(path.clone()));
         }
     }
     let storage = open_storage(root)?;
     // A read, not a size: object stores answer a HEAD of an object in a missing bucket with a
     // bare 404, and only a GET says that the bucket itself is missing.
     if storage.get(".zgroup").map_err(StoreError::from)?.is_none() {
-        return Err(NotAStore::NoGroup(root.to_path_buf()));
+        return Err(NotAStore::NoGroup(root.clone()));
     }
     Ok(storage)
 }
@@ -64,7 +65,7 @@ pub fn require_store(root: &Path) -> Result<Arc<dyn Storage>, NotAStore> {
 ///
 /// # Errors
 /// Not a store, or metadata that cannot be read.
-pub fn open_store(root: &Path, tables: &'static Tables) -> Result<StoreReader, NotAStore> {
+pub fn open_store(root: &StoreTarget, tables: &'static Tables) -> Result<StoreReader, NotAStore> {
     Ok(StoreReader::open(require_store(root)?, tables)?)
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::storage::{Conditional, Version};
-use super::{Storage, StoreError};
+use super::{Storage, StoreError, StoreTarget, StoreUrl};
 
 /// The lock object of a store on object storage.
 pub const OBJECT_LOCK: &str = ".ztf2zarr/lock";
@@ -139,7 +139,7 @@ impl StoreLock {
                 path: path.clone(),
                 source,
             })?;
-        take_waiting(&store, wait, POLL, || Ok((!try_lock(&file)).then(|| holder(&mut file))))?;
+        take_waiting(&StoreTarget::Local(store.clone()), wait, POLL, || Ok((!try_lock(&file)).then(|| holder(&mut file))))?;
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = writeln!(file, "pid {} since {}", std::process::id(), crate::calendar::utc_now());
@@ -341,12 +341,12 @@ impl ObjectLock {
     ///
     /// # Errors
     /// The lock object is still held when the wait ends, or it cannot be created.
-    pub fn acquire(storage: Arc<dyn Storage>, store: &Path, wait: Wait, single_writer: bool) -> Result<ObjectLock, StoreError> {
+    pub fn acquire(storage: Arc<dyn Storage>, store: &StoreUrl, wait: Wait, single_writer: bool) -> Result<ObjectLock, StoreError> {
         let holder = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
         let token = random_token();
         let lease = Lease {
             storage: Arc::clone(&storage),
-            store: store.display().to_string(),
+            store: store.to_string(),
             holder,
             token,
             length: lease(),
@@ -355,7 +355,7 @@ impl ObjectLock {
         };
         let mut version = Version::default();
         let mut renewed = Instant::now();
-        take_waiting(store, wait, POLL * 10, || {
+        take_waiting(&StoreTarget::Remote(store.clone()), wait, POLL * 10, || {
             let sent = Instant::now();
             let text = lease.text();
             match storage.put_if(OBJECT_LOCK, text.as_bytes(), None)? {
@@ -368,7 +368,7 @@ impl ObjectLock {
                     (version, renewed) = (storage.put_versioned(OBJECT_LOCK, text.as_bytes())?, sent);
                     return Ok(None);
                 }
-                Conditional::Unsupported => return Err(StoreError::NoFencing { store: store.display().to_string() }),
+                Conditional::Unsupported => return Err(StoreError::NoFencing { store: store.to_string() }),
                 Conditional::Conflict => {}
             }
             let Some((bytes, found)) = storage.get_versioned(OBJECT_LOCK)? else {
@@ -383,7 +383,7 @@ impl ObjectLock {
             let record = LockRecord::parse(&text_found);
             if let Some(why) = record.gone() {
                 if let Conditional::Written(written) = storage.put_if(OBJECT_LOCK, text.as_bytes(), Some(&found))? {
-                    crate::errln!("took over the lock of `{}` from {}: {why}", store.display(), record.holder);
+                    crate::errln!("took over the lock of `{store}` from {}: {why}", record.holder);
                     (version, renewed) = (written, sent);
                     return Ok(None);
                 }
@@ -405,7 +405,7 @@ impl ObjectLock {
     ///
     /// # Errors
     /// The lock object was removed or replaced since it was created, or it cannot be written.
-    pub fn can_fence(&mut self, store: &Path) -> Result<bool, StoreError> {
+    pub fn can_fence(&mut self, store: &StoreUrl) -> Result<bool, StoreError> {
         let version = self.lease.state().version.clone();
         let fencing = match self.lease.storage.put_if(OBJECT_LOCK, self.lease.text().as_bytes(), Some(&version))? {
             Conditional::Written(version) => {
@@ -415,7 +415,7 @@ impl ObjectLock {
             Conditional::Unsupported => false,
             Conditional::Conflict => {
                 return Err(StoreError::Fenced {
-                    store: store.display().to_string(),
+                    store: store.to_string(),
                     what: "this writer's lock was removed or replaced as soon as it was taken".into(),
                     kept: "nothing was written".into(),
                 })
@@ -537,7 +537,7 @@ fn host_name() -> String {
 /// Call `attempt` until it takes the lock (it returns `None`, or the holder when another
 /// writer has it), every `poll`, as long as `wait` allows; says once on stderr whom it waits for.
 fn take_waiting(
-    store: &Path,
+    store: &StoreTarget,
     wait: Wait,
     poll: Duration,
     mut attempt: impl FnMut() -> Result<Option<String>, StoreError>,
@@ -546,7 +546,7 @@ fn take_waiting(
     let mut announced = false;
     while let Some(holder) = attempt()? {
         if let Some(signal) = super::stop::requested() {
-            return Err(StoreError::Stopped { store: store.display().to_string(), signal, kept: "nothing was written".into() });
+            return Err(StoreError::Stopped { store: store.to_string(), signal, kept: "nothing was written".into() });
         }
         let expired = match wait {
             Wait::No => true,
@@ -555,10 +555,10 @@ fn take_waiting(
         };
         if expired {
             let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
-            return Err(StoreError::Locked { store: store.to_path_buf(), holder, waited });
+            return Err(StoreError::Locked { store: store.clone(), holder, waited });
         }
         if !announced {
-            crate::errln!("waiting for `{}`: it is being written by another ztf2zarr ({holder})", store.display());
+            crate::errln!("waiting for `{store}`: it is being written by another ztf2zarr ({holder})");
             announced = true;
         }
         std::thread::sleep(poll);
@@ -659,8 +659,9 @@ mod tests {
     #[test]
     fn a_stale_writer_neither_renews_nor_deletes_the_lock_that_replaced_its_own() {
         let storage: Arc<dyn Storage> = Arc::new(crate::store::object::ObjectStorage::from_url("memory:///s.zarr").unwrap());
-        let mut lock = ObjectLock::acquire(Arc::clone(&storage), Path::new("memory:///s.zarr"), Wait::No, false).unwrap();
-        assert!(lock.can_fence(Path::new("memory:///s.zarr")).unwrap());
+        let StoreTarget::Remote(url) = StoreTarget::parse(Path::new("memory:///s.zarr")).unwrap() else { panic!("not a URL") };
+        let mut lock = ObjectLock::acquire(Arc::clone(&storage), &url, Wait::No, false).unwrap();
+        assert!(lock.can_fence(&url).unwrap());
         assert!(lock.check().is_ok());
         storage.put(OBJECT_LOCK, b"pid 1 on next-writer since T\nexpires-unix 99999999999\n").unwrap();
         assert!(lock.lease.renew().is_err() && lock.lost() && lock.check().is_err());

@@ -53,7 +53,7 @@ mod target;
 mod transaction;
 pub mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -74,7 +74,7 @@ pub use metadata::{
 pub use reader::{read_doc, read_json, survey_named, IntoStorage, ReadError, StoreReader};
 use recovery::{delete_backups, recover, remove_empty_folders, restore_backups, restore_metadata};
 pub use storage::{LocalStorage, Storage, StorageError};
-pub use target::{is_url, open_storage};
+pub use target::{open_storage, StoreTarget, StoreUrl};
 use target::{refuse_local_non_store, refuse_what_is_not_a_store, resolve_target};
 pub use transaction::Transaction;
 
@@ -87,8 +87,8 @@ const BACKUPS: &str = ".ztf2zarr/backup";
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// Another process is writing the store (and still was after `waited` seconds, if given).
-    #[error("`{}` is being written by another ztf2zarr ({holder}); {}{}", store.display(), waited_text(*.waited), stale_text(store))]
-    Locked { store: PathBuf, holder: String, waited: Option<u64> },
+    #[error("`{store}` is being written by another ztf2zarr ({holder}); {}{}", waited_text(*.waited), stale_text(store))]
+    Locked { store: StoreTarget, holder: String, waited: Option<u64> },
     /// The lock file cannot be created (e.g. the folder is not writable).
     #[error("cannot write the store `{store}`: cannot create its lock file `{path}` ({source})")]
     Lock { store: PathBuf, path: PathBuf, source: std::io::Error },
@@ -100,13 +100,13 @@ pub enum StoreError {
     Unwritable { store: PathBuf, folder: PathBuf, source: std::io::Error },
     /// There is no store at the path (to label or split).
     #[error("no store at `{0}`: nothing to label or split there (build one with `ztf2zarr build INPUT -o STORE`)")]
-    Missing(PathBuf),
+    Missing(StoreTarget),
     /// The output exists and is not a store this tool wrote.
     #[error("`{0}` exists and is not a ztf2zarr store (no .zgroup / stamps / catalog); choose another path")]
-    NotAStore(PathBuf),
+    NotAStore(StoreTarget),
     /// The existing store cannot take rows built with these options.
     #[error("`{store}`: {reason}")]
-    Incompatible { store: PathBuf, reason: String },
+    Incompatible { store: StoreTarget, reason: String },
     /// The existing store could not be read.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -157,14 +157,12 @@ pub enum StoreError {
 
 /// How to break a lock left by a killed writer: only object stores keep one (a local lock dies
 /// with its process).
-fn stale_text(store: &Path) -> String {
-    if object::is_url(&store.to_string_lossy()) {
-        format!(
-            "; if no ztf2zarr is writing it (a killed build leaves its lock object behind), remove the lock with `ztf2zarr unlock {}`",
-            store.display()
-        )
-    } else {
-        String::new()
+fn stale_text(store: &StoreTarget) -> String {
+    match store {
+        StoreTarget::Remote(url) => format!(
+            "; if no ztf2zarr is writing it (a killed build leaves its lock object behind), remove the lock with `ztf2zarr unlock {url}`"
+        ),
+        StoreTarget::Local(_) => String::new(),
     }
 }
 

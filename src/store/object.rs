@@ -49,8 +49,12 @@ const TIMEOUTS: [(ClientConfigKey, &str, &str); 2] =
     [(ClientConfigKey::ConnectTimeout, "CONNECT_TIMEOUT", "5s"), (ClientConfigKey::Timeout, "TIMEOUT", "20s")];
 
 /// The objects of a store on object storage, named by a URL.
+/// A client of one object store at a URL: the connection (an `object_store` client and the
+/// runtime it runs on) and the key prefix the URL's path names, with the reads every user of
+/// objects needs. The store's [`ObjectStorage`] is built on one; inputs on object storage read
+/// through one of their own, so that the store's type is not an input reader.
 #[derive(Debug)]
-pub struct ObjectStorage {
+pub struct ObjectClient {
     /// The URL as given less trailing slashes ([`display_url`]), for messages.
     url: String,
     store: Arc<dyn ObjectStore>,
@@ -59,11 +63,17 @@ pub struct ObjectStorage {
     runtime: tokio::runtime::Runtime,
 }
 
+/// The objects of a store on object storage, named by a URL.
+#[derive(Debug)]
+pub struct ObjectStorage {
+    client: ObjectClient,
+}
+
 /// Whether a STORE argument names an object store: a `scheme://` URL of a kind [`ObjectStorage`]
 /// opens (`s3://`, `gs://`, `az://`, `abfs://`, `file://`, `memory://`, an `https://` address of
 /// S3 or Azure). A plain path is not one, even with a colon in it.
 #[must_use]
-pub fn is_url(text: &str) -> bool {
+pub(crate) fn is_url(text: &str) -> bool {
     if !text.contains("://") {
         return false;
     }
@@ -82,19 +92,27 @@ fn url_scheme(text: &str) -> Option<&str> {
     (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))).then_some(scheme)
 }
 
-/// A STORE argument as the store layer takes it, so that one store has one name and so one
-/// lock: a path as it is; a `file://` URL as its local path (locked with `flock` like the path);
-/// an object-store URL as it is, if its key prefix maps one for one onto the objects' keys.
-/// Refused: URLs of no object store (`http://host/…` would otherwise become a local folder
-/// `http:`), a query or fragment (`?`, `#`), and in the path empty segments (`//`, which S3
-/// keeps in keys but `object_store` drops), `.` and `..` (resolved by URL parsing, so two
-/// spellings would name one store) and percent escapes (`%2F` is `/` to some clients and not to
-/// others).
+/// What a STORE argument names, by its text.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Named {
+    /// A path, as it is.
+    Path,
+    /// A `file://` URL: the local path it names.
+    File(std::path::PathBuf),
+    /// An object-store URL whose key prefix maps one for one onto the objects' keys.
+    Url,
+}
+
+/// Which kind of store a STORE argument names. Refused: URLs of no object store
+/// (`http://host/…` would otherwise become a local folder `http:`), a query or fragment (`?`,
+/// `#`), and in the path empty segments (`//`, which S3 keeps in keys but `object_store` drops),
+/// `.` and `..` (resolved by URL parsing, so two spellings would name one store) and percent
+/// escapes (`%2F` is `/` to some clients and not to others).
 ///
 /// # Errors
 /// The argument is a URL that cannot be mapped one for one.
-pub fn store_name(text: &str) -> Result<std::path::PathBuf, String> {
-    let Some(scheme) = url_scheme(text) else { return Ok(text.into()) };
+pub(super) fn check_store_url(text: &str) -> Result<Named, String> {
+    let Some(scheme) = url_scheme(text) else { return Ok(Named::Path) };
     let rest = &text[scheme.len() + 3..];
     if rest.contains(['?', '#']) {
         return Err("a store URL has no query or fragment (`?`, `#`): object keys with those characters are not supported".into());
@@ -112,30 +130,30 @@ pub fn store_name(text: &str) -> Result<std::path::PathBuf, String> {
     }
     if scheme.eq_ignore_ascii_case("file") {
         let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
-        return url.to_file_path().map_err(|()| "a file:// URL must name an absolute local path (file:///PATH)".into());
+        return url.to_file_path().map(Named::File).map_err(|()| "a file:// URL must name an absolute local path (file:///PATH)".into());
     }
     if !is_url(text) {
         return Err(unsupported(&format!("`{scheme}://` is not a URL of an object store")));
     }
-    Ok(text.into())
+    Ok(Named::Url)
 }
 
-impl ObjectStorage {
-    /// The store at `url`, configured from the environment.
+impl ObjectClient {
+    /// The client of the objects under `url`, configured from the environment.
     ///
     /// # Errors
     /// The URL is not one of an object store, its client cannot be configured (for instance no
     /// credentials are set), or the runtime cannot start.
-    pub fn from_url(url: &str) -> Result<ObjectStorage, StorageError> {
+    pub fn from_url(url: &str) -> Result<ObjectClient, StorageError> {
         let open_error = |source: BoxError| StorageError::new("open", url, source);
         let parsed = Url::parse(url).map_err(|e| open_error(format!("not a URL: {e}").into()))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| open_error(unsupported(&e.to_string()).into()))?;
         let store = open_store(&scheme, url).map_err(open_error)?;
-        ObjectStorage::with_store(url, store, prefix)
+        ObjectClient::with_store(url, store, prefix)
     }
 
-    /// The store at `prefix` inside `store`, named `url` in messages.
-    fn with_store(url: &str, store: Arc<dyn ObjectStore>, prefix: Path) -> Result<ObjectStorage, StorageError> {
+    /// The objects at `prefix` inside `store`, named `url` in messages.
+    fn with_store(url: &str, store: Arc<dyn ObjectStore>, prefix: Path) -> Result<ObjectClient, StorageError> {
         // Two workers: enough to overlap the requests of the store layer's threads on two cores.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -143,7 +161,12 @@ impl ObjectStorage {
             .enable_all()
             .build()
             .map_err(|e| StorageError::new("open", url, e))?;
-        Ok(ObjectStorage { url: display_url(url), store, prefix, runtime })
+        Ok(ObjectClient { url: display_url(url), store, prefix, runtime })
+    }
+
+    /// Where the object `key` is, as a URL, for messages.
+    fn object_location(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
     }
 
     /// The object `key` inside the store.
@@ -168,31 +191,12 @@ impl ObjectStorage {
         let parts = path.prefix_match(&self.prefix)?;
         Some(parts.map(|part| part.as_ref().to_string()).collect::<Vec<_>>().join("/"))
     }
-}
 
-impl Storage for ObjectStorage {
-    fn location(&self) -> String {
-        self.url.clone()
-    }
-
-    fn object_location(&self, key: &str) -> String {
-        format!("{}/{key}", self.url)
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let path = self.path("read", key)?;
-        let read = async {
-            let result = self.store.get(&path).await?;
-            result.bytes().await
-        };
-        match self.runtime.block_on(read) {
-            Ok(bytes) => Ok(Some(Vec::from(bytes))),
-            Err(e) if no_such_object(&e) => Ok(None),
-            Err(e) => Err(self.error("read", key, e)),
-        }
-    }
-
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+    /// Bytes `range` of the object `key` (fewer at its end).
+    ///
+    /// # Errors
+    /// The object cannot be read.
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
         let path = self.path("read", key)?;
         if range.is_empty() {
             return Ok(Vec::new());
@@ -212,7 +216,11 @@ impl Storage for ObjectStorage {
         }
     }
 
-    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+    /// The size of the object `key`, or None when there is none.
+    ///
+    /// # Errors
+    /// The object cannot be examined.
+    pub fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
         let path = self.path("read", key)?;
         match self.runtime.block_on(self.store.head(&path)) {
             Ok(meta) => Ok(Some(meta.size)),
@@ -220,101 +228,149 @@ impl Storage for ObjectStorage {
             Err(e) => Err(self.error("read", key, e)),
         }
     }
+}
+
+impl ObjectStorage {
+    /// The store at `url`, configured from the environment.
+    ///
+    /// # Errors
+    /// The URL is not one of an object store, its client cannot be configured (for instance no
+    /// credentials are set), or the runtime cannot start.
+    pub fn from_url(url: &str) -> Result<ObjectStorage, StorageError> {
+        Ok(ObjectStorage { client: ObjectClient::from_url(url)? })
+    }
+
+    /// The store at `prefix` inside `store`, named `url` in messages.
+    #[cfg(test)]
+    fn with_store(url: &str, store: Arc<dyn ObjectStore>, prefix: Path) -> Result<ObjectStorage, StorageError> {
+        Ok(ObjectStorage { client: ObjectClient::with_store(url, store, prefix)? })
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn location(&self) -> String {
+        self.client.url.clone()
+    }
+
+    fn object_location(&self, key: &str) -> String {
+        self.client.object_location(key)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.client.path("read", key)?;
+        let read = async {
+            let result = self.client.store.get(&path).await?;
+            result.bytes().await
+        };
+        match self.client.runtime.block_on(read) {
+            Ok(bytes) => Ok(Some(Vec::from(bytes))),
+            Err(e) if no_such_object(&e) => Ok(None),
+            Err(e) => Err(self.client.error("read", key, e)),
+        }
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        self.client.get_range(key, range)
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.client.size(key)
+    }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = self.path("write", key)?;
+        let path = self.client.path("write", key)?;
         let payload = PutPayload::from(bytes.to_vec());
-        self.runtime.block_on(self.store.put(&path, payload)).map(drop).map_err(|e| self.error("write", key, e))
+        self.client.runtime.block_on(self.client.store.put(&path, payload)).map(drop).map_err(|e| self.client.error("write", key, e))
     }
 
     fn put_if_absent(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
-        let path = self.path("create", key)?;
+        let path = self.client.path("create", key)?;
         let payload = PutPayload::from(bytes.to_vec());
         // On S3 this is a PUT with `If-None-Match: *`, which the server refuses (412) when the
         // object exists: atomic against another writer doing the same.
-        match self.runtime.block_on(self.store.put_opts(&path, payload, PutMode::Create.into())) {
+        match self.client.runtime.block_on(self.client.store.put_opts(&path, payload, PutMode::Create.into())) {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.error("create", key, e)),
+            Err(e) => Err(self.client.error("create", key, e)),
         }
     }
 
     /// On S3 a PUT with `If-Match: ETAG` (or `If-None-Match: *` to create), which the server
     /// refuses (412) when the object changed: atomic against any other write of it.
     fn put_if(&self, key: &str, bytes: &[u8], expected: Option<&Version>) -> Result<Conditional, StorageError> {
-        let path = self.path("write", key)?;
+        let path = self.client.path("write", key)?;
         let payload = PutPayload::from(bytes.to_vec());
         let mode = match expected {
             None => PutMode::Create,
             Some(v) => PutMode::Update(UpdateVersion { e_tag: v.e_tag.clone(), version: v.version.clone() }),
         };
-        match self.runtime.block_on(self.store.put_opts(&path, payload, mode.into())) {
+        match self.client.runtime.block_on(self.client.store.put_opts(&path, payload, mode.into())) {
             Ok(result) => Ok(Conditional::Written(version_of(result))),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(Conditional::Conflict),
             // An update of an object that is gone (S3 answers 404; object_store makes most of them
             // a precondition failure).
             Err(e) if expected.is_some() && no_such_object(&e) => Ok(Conditional::Conflict),
             Err(object_store::Error::NotImplemented { .. }) => Ok(Conditional::Unsupported),
-            Err(e) => Err(self.error("write", key, e)),
+            Err(e) => Err(self.client.error("write", key, e)),
         }
     }
 
     fn put_versioned(&self, key: &str, bytes: &[u8]) -> Result<Version, StorageError> {
-        let path = self.path("write", key)?;
+        let path = self.client.path("write", key)?;
         let payload = PutPayload::from(bytes.to_vec());
-        self.runtime.block_on(self.store.put(&path, payload)).map(version_of).map_err(|e| self.error("write", key, e))
+        self.client.runtime.block_on(self.client.store.put(&path, payload)).map(version_of).map_err(|e| self.client.error("write", key, e))
     }
 
     fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
-        let path = self.path("read", key)?;
+        let path = self.client.path("read", key)?;
         let read = async {
-            let result = self.store.get(&path).await?;
+            let result = self.client.store.get(&path).await?;
             let version = Version { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
             Ok::<_, object_store::Error>((result.bytes().await?, version))
         };
-        match self.runtime.block_on(read) {
+        match self.client.runtime.block_on(read) {
             Ok((bytes, version)) => Ok(Some((Vec::from(bytes), version))),
             Err(e) if no_such_object(&e) => Ok(None),
-            Err(e) => Err(self.error("read", key, e)),
+            Err(e) => Err(self.client.error("read", key, e)),
         }
     }
 
     fn version(&self, key: &str) -> Result<Option<Version>, StorageError> {
-        let path = self.path("read", key)?;
-        match self.runtime.block_on(self.store.head(&path)) {
+        let path = self.client.path("read", key)?;
+        match self.client.runtime.block_on(self.client.store.head(&path)) {
             Ok(meta) => Ok(Some(Version { e_tag: meta.e_tag, version: meta.version })),
             Err(e) if no_such_object(&e) => Ok(None),
-            Err(e) => Err(self.error("read", key, e)),
+            Err(e) => Err(self.client.error("read", key, e)),
         }
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let path = self.path("delete", key)?;
-        match self.runtime.block_on(self.store.delete(&path)) {
+        let path = self.client.path("delete", key)?;
+        match self.client.runtime.block_on(self.client.store.delete(&path)) {
             Ok(()) => Ok(()),
             Err(e) if no_such_object(&e) => Ok(()),
-            Err(e) => Err(self.error("delete", key, e)),
+            Err(e) => Err(self.client.error("delete", key, e)),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let folder = prefix.trim_end_matches('/');
-        let under = if folder.is_empty() { self.prefix.clone() } else { self.path("list", folder)? };
-        let listing = self.store.list((!under.as_ref().is_empty()).then_some(&under));
-        match self.runtime.block_on(listing.try_collect::<Vec<_>>()) {
-            Ok(objects) => Ok(objects.iter().filter_map(|meta| self.key_of(&meta.location)).collect()),
+        let under = if folder.is_empty() { self.client.prefix.clone() } else { self.client.path("list", folder)? };
+        let listing = self.client.store.list((!under.as_ref().is_empty()).then_some(&under));
+        match self.client.runtime.block_on(listing.try_collect::<Vec<_>>()) {
+            Ok(objects) => Ok(objects.iter().filter_map(|meta| self.client.key_of(&meta.location)).collect()),
             Err(e) if no_such_object(&e) => Ok(Vec::new()),
-            Err(e) => Err(self.error("list", prefix, e)),
+            Err(e) => Err(self.client.error("list", prefix, e)),
         }
     }
 
     /// One listing, which gives every object's size: no request per object.
     fn total_size(&self) -> Result<u64, StorageError> {
-        let listing = self.store.list((!self.prefix.as_ref().is_empty()).then_some(&self.prefix));
-        match self.runtime.block_on(listing.try_collect::<Vec<_>>()) {
+        let listing = self.client.store.list((!self.client.prefix.as_ref().is_empty()).then_some(&self.client.prefix));
+        match self.client.runtime.block_on(listing.try_collect::<Vec<_>>()) {
             Ok(objects) => Ok(objects.iter().map(|meta| meta.size).sum()),
             Err(e) if no_such_object(&e) => Ok(0),
-            Err(e) => Err(self.error("list", "", e)),
+            Err(e) => Err(self.client.error("list", "", e)),
         }
     }
 }
@@ -611,11 +667,11 @@ mod tests {
 
     #[test]
     fn a_store_has_one_name() {
-        assert_eq!(store_name("data/s.zarr").unwrap(), std::path::PathBuf::from("data/s.zarr"));
-        assert_eq!(store_name("night:1/s3://x").unwrap(), std::path::PathBuf::from("night:1/s3://x"), "a path with a colon");
-        assert_eq!(store_name("file:///tmp/s.zarr").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
-        assert_eq!(store_name("file:///tmp/s.zarr/").unwrap(), std::path::PathBuf::from("/tmp/s.zarr"));
-        assert_eq!(store_name("s3://b/x/y.zarr/").unwrap(), std::path::PathBuf::from("s3://b/x/y.zarr/"));
+        assert_eq!(check_store_url("data/s.zarr").unwrap(), Named::Path);
+        assert_eq!(check_store_url("night:1/s3://x").unwrap(), Named::Path, "a path with a colon");
+        assert_eq!(check_store_url("file:///tmp/s.zarr").unwrap(), Named::File("/tmp/s.zarr".into()));
+        assert_eq!(check_store_url("file:///tmp/s.zarr/").unwrap(), Named::File("/tmp/s.zarr".into()));
+        assert_eq!(check_store_url("s3://b/x/y.zarr/").unwrap(), Named::Url);
         for (url, reason) in [
             ("s3://b//y.zarr", "empty path segment"),
             ("s3://b/x//y.zarr", "empty path segment"),
@@ -628,7 +684,7 @@ mod tests {
             ("ftp://host/s.zarr", "not a URL of an object store"),
             ("file://host/tmp/s.zarr", "absolute local path"),
         ] {
-            let message = store_name(url).unwrap_err();
+            let message = check_store_url(url).unwrap_err();
             assert!(message.contains(reason), "{url}: {message}");
         }
     }

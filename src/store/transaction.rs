@@ -64,36 +64,39 @@ impl Transaction {
     ///
     /// # Errors
     /// Locked, not a store, an unwritable folder, incompatible options, or I/O failure.
-    pub fn begin(target: &Path, requested: Requested, purpose: Purpose, tables: &'static Tables) -> Result<Transaction, StoreError> {
+    pub fn begin(target: &StoreTarget, requested: Requested, purpose: Purpose, tables: &'static Tables) -> Result<Transaction, StoreError> {
         stop::catch();
         let mut folder_existed = true;
         let mut fencing = false;
-        let (storage, lock) = if is_url(target) {
-            let storage = open_storage(target)?;
-            refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
-            let mut lock = ObjectLock::acquire(Arc::clone(&storage), target, requested.wait, requested.single_writer)?;
-            if !lock.can_fence(target)? && !requested.single_writer {
-                return Err(StoreError::NoFencing { store: target.display().to_string() });
+        let (storage, lock) = match target {
+            StoreTarget::Remote(url) => {
+                let storage = open_storage(target)?;
+                refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
+                let mut lock = ObjectLock::acquire(Arc::clone(&storage), url, requested.wait, requested.single_writer)?;
+                if !lock.can_fence(url)? && !requested.single_writer {
+                    return Err(StoreError::NoFencing { store: url.to_string() });
+                }
+                fencing = !requested.single_writer;
+                (storage, Held::Object { lock })
             }
-            fencing = !requested.single_writer;
-            (storage, Held::Object { lock })
-        } else {
-            let resolved = resolve_target(target, purpose)?;
-            refuse_local_non_store(&resolved, purpose)?;
-            let lock = StoreLock::acquire_waiting(&resolved, requested.wait)?;
-            let root = lock.store().to_path_buf();
-            legacy::recover(&root)?;
-            folder_existed = root.exists();
-            let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
-            refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
-            (storage, Held::Local { _lock: lock })
+            StoreTarget::Local(path) => {
+                let resolved = resolve_target(path, purpose)?;
+                refuse_local_non_store(&resolved, purpose)?;
+                let lock = StoreLock::acquire_waiting(&resolved, requested.wait)?;
+                let root = lock.store().to_path_buf();
+                legacy::recover(&root)?;
+                folder_existed = root.exists();
+                let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&root));
+                refuse_what_is_not_a_store(storage.as_ref(), target, purpose)?;
+                (storage, Held::Local { _lock: lock })
+            }
         };
         recover(storage.as_ref(), purpose)?;
         // Before the read: a commit made between the two then fails this change's commit, safely.
         let commit_point = if fencing { storage.version(".zmetadata")? } else { None };
         let reader = open_existing(&storage, tables)?;
         if reader.as_ref().is_some_and(StoreReader::has_legacy_lightcurves) {
-            return Err(StoreError::Incompatible { store: target.to_path_buf(), reason: LEGACY_LIGHTCURVES.into() });
+            return Err(StoreError::Incompatible { store: target.clone(), reason: LEGACY_LIGHTCURVES.into() });
         }
         let settings = match &reader {
             Some(reader) => check_compatible(target, reader.settings(), requested)?,
@@ -109,7 +112,7 @@ impl Transaction {
             },
         };
         if purpose != Purpose::Append && reader.is_none() {
-            return Err(StoreError::NotAStore(target.to_path_buf()));
+            return Err(StoreError::NotAStore(target.clone()));
         }
         let arrays = match &reader {
             Some(reader) => reader.arrays(),
@@ -597,8 +600,8 @@ fn open_existing(storage: &Arc<dyn Storage>, tables: &'static Tables) -> Result<
     Ok(Some(StoreReader::open(Arc::clone(storage), tables)?))
 }
 
-fn check_compatible(target: &Path, have: Settings, requested: Requested) -> Result<Settings, StoreError> {
-    let refuse = |reason: String| Err(StoreError::Incompatible { store: target.to_path_buf(), reason });
+fn check_compatible(target: &StoreTarget, have: Settings, requested: Requested) -> Result<Settings, StoreError> {
+    let refuse = |reason: String| Err(StoreError::Incompatible { store: target.clone(), reason });
     if let Some(size) = requested.stamp_size.filter(|s| *s != have.stamp_size) {
         return refuse(format!(
             "the store's stamps are {0}x{0}; --stamp-size {size} would change its layout (build a new store instead)",

@@ -1,19 +1,21 @@
 //! Inputs on object storage (`build s3://bucket/ztf_public_20200202.tar.gz`): an object read
-//! as a byte stream in ranged requests, through the store layer's `ObjectStorage`, so that an
-//! archive of gigabytes is streamed like a local file, never held whole.
+//! as a byte stream in ranged requests, so that an archive of gigabytes is streamed like a local
+//! file, never held whole. It reads through an `ObjectClient` of its own — the lower-level client
+//! the store's `ObjectStorage` is built on too, so both are configured alike (credentials,
+//! timeouts) — not through a store: an input is not a store.
 
 use std::io::{Read, Seek, SeekFrom};
 
-use crate::store::object::ObjectStorage;
-use crate::store::{Storage, StorageError};
+use crate::store::object::ObjectClient;
+use crate::store::StorageError;
 
 /// Bytes fetched per request: large enough that request latency is small against inflate time,
 /// small enough that the reader thread's memory stays bounded.
 const PIECE: u64 = 8 << 20;
 
-/// One object opened for reading: its store and key, and its size.
+/// One object opened for reading: the client of its folder, its key, and its size.
 pub(super) struct RemoteObject {
-    storage: ObjectStorage,
+    client: ObjectClient,
     key: String,
     size: u64,
 }
@@ -25,8 +27,8 @@ impl RemoteObject {
     /// The URL cannot be used, or the object cannot be examined.
     pub(super) fn open(url: &str) -> Result<Option<RemoteObject>, StorageError> {
         let (parent, key) = split(url);
-        let storage = ObjectStorage::from_url(parent)?;
-        Ok(storage.size(key)?.map(|size| RemoteObject { storage, key: key.to_string(), size }))
+        let client = ObjectClient::from_url(parent)?;
+        Ok(client.size(key)?.map(|size| RemoteObject { client, key: key.to_string(), size }))
     }
 
     pub(super) fn size(&self) -> u64 {
@@ -38,7 +40,7 @@ impl RemoteObject {
     /// # Errors
     /// It cannot be read.
     pub(super) fn read_all(&self) -> Result<Vec<u8>, StorageError> {
-        self.storage.get_range(&self.key, 0..self.size)
+        self.client.get_range(&self.key, 0..self.size)
     }
 
     /// A reader of the object's bytes, in order.
@@ -67,7 +69,7 @@ impl Read for RemoteReader {
                 return Ok(0);
             }
             let end = (self.offset + PIECE).min(self.object.size);
-            self.piece = self.object.storage.get_range(&self.object.key, self.offset..end).map_err(std::io::Error::other)?;
+            self.piece = self.object.client.get_range(&self.object.key, self.offset..end).map_err(std::io::Error::other)?;
             if self.piece.is_empty() {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the object ended before its size"));
             }
@@ -87,7 +89,7 @@ impl crate::formats::gzip::ArchiveBytes for RemoteReader {
         if offset >= end {
             return Ok(0);
         }
-        let bytes = self.object.storage.get_range(&self.object.key, offset..end).map_err(std::io::Error::other)?;
+        let bytes = self.object.client.get_range(&self.object.key, offset..end).map_err(std::io::Error::other)?;
         buf[..bytes.len()].copy_from_slice(&bytes);
         Ok(bytes.len())
     }
