@@ -146,6 +146,22 @@ impl Image<'_> {
         }
     }
 
+    /// Pixels `col .. col + out.len()` of row `row` (all in range) into `out`, as [`Image::pixel`]
+    /// reads each. The common case, unscaled float32, is one pass over the row's bytes.
+    pub fn row_into(&self, row: usize, col: usize, out: &mut [f32]) {
+        let at = row * self.width + col;
+        if self.pixel == Pixel::F32 && self.scale.is_none() {
+            let bytes = &self.data[4 * at..4 * (at + out.len())];
+            for (pixel, be) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *pixel = f32::from_be_bytes([be[0], be[1], be[2], be[3]]);
+            }
+            return;
+        }
+        for (i, pixel) in out.iter_mut().enumerate() {
+            *pixel = self.pixel(row, col + i);
+        }
+    }
+
     /// Every pixel, row-major.
     #[must_use]
     pub fn pixels(&self) -> Vec<f32> {

@@ -143,29 +143,28 @@ fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, 
         flags |= FLAG_EDGE_GUESSED;
     }
     let start = (FRAME - spec.size) / 2;
+    // The stamp's columns that fall on the image: `first .. end`, from image column `from`.
+    let first = x0.saturating_sub(start).min(spec.size);
+    let end = (x0 + width).saturating_sub(start).clamp(first, spec.size);
+    let from = start + first - x0.min(start + first);
     for (r, out_row) in out.chunks_exact_mut(spec.size).enumerate() {
-        let source_row = (start + r).checked_sub(y0).filter(|row| *row < height);
-        for (c, pixel) in out_row.iter_mut().enumerate() {
-            let source_col = (start + c).checked_sub(x0).filter(|col| *col < width);
-            *pixel = match (source_row, source_col) {
-                (Some(row), Some(col)) => {
-                    let value = image.pixel(row, col);
-                    if value.is_nan() {
-                        flags |= FLAG_HAD_NAN;
-                        spec.fill()
-                    } else if value <= MASKED_AT_OR_BELOW {
-                        flags |= FLAG_MASKED;
-                        if spec.keep_masked {
-                            value
-                        } else {
-                            spec.fill()
-                        }
-                    } else {
-                        value
-                    }
+        let Some(row) = (start + r).checked_sub(y0).filter(|row| *row < height) else {
+            out_row.fill(spec.fill());
+            continue;
+        };
+        out_row[..first].fill(spec.fill());
+        out_row[end..].fill(spec.fill());
+        image.row_into(row, from, &mut out_row[first..end]);
+        for pixel in &mut out_row[first..end] {
+            if pixel.is_nan() {
+                flags |= FLAG_HAD_NAN;
+                *pixel = spec.fill();
+            } else if *pixel <= MASKED_AT_OR_BELOW {
+                flags |= FLAG_MASKED;
+                if !spec.keep_masked {
+                    *pixel = spec.fill();
                 }
-                _ => spec.fill(),
-            };
+            }
         }
     }
     Ok(flags)
