@@ -18,6 +18,9 @@
 //! 4. libdeflater: the whole gzip member in one call into a buffer sized from ISIZE (libdeflate
 //!    checks the CRC-32 and ISIZE itself).
 //!
+//! Each pass also reports the cores it kept busy: the process's CPU time (user + system, from
+//! `getrusage`) over its wall time.
+//!
 //! Every alert must have exactly three cutouts and every inflated cutout must start with
 //! `SIMPLE` (a FITS file), or the run fails. For each `.tar.gz`: the single-stream inflate time of
 //! the whole archive (flate2 `MultiGzDecoder`, one thread, every member read to its trailer and
@@ -301,6 +304,18 @@ fn avro_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// User and system CPU seconds of this process so far (all its threads), from `getrusage`.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn median(mut seconds: Vec<f64>) -> f64 {
     seconds.sort_by(f64::total_cmp);
     let mid = seconds.len() / 2;
@@ -318,21 +333,28 @@ fn folder(dir: &Path, args: &Args, pool: &rayon::ThreadPool) -> Result<serde_jso
     avro_files(dir, &mut files)?;
     ensure!(!files.is_empty(), "no .avro files under {}", dir.display());
     println!("{}: {} .avro files, {} threads, median of {}", dir.display(), files.len(), pool.current_num_threads(), args.repeat);
-    println!("  {:<38} {:>8} {:>10} {:>11} {:>10} {:>13}", "pass", "seconds", "alerts/s", "input MB/s", "gzip MB/s", "inflated MB/s");
+    println!(
+        "  {:<38} {:>8} {:>10} {:>11} {:>10} {:>13} {:>6}",
+        "pass", "seconds", "alerts/s", "input MB/s", "gzip MB/s", "inflated MB/s", "cores"
+    );
     let mut passes = serde_json::Map::new();
     let mut first: Option<Tally> = None;
     let mut inflated = 0;
     for pass in Pass::ALL {
         let mut times = Vec::new();
+        let mut busy = Vec::new();
         let mut tally = Tally::default();
         for _ in 0..args.repeat {
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), cpu_seconds());
             tally = pool.install(|| {
                 files.par_iter().map_init(Worker::new, |worker, path| worker.file(path, pass)).try_reduce(Tally::default, |a, b| Ok(a + b))
             })?;
-            times.push(started.elapsed().as_secs_f64());
+            let wall = started.elapsed().as_secs_f64();
+            times.push(wall);
+            busy.push((cpu_seconds() - cpu_before) / wall.max(1e-9));
         }
         let seconds = median(times).max(1e-9);
+        let cores_busy = median(busy);
         if let Some(first) = first {
             ensure!(tally.alerts == first.alerts && tally.gz == first.gz, "pass {} saw other alerts than the first pass", pass.key());
         }
@@ -344,17 +366,18 @@ fn folder(dir: &Path, args: &Args, pool: &rayon::ThreadPool) -> Result<serde_jso
         let rate = tally.alerts as f64 / seconds;
         let inflated = if pass == Pass::Locate { "-".to_string() } else { format!("{:.1}", tally.inflated as f64 / MB / seconds) };
         println!(
-            "  {:<38} {:>8.3} {:>10.0} {:>11.1} {:>10.1} {:>13}",
+            "  {:<38} {:>8.3} {:>10.0} {:>11.1} {:>10.1} {:>13} {:>6.2}",
             pass.label(),
             seconds,
             rate,
             tally.input as f64 / MB / seconds,
             tally.gz as f64 / MB / seconds,
-            inflated
+            inflated,
+            cores_busy
         );
         passes.insert(
             pass.key().into(),
-            json!({"label": pass.label(), "seconds": seconds, "alerts_per_s": rate, "input_mb_per_s": tally.input as f64 / MB / seconds}),
+            json!({"label": pass.label(), "seconds": seconds, "alerts_per_s": rate, "input_mb_per_s": tally.input as f64 / MB / seconds, "cores_busy": cores_busy}),
         );
         first.get_or_insert(tally);
     }
