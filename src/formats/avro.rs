@@ -404,6 +404,11 @@ impl<'a> Cursor<'a> {
     /// # Errors
     /// Truncated or over-long varint.
     pub fn long(&mut self) -> Result<i64, AvroError> {
+        // Most longs in an alert (union branches, lengths, counts, small values) are one byte.
+        if let Some(&byte) = self.data.get(self.pos).filter(|byte| **byte < 0x80) {
+            self.pos += 1;
+            return Ok(i64::from(byte >> 1) ^ -i64::from(byte & 1));
+        }
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let byte = *self.data.get(self.pos).ok_or(AvroError::Truncated("an integer"))?;
