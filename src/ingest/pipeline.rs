@@ -192,8 +192,8 @@ impl Feed {
     fn rows<'a>(self, alert: &'a Alert, alert_row: &'a [u8], no_history: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
         match self {
             Feed::Catalog => (alert.row.as_slice().into(), None),
-            Feed::Stamps => (alert.stamps.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
-            Feed::Variance => (alert.variance.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into(), None),
+            Feed::Stamps => (le_bytes(&alert.stamps), None),
+            Feed::Variance => (le_bytes(&alert.variance), None),
             Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
             Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
@@ -222,6 +222,22 @@ impl Feed {
             Feed::Column { table: TableRole::Forced, row_bytes, .. } => Some((&added.forced, Some(row_bytes))),
             _ => None,
         }
+    }
+}
+
+/// Pixels as the store's little-endian float32 bytes. On a little-endian machine those are the
+/// bytes the pixels already lie in, so they are borrowed: a copy and an allocation per alert
+/// less on the ordering thread.
+fn le_bytes(pixels: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: the slice covers exactly the pixels' bytes, borrowed for as long as the pixels
+        // are; f32 has no padding and every byte is a valid u8.
+        std::borrow::Cow::Borrowed(unsafe { std::slice::from_raw_parts(pixels.as_ptr().cast::<u8>(), std::mem::size_of_val(pixels)) })
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        pixels.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>().into()
     }
 }
 
@@ -989,4 +1005,17 @@ fn rejects_jsonl(rejects: &[RejectRecord]) -> String {
             line.to_string() + "\n"
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_are_stored_as_their_little_endian_bytes() {
+        let pixels = [1.0f32, -2.5, f32::NAN, 0.0, f32::MIN_POSITIVE];
+        let expected: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
+        assert_eq!(le_bytes(&pixels).as_ref(), expected.as_slice());
+        assert!(le_bytes(&[]).is_empty());
+    }
 }
