@@ -5,9 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: a test build (with the `fault-injection` feature) says so, so that the tests can
+/// check they run a binary that has the fault hooks.
+const VERSION: &str = if cfg!(feature = "fault-injection") {
+    concat!(env!("CARGO_PKG_VERSION"), " (fault-injection: a test build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Turn ZTF public alert packets into one out-of-core Zarr v2 training store.
 #[derive(Debug, Parser)]
-#[command(name = "ztf2zarr", version, about, long_about = None, propagate_version = true)]
+#[command(name = "ztf2zarr", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

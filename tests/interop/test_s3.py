@@ -20,7 +20,7 @@ import pytest
 import zarr
 
 import ztf2zarr
-from conftest import REPO, SOURCE_DATE_EPOCH, local_files, run
+from conftest import REPO, SOURCE_DATE_EPOCH, local_files, require_faults, run
 
 ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 NIGHT_1 = ["kowalski-20200202"]
@@ -52,6 +52,8 @@ def _build(cli, s3, inputs, url, *options, cwd, env=None):
 
 
 def _start_build(cli, s3, inputs, url, *options, cwd, fault=None):
+    if fault:
+        require_faults(cli)
     env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, **({"ZTF2ZARR_FAULT": fault} if fault else {})}
     return subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress", *options], cwd=str(cwd), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -467,6 +469,7 @@ LEASE = "3"  # seconds: a writer paused for longer is renewed (or stopped) befor
 
 
 def _paused_build(cli, s3, data_root, inputs, url, fault):
+    require_faults(cli)
     env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "ZTF2ZARR_FAULT": fault, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     p = subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress"], cwd=str(data_root.parent), env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
