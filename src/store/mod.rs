@@ -48,6 +48,7 @@ mod reader;
 mod recovery;
 pub use recovery::interrupted;
 mod stop;
+pub use stop::signal_number as stop_signal;
 pub mod storage;
 mod target;
 mod transaction;
