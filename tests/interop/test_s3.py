@@ -443,24 +443,33 @@ def _wait_stopped(p: subprocess.Popen, timeout: float = TIMEOUT):
     pytest.fail(f"pid {p.pid} did not stop")
 
 
-def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2):
-    """A build paused after its chunks, its lock removed, a second build of another night
-    committed meanwhile: when the first resumes, its commit is refused (its marker and the commit
-    point are written only if they are still what it saw), and the store is the second build's,
-    byte for byte, and verify-clean."""
+# Where the stale build pauses, and what its message then names: before its marker check (the
+# marker, rewritten only if unchanged, refuses it), or just after it, before it writes the objects
+# named by its run number (2), which the other build has committed meanwhile: its create fails.
+STALE_PAUSES = {"before-metadata": "run the same command again", "after-marker": ".ztf2zarr/candids/000002"}
+
+
+@pytest.mark.parametrize("point", list(STALE_PAUSES))
+def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2, point):
+    """A build paused after its chunks (before or after its marker check), its lock removed, a
+    second build of another night committed meanwhile: when the first resumes, its commit is
+    refused (its marker and the commit point are written only if they are still what it saw, the
+    objects named by its run number only if there are none), and the store is the second
+    build's, byte for byte (its candid run and rejects log among them), and verify-clean."""
     url = s3.url(STORE)
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     stale = _start_build(cli, s3, _inputs(data_root, ["ztf-avro-alert"]), url, cwd=data_root.parent,
-                         fault="stop-before-metadata")
+                         fault=f"stop-{point}")
     try:
         _wait_stopped(stale)
         run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
         _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+        assert s3.exists(f"{STORE}/.ztf2zarr/candids/000002")
     finally:
         stale.send_signal(signal.SIGCONT)
     _, err = stale.communicate(timeout=TIMEOUT)
     assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
-    assert url in err and "another writer has taken the store over" in err and "run the same command again" in err, err
+    assert url in err and "another writer has taken the store over" in err and STALE_PAUSES[point] in err, err
     assert_same_objects(night_1_then_2, s3)
     run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
 
