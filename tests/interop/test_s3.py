@@ -355,32 +355,73 @@ def _lease_lock(holder: str, expires: int) -> bytes:
     return f"{holder} since 2026-01-01T00:00:00Z\ntoken 0123456789abcdef\nexpires-unix {expires}\n".encode()
 
 
-def test_a_fresh_lease_of_another_machine_holds_until_it_runs_out_or_is_forced(cli, s3, data_root, night_1, night_1_then_2):
+def test_another_machines_lease_is_judged_by_watching_not_by_its_recorded_expiry(cli, s3, data_root, night_1, night_1_then_2):
+    """Nobody renews a lock whose recorded expiry is an hour ahead: a writer without --wait stops
+    at once, --wait=1 gives up after a second, and unlock removes it after watching it unchanged
+    for a lease (the clocks of two machines need not agree, so the expiry proves nothing). A lock
+    whose recorded expiry has passed is watched for a lease, then taken over."""
     url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     holder = "pid 4242 on build-host-7"
     s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) + 3600))
     started = time.monotonic()
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert "lease runs until" in r.stderr, r.stderr
     assert time.monotonic() - started < 15, "a second writer must stop at once"
     started = time.monotonic()
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, "--wait=1", cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, "--wait=1", cwd=data_root.parent, env=short)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert 1 <= time.monotonic() - started < 15, "--wait=1 waits about a second"
-
-    refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
-    assert refused.returncode == 2 and holder in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
-    assert "--force" in refused.stderr, refused.stderr
     assert_same_objects(night_1, s3, locked=True)
-    run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+    started = time.monotonic()
+    removed = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=short).check()
+    assert time.monotonic() - started >= int(LEASE), "unlock watches the lock for a lease"
+    assert "not renewed" in removed.stdout and holder in removed.stdout, removed.stdout
     assert not s3.exists(f"{STORE}/{LOCK}")
 
-    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) - 1))  # a lease that ran out: taken over
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) - 1))  # a recorded expiry that passed: watched
+    started = time.monotonic()
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short).check()
+    assert time.monotonic() - started >= int(LEASE), "taken over only after a lease of watching"
+    assert "waiting to see whether the lock's holder is alive" in r.stderr, r.stderr
     assert f"took over the lock of `{url}` from {holder}" in r.stderr and "lease ran out" in r.stderr, r.stderr
     assert_same_objects(night_1_then_2, s3)
+
+
+def test_a_holder_that_renews_keeps_its_lock_whatever_expiry_it_records(cli, s3, data_root, night_1):
+    """A holder on a machine whose clock is far behind records an expiry long past, but renews
+    its lock object: a writer watches it, sees it renewed and stops naming it; so does unlock."""
+    import threading
+
+    url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    holder = "pid 4242 on build-host-7"
+    stop = threading.Event()
+
+    def renew():
+        n = 0
+        while not stop.is_set():
+            s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, 1_000_000 + n))
+            n += 1
+            stop.wait(0.5)
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
+        _assert_lock_refusal(r.returncode, r.stderr, holder, url)
+        assert "renews its lease" in r.stderr, r.stderr
+        refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=short)
+        assert refused.returncode == 2 and holder in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert s3.exists(f"{STORE}/{LOCK}")
+    finally:
+        stop.set()
+        renewer.join()
+    assert_same_objects(night_1, s3, locked=True)
 
 
 def test_a_lock_object_put_by_hand_stops_an_append(cli, s3, data_root, night_1, night_1_then_2):
@@ -487,20 +528,22 @@ def _paused_build(cli, s3, data_root, inputs, url, fault):
 
 
 def test_a_paused_writer_whose_lease_ran_out_is_stopped_at_its_next_write(cli, s3, data_root, night_1_then_2):
-    """A build paused after its first chunk keeps its lock while its lease runs (unlock refuses
-    it, naming the holder and the expiry); once the lease has run out the next build takes the
-    lock over and commits; the paused one, resumed, renews before its next chunk, finds its lock
-    taken and stops without writing, and leaves the other's lock and commit alone."""
+    """A build paused after its first chunk keeps its lock while its lease runs (the next build
+    stops at once, naming it); once the lease has run out the next build watches the lock for a
+    lease, sees it not renewed, takes it over and commits; the paused one, resumed, renews before
+    its next chunk, finds its lock taken and stops without writing, and leaves the other's lock
+    and commit alone."""
     url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     stale = _paused_build(cli, s3, data_root, _inputs(data_root, ["ztf-avro-alert"]), url, "stop-after-chunk")
     try:
-        refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert f"pid {stale.pid} on {socket.gethostname()}" in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
+        refused = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
+        _assert_lock_refusal(refused.returncode, refused.stderr, f"pid {stale.pid} on {socket.gethostname()}", url)
+        assert "lease runs until" in refused.stderr, refused.stderr
         assert s3.exists(f"{STORE}/{LOCK}")
         time.sleep(int(LEASE) + 1)
-        taken = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+        taken = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short).check()
         assert "lease ran out" in taken.stderr, taken.stderr
     finally:
         stale.send_signal(signal.SIGCONT)
