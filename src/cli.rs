@@ -5,9 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: a test build (with the `fault-injection` feature) says so, so that the tests can
+/// check they run a binary that has the fault hooks.
+const VERSION: &str = if cfg!(feature = "fault-injection") {
+    concat!(env!("CARGO_PKG_VERSION"), " (fault-injection: a test build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// Turn ZTF public alert packets into one out-of-core Zarr v2 training store.
 #[derive(Debug, Parser)]
-#[command(name = "ztf2zarr", version, about, long_about = None, propagate_version = true)]
+#[command(name = "ztf2zarr", version = VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,12 +52,13 @@ Examples:
   ztf2zarr unlock --force s3://bucket/train.zarr
 
 A writer on object storage holds the store by a lock object, STORE/.ztf2zarr/lock, which it
-renews while it works (a lease of 60 s, ZTF2ZARR_LEASE_SECONDS) and deletes when it ends. A
-writer that was killed leaves it; the next writer takes it over once the lease has run out (at
-once if the holder was a process on the same machine that is gone). unlock removes such a lock,
-and refuses one whose lease still runs unless --force is given: the message names the holder
-(pid, host, start time) and when its lease ends. Local stores need no unlock: their lock dies
-with its process.
+renews every third of a lease (60 s, ZTF2ZARR_LEASE_SECONDS) while it works and deletes when it
+ends. A writer that was killed leaves it; the next writer takes it over once it has watched it
+unchanged for a lease (at once if the holder was a process on the same machine that is gone).
+unlock watches the lock for up to a lease as well: it removes a lock that nobody renews in that
+time, and refuses one whose holder renews it unless --force is given (the message names the
+holder: pid, host, start time). No machine's clock is trusted to judge another's lease. Local
+stores need no unlock: their lock dies with its process.
 ";
 
 const BUILD_EXAMPLES: &str = "\
@@ -283,7 +292,7 @@ pub struct UnlockArgs {
     /// The store whose lock object to remove (a URL on object storage).
     pub store: PathBuf,
 
-    /// Remove the lock even though its lease still runs (its holder may be alive: it is stopped at its next write).
+    /// Remove the lock at once, without watching whether its holder renews it (a holder that is alive is stopped at its next write).
     #[arg(long)]
     pub force: bool,
 }

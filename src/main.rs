@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(status) => status.into(),
         Err(err) => {
             ztf2zarr::errln!("error: {}", ztf2zarr::cmd::error_text(&err));
-            return ExitCode::from(2);
+            return ExitCode::from(ztf2zarr::cmd::failure_code());
         }
     };
     // The work is done (a build committed, a store verified); only what it printed is lost.

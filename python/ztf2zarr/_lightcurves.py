@@ -234,9 +234,39 @@ class LightCurves:
             column = self.survey.object_column
             ranges = objects.read((column, "table", "start", "count"))
             ids = _fixed_width(ranges[column])
+            self._check_index(ids, ranges)
             order = np.argsort(ids, kind="stable")
             self._index = (ids[order], ranges, order)
         return self._index
+
+    def _check_index(self, ids, ranges):
+        """Refuse an object index that `ztf2zarr verify` would: a range of neither table, one
+        that reaches past the end of its table, or ranges that cover more or fewer rows than the
+        table has (each row is in exactly one range). Read, it would serve another object's rows
+        or rows that are not there."""
+        tables = _fixed_width(ranges["table"])
+        starts, counts = ranges["start"].astype(np.int64), ranges["count"].astype(np.int64)
+        where = f"{self.store.path}: {GROUP}/objects is damaged"
+        advice = "`ztf2zarr verify` says what else is"
+        unknown = ~np.isin(tables, TABLES)
+        if unknown.any():
+            at = int(np.argmax(unknown))
+            raise ValueError(f"{where}: object {ids[at]!r} has a range of table {str(tables[at])!r}, neither of {TABLES}; {advice}")
+        for name in TABLES:
+            mine = tables == name
+            length = self._tables[name].length
+            bad = mine & ((starts < 0) | (counts < 0) | (starts + counts > length))
+            if bad.any():
+                at = int(np.argmax(bad))
+                raise ValueError(
+                    f"{where}: object {ids[at]!r} has {name} rows {int(starts[at])}+{int(counts[at])}, past the end of "
+                    f"{GROUP}/{name} ({length} rows); {advice}"
+                )
+            covered = int(counts[mine].sum())
+            if covered != length:
+                raise ValueError(
+                    f"{where}: its ranges cover {covered} rows of {GROUP}/{name}, which has {length}; {advice}"
+                )
 
     # ---- one alert's history ----
 

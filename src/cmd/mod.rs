@@ -88,6 +88,13 @@ pub fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// The exit status of a command that failed: 128 + the signal when SIGINT or SIGTERM stopped a
+/// writer (130, 143: what a shell reports for a process that the signal ended), else 2.
+#[must_use]
+pub fn failure_code() -> u8 {
+    crate::store::stop_signal().and_then(|signal| u8::try_from(128 + signal).ok()).unwrap_or(2)
+}
+
 /// The survey whose alerts the store at `root` holds, for opening it with that survey's tables.
 ///
 /// # Errors

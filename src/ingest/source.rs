@@ -395,8 +395,10 @@ pub fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Panic on the reader thread when `ZTF2ZARR_FAULT=reader-panic` (after the first input has
-/// been handed over): lets the tests check that a reader that fails fails the build.
+/// been handed over): lets the tests check that a reader that fails fails the build. Only with
+/// the `fault-injection` feature (the tests' build); in any other it is nothing.
 fn reader_fault_point() {
+    #[cfg(feature = "fault-injection")]
     if std::env::var_os("ZTF2ZARR_FAULT").is_some_and(|v| v == "reader-panic") {
         panic!("fault point reader-panic");
     }

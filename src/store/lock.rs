@@ -139,7 +139,9 @@ impl StoreLock {
                 path: path.clone(),
                 source,
             })?;
-        take_waiting(&StoreTarget::Local(store.clone()), wait, POLL, || Ok((!try_lock(&file)).then(|| holder(&mut file))))?;
+        take_waiting(&StoreTarget::Local(store.clone()), wait, POLL, || {
+            Ok(if try_lock(&file) { Attempt::Taken } else { Attempt::Held(holder(&mut file)) })
+        })?;
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = writeln!(file, "pid {} since {}", std::process::id(), crate::calendar::utc_now());
@@ -189,19 +191,24 @@ impl LockRecord {
         LockRecord { holder: if holder.is_empty() { "an unknown writer".into() } else { holder }, pid, host, expires }
     }
 
-    /// Why the holder is known to be gone (None: it may be writing): its lease ran out, or it
-    /// was a process on this machine that no longer exists.
+    /// Why the holder is known to be gone without watching its lock (None: it may be writing):
+    /// it was a process on this machine that no longer exists. Another machine's holder is judged
+    /// only by watching whether it renews its lock object (see `Watch`).
     #[must_use]
     pub fn gone(&self) -> Option<String> {
-        if let Some(expires) = self.expires.filter(|e| *e <= crate::calendar::unix_now()) {
-            return Some(format!("its lease ran out at {}", crate::calendar::utc_of(expires)));
-        }
         match (self.pid, &self.host) {
             (Some(pid), Some(host)) if *host == host_name() && !process_exists(pid) => {
                 Some(format!("its process {pid} on this machine ({host}) no longer exists"))
             }
             _ => None,
         }
+    }
+
+    /// Whether the expiry the holder recorded has passed by this machine's clock. Only a hint of
+    /// whether to watch the lock at once: the clocks of two machines need not agree.
+    #[must_use]
+    pub fn lapsed(&self) -> bool {
+        self.expires.is_some_and(|e| e <= crate::calendar::unix_now())
     }
 
     /// When the lease runs out, for messages.
@@ -232,6 +239,38 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a writer (or `unlock`) has seen of another's lock object, on its own monotonic clock:
+/// the lease counts as run out only when the same object (version and bytes) has been seen for
+/// longer than a lease. A live holder rewrites it every third of a lease, so no clock of another
+/// machine is trusted.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The object last seen, and when it was first seen so.
+    seen: Option<(Version, Vec<u8>, Instant)>,
+    /// Whether it has changed while watched: its holder renews it.
+    renewed: bool,
+}
+
+impl Watch {
+    /// Note the object found now; how long it has been the same.
+    fn see(&mut self, version: &Version, bytes: &[u8]) -> Duration {
+        match &self.seen {
+            Some((v, b, since)) if v == version && b == bytes => since.elapsed(),
+            previous => {
+                self.renewed |= previous.is_some();
+                self.seen = Some((version.clone(), bytes.to_vec(), Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// How often a lock object is looked at while it is watched: often enough to see a lease of
+/// `length` out within a quarter of it.
+fn watch_poll(length: Duration) -> Duration {
+    (length / 4).clamp(Duration::from_millis(20), POLL * 10)
+}
+
 /// The lease of a held lock object, shared with the thread that renews it.
 #[derive(Debug)]
 struct Lease {
@@ -240,6 +279,9 @@ struct Lease {
     holder: String,
     token: String,
     length: Duration,
+    /// Renewals so far, written into the object so that every renewal changes its bytes (and so
+    /// its version) even within one second: watchers see a live holder by that change.
+    renewals: std::sync::atomic::AtomicU64,
     /// Whether the store makes conditional updates (else the lease is renewed by plain puts,
     /// under `--single-writer`).
     conditional: bool,
@@ -260,7 +302,13 @@ impl Lease {
     /// The lock object's text with a lease from now.
     fn text(&self) -> String {
         let expires = crate::calendar::unix_now() + self.length.as_secs();
-        format!("{}\ntoken {}\nexpires {}\nexpires-unix {expires}\n", self.holder, self.token, crate::calendar::utc_of(expires))
+        let renewal = self.renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{}\ntoken {}\nrenewal {renewal}\nexpires {}\nexpires-unix {expires}\n",
+            self.holder,
+            self.token,
+            crate::calendar::utc_of(expires)
+        )
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LeaseState> {
@@ -335,13 +383,26 @@ pub struct ObjectLock {
 
 impl ObjectLock {
     /// Create the lock object of the store in `storage` (named `store` in messages), waiting
-    /// for another writer as `wait` says. A lock whose holder is gone (its lease ran out, or
-    /// its process on this machine no longer exists) is taken over, with a conditional update
-    /// of the object as found, so that two writers cannot both take it.
+    /// for another writer as `wait` says. A lock whose holder is gone is taken over, with a
+    /// conditional update of the object as found, so that two writers cannot both take it: one
+    /// whose process on this machine no longer exists at once, any other once this writer has
+    /// seen it unchanged for a lease (see `Watch`). Without `wait` a lock whose recorded
+    /// expiry has passed is watched for up to a lease before the writer gives up; one whose
+    /// expiry has not is refused at once.
     ///
     /// # Errors
     /// The lock object is still held when the wait ends, or it cannot be created.
     pub fn acquire(storage: Arc<dyn Storage>, store: &StoreUrl, wait: Wait, single_writer: bool) -> Result<ObjectLock, StoreError> {
+        ObjectLock::acquire_leasing(storage, store, wait, single_writer, lease())
+    }
+
+    fn acquire_leasing(
+        storage: Arc<dyn Storage>,
+        store: &StoreUrl,
+        wait: Wait,
+        single_writer: bool,
+        length: Duration,
+    ) -> Result<ObjectLock, StoreError> {
         let holder = format!("pid {} on {} since {}", std::process::id(), host_name(), crate::calendar::utc_now());
         let token = random_token();
         let lease = Lease {
@@ -349,46 +410,50 @@ impl ObjectLock {
             store: store.to_string(),
             holder,
             token,
-            length: lease(),
+            length,
+            renewals: std::sync::atomic::AtomicU64::new(0),
             conditional: true,
             state: Mutex::new(LeaseState { version: Version::default(), renewed: Instant::now(), lost: None }),
         };
         let mut version = Version::default();
         let mut renewed = Instant::now();
-        take_waiting(&StoreTarget::Remote(store.clone()), wait, POLL * 10, || {
+        let mut watch = Watch::default();
+        take_waiting(&StoreTarget::Remote(store.clone()), wait, watch_poll(length), || {
             let sent = Instant::now();
             let text = lease.text();
             match storage.put_if(OBJECT_LOCK, text.as_bytes(), None)? {
                 Conditional::Written(written) => {
                     (version, renewed) = (written, sent);
-                    return Ok(None);
+                    return Ok(Attempt::Taken);
                 }
                 // No conditional create either: no lock can exclude another writer.
                 Conditional::Unsupported if single_writer => {
                     (version, renewed) = (storage.put_versioned(OBJECT_LOCK, text.as_bytes())?, sent);
-                    return Ok(None);
+                    return Ok(Attempt::Taken);
                 }
                 Conditional::Unsupported => return Err(StoreError::NoFencing { store: store.to_string() }),
                 Conditional::Conflict => {}
             }
             let Some((bytes, found)) = storage.get_versioned(OBJECT_LOCK)? else {
-                return Ok(Some("a writer that has just finished".into()));
+                return Ok(Attempt::Held("a writer that has just finished".into()));
             };
             let text_found = String::from_utf8_lossy(&bytes);
             // Our create succeeded but its answer was lost, and the retry found our own lock.
             if text_found.contains(&format!("token {}", lease.token)) {
                 (version, renewed) = (found, sent);
-                return Ok(None);
+                return Ok(Attempt::Taken);
             }
             let record = LockRecord::parse(&text_found);
-            if let Some(why) = record.gone() {
+            let unchanged = watch.see(&found, &bytes);
+            let why = record.gone().or_else(|| (record.expires.is_some() && unchanged >= length).then(|| not_renewed(unchanged)));
+            if let Some(why) = why {
                 if let Conditional::Written(written) = storage.put_if(OBJECT_LOCK, text.as_bytes(), Some(&found))? {
                     crate::errln!("took over the lock of `{store}` from {}: {why}", record.holder);
                     (version, renewed) = (written, sent);
-                    return Ok(None);
+                    return Ok(Attempt::Taken);
                 }
             }
-            Ok(Some(format!("{}; {}", record.holder, record.expiry_text())))
+            Ok(held_or_watched(&record, &watch))
         })?;
         {
             let mut state = lease.state();
@@ -504,24 +569,48 @@ pub enum Unlocked {
     NotLocked,
     /// It was removed; what it said, and why it could be.
     Removed { record: LockRecord, why: String },
-    /// Its holder may still be writing (its lease runs), and `--force` was not given.
+    /// Its holder renewed it while it was watched (it is writing), and `--force` was not given.
     Held(LockRecord),
 }
 
-/// Remove the lock object of a writer that is gone: one whose lease ran out, whose process on
-/// this machine no longer exists, or one with no lease (an earlier release's, or put by hand);
-/// with `force`, any. The object is deleted only if it is still the one read.
+/// Remove the lock object of a writer that is gone: one whose process on this machine no
+/// longer exists, one with no lease (an earlier release's, or put by hand), or one that stays
+/// unchanged while it is watched for a lease (a live holder renews it every third of one);
+/// with `force`, any at once. The object is deleted only if it is still the one read.
 ///
 /// # Errors
 /// The object cannot be read or deleted.
-pub fn break_object_lock(storage: &dyn Storage, force: bool) -> Result<Unlocked, StoreError> {
+pub fn break_object_lock(storage: &dyn Storage, store: &StoreTarget, force: bool) -> Result<Unlocked, StoreError> {
+    break_watching(storage, store, force, lease())
+}
+
+fn break_watching(storage: &dyn Storage, store: &StoreTarget, force: bool, length: Duration) -> Result<Unlocked, StoreError> {
     let Some((bytes, version)) = storage.get_versioned(OBJECT_LOCK)? else { return Ok(Unlocked::NotLocked) };
     let record = LockRecord::parse(&String::from_utf8_lossy(&bytes));
     let why = match (record.gone(), record.expires) {
         (Some(why), _) => why,
         (None, None) => "it has no lease (an earlier ztf2zarr, or put by hand)".into(),
         (None, Some(_)) if force => "--force".into(),
-        (None, Some(_)) => return Ok(Unlocked::Held(record)),
+        (None, Some(_)) => {
+            crate::errln!(
+                "watching the lock of `{store}` ({}) for up to {:.1} s to see whether its holder renews it",
+                record.holder,
+                length.as_secs_f64()
+            );
+            let mut watch = Watch::default();
+            watch.see(&version, &bytes);
+            loop {
+                std::thread::sleep(watch_poll(length));
+                let Some((now, found)) = storage.get_versioned(OBJECT_LOCK)? else { return Ok(Unlocked::NotLocked) };
+                let unchanged = watch.see(&found, &now);
+                if watch.renewed {
+                    return Ok(Unlocked::Held(LockRecord::parse(&String::from_utf8_lossy(&now))));
+                }
+                if unchanged >= length {
+                    break not_renewed(unchanged).replace("this writer", "unlock");
+                }
+            }
+        }
     };
     // No conditional delete on object stores: check that it is still the object read.
     if storage.version(OBJECT_LOCK)?.is_some_and(|now| now == version) {
@@ -530,21 +619,54 @@ pub fn break_object_lock(storage: &dyn Storage, force: bool) -> Result<Unlocked,
     Ok(Unlocked::Removed { record, why })
 }
 
+/// Why a lock object seen unchanged for `unchanged` (at least a lease) is taken to be its dead
+/// holder's.
+fn not_renewed(unchanged: Duration) -> String {
+    format!("its lease ran out: its lock object was not renewed in the {:.1} s this writer watched it", unchanged.as_secs_f64())
+}
+
+/// What a writer that could not take a lock reports: its holder, and whether to go on watching
+/// (its recorded expiry has passed and it has not been seen renewed) even without `--wait`.
+fn held_or_watched(record: &LockRecord, watch: &Watch) -> Attempt {
+    if watch.renewed {
+        Attempt::Held(format!("{}; it renews its lease (seen while this writer watched)", record.holder))
+    } else if record.lapsed() {
+        Attempt::Watching(format!("{}; {}", record.holder, record.expiry_text()))
+    } else {
+        Attempt::Held(format!("{}; {}", record.holder, record.expiry_text()))
+    }
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "an unknown host".into())
 }
 
-/// Call `attempt` until it takes the lock (it returns `None`, or the holder when another
-/// writer has it), every `poll`, as long as `wait` allows; says once on stderr whom it waits for.
+/// One try at a lock.
+enum Attempt {
+    /// The lock is this writer's.
+    Taken,
+    /// Another writer holds it (who, for messages).
+    Held(String),
+    /// Its holder may be gone: it is watched (up to a lease) whatever `wait` says.
+    Watching(String),
+}
+
+/// Call `attempt` until it takes the lock, every `poll`, as long as `wait` allows (and while it
+/// watches a lock whose holder may be gone); says once on stderr whom it waits for.
 fn take_waiting(
     store: &StoreTarget,
     wait: Wait,
     poll: Duration,
-    mut attempt: impl FnMut() -> Result<Option<String>, StoreError>,
+    mut attempt: impl FnMut() -> Result<Attempt, StoreError>,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
-    let mut announced = false;
-    while let Some(holder) = attempt()? {
+    let (mut announced, mut announced_watch) = (false, false);
+    loop {
+        let (holder, watching) = match attempt()? {
+            Attempt::Taken => return Ok(()),
+            Attempt::Held(holder) => (holder, false),
+            Attempt::Watching(holder) => (holder, true),
+        };
         if let Some(signal) = super::stop::requested() {
             return Err(StoreError::Stopped { store: store.to_string(), signal, kept: "nothing was written".into() });
         }
@@ -553,17 +675,22 @@ fn take_waiting(
             Wait::Forever => false,
             Wait::AtMost(limit) => started.elapsed() >= limit,
         };
-        if expired {
+        if expired && !watching {
             let waited = (wait != Wait::No).then(|| started.elapsed().as_secs());
             return Err(StoreError::Locked { store: store.clone(), holder, waited });
         }
-        if !announced {
+        if watching && !announced_watch {
+            crate::errln!(
+                "waiting to see whether the lock's holder is alive: `{store}` is locked by {holder}; a holder that is alive renews \
+                 its lock object within a lease"
+            );
+            announced_watch = true;
+        } else if !watching && !announced {
             crate::errln!("waiting for `{store}`: it is being written by another ztf2zarr ({holder})");
             announced = true;
         }
         std::thread::sleep(poll);
     }
-    Ok(())
 }
 
 fn try_lock(file: &File) -> bool {
@@ -642,10 +769,11 @@ mod tests {
     fn a_lock_record_says_when_its_holder_is_gone() {
         let now = crate::calendar::unix_now();
         let fresh = LockRecord::parse(&format!("pid 4242 on elsewhere since T\ntoken ab\nexpires-unix {}\n", now + 60));
-        assert_eq!((fresh.holder.as_str(), fresh.gone()), ("pid 4242 on elsewhere since T", None));
+        assert_eq!((fresh.holder.as_str(), fresh.gone(), fresh.lapsed()), ("pid 4242 on elsewhere since T", None, false));
         assert!(fresh.expiry_text().starts_with("its lease runs until"));
+        // Another machine's recorded expiry is only a hint: it never proves its holder gone.
         let ran_out = LockRecord::parse(&format!("pid 4242 on elsewhere since T\nexpires-unix {}\n", now - 1));
-        assert!(ran_out.gone().is_some_and(|why| why.contains("lease ran out")));
+        assert_eq!((ran_out.gone(), ran_out.lapsed()), (None, true));
         let legacy = LockRecord::parse("pid 4242 on elsewhere since T");
         assert_eq!((legacy.expires, legacy.gone()), (None, None), "a lock of an earlier release never runs out by itself");
         let alive = LockRecord::parse(&format!("pid {} on {} since T\nexpires-unix {}", std::process::id(), host_name(), now + 60));
@@ -656,10 +784,112 @@ mod tests {
         assert_eq!(LockRecord::parse("").holder, "an unknown writer");
     }
 
+    const URL: &str = "memory:///s.zarr";
+
+    fn memory() -> Arc<dyn Storage> {
+        Arc::new(crate::store::object::ObjectStorage::from_url(URL).unwrap())
+    }
+
+    fn url() -> StoreUrl {
+        let StoreTarget::Remote(url) = StoreTarget::parse(Path::new(URL)).unwrap() else { panic!("not a URL") };
+        url
+    }
+
+    /// Another machine's lock object with the given recorded expiry.
+    fn foreign_lock(expires: u64, renewal: u64) -> Vec<u8> {
+        format!("pid 4242 on build-host-7 since T\ntoken 0123456789abcdef\nrenewal {renewal}\nexpires-unix {expires}\n").into_bytes()
+    }
+
+    /// A holder on another machine that rewrites its lock object every `every` until dropped.
+    struct Renewing(Arc<std::sync::atomic::AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+    impl Renewing {
+        fn start(storage: &Arc<dyn Storage>, expires: u64, every: Duration) -> Renewing {
+            let (storage, stop) = (Arc::clone(storage), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+            // The lock exists before this returns: a writer started next must find it.
+            storage.put(OBJECT_LOCK, &foreign_lock(expires, 0)).unwrap();
+            let stopping = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                for renewal in 1.. {
+                    std::thread::sleep(every);
+                    if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    storage.put(OBJECT_LOCK, &foreign_lock(expires, renewal)).unwrap();
+                }
+            });
+            Renewing(stop, Some(thread))
+        }
+    }
+
+    impl Drop for Renewing {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.1.take().map(std::thread::JoinHandle::join);
+        }
+    }
+
+    /// Short, for the tests, yet long against a renewal every 50 ms on a loaded machine.
+    const LEASE: Duration = Duration::from_millis(1500);
+
+    #[test]
+    fn a_renewed_lock_whose_recorded_expiry_is_long_past_is_not_taken_over() {
+        let storage = memory();
+        let _holder = Renewing::start(&storage, 1_000_000, Duration::from_millis(50));
+        let started = Instant::now();
+        let waited = ObjectLock::acquire_leasing(Arc::clone(&storage), &url(), Wait::AtMost(LEASE * 2), false, LEASE);
+        let err = waited.unwrap_err().to_string();
+        assert!(err.contains("pid 4242 on build-host-7") && err.contains("renews its lease"), "{err}");
+        assert!(started.elapsed() >= LEASE * 2, "--wait waited its whole time");
+        // Without --wait the lapsed expiry makes it watch, and the renewal makes it refuse.
+        let err = ObjectLock::acquire_leasing(Arc::clone(&storage), &url(), Wait::No, false, LEASE).unwrap_err();
+        assert!(err.to_string().contains("renews its lease"), "{err}");
+        assert!(matches!(break_watching(storage.as_ref(), &StoreTarget::Remote(url()), false, LEASE).unwrap(), Unlocked::Held(_)));
+        assert!(storage.get(OBJECT_LOCK).unwrap().is_some_and(|b| b.starts_with(b"pid 4242")));
+    }
+
+    #[test]
+    fn an_unrenewed_lock_whose_recorded_expiry_is_far_ahead_is_taken_over_after_a_lease_of_watching() {
+        let storage = memory();
+        let far = crate::calendar::unix_now() + 86_400 * 365;
+        storage.put(OBJECT_LOCK, &foreign_lock(far, 0)).unwrap();
+        let err = ObjectLock::acquire_leasing(Arc::clone(&storage), &url(), Wait::No, false, LEASE).unwrap_err();
+        assert!(err.to_string().contains("lease runs until"), "without --wait a lease that has not lapsed is refused at once: {err}");
+        let started = Instant::now();
+        let lock = ObjectLock::acquire_leasing(Arc::clone(&storage), &url(), Wait::Forever, false, LEASE).unwrap();
+        assert!(started.elapsed() >= LEASE, "taken over only after a lease of watching");
+        assert!(storage.get(OBJECT_LOCK).unwrap().is_some_and(|b| b.starts_with(format!("pid {}", std::process::id()).as_bytes())));
+        drop(lock);
+        storage.put(OBJECT_LOCK, &foreign_lock(far, 0)).unwrap();
+        let started = Instant::now();
+        let removed = break_watching(storage.as_ref(), &StoreTarget::Remote(url()), false, LEASE).unwrap();
+        assert!(matches!(&removed, Unlocked::Removed { why, .. } if why.contains("not renewed")), "{removed:?}");
+        assert!(started.elapsed() >= LEASE && storage.get(OBJECT_LOCK).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unrenewed_lock_whose_recorded_expiry_lapsed_is_watched_then_taken_without_wait() {
+        let storage = memory();
+        storage.put(OBJECT_LOCK, &foreign_lock(1_000_000, 0)).unwrap();
+        let started = Instant::now();
+        ObjectLock::acquire_leasing(Arc::clone(&storage), &url(), Wait::No, false, LEASE).unwrap();
+        assert!(started.elapsed() >= LEASE);
+    }
+
+    #[test]
+    fn each_renewal_changes_the_lock_objects_bytes() {
+        let storage = memory();
+        let mut lock = ObjectLock::acquire(Arc::clone(&storage), &url(), Wait::No, false).unwrap();
+        let first = storage.get(OBJECT_LOCK).unwrap();
+        assert!(lock.can_fence(&url()).unwrap());
+        lock.lease.renew().unwrap();
+        assert_ne!(storage.get(OBJECT_LOCK).unwrap(), first, "two renewals in one second differ");
+    }
+
     #[test]
     fn a_stale_writer_neither_renews_nor_deletes_the_lock_that_replaced_its_own() {
-        let storage: Arc<dyn Storage> = Arc::new(crate::store::object::ObjectStorage::from_url("memory:///s.zarr").unwrap());
-        let StoreTarget::Remote(url) = StoreTarget::parse(Path::new("memory:///s.zarr")).unwrap() else { panic!("not a URL") };
+        let storage = memory();
+        let url = self::url();
         let mut lock = ObjectLock::acquire(Arc::clone(&storage), &url, Wait::No, false).unwrap();
         assert!(lock.can_fence(&url).unwrap());
         assert!(lock.check().is_ok());
@@ -667,9 +897,11 @@ mod tests {
         assert!(lock.lease.renew().is_err() && lock.lost() && lock.check().is_err());
         drop(lock);
         assert!(storage.get(OBJECT_LOCK).unwrap().is_some_and(|b| b.starts_with(b"pid 1 on next-writer")));
-        assert!(matches!(break_object_lock(storage.as_ref(), false).unwrap(), Unlocked::Held(_)));
-        assert!(matches!(break_object_lock(storage.as_ref(), true).unwrap(), Unlocked::Removed { .. }));
-        assert!(matches!(break_object_lock(storage.as_ref(), false).unwrap(), Unlocked::NotLocked));
+        assert!(matches!(
+            break_watching(storage.as_ref(), &StoreTarget::Remote(url.clone()), true, LEASE).unwrap(),
+            Unlocked::Removed { .. }
+        ));
+        assert!(matches!(break_watching(storage.as_ref(), &StoreTarget::Remote(url.clone()), false, LEASE).unwrap(), Unlocked::NotLocked));
     }
 
     #[test]

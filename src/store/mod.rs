@@ -48,6 +48,7 @@ mod reader;
 mod recovery;
 pub use recovery::interrupted;
 mod stop;
+pub use stop::signal_number as stop_signal;
 pub mod storage;
 mod target;
 mod transaction;
@@ -372,7 +373,9 @@ impl Purpose {
 /// Kill this process with SIGKILL at a named point when `ZTF2ZARR_FAULT` names it, or stop it
 /// with SIGSTOP when it names `stop-` and the point: lets the tests check that a build killed
 /// there leaves a readable store and completes on a re-run, and that one paused there (slow but
-/// alive) cannot overwrite what another writer did meanwhile.
+/// alive) cannot overwrite what another writer did meanwhile. Only in a build with the
+/// `fault-injection` feature (the tests'); in any other it is nothing.
+#[cfg(feature = "fault-injection")]
 fn fault_point(name: &str) {
     let Some(fault) = std::env::var_os("ZTF2ZARR_FAULT") else { return };
     let signal = if fault == name {
@@ -387,11 +390,25 @@ fn fault_point(name: &str) {
 }
 
 /// An I/O error to return at a named point when `ZTF2ZARR_FAULT` names it: lets the tests check
-/// how a failure there is handled where a real one cannot be made on demand.
+/// how a failure there is handled where a real one cannot be made on demand. Only with the
+/// `fault-injection` feature, as [`fault_point`].
+#[cfg(feature = "fault-injection")]
 fn injected_failure(name: &str) -> Option<std::io::Error> {
     std::env::var_os("ZTF2ZARR_FAULT")
         .is_some_and(|v| v == name)
         .then(|| std::io::Error::other(format!("failure injected by ZTF2ZARR_FAULT={name}")))
+}
+
+/// Without the `fault-injection` feature: no fault point.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn fault_point(_name: &str) {}
+
+/// Without the `fault-injection` feature: no injected failure.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+fn injected_failure(_name: &str) -> Option<std::io::Error> {
+    None
 }
 
 fn pretty(value: &Value) -> String {

@@ -44,6 +44,13 @@ pub(super) fn catch() {
     });
 }
 
+/// The number of the signal that asked to stop, if one did: a command that fails after one
+/// exits with 128 + it, as a process ended by the signal is reported by the shell.
+#[must_use]
+pub fn signal_number() -> Option<i32> {
+    Some(STOP.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
 /// The name of the signal that asked to stop, if one did.
 #[must_use]
 pub(super) fn requested() -> Option<&'static str> {

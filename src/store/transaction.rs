@@ -399,9 +399,8 @@ impl Transaction {
         self.pending["metadata"] = json!(files.iter().map(|(k, _)| k).collect::<Vec<_>>());
         self.check_lock()?;
         self.put_marker()?;
-        for (key, bytes) in &objects {
-            self.storage.put(key, bytes)?;
-        }
+        fault_point("after-marker");
+        self.put_numbered(&objects)?;
         self.storage.flush()?;
         fault_point("before-publish");
         let documents: Vec<(String, Vec<u8>)> = files.iter().map(|(k, v)| (k.clone(), pretty(v).into_bytes())).collect();
@@ -421,16 +420,57 @@ impl Transaction {
     /// Rewrite the marker with what the commit will write, the first write of the commit. On
     /// object storage only if it is still the marker this change wrote: a writer that took the
     /// store over has deleted it (finishing this change as a killed one) or replaced it.
-    fn put_marker(&self) -> Result<(), StoreError> {
+    fn put_marker(&mut self) -> Result<(), StoreError> {
         let bytes = pretty(&self.pending);
-        let Some(fence) = &self.fence else { return Ok(self.storage.put(PENDING, bytes.as_bytes())?) };
+        let Some(fence) = &mut self.fence else { return Ok(self.storage.put(PENDING, bytes.as_bytes())?) };
         match self.storage.put_if(PENDING, bytes.as_bytes(), Some(&fence.marker))? {
-            storage::Conditional::Written(_) => Ok(()),
+            storage::Conditional::Written(version) => {
+                fence.marker = version;
+                Ok(())
+            }
             storage::Conditional::Conflict | storage::Conditional::Unsupported => Err(self.fenced(
                 "its lock was removed while this one ran, and the other writer has replaced this one's write-in-progress marker",
                 "nothing of this run was committed or written since",
             )),
         }
+    }
+
+    /// Write the objects named by this change's number (candid run, key blocks, rejects log). On
+    /// object storage each only if there is no such object: a writer paused after its marker
+    /// check, whose store another writer took over and committed with the same number meanwhile,
+    /// must not replace that writer's objects. Its first such create fails instead; it deletes
+    /// what it created and stops as a fenced change. A writer whose marker is still its own
+    /// holds the store, so an object it finds is a stale writer's, written after this writer's
+    /// recovery: it is replaced. (A local store needs none of this: its `flock` stays with a
+    /// paused writer, so no other can take the store over.)
+    fn put_numbered(&mut self, objects: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        if self.fence.is_none() {
+            return objects.iter().try_for_each(|(key, bytes)| Ok(self.storage.put(key, bytes)?));
+        }
+        for (done, (key, bytes)) in objects.iter().enumerate() {
+            if let storage::Conditional::Written(_) = self.storage.put_if(key, bytes, None)? {
+                continue;
+            }
+            if self.marker_is_ours()? {
+                self.storage.put(key, bytes)?;
+                continue;
+            }
+            for (created, _) in &objects[..done] {
+                let _ = self.storage.delete(created);
+            }
+            return Err(self.fenced(
+                &format!("its lock was removed while this one ran, and the other writer committed its own `{key}` first"),
+                "nothing of this run was committed, and what it wrote of the commit is removed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the marker is still the one this change last wrote: no other writer has taken
+    /// the store over (its recovery deletes or replaces the marker).
+    fn marker_is_ours(&self) -> Result<bool, StoreError> {
+        let Some(fence) = &self.fence else { return Ok(true) };
+        Ok(self.storage.version(PENDING)?.is_some_and(|now| now == fence.marker))
     }
 
     /// Write `.zmetadata`, the commit point. On object storage only if it is still the one this

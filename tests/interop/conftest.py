@@ -9,6 +9,7 @@ installed beside the interpreter running pytest; it listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import re
@@ -71,6 +72,20 @@ class Run:
 # Provenance records carry build times; a fixed SOURCE_DATE_EPOCH makes equal inputs give
 # byte-identical stores, which the determinism tests compare.
 SOURCE_DATE_EPOCH = "1767225600"
+
+
+@functools.lru_cache(maxsize=None)
+def _version(binary: Path) -> str:
+    return subprocess.run([str(binary), "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout.strip()
+
+
+def require_faults(binary: Path) -> None:
+    """Fail (never skip) a test that kills, stops or fails a build at a named point
+    (`ZTF2ZARR_FAULT`) when `binary` was built without those hooks: it would not test them."""
+    version = _version(Path(binary))
+    if "fault-injection" not in version:
+        pytest.fail(f"{binary} ({version}) has no fault hooks, which this test needs (ZTF2ZARR_FAULT): build it with "
+                    "`cargo build --release --features fault-injection` (scripts/test does)")
 
 
 def run(binary: Path, args, cwd: Path, timeout: int = 900, env: dict | None = None) -> Run:

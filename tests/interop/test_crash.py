@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SOURCE_DATE_EPOCH, open_root, run
+from conftest import SOURCE_DATE_EPOCH, open_root, require_faults, run
 
 NIGHT_1 = ["kowalski-20200202"]
 NIGHT_2 = ["fink-alert-simulator-20181129", "ztf-avro-alert"]
@@ -64,6 +64,7 @@ def _night_1(binary, data_root, store):
 def test_killed_at_each_commit_step(binary, data_root, tmp_path, expected, point):
     store = tmp_path / "s.zarr"
     committed = _night_1(binary, data_root, store)
+    require_faults(binary)
     env = {**os.environ, "ZTF2ZARR_FAULT": point, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     p = subprocess.run([str(binary), "build", *_inputs(data_root, NIGHT_2), "-o", str(store), "--no-progress"],
                        cwd=data_root.parent, env=env, capture_output=True, stdin=subprocess.DEVNULL)

@@ -307,6 +307,38 @@ def test_a_history_row_outside_its_table_is_an_error_naming_it(store, tmp_path, 
         ztf2zarr.LightCurves(broken, engine=engine).history(row)
 
 
+def _epochs_range(root) -> tuple[int, int, int]:
+    """An object index row whose range is of epochs, with its start and count."""
+    tables = np.array([str(t) for t in root["lightcurves/objects/table"][:]])
+    at = int(np.argmax(tables == "epochs"))
+    return at, int(root["lightcurves/objects/start"][at]), int(root["lightcurves/objects/count"][at])
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_an_object_range_past_the_end_of_its_table_is_an_error_naming_it(store, tmp_path, engine):
+    # Read, it would serve rows that are not there, or padding, as the object's curve.
+    root = open_root(store)
+    epochs = root["lightcurves/epochs/jd"].shape[0]
+    at, _, count = _epochs_range(root)
+    broken = damaged_copy(store, tmp_path, lambda s: set_value(s, "lightcurves/objects/start", at, epochs))
+    lc = ztf2zarr.LightCurves(broken, engine=engine)
+    with pytest.raises(ValueError, match=rf"lightcurves/objects is damaged: object .* has epochs rows {epochs}\+{count}, "
+                                         rf"past the end of lightcurves/epochs \({epochs} rows\)"):
+        lc.objects
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_an_object_index_that_covers_another_number_of_rows_is_an_error_naming_it(store, tmp_path, engine):
+    # Every row is in exactly one range: a range cut short leaves rows of no object (as verify says).
+    root = open_root(store)
+    epochs = root["lightcurves/epochs/jd"].shape[0]
+    at, _, count = _epochs_range(root)
+    broken = damaged_copy(store, tmp_path, lambda s: set_value(s, "lightcurves/objects/count", at, count - 1))
+    with pytest.raises(ValueError, match=rf"lightcurves/objects is damaged: its ranges cover {epochs - 1} rows of "
+                                         rf"lightcurves/epochs, which has {epochs}"):
+        ztf2zarr.LightCurves(broken, engine=engine).curve("ZTF18aaaaaaa")
+
+
 def test_torch_wrapper_divides_chunks_among_dataloader_workers(store, monkeypatch):
     """TorchBatches with a stand-in for torch (CI does not install it): each DataLoader worker
     reads its own chunks, and all of them together every row once."""

@@ -20,7 +20,7 @@ import pytest
 import zarr
 
 import ztf2zarr
-from conftest import REPO, SOURCE_DATE_EPOCH, local_files, run
+from conftest import REPO, SOURCE_DATE_EPOCH, local_files, require_faults, run
 
 ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 NIGHT_1 = ["kowalski-20200202"]
@@ -52,6 +52,8 @@ def _build(cli, s3, inputs, url, *options, cwd, env=None):
 
 
 def _start_build(cli, s3, inputs, url, *options, cwd, fault=None):
+    if fault:
+        require_faults(cli)
     env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, **({"ZTF2ZARR_FAULT": fault} if fault else {})}
     return subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress", *options], cwd=str(cwd), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -353,32 +355,73 @@ def _lease_lock(holder: str, expires: int) -> bytes:
     return f"{holder} since 2026-01-01T00:00:00Z\ntoken 0123456789abcdef\nexpires-unix {expires}\n".encode()
 
 
-def test_a_fresh_lease_of_another_machine_holds_until_it_runs_out_or_is_forced(cli, s3, data_root, night_1, night_1_then_2):
+def test_another_machines_lease_is_judged_by_watching_not_by_its_recorded_expiry(cli, s3, data_root, night_1, night_1_then_2):
+    """Nobody renews a lock whose recorded expiry is an hour ahead: a writer without --wait stops
+    at once, --wait=1 gives up after a second, and unlock removes it after watching it unchanged
+    for a lease (the clocks of two machines need not agree, so the expiry proves nothing). A lock
+    whose recorded expiry has passed is watched for a lease, then taken over."""
     url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     holder = "pid 4242 on build-host-7"
     s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) + 3600))
     started = time.monotonic()
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert "lease runs until" in r.stderr, r.stderr
     assert time.monotonic() - started < 15, "a second writer must stop at once"
     started = time.monotonic()
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, "--wait=1", cwd=data_root.parent)
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, "--wait=1", cwd=data_root.parent, env=short)
     _assert_lock_refusal(r.returncode, r.stderr, holder, url)
     assert 1 <= time.monotonic() - started < 15, "--wait=1 waits about a second"
-
-    refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
-    assert refused.returncode == 2 and holder in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
-    assert "--force" in refused.stderr, refused.stderr
     assert_same_objects(night_1, s3, locked=True)
-    run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
+
+    started = time.monotonic()
+    removed = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=short).check()
+    assert time.monotonic() - started >= int(LEASE), "unlock watches the lock for a lease"
+    assert "not renewed" in removed.stdout and holder in removed.stdout, removed.stdout
     assert not s3.exists(f"{STORE}/{LOCK}")
 
-    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) - 1))  # a lease that ran out: taken over
-    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+    s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, int(time.time()) - 1))  # a recorded expiry that passed: watched
+    started = time.monotonic()
+    r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short).check()
+    assert time.monotonic() - started >= int(LEASE), "taken over only after a lease of watching"
+    assert "waiting to see whether the lock's holder is alive" in r.stderr, r.stderr
     assert f"took over the lock of `{url}` from {holder}" in r.stderr and "lease ran out" in r.stderr, r.stderr
     assert_same_objects(night_1_then_2, s3)
+
+
+def test_a_holder_that_renews_keeps_its_lock_whatever_expiry_it_records(cli, s3, data_root, night_1):
+    """A holder on a machine whose clock is far behind records an expiry long past, but renews
+    its lock object: a writer watches it, sees it renewed and stops naming it; so does unlock."""
+    import threading
+
+    url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
+    _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
+    holder = "pid 4242 on build-host-7"
+    stop = threading.Event()
+
+    def renew():
+        n = 0
+        while not stop.is_set():
+            s3.put(f"{STORE}/{LOCK}", _lease_lock(holder, 1_000_000 + n))
+            n += 1
+            stop.wait(0.5)
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    try:
+        r = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
+        _assert_lock_refusal(r.returncode, r.stderr, holder, url)
+        assert "renews its lease" in r.stderr, r.stderr
+        refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=short)
+        assert refused.returncode == 2 and holder in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert s3.exists(f"{STORE}/{LOCK}")
+    finally:
+        stop.set()
+        renewer.join()
+    assert_same_objects(night_1, s3, locked=True)
 
 
 def test_a_lock_object_put_by_hand_stops_an_append(cli, s3, data_root, night_1, night_1_then_2):
@@ -441,24 +484,33 @@ def _wait_stopped(p: subprocess.Popen, timeout: float = TIMEOUT):
     pytest.fail(f"pid {p.pid} did not stop")
 
 
-def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2):
-    """A build paused after its chunks, its lock removed, a second build of another night
-    committed meanwhile: when the first resumes, its commit is refused (its marker and the commit
-    point are written only if they are still what it saw), and the store is the second build's,
-    byte for byte, and verify-clean."""
+# Where the stale build pauses, and what its message then names: before its marker check (the
+# marker, rewritten only if unchanged, refuses it), or just after it, before it writes the objects
+# named by its run number (2), which the other build has committed meanwhile: its create fails.
+STALE_PAUSES = {"before-metadata": "run the same command again", "after-marker": ".ztf2zarr/candids/000002"}
+
+
+@pytest.mark.parametrize("point", list(STALE_PAUSES))
+def test_a_stale_writer_cannot_overwrite_a_newer_commit(cli, s3, data_root, night_1_then_2, point):
+    """A build paused after its chunks (before or after its marker check), its lock removed, a
+    second build of another night committed meanwhile: when the first resumes, its commit is
+    refused (its marker and the commit point are written only if they are still what it saw, the
+    objects named by its run number only if there are none), and the store is the second
+    build's, byte for byte (its candid run and rejects log among them), and verify-clean."""
     url = s3.url(STORE)
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     stale = _start_build(cli, s3, _inputs(data_root, ["ztf-avro-alert"]), url, cwd=data_root.parent,
-                         fault="stop-before-metadata")
+                         fault=f"stop-{point}")
     try:
         _wait_stopped(stale)
         run(cli, ["unlock", "--force", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
         _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+        assert s3.exists(f"{STORE}/.ztf2zarr/candids/000002")
     finally:
         stale.send_signal(signal.SIGCONT)
     _, err = stale.communicate(timeout=TIMEOUT)
     assert stale.returncode == 2, f"exit {stale.returncode}\n{err}"
-    assert url in err and "another writer has taken the store over" in err and "run the same command again" in err, err
+    assert url in err and "another writer has taken the store over" in err and STALE_PAUSES[point] in err, err
     assert_same_objects(night_1_then_2, s3)
     run(cli, ["verify", url], data_root.parent, timeout=TIMEOUT, env=s3.env).check()
 
@@ -467,6 +519,7 @@ LEASE = "3"  # seconds: a writer paused for longer is renewed (or stopped) befor
 
 
 def _paused_build(cli, s3, data_root, inputs, url, fault):
+    require_faults(cli)
     env = {**s3.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "ZTF2ZARR_FAULT": fault, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     p = subprocess.Popen([str(cli), "build", *inputs, "-o", url, "--no-progress"], cwd=str(data_root.parent), env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -475,20 +528,22 @@ def _paused_build(cli, s3, data_root, inputs, url, fault):
 
 
 def test_a_paused_writer_whose_lease_ran_out_is_stopped_at_its_next_write(cli, s3, data_root, night_1_then_2):
-    """A build paused after its first chunk keeps its lock while its lease runs (unlock refuses
-    it, naming the holder and the expiry); once the lease has run out the next build takes the
-    lock over and commits; the paused one, resumed, renews before its next chunk, finds its lock
-    taken and stops without writing, and leaves the other's lock and commit alone."""
+    """A build paused after its first chunk keeps its lock while its lease runs (the next build
+    stops at once, naming it); once the lease has run out the next build watches the lock for a
+    lease, sees it not renewed, takes it over and commits; the paused one, resumed, renews before
+    its next chunk, finds its lock taken and stops without writing, and leaves the other's lock
+    and commit alone."""
     url = s3.url(STORE)
+    short = {**s3.env, "ZTF2ZARR_LEASE_SECONDS": LEASE}
     _build(cli, s3, _inputs(data_root, NIGHT_1), url, *CHUNK, cwd=data_root.parent).check()
     stale = _paused_build(cli, s3, data_root, _inputs(data_root, ["ztf-avro-alert"]), url, "stop-after-chunk")
     try:
-        refused = run(cli, ["unlock", url], data_root.parent, timeout=TIMEOUT, env=s3.env)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert f"pid {stale.pid} on {socket.gethostname()}" in refused.stderr and "lease runs until" in refused.stderr, refused.stderr
+        refused = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short)
+        _assert_lock_refusal(refused.returncode, refused.stderr, f"pid {stale.pid} on {socket.gethostname()}", url)
+        assert "lease runs until" in refused.stderr, refused.stderr
         assert s3.exists(f"{STORE}/{LOCK}")
         time.sleep(int(LEASE) + 1)
-        taken = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent).check()
+        taken = _build(cli, s3, _inputs(data_root, NIGHT_2), url, cwd=data_root.parent, env=short).check()
         assert "lease ran out" in taken.stderr, taken.stderr
     finally:
         stale.send_signal(signal.SIGCONT)
@@ -529,7 +584,7 @@ def test_a_signalled_writer_removes_what_it_wrote_and_its_lock(cli, s3, data_roo
     finally:
         p.send_signal(signal.SIGCONT)
     _, err = p.communicate(timeout=TIMEOUT)
-    assert p.returncode == 2, f"exit {p.returncode}\n{err}"
+    assert p.returncode == 128 + sig, f"exit {p.returncode} (128 + {sig.name} expected)\n{err}"
     assert f"stopped by {sig.name} before its commit: nothing of this run was committed" in err, err
     assert url in err and "run the same command again" in err, err
     # No lock object, no marker, no chunk of the stopped build: the keys of night 1, and its rows
