@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// `--version`: a test build (with the `fault-injection` feature) says so, so that the tests can
-/// check they run a binary that has the fault hooks.
-const VERSION: &str = if cfg!(feature = "fault-injection") {
-    concat!(env!("CARGO_PKG_VERSION"), " (fault-injection: a test build)")
-} else {
-    env!("CARGO_PKG_VERSION")
+/// `--version`: a build with optional features names them (the fault hooks of a test build, the
+/// generator), so that the tests and scripts can check the binary they run has what they need.
+const VERSION: &str = match (cfg!(feature = "fault-injection"), cfg!(feature = "generate")) {
+    (true, true) => concat!(env!("CARGO_PKG_VERSION"), " (fault-injection: a test build; generate)"),
+    (true, false) => concat!(env!("CARGO_PKG_VERSION"), " (fault-injection: a test build)"),
+    (false, true) => concat!(env!("CARGO_PKG_VERSION"), " (generate)"),
+    (false, false) => env!("CARGO_PKG_VERSION"),
 };
 
 /// Turn ZTF public alert packets into one out-of-core Zarr v2 training store.

@@ -25,5 +25,6 @@ mod rng;
 mod split;
 pub mod store;
 pub mod survey;
+#[cfg(feature = "generate")]
 pub mod synth;
 pub mod table;

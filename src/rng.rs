@@ -11,12 +11,14 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
 
 /// A small, fast, deterministic PRNG (SplitMix64) with the few distributions the generator needs.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "generate"), allow(dead_code))] // the distributions serve the generator
 pub(crate) struct Rng {
     state: u64,
     /// The polar method makes normal deviates in pairs; the second one waits here.
     spare_normal: Option<f64>,
 }
 
+#[cfg_attr(not(feature = "generate"), allow(dead_code))] // the distributions serve the generator
 impl Rng {
     const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 

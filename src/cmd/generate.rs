@@ -1,5 +1,6 @@
 //! `ztf2zarr generate`: checks the options, writes synthetic alerts (loose files or one nightly
-//! archive) with `synth`, and says on stderr what it wrote.
+//! archive) with `synth`, and says on stderr what it wrote. Only in a binary built with the
+//! cargo feature `generate` (see `cmd/mod.rs` for one without).
 
 use std::path::Path;
 use std::time::Instant;

@@ -3,6 +3,7 @@
 //! messages share (counted nouns are `report`'s).
 
 mod build;
+#[cfg(feature = "generate")]
 mod generate;
 mod info;
 mod label;
@@ -50,8 +51,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Info(args) => info::run(&args, &target(&args.store)?),
         Command::Verify(args) => verify::run(&target(&args.store)?),
         Command::Unlock(args) => unlock::run(&args, &target(&args.store)?),
+        #[cfg(feature = "generate")]
         Command::Generate(args) => generate::run(&args),
+        #[cfg(not(feature = "generate"))]
+        Command::Generate(_) => without_generator(),
     }
+}
+
+/// `generate` in a binary built without the generator (the cargo feature `generate`, off by
+/// default so that the binary users install does not carry it): say how to get it.
+#[cfg(not(feature = "generate"))]
+fn without_generator() -> anyhow::Result<ExitStatus> {
+    anyhow::bail!(
+        "this ztf2zarr was built without the alert generator: build it with `cargo build --release --features generate` \
+         (or install it with `cargo install --locked --path . --features generate`)"
+    )
 }
 
 /// Alerts per class, in the order given, then the unlabeled ones (left out when there are

@@ -85,7 +85,7 @@ def require_faults(binary: Path) -> None:
     version = _version(Path(binary))
     if "fault-injection" not in version:
         pytest.fail(f"{binary} ({version}) has no fault hooks, which this test needs (ZTF2ZARR_FAULT): build it with "
-                    "`cargo build --release --features fault-injection` (scripts/test does)")
+                    "`cargo build --release --features fault-injection,generate` (scripts/test does)")
 
 
 def run(binary: Path, args, cwd: Path, timeout: int = 900, env: dict | None = None) -> Run:

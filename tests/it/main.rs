@@ -5,8 +5,14 @@
 
 #[cfg(not(feature = "fault-injection"))]
 compile_error!(
-    "the integration tests need the ZTF2ZARR_FAULT hooks: run them with `cargo test --release --features fault-injection` \
+    "the integration tests need the ZTF2ZARR_FAULT hooks: run them with `cargo test --release --features fault-injection,generate` \
      (scripts/test does)"
+);
+
+#[cfg(not(feature = "generate"))]
+compile_error!(
+    "the integration tests write their inputs with the generator: run them with `cargo test --release --features \
+     fault-injection,generate` (scripts/test does)"
 );
 
 mod append;
