@@ -879,3 +879,29 @@ fn psf_is_refused_on_a_ztf_build() {
     assert!(again.stderr.contains("--psf: ZTF cutouts carry no PSF image"), "{}", again.stderr);
     assert_eq!(tree_bytes(&store), before, "the ZTF store is as it was");
 }
+
+#[test]
+fn psf_on_generated_alerts_stores_their_gaussian_psfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let night = dir.path().join("night");
+    let made = run(&["generate", "--survey", "lsst", "--count", "30", "-o", night.to_str().unwrap()]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let store = dir.path().join("psf.zarr");
+    let built = build(&store, &[&night], &["--psf"]);
+    assert_eq!(built.written + built.rejected, 30, "{}", built.summary);
+    let (index, pixels) = psf_arrays(&store);
+    let mut images = 0;
+    for row in 0..built.ids.len() {
+        for channel in 0..3 {
+            let Some((height, width, image)) = stored_psf(&index, &pixels, row, channel) else { continue };
+            images += 1;
+            assert_eq!(height, width, "square");
+            if channel != 1 {
+                assert_eq!(height, 41, "science and difference PSFs are 41 x 41, as Rubin's");
+            }
+            let sum: f64 = image.iter().map(|&p| f64::from(p)).sum();
+            assert!((sum - 1.0).abs() < 1e-4, "row {row} channel {channel}: a normalised kernel sums to 1, not {sum}");
+        }
+    }
+    assert!(images > 0, "the generated cutouts carry PSF images");
+}
