@@ -799,17 +799,24 @@ fn psf_stores_every_real_psf_image_exactly_at_its_own_size() {
     assert!(help.contains("--psf") && help.contains("psf/pixels"), "build --help names --psf");
 }
 
-#[test]
-fn psf_appends_continue_the_starts_and_follow_the_store_layout() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two folders in `dir` holding the first 7 and the other 13 single messages.
+fn two_parts(dir: &Path) -> (PathBuf, PathBuf) {
     let ids = single_ids();
-    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let (first, second) = (dir.join("first"), dir.join("second"));
     for (folder, part) in [(&first, &ids[..7]), (&second, &ids[7..])] {
         std::fs::create_dir(folder).unwrap();
         for id in part {
             write(folder, &format!("{id}.avro"), &message(*id));
         }
     }
+    (first, second)
+}
+
+#[test]
+fn psf_appends_continue_the_starts_and_follow_the_store_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = single_ids();
+    let (first, second) = two_parts(dir.path());
     // A null difference cutout and one without PSFIMAGE: [-1, 0, 0], the other images stored.
     let mut no_psf = image_hdu(true, "", 30, 30, true);
     no_psf.extend(image_hdu(false, "UNCERT", 30, 30, true));
@@ -904,4 +911,69 @@ fn psf_on_generated_alerts_stores_their_gaussian_psfs() {
         }
     }
     assert!(images > 0, "the generated cutouts carry PSF images");
+}
+
+/// An append killed at each step of the commit protocol leaves the psf arrays as committed (or,
+/// once published, as after), and its re-run gives the single build's psf files exactly.
+#[test]
+fn a_killed_psf_append_reads_as_committed_and_reruns_exactly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = two_parts(dir.path());
+    let once = dir.path().join("once.zarr");
+    build(&once, &[&first, &second], &["--psf", "--chunk-rows", "3"]);
+    let expected = (psf_arrays(&once), tree_bytes(&once.join("psf")));
+    for point in ["after-chunk", "before-metadata", "before-publish", "after-publish"] {
+        let store = dir.path().join(format!("{point}.zarr"));
+        build(&store, &[&first], &["--psf", "--chunk-rows", "3"]);
+        let committed = psf_arrays(&store);
+        let status = Command::new(env!("CARGO_BIN_EXE_ztf2zarr"))
+            .args(["build".as_ref(), second.as_os_str(), "-o".as_ref(), store.as_os_str(), "--no-progress".as_ref()])
+            .env("ZTF2ZARR_FAULT", point)
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(9), "{point}: the build should have been killed");
+        let after_kill = psf_arrays(&store);
+        assert_eq!(after_kill, if point == "after-publish" { expected.0.clone() } else { committed }, "{point}");
+        assert_sound(&store);
+        build(&store, &[&second], &[]);
+        assert_eq!((psf_arrays(&store), tree_bytes(&store.join("psf"))), expected, "{point}: the re-run completes it exactly");
+    }
+}
+
+/// An archive that fails its checksum is rolled back whole: the PSF pixels of its alerts go with
+/// them, and the starts of the alerts after it continue from where the pixels stood before it.
+#[test]
+fn psf_starts_after_a_rolled_back_archive_continue_from_the_kept_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = single_ids();
+    let folder = |name: &str, part: &[i64]| {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        for id in part {
+            write(&path, &format!("{id}.avro"), &message(*id));
+        }
+        path
+    };
+    let (before, after) = (folder("before", &ids[..3]), folder("after", &ids[8..10]));
+    let mut archive = tar::Builder::new(Vec::new());
+    for id in &ids[3..8] {
+        let bytes = message(*id);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, format!("{id}.avro"), bytes.as_slice()).unwrap();
+    }
+    let mut bad = gzip(&archive.into_inner().unwrap());
+    let crc = bad.len() - 8;
+    bad[crc] ^= 0x80;
+    let bad = write(dir.path(), "bad.tar.gz", &bad);
+    let store = dir.path().join("rolled.zarr");
+    let built = build(&store, &[&before, &bad, &after], &["--psf", "--chunk-rows", "2"]);
+    assert_eq!((built.written, built.rejected), (5, 5), "{}", built.summary);
+    let expected = dir.path().join("expected.zarr");
+    build(&expected, &[&before, &after], &["--psf", "--chunk-rows", "2"]);
+    assert_eq!(psf_arrays(&store), psf_arrays(&expected));
+    assert_eq!(tree_bytes(&store.join("psf")), tree_bytes(&expected.join("psf")));
 }
