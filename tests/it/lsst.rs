@@ -795,6 +795,8 @@ fn psf_stores_every_real_psf_image_exactly_at_its_own_size() {
         assert!(zmetadata["metadata"].get(key).is_some(), "{key} consolidated");
     }
     assert_eq!(zmetadata["metadata"]["psf/pixels/.zarray"]["chunks"], serde_json::json!([1 << 20]));
+    let info = run(&["info", store.to_str().unwrap()]).stdout;
+    assert!(info.contains(", with variance planes (variance), PSF images at their own size (psf)"), "{info}");
     let help = run(&["build", "--help"]).stdout;
     assert!(help.contains("--psf") && help.contains("psf/pixels"), "build --help names --psf");
 }
