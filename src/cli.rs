@@ -73,6 +73,7 @@ Examples:
   ztf2zarr build alerts/ -o raw.zarr --keep-masked               # masked pixels stay -3.4e38
   ztf2zarr build rubin-night/ -o rubin.zarr                      # Rubin (LSST) alerts
   ztf2zarr build rubin-night/ -o rubin.zarr --stamp-size 45 --no-variance
+  ztf2zarr build rubin-night/ -o rubin.zarr --psf                # and the PSF images, at their own size
   ztf2zarr build rubin-night/ -o rubin.zarr --schema-dir my-schemas/   # schemas newer than 11.1
 
 The survey (ZTF or Rubin) is told from the first input's packets for a new store, or given with
@@ -238,6 +239,11 @@ pub struct BuildArgs {
     /// Make a new store without the `variance` array (Rubin: the cutouts' variance planes beside the stamps).
     #[arg(long)]
     pub no_variance: bool,
+
+    /// Make a new store with the cutouts' PSF images, each at its own size (Rubin only): the `psf` group,
+    /// `psf/pixels` and `psf/index` (docs/rubin.md). An existing store keeps its own layout, as for --no-variance.
+    #[arg(long)]
+    pub psf: bool,
 
     /// Label the new alerts from a classifier CSV (see `ztf2zarr label --help`).
     #[command(flatten)]

@@ -17,7 +17,8 @@ The same calls read a store of ZTF alerts and one of Rubin (LSST) alerts: the st
 attribute `survey` picks the column names (`Store(path).survey`, a `Survey`): time `jd` or
 `midpointMjdTai`, object `objectId` (str) or `diaObjectId` (int), band `fid` or `band`, unique id
 `candid` or `diaSourceId`. A Rubin store also has the stamps' variance planes
-(`batches(…, variance=True)`, `open_dataset(store)["variance"]`).
+(`batches(…, variance=True)`, `open_dataset(store)["variance"]`), and one built with `--psf` the
+PSF images at their own size (`Store(path).psf(row)`, `batches(…, psf=P)` centred in P × P).
 """
 
 from ._batches import (

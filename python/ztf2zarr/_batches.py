@@ -12,7 +12,8 @@ With `history=`, each batch also carries every sample's own light-curve history 
 own packet carried, never one from its future) as fixed-size arrays a model takes as they are.
 With `normalize="zscore_mad"`, each stamp plane is scaled as classifiers take it (`zscore_mad`).
 With `variance=True` (stores that have variance planes: Rubin's), each batch also carries the
-stamps' variance planes. Column names follow the store's survey (`_survey.py`): the time column
+stamps' variance planes; with `psf=P` (a Rubin store built with `--psf`), each sample's three
+PSF images centred in P × P (`_psf.py`). Column names follow the store's survey (`_survey.py`): the time column
 is `jd` in a ZTF store and `midpointMjdTai` in a Rubin one.
 """
 
@@ -35,7 +36,7 @@ DEFAULT_HISTORY = ZTF.default_history
 #: The same on a Rubin store (`band` as its position in u g r i z y, 0 … 5).
 DEFAULT_HISTORY_LSST = LSST.default_history
 #: Names a batch gives its own arrays, which no catalog column may take.
-_RESERVED = ("stamps", "variance", "row", "history", "history_length", "history_mask")
+_RESERVED = ("stamps", "variance", "psf", "row", "history", "history_length", "history_mask")
 #: What `batches(…, normalize=…)` can do to the stamps: nothing, or `zscore_mad`.
 NORMALIZE = ("none", "zscore_mad")
 #: MAD × this estimates the standard deviation of normally distributed pixels.
@@ -355,6 +356,7 @@ def batches(
     history_relative_time: bool = False,
     normalize: str = "none",
     variance: bool = False,
+    psf: int | None = None,
 ) -> Iterator[dict]:
     """Shuffled batches of one epoch of a ztf2zarr store, reading each chunk once.
 
@@ -396,6 +398,11 @@ def batches(
       (Rubin's UNCERT planes, nJy², on the stamps' window; filled pixels hold the fill), read
       from the same chunks. A store without variance planes (ZTF's, or built with
       --no-variance) is a ValueError. `normalize` leaves it as stored.
+    - `psf`: a side P: also give `psf` (B, 3, P, P) float32, each sample's PSF images (science,
+      template, difference; a Rubin store built with `--psf`, else a ValueError), each at its
+      own size in the store, centred here: pixel n // 2 of a side n lands on pixel P // 2,
+      cropped or padded with 0; a cutout without a PSF image gives all 0. `Store.psf(row)` gives
+      them at their own size.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -406,6 +413,12 @@ def batches(
     normalizer = _Normalizer(store, normalize)
     if variance:
         store.scratch(variance=True)  # a ValueError, now, for a store without variance planes
+    psfs = None
+    if psf is not None:
+        from ._psf import Psf
+
+        psfs = (Psf(store), psf)
+        psfs[0].fixed([], psf)  # a ValueError, now, for a side that is not one
     histories = None
     if history is not None and history is not False:
         histories = _Histories(store, store.survey.default_history if history is True else history, history_len,
@@ -432,17 +445,21 @@ def batches(
                 buffer.empty()
             buffer.add(chunk, None if codes is None else np.isin(chunk.fields["label_code"], codes))
             while buffer.n >= buffer.capacity:
-                yield _finish(buffer.take(batch_size, rng), histories, normalizer, dropped, time)
+                yield _finish(buffer.take(batch_size, rng), histories, normalizer, dropped, time, psfs)
         while buffer.n > 0:
-            yield _finish(buffer.take(min(batch_size, buffer.n), rng), histories, normalizer, dropped, time)
+            yield _finish(buffer.take(min(batch_size, buffer.n), rng), histories, normalizer, dropped, time, psfs)
     finally:
         if buffer is not None:
             _spare.give_back(key, buffer)
 
 
-def _finish(batch: dict, histories: _Histories | None, normalizer: _Normalizer, dropped: tuple, time: str) -> dict:
-    """The batch with its samples' histories and its stamps normalised, without the fields read
-    only for them (`time`: the survey's time column)."""
+def _finish(batch: dict, histories: _Histories | None, normalizer: _Normalizer, dropped: tuple, time: str,
+            psfs: tuple | None = None) -> dict:
+    """The batch with its samples' histories and PSF images (`psfs`: the store's `Psf` and the
+    side asked for) and its stamps normalised, without the fields read only for them (`time`:
+    the survey's time column)."""
+    if psfs is not None:
+        batch["psf"] = psfs[0].fixed(batch["row"], psfs[1])
     if histories is not None:
         histories.add_to(batch, batch[time] if time in batch else None)
     normalizer.apply(batch)

@@ -535,6 +535,14 @@ class Store:
                              "unless built with --no-variance)")
         return self.variance
 
+    def psf(self, row: int) -> tuple:
+        """Alert `row`'s three PSF images (science, template, difference) at their own size,
+        float32 (height, width) each, None for a cutout without one; a ValueError for a store
+        built without `--psf` or whose `psf/index` is damaged (see `_psf.py`)."""
+        from ._psf import Psf
+
+        return Psf(self).images(int(row))
+
     def labels_of(self, index: int, local: np.ndarray | None) -> np.ndarray:
         """The label codes of the selected rows of chunk `index` (the catalog chunk only)."""
         start, stop = self.chunk_span(index)

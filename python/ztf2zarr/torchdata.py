@@ -30,13 +30,13 @@ class TorchBatches(IterableDataset):
     def __init__(self, store, batch_size=256, seed=0, split=None, columns=(), buffer_mb=DEFAULT_BUFFER_MB,
                  *, labels=None, prefetch=2, rank=0, world_size=1, engine="auto", storage_options=None,
                  history=None, history_len=64, history_relative_time=False, normalize="none",
-                 variance=False):
+                 variance=False, psf=None):
         super().__init__()
         self.store = store
         self.options = dict(batch_size=batch_size, seed=seed, split=split, columns=columns, buffer_mb=buffer_mb,
                             labels=labels, prefetch=prefetch, engine=engine, storage_options=storage_options,
                             history=history, history_len=history_len, history_relative_time=history_relative_time,
-                            normalize=normalize, variance=variance)
+                            normalize=normalize, variance=variance, psf=psf)
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 

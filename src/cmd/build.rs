@@ -49,6 +49,7 @@ pub fn run(args: &BuildArgs, target: &StoreTarget) -> anyhow::Result<ExitStatus>
             zstd_level: args.zstd_level,
             no_lightcurves: args.no_lightcurves,
             no_variance: args.no_variance,
+            psf: args.psf,
             single_writer: args.wait.single_writer,
         },
         strict: args.strict,
@@ -135,6 +136,9 @@ fn validate(args: &BuildArgs) -> anyhow::Result<()> {
 /// The options that depend on the survey: the stamp side, and the chunk size it makes.
 fn validate_for(args: &BuildArgs, survey: &dyn Survey) -> anyhow::Result<()> {
     let stamps = &survey.tables().stamps;
+    if args.psf && !stamps.psf {
+        bail!("--psf: {} cutouts carry no PSF image (only Rubin's do, in their PSFIMAGE HDU)", survey.title());
+    }
     let frame = stamps.frame;
     if let Some(size) = args.stamp_size.filter(|s| *s == 0 || *s > frame || (stamps.odd_only && s % 2 == 0)) {
         let odd = if stamps.odd_only { "an odd number" } else { "a number" };

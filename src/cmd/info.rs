@@ -83,6 +83,7 @@ fn gather(root: &StoreTarget, reader: &StoreReader) -> anyhow::Result<Value> {
         "masked_policy": if settings.keep_masked { MASKED_KEPT } else { MASKED_AS_MISSING },
         "chunk_rows": settings.chunk_rows,
         "variance": settings.variance,
+        "psf": settings.psf,
         "chunks": reader.chunks(),
         "nights": nights,
         "schema_versions": versions,
@@ -202,7 +203,8 @@ fn render(info: &Value, tables: &Tables, target: &StoreTarget) -> String {
         (Some(_), ..) => ", masked pixels stored as 0".into(),
     };
     let variance = if info["variance"] == true { ", with variance planes (variance)" } else { "" };
-    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}{masked}{variance}", info["stamp_size"]);
+    let psf = if info["psf"] == true { ", PSF images at their own size (psf)" } else { "" };
+    let _ = writeln!(out, "stamps       3 x {0} x {0}, NaN policy {nan_policy}{masked}{variance}{psf}", info["stamp_size"]);
     let _ = writeln!(out, "chunks       {} of {} rows", info["chunks"], info["chunk_rows"]);
     let nights = info["nights"].as_object().cloned().unwrap_or_default();
     let span = match (nights.keys().next(), nights.keys().next_back()) {

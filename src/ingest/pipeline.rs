@@ -151,6 +151,10 @@ enum Feed {
     Stamps,
     /// Its variance planes.
     Variance,
+    /// The pixels of its PSF images.
+    PsfPixels,
+    /// Where its PSF images are in the pixels.
+    PsfIndex,
     /// The rows of epochs the alert carried.
     CarriedEpochs,
     /// The rows of forced photometry it carried.
@@ -174,6 +178,8 @@ impl Feed {
             Source::CatalogRow => Feed::Catalog,
             Source::Stamps => Feed::Stamps,
             Source::Variance => Feed::Variance,
+            Source::PsfPixels => Feed::PsfPixels,
+            Source::PsfIndex => Feed::PsfIndex,
             Source::Carried(TableRole::Forced) => Feed::CarriedForced,
             Source::Carried(_) => Feed::CarriedEpochs,
             Source::Command => return None,
@@ -188,12 +194,21 @@ impl Feed {
     /// the light curves (`alert_row`); for a column, the table's packed rows and their size.
     /// The arrays of the epochs tables take their rows a batch of alerts at a time instead
     /// ([`Feed::batch_rows`]).
-    /// `no_history` is the row of `lightcurves/alerts` of an alert that carried none.
-    fn rows<'a>(self, alert: &'a Alert, alert_row: &'a [u8], no_history: &'a [u8]) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
+    /// `no_history` is the row of `lightcurves/alerts` of an alert that carried none;
+    /// `psf_index` the alert's row of `psf/index` ([`Collector::psf_index`]).
+    fn rows<'a>(
+        self,
+        alert: &'a Alert,
+        alert_row: &'a [u8],
+        no_history: &'a [u8],
+        psf_index: &'a [u8],
+    ) -> (std::borrow::Cow<'a, [u8]>, Option<usize>) {
         match self {
             Feed::Catalog => (alert.row.as_slice().into(), None),
             Feed::Stamps => (le_bytes(&alert.stamps), None),
             Feed::Variance => (le_bytes(&alert.variance), None),
+            Feed::PsfPixels => (le_bytes(&alert.psf.pixels), None),
+            Feed::PsfIndex => (psf_index.into(), None),
             Feed::CarriedEpochs | Feed::CarriedForced => ([].as_slice().into(), None),
             Feed::Column { table, row_bytes, .. } => {
                 let rows: &[u8] = match table {
@@ -374,9 +389,10 @@ impl Collector<'_> {
             record(&mut self.stats, &mut self.versions, &alert, &decoded.name, self.config.survey.tables());
             self.new_candids.push(alert.id);
             let alert_row = self.take_history(&alert, full);
+            let psf_index = self.psf_index(&alert);
             for position in 0..self.chunks.len() {
                 let feed = self.chunks[position].1;
-                match feed.rows(&alert, &alert_row, self.no_history) {
+                match feed.rows(&alert, &alert_row, self.no_history, &psf_index) {
                     (rows, None) => self.push_rows(position, &rows, full),
                     (rows, Some(itemsize)) => self.push_cells(position, &rows, itemsize, full),
                 }
@@ -387,6 +403,28 @@ impl Collector<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The alert's row of `psf/index` (empty without the `psf` group): for each cutout, the
+    /// start of its PSF image in `psf/pixels`, its height and width, or [-1, 0, 0] without one.
+    /// The starts continue from the pixels so far, the store's committed ones included: they are
+    /// where the `psf/pixels` buffer stands (which a rollback moves back with the rows).
+    fn psf_index(&self, alert: &Alert) -> Vec<u8> {
+        let Some((pixels, _)) = self.chunks.iter().find(|(_, feed)| *feed == Feed::PsfPixels) else { return Vec::new() };
+        let mut start = pixels.index * pixels.capacity + pixels.rows;
+        let mut row = Vec::with_capacity(3 * 3 * 8);
+        for shape in alert.psf.shapes {
+            let entry = match shape {
+                Some((height, width)) => {
+                    let entry = [start, height, width].map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+                    start += height * width;
+                    entry
+                }
+                None => [-1, 0, 0],
+            };
+            row.extend(entry.iter().flat_map(|n| n.to_le_bytes()));
+        }
+        row
     }
 
     /// Take the alert's history into the light curves (its versions added at once, or into the
@@ -744,7 +782,7 @@ fn run(config: &BuildConfig, pool: &rayon::ThreadPool, progress: &Progress, tran
     let writer = ChunkWriter { transaction };
     progress.start(config.plan.bytes);
     let (items, reader) = source::stream(config.plan.inputs.clone(), BATCH);
-    let decoder = config.survey.decoder(spec, settings.lightcurves, &config.schemas);
+    let decoder = config.survey.decoder(spec, settings.lightcurves, settings.psf, &config.schemas);
     // Three stages overlap: the reader thread lists files and streams archives into `items`; a
     // decode thread has batches read and decoded on the pool; this thread puts the alerts in
     // order and compresses and writes each chunk as it fills.

@@ -45,6 +45,10 @@ pub enum Source {
     Stamps,
     /// Each alert's variance planes.
     Variance,
+    /// The pixels of each alert's PSF images, one after the other (rows of its own).
+    PsfPixels,
+    /// Where each alert's PSF images are in the pixels (start, height, width per cutout).
+    PsfIndex,
     /// The rows of a light-curve table (epochs or forced) that each alert carried.
     Carried(TableRole),
     /// A column of a light-curve table.
@@ -151,6 +155,7 @@ impl ArraySpec {
 pub fn is_declared_metadata(arrays: &[ArraySpec], key: &str) -> bool {
     let group_doc = |group: &str| key.strip_prefix(group).is_some_and(|rest| rest == "/.zgroup" || rest == "/.zattrs");
     group_doc(super::metadata::LIGHTCURVES)
+        || group_doc(super::metadata::PSF)
         || arrays.iter().filter_map(|a| if let Source::Column(c) = a.source { Some(c) } else { None }).any(|c| group_doc(c.table))
         || arrays.iter().any(|a| key == a.zarray_key() || key == a.zattrs_key())
 }
@@ -165,6 +170,9 @@ pub fn declared(settings: &Settings, tables: &Tables, column_docs: &[String]) ->
     }
     if settings.lightcurves {
         arrays.extend(super::metadata::lightcurve_specs(settings, tables));
+    }
+    if settings.psf {
+        arrays.extend(super::metadata::psf_specs(settings, tables));
     }
     arrays
 }

@@ -13,6 +13,12 @@ use crate::table::{Dtype, Rows, TableGroup, TableRole, Tables};
 pub const STAMPS: &str = "stamps";
 /// The variance planes of the stamps' pixels, for surveys whose cutouts carry them.
 pub const VARIANCE: &str = "variance";
+/// The group of the PSF images (`build --psf`), stored ragged at their own size.
+pub const PSF: &str = "psf";
+/// Every PSF pixel of every alert, float32, image after image.
+pub const PSF_PIXELS: &str = "psf/pixels";
+/// Where alert i's three PSF images are in `psf/pixels`: (N, 3, 3) int64 of start, height, width.
+pub const PSF_INDEX: &str = "psf/index";
 /// Name of the catalog array.
 pub const CATALOG: &str = "catalog";
 pub use crate::table::tables::{EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LIGHTCURVES, OBJECTS};
@@ -82,6 +88,10 @@ impl StoreMetadata {
                 files.push((format!("{}/.zattrs", table.name), group_zattrs(table)));
             }
         }
+        if self.settings.psf {
+            files.push((format!("{PSF}/.zgroup"), json!({"zarr_format": 2})));
+            files.push((format!("{PSF}/.zattrs"), json!({"description": PSF_DESCRIPTION, "units": PSF_UNITS})));
+        }
         files.extend(with_dimensions(&self.extra));
         files.push((".zgroup".into(), json!({"zarr_format": 2})));
         files.push((".zattrs".into(), self.root_zattrs()));
@@ -120,6 +130,9 @@ impl StoreMetadata {
         if self.settings.lightcurves {
             attrs[LIGHTCURVES] = json!(self.tables.lightcurves_summary);
             attrs["ztf2zarr"]["lightcurve_keys"] = self.lightcurve_keys.clone();
+        }
+        if self.settings.psf {
+            attrs[PSF] = json!(PSF_DESCRIPTION);
         }
         if self.extra.iter().any(|(key, _)| key == "splits/.zgroup") {
             attrs[SPLITS] = json!("Training splits: 1-D int64 arrays of catalog/stamps row indices (train, val, test), grouped by objectId; see splits/.zattrs");
@@ -166,6 +179,61 @@ pub fn variance_spec(settings: &Settings, tables: &Tables) -> ArraySpec {
         json!("Variance of each pixel of stamps[i] (the cutouts' variance planes, on the same window; missing pixels hold the fill value)");
     spec.attrs["units"] = json!(format!("({})^2", tables.stamps.units));
     spec
+}
+
+/// What the `psf` group is, for its `.zattrs` and the root attrs.
+const PSF_DESCRIPTION: &str =
+    "PSF images of the cutouts (their PSFIMAGE HDU), each at its own size: psf/index[i, k] = [start, height, width] \
+     of alert i's cutout k (0 science, 1 template, 2 difference) in psf/pixels, whose pixels start .. start + height*width are the \
+     image row-major; start -1 (height 0, width 0): that cutout is null or has no PSFIMAGE";
+/// What a PSF pixel is.
+const PSF_UNITS: &str = "none: the PSF model at the source as the cutout gives it, a kernel normalised to sum 1 (within 2e-6 on real alerts, with small negative wings), float64 in the FITS, stored as float32";
+
+/// Values per chunk of `psf/pixels`: 4 MiB of float32, whatever the catalog's chunking. A
+/// reader takes one alert's three images (a few thousand values) out of one chunk, so a chunk
+/// is sized as an object worth a request, like a light-curve column's, and holds the PSFs of
+/// some 200 alerts (41² + 77² + 41² values on the real ones) without the last, partial chunk
+/// an append rewrites growing large.
+pub const PSF_CHUNK_VALUES: usize = 1 << 20;
+
+/// The `psf` group's arrays: the pixels, rows of their own, and the index, one row per alert.
+#[must_use]
+pub fn psf_specs(settings: &Settings, tables: &Tables) -> [ArraySpec; 2] {
+    let pixels = ArraySpec {
+        name: PSF_PIXELS.into(),
+        row_shape: Vec::new(),
+        row_bytes: 4,
+        cell: Cell::Fixed,
+        source: Source::PsfPixels,
+        chunk_rows: PSF_CHUNK_VALUES,
+        dtype: json!("<f4"),
+        filter: ChunkFilter::Shuffle(4),
+        rows: Rows::Own,
+        attrs: json!({
+            DIMENSIONS: ["psf_pixel"],
+            "description": "Every pixel of every PSF image, row-major image after image (alert after alert in catalog row order; science, template, difference); psf/index says where each image is",
+            "units": PSF_UNITS,
+            "survey": tables.survey,
+        }),
+    };
+    let index = ArraySpec {
+        name: PSF_INDEX.into(),
+        row_shape: vec![3, 3],
+        row_bytes: 3 * 3 * 8,
+        cell: Cell::Fixed,
+        source: Source::PsfIndex,
+        chunk_rows: settings.chunk_rows,
+        dtype: json!("<i8"),
+        filter: ChunkFilter::Shuffle(8),
+        rows: Rows::PerAlert,
+        attrs: json!({
+            DIMENSIONS: ["alert", "channel", "psf_field"],
+            "channels": ["science", "template", "difference"],
+            "fields": ["start", "height", "width"],
+            "description": "Row i = catalog row i: for each cutout, [start, height, width] of its PSF image in psf/pixels (pixels start .. start + height*width, row-major); [-1, 0, 0]: the cutout is null or has no PSFIMAGE",
+        }),
+    };
+    [pixels, index]
 }
 
 /// The `catalog` array: one structured row per alert, its columns as the survey declares them.

@@ -70,7 +70,7 @@ use legacy::{restore_missing_runs, upgrade_candid_index};
 pub use lock::{break_object_lock, lock_path, resolve, LockRecord, ObjectLock, StoreLock, Unlocked, Wait, OBJECT_LOCK};
 pub use metadata::{
     column_spec, StoreMetadata, CATALOG, EPOCHS, FORCED, HISTORY, HISTORY_EPOCHS, HISTORY_FORCED, LEGACY_CANDIDS, LEGACY_REJECTS,
-    LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, REJECTS, STAMPS, SURVEY,
+    LIGHTCURVES, MASKED_AS_MISSING, MASKED_KEPT, OBJECTS, PSF, PSF_INDEX, PSF_PIXELS, REJECTS, STAMPS, SURVEY,
 };
 pub use reader::{read_doc, read_json, survey_named, IntoStorage, ReadError, StoreReader};
 use recovery::{delete_backups, recover, remove_empty_folders, restore_backups, restore_metadata};
@@ -201,6 +201,8 @@ pub struct Requested {
     pub no_lightcurves: bool,
     /// A new store without the `variance` array its survey's cutouts would give.
     pub no_variance: bool,
+    /// A new store with the `psf` group (`--psf`): its survey's PSF images at their own size.
+    pub psf: bool,
     /// `--single-writer`: write an object store that cannot fence a stale writer.
     pub single_writer: bool,
 }
@@ -225,6 +227,8 @@ pub struct Settings {
     pub lightcurves: bool,
     /// Whether the store has the `variance` array (the cutouts' variance planes, beside `stamps`).
     pub variance: bool,
+    /// Whether the store has the `psf` group (`psf/pixels`, `psf/index`).
+    pub psf: bool,
 }
 
 /// The largest uncompressed chunk (of either array) a store may have: bounds the memory a read

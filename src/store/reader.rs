@@ -160,7 +160,9 @@ impl StoreReader {
         let stamp_filter = super::StampFilter::from_zarray(&stamps).map_err(|reason| bad(stamps_key, reason))?;
         let legacy_lightcurves = docs.contains_key(&format!("{}/.zarray", super::metadata::EPOCHS));
         let variance = docs.contains_key(&format!("{}/.zarray", super::metadata::VARIANCE));
-        let settings = Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false, variance };
+        let psf = docs.contains_key(&format!("{}/.zarray", super::metadata::PSF_PIXELS));
+        let settings =
+            Settings { stamp_size, keep_nan, keep_masked, chunk_rows, zstd_level, stamp_filter, lightcurves: false, variance, psf };
         let lightcurves = check_lightcurves(&docs, &settings, tables).map_err(|(key, reason)| bad(&key, reason))?;
         let reader = StoreReader {
             storage,
@@ -593,7 +595,7 @@ fn check_survey(root_attrs: &Value, tables: &Tables) -> Result<(), String> {
     }
 }
 
-fn dims(value: &Value, key: &str) -> Vec<usize> {
+pub(super) fn dims(value: &Value, key: &str) -> Vec<usize> {
     value[key].as_array().map(|a| a.iter().filter_map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok())).collect()).unwrap_or_default()
 }
 

@@ -109,6 +109,7 @@ impl Transaction {
                 stamp_filter: StampFilter::NEW_STORE,
                 lightcurves: !requested.no_lightcurves,
                 variance: tables.stamps.variance && !requested.no_variance,
+                psf: tables.stamps.psf && requested.psf,
             },
         };
         if purpose != Purpose::Append && reader.is_none() {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::candids::read_run;
 use super::reader::read_doc;
-use super::{Storage, StoreReader, CATALOG, LEGACY_CANDIDS, PENDING, STAMPS};
+use super::{Storage, StoreReader, CATALOG, LEGACY_CANDIDS, PENDING, PSF_INDEX, PSF_PIXELS, STAMPS};
 use crate::table::Tables;
 
 /// The outcome of verifying a store.
@@ -55,6 +55,9 @@ pub fn verify(storage: &Arc<dyn Storage>, tables: &'static Tables, lightcurves: 
     check_chunks(&reader, &mut report);
     check_candids(&reader, &mut report);
     check_attrs(&reader, &mut report);
+    if reader.settings().psf {
+        check_psf(&reader, &mut report);
+    }
     if reader.settings().lightcurves {
         lightcurves(&reader, &mut report);
     } else if reader.has_legacy_lightcurves() {
@@ -222,6 +225,63 @@ fn check_attrs(reader: &StoreReader, report: &mut Report) {
     });
 }
 
+/// `psf/index` against `psf/pixels`: one row per alert, and the images one after the other,
+/// each inside the pixels, the last ending where the pixels do.
+fn check_psf(reader: &StoreReader, report: &mut Report) {
+    let arrays = reader.arrays();
+    let (Some(index), Some(pixels)) = (arrays.iter().find(|a| a.name == PSF_INDEX), arrays.iter().find(|a| a.name == PSF_PIXELS)) else {
+        return;
+    };
+    let shape = super::reader::dims(&reader.documents()[&index.zarray_key()], "shape");
+    if shape != [reader.rows(), 3, 3] {
+        report.problems.push(format!("psf: {PSF_INDEX} has shape {shape:?}, the store {} rows (expected [{0}, 3, 3])", reader.rows()));
+        return;
+    }
+    let entries = match reader.table_bytes(index) {
+        Ok(bytes) => bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect::<Vec<_>>(),
+        Err(error) => {
+            report.problems.push(format!("psf: {PSF_INDEX} cannot be read: {error}"));
+            return;
+        }
+    };
+    let length = reader.array_rows(pixels);
+    match psf_index_problem(&entries, length) {
+        None => report.passed.push(format!(
+            "psf: {PSF_INDEX} places {} PSF images of the {} alerts one after the other over all {length} values of {PSF_PIXELS}",
+            entries.chunks_exact(3).filter(|e| e[0] >= 0).count(),
+            reader.rows()
+        )),
+        Some(problem) => report.problems.push(format!("psf: {PSF_INDEX} {problem}")),
+    }
+}
+
+/// What is wrong with the `psf/index` entries `[start, height, width]` (flattened) over
+/// `length` pixels, if anything: an image is [-1, 0, 0] (none), or starts where the one before
+/// it ended with a positive height and width; the last ends at `length`.
+fn psf_index_problem(entries: &[i64], length: usize) -> Option<String> {
+    let mut end = 0_i64;
+    for (at, entry) in entries.chunks_exact(3).enumerate() {
+        let (row, channel) = (at / 3, at % 3);
+        let [start, height, width] = [entry[0], entry[1], entry[2]];
+        if [start, height, width] == [-1, 0, 0] {
+            continue;
+        }
+        let size = height.checked_mul(width).filter(|_| height > 0 && width > 0);
+        let Some(next) = size.and_then(|size| start.checked_add(size)).filter(|_| start == end) else {
+            return Some(format!(
+                "row {row}, channel {channel}: [{start}, {height}, {width}] is not an image starting at {end}, where the one before it ends"
+            ));
+        };
+        if usize::try_from(next).map_or(true, |next| next > length) {
+            return Some(format!(
+                "row {row}, channel {channel}: [{start}, {height}, {width}] ends at {next}, past the {length} PSF pixels"
+            ));
+        }
+        end = next;
+    }
+    (usize::try_from(end) != Ok(length)).then(|| format!("places images over {end} pixels, but psf/pixels holds {length}"))
+}
+
 /// Every metadata file as `.zmetadata` has it. While a build's marker is pending, newer files
 /// are what the killed build wrote before its commit point: the next writer puts them back.
 fn check_consolidated(storage: &dyn Storage, reader: &StoreReader, pending: Option<&Value>, report: &mut Report) {
@@ -245,5 +305,26 @@ fn check_consolidated(storage: &dyn Storage, reader: &StoreReader, pending: Opti
         ));
     } else {
         report.problems.push(format!("consolidated: .zmetadata disagrees with {}", differing.join(", ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::psf_index_problem;
+
+    #[test]
+    fn psf_index_entries_must_tile_the_pixels() {
+        let good = [0, 2, 3, -1, 0, 0, 6, 1, 1, 7, 3, 3, -1, 0, 0, -1, 0, 0];
+        assert_eq!(psf_index_problem(&good, 16), None);
+        assert!(psf_index_problem(&good, 17).unwrap().contains("over 16 pixels, but psf/pixels holds 17"));
+        let past = [0, 4, 4, -1, 0, 0, -1, 0, 0];
+        assert!(psf_index_problem(&past, 10).unwrap().contains("ends at 16, past the 10"));
+        let gap = [0, 1, 1, 2, 1, 1, -1, 0, 0];
+        assert!(psf_index_problem(&gap, 3).unwrap().contains("row 0, channel 1: [2, 1, 1] is not an image starting at 1"));
+        let empty = [0, 0, 5, -1, 0, 0, -1, 0, 0];
+        assert!(psf_index_problem(&empty, 0).unwrap().contains("[0, 0, 5]"));
+        let huge = [i64::MAX, 2, 2, -1, 0, 0, -1, 0, 0];
+        assert!(psf_index_problem(&huge, 4).is_some());
+        assert_eq!(psf_index_problem(&[], 0), None);
     }
 }

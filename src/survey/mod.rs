@@ -24,7 +24,7 @@ pub trait Survey: Sync + std::fmt::Debug {
     /// A decoder cutting stamps as `spec` says, reading alerts' histories into light-curve rows
     /// or not, and reading packets with the writer schemas `given` (checked by
     /// [`Survey::check_schemas`]) besides its own.
-    fn decoder(&self, spec: StampSpec, lightcurves: bool, given: &[GivenSchema]) -> Box<dyn Decode>;
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, psf: bool, given: &[GivenSchema]) -> Box<dyn Decode>;
 
     /// Whether writer schemas given at run time (`build --schema-dir`) can be used: each must
     /// be a schema of this survey's packets, named as it expects; else why not, naming the file.
@@ -170,12 +170,24 @@ pub struct Alert {
     /// Their variance planes, in the same order and window (empty when the survey's cutouts
     /// carry none).
     pub variance: Vec<f32>,
+    /// Its cutouts' PSF images (empty unless the decoder reads them: `build --psf`).
+    pub psf: Psfs,
     /// The writer schema it was decoded with (for column docs).
     pub writer: Arc<dyn WriterSchema>,
     /// Columns whose string value was longer than the column and was cut.
     pub truncated: Vec<String>,
     /// Its history as light-curve rows (None when the decoder reads no light curves).
     pub history: Option<History>,
+}
+
+/// The PSF images of an alert's three cutouts (science, template, difference), each at its own
+/// size: they differ within one alert, so they are kept whole rather than cut to one side.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Psfs {
+    /// Every image's pixels, row-major, image after image.
+    pub pixels: Vec<f32>,
+    /// Each cutout's image as (height, width); None when the cutout is null or has no PSF image.
+    pub shapes: [Option<(usize, usize)>; 3],
 }
 
 /// The packed history rows of one alert, in the layouts of the survey's light-curve tables.

@@ -126,6 +126,8 @@ pub struct StampsDeclared {
     pub odd_only: bool,
     /// Whether the survey's cutouts carry variance planes (a `variance` array beside `stamps`).
     pub variance: bool,
+    /// Whether the survey's cutouts carry PSF images (a `psf` group on request, `build --psf`).
+    pub psf: bool,
 }
 
 /// A survey's store: everything the store layer writes that depends on the survey.

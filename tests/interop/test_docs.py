@@ -106,6 +106,8 @@ def test_rubin_doc_examples_run(binary, tmp_path):
     assert len(curve) > 0 and (curve["diaObjectId"] == namespace["object_id"]).all()
     assert (curve["midpointMjdTai"][1:] >= curve["midpointMjdTai"][:-1]).all()
     assert namespace["ds"].sizes["alert"] == len(namespace["catalog"]) == 300
+    assert namespace["kernels"].shape == (64, 3, 41, 41) and namespace["template_psf"].shape == namespace["template"].shape
+    assert namespace["science"].shape == (41, 41)
 
 
 def _quick_start() -> tuple[list[str], str]:

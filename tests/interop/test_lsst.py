@@ -583,3 +583,148 @@ def test_survey_is_chosen_by_the_root_attrs(real):
         ztf2zarr.survey_of({"survey": "nope"})
     assert ztf2zarr.Store(real.path).survey is rubin
     assert ztf2zarr.Store(real.path, engine="zarr").survey is rubin
+
+
+# ---- --psf: the PSF images at their own size ----
+
+
+@pytest.fixture(scope="module")
+def psf_store(builder, lsst_root) -> Opened:
+    return Opened(_build(builder, lsst_root, "lsst-psf", ["boom", "fink-v10.0"], "--psf"))
+
+
+def _astropy_psfs(record: dict) -> list:
+    """The PSFIMAGE of each cutout (science, template, difference) as astropy reads it, cast to
+    float32 as the store keeps it; None for a null cutout or one without PSFIMAGE."""
+    from astropy.io import fits
+
+    out = []
+    for name in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+        cutout = record.get(name)
+        if cutout is None:
+            out.append(None)
+            continue
+        with fits.open(io.BytesIO(cutout)) as hdul:
+            out.append(np.asarray(hdul["PSFIMAGE"].data, dtype=np.float32) if "PSFIMAGE" in hdul else None)
+    return out
+
+
+def test_psf_arrays_equal_astropy(psf_store, singles):
+    root = psf_store.root
+    index, pixels = np.asarray(root["psf/index"][:]), np.asarray(root["psf/pixels"][:])
+    assert index.shape == (21, 3, 3) and index.dtype == np.int64 and pixels.dtype == np.float32
+    assert root["psf"].attrs["description"].startswith("PSF images of the cutouts")
+    assert root["psf/index"].attrs["fields"] == ["start", "height", "width"]
+    end, sizes = 0, set()
+    for r in range(21):  # row order: the images one after the other
+        for k in range(3):
+            start, height, width = index[r, k]
+            assert start == end
+            end = start + height * width
+    assert end == len(pixels)
+    for alert in singles:
+        r = psf_store.row[_id(alert)]
+        for k, expected in enumerate(_astropy_psfs(alert.record)):
+            start, height, width = index[r, k]
+            stored = pixels[start : start + height * width].reshape(height, width)
+            assert stored.tobytes() == expected.tobytes(), f"PSF {k} of {_id(alert)}"
+            assert abs(float(expected.astype(np.float64).sum()) - 1) < 2e-6  # normalised kernels
+            sizes.add((k, int(height)))
+    assert sizes == {(0, 41), (1, 39), (1, 49), (1, 77), (2, 41)}
+
+
+def test_psf_leaves_the_rest_of_the_store_as_it_is(psf_store, real):
+    np.testing.assert_array_equal(psf_store.stamps, real.stamps)
+    np.testing.assert_array_equal(psf_store.variance, real.variance)
+    assert psf_store.catalog.tobytes() == real.catalog.tobytes()
+    assert "psf" not in real.root and "psf" not in real.root.attrs
+
+
+def test_psf_under_dask(psf_store):
+    import dask.array as da
+
+    pixels = da.from_zarr(str(psf_store.path), component="psf/pixels")
+    index = da.from_zarr(str(psf_store.path), component="psf/index")
+    assert psf_store.root["psf/pixels"].chunks == (1 << 20,) and index.shape == (21, 3, 3)
+    np.testing.assert_array_equal(pixels.compute(), psf_store.root["psf/pixels"][:])
+    starts = index[:, :, 0].compute()
+    assert (np.diff(starts.reshape(-1)) > 0).all()
+
+
+@pytest.mark.parametrize("engine", ["direct", "zarr"])
+def test_store_psf_gives_each_image_at_its_own_size(psf_store, singles, engine):
+    store = ztf2zarr.Store(psf_store.path, engine=engine)
+    for alert in singles:
+        got = store.psf(psf_store.row[_id(alert)])
+        for image, expected in zip(got, _astropy_psfs(alert.record)):
+            assert image.dtype == np.float32 and image.tobytes() == expected.tobytes()
+    with pytest.raises(ValueError, match="no PSF images in this store"):
+        ztf2zarr.Store(_no_psf_store(psf_store), engine=engine).psf(0)
+
+
+def _no_psf_store(psf_store):
+    """A copy of the psf store without its psf group (its metadata rewritten as a build without --psf would)."""
+    import json
+    import shutil
+
+    copy = psf_store.path.parent / "lsst-psf-removed.zarr"
+    if not copy.exists():
+        shutil.copytree(psf_store.path, copy)
+        shutil.rmtree(copy / "psf")
+        meta = json.loads((copy / ".zmetadata").read_text())
+        meta["metadata"] = {k: v for k, v in meta["metadata"].items() if not k.startswith("psf/")}
+        (copy / ".zmetadata").write_text(json.dumps(meta))
+    return copy
+
+
+def _centred(image: np.ndarray, size: int) -> np.ndarray:
+    """The documented rule, written out pixel by pixel: output pixel (size//2 + dy, size//2 + dx)
+    is image pixel (h//2 + dy, w//2 + dx) where the image has it, else 0."""
+    h, w = image.shape
+    out = np.zeros((size, size), np.float32)
+    for y in range(size):
+        for x in range(size):
+            sy, sx = y - size // 2 + h // 2, x - size // 2 + w // 2
+            if 0 <= sy < h and 0 <= sx < w:
+                out[y, x] = image[sy, sx]
+    return out
+
+
+@pytest.mark.parametrize("size", [21, 40, 81])
+def test_batches_give_psf_at_a_fixed_size(psf_store, singles, size):
+    by_row = {psf_store.row[_id(a)]: _astropy_psfs(a.record) for a in singles}
+    seen = 0
+    for batch in ztf2zarr.batches(psf_store.path, batch_size=8, psf=size):
+        assert batch["psf"].shape == (len(batch["row"]), 3, size, size) and batch["psf"].dtype == np.float32
+        for i, row in enumerate(batch["row"]):
+            for k, image in enumerate(by_row[int(row)]):
+                np.testing.assert_array_equal(batch["psf"][i, k], _centred(image, size))
+            if size % 2:  # a real PSF's peak lands on the centre pixel of an odd side
+                assert batch["psf"][i, 0].argmax() == (size // 2) * size + size // 2
+            seen += 1
+    assert seen == 21
+
+
+def test_psf_reader_errors(psf_store, tmp_path):
+    import shutil
+
+    from ztf2zarr._psf import Psf
+
+    with pytest.raises(ValueError, match="no PSF images"):
+        next(ztf2zarr.batches(_no_psf_store(psf_store), psf=21))
+    with pytest.raises(ValueError, match="psf size must be a positive int"):
+        next(ztf2zarr.batches(psf_store.path, psf=0))
+    # A damaged index: an entry past the pixels is named, never read as garbage.
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(psf_store.path, damaged)
+    import zarr
+
+    index = zarr.open(str(damaged / "psf" / "index"), mode="r+")
+    entry = np.asarray(index[3])
+    entry[1, 0] = 10**9
+    index[3] = entry
+    with pytest.raises(ValueError, match=r"psf/index\[3, 1\] = \[1000000000, .*is not an image"):
+        ztf2zarr.Store(damaged).psf(3)
+    with pytest.raises(ValueError, match=r"psf/index\[3, 1\]"):
+        Psf(ztf2zarr.Store(damaged)).fixed([0, 3], 21)
+    assert ztf2zarr.Store(damaged).psf(2)[0].shape == (41, 41)  # the other rows read as before

@@ -733,3 +733,249 @@ fn a_schema_dir_file_of_a_bundled_version_replaces_the_bundled_schema() {
     assert_eq!(column_str(&dir.path().join("plain.zarr"), "band"), vec!["i"]);
     assert_eq!(column_str(&dir.path().join("given.zarr"), "band"), vec![""], "the given 10.0 was used");
 }
+
+// ---- --psf: the PSF images at their own size --------------------------------------------------
+
+/// The FITS cutouts of a real message, by store channel (science, template, difference); the
+/// message holds them in schema order (difference, science, template).
+fn message_cutouts(message: &[u8]) -> [Vec<u8>; 3] {
+    let fits = |(span_start, end): (usize, usize)| {
+        let start = span_start + message[span_start..].windows(9).position(|w| w == b"SIMPLE  =").unwrap();
+        message[start..end].to_vec()
+    };
+    let spans = cutouts(message);
+    [fits(spans[1]), fits(spans[2]), fits(spans[0])]
+}
+
+/// `psf/index` (flattened, 9 per row) and `psf/pixels` of a store with the `psf` group.
+fn psf_arrays(store: &Path) -> (Vec<i64>, Vec<f32>) {
+    let reader = StoreReader::open(store, &TABLES).unwrap();
+    let arrays = reader.arrays();
+    let read = |name: &str| reader.table_bytes(arrays.iter().find(|a| a.name == name).unwrap()).unwrap();
+    let index = read("psf/index").chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    let pixels = read("psf/pixels").chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    (index, pixels)
+}
+
+/// Row i's image of `channel` in the psf arrays, as (height, width, pixels), or None.
+fn stored_psf(index: &[i64], pixels: &[f32], row: usize, channel: usize) -> Option<(usize, usize, Vec<f32>)> {
+    let entry = &index[row * 9 + channel * 3..row * 9 + channel * 3 + 3];
+    if entry == [-1, 0, 0] {
+        return None;
+    }
+    let [start, height, width] = [entry[0], entry[1], entry[2]].map(|n| usize::try_from(n).unwrap());
+    Some((height, width, pixels[start..start + height * width].to_vec()))
+}
+
+#[test]
+fn psf_stores_every_real_psf_image_exactly_at_its_own_size() {
+    use ztf2zarr::survey::lsst::cutout;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("psf.zarr");
+    let built = build(&store, &[&singles()], &["--psf"]);
+    assert_eq!((built.written, built.rejected), (20, 0), "{}", built.summary);
+    let (index, pixels) = psf_arrays(&store);
+    assert_eq!(index.len(), 20 * 9);
+    let mut sizes = BTreeSet::new();
+    for (row, id) in built.ids.iter().enumerate() {
+        for (channel, fits) in message_cutouts(&message(*id)).iter().enumerate() {
+            let (width, height, expected) = cutout::psf(fits).unwrap().expect("every real cutout has a PSFIMAGE");
+            let stored = stored_psf(&index, &pixels, row, channel).expect("an image in the index");
+            assert_eq!((stored.0, stored.1), (height, width), "row {row} channel {channel}");
+            assert!(stored.2.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "row {row} channel {channel}: pixels differ");
+            sizes.insert((channel, height));
+        }
+    }
+    // Science and difference 41 x 41, templates of two sizes (the 9.0 alert's is 77 x 77).
+    assert_eq!(sizes, BTreeSet::from([(0, 41), (1, 39), (1, 49), (2, 41)]));
+    let verify = run(&["verify", store.to_str().unwrap()]);
+    assert!(verify.stdout.contains("psf: psf/index places 60 PSF images of the 20 alerts"), "{}", verify.stdout);
+    let zmetadata: Value = serde_json::from_slice(&std::fs::read(store.join(".zmetadata")).unwrap()).unwrap();
+    for key in ["psf/.zgroup", "psf/.zattrs", "psf/index/.zarray", "psf/index/.zattrs", "psf/pixels/.zarray", "psf/pixels/.zattrs"] {
+        assert!(zmetadata["metadata"].get(key).is_some(), "{key} consolidated");
+    }
+    assert_eq!(zmetadata["metadata"]["psf/pixels/.zarray"]["chunks"], serde_json::json!([1 << 20]));
+    let info = run(&["info", store.to_str().unwrap()]).stdout;
+    assert!(info.contains(", with variance planes (variance), PSF images at their own size (psf)"), "{info}");
+    let help = run(&["build", "--help"]).stdout;
+    assert!(help.contains("--psf") && help.contains("psf/pixels"), "build --help names --psf");
+}
+
+/// Two folders in `dir` holding the first 7 and the other 13 single messages.
+fn two_parts(dir: &Path) -> (PathBuf, PathBuf) {
+    let ids = single_ids();
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    for (folder, part) in [(&first, &ids[..7]), (&second, &ids[7..])] {
+        std::fs::create_dir(folder).unwrap();
+        for id in part {
+            write(folder, &format!("{id}.avro"), &message(*id));
+        }
+    }
+    (first, second)
+}
+
+#[test]
+fn psf_appends_continue_the_starts_and_follow_the_store_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = single_ids();
+    let (first, second) = two_parts(dir.path());
+    // A null difference cutout and one without PSFIMAGE: [-1, 0, 0], the other images stored.
+    let mut no_psf = image_hdu(true, "", 30, 30, true);
+    no_psf.extend(image_hdu(false, "UNCERT", 30, 30, true));
+    write(&second, "zz-null.avro", &with_difference(&message(ids[0]), None));
+    let crafted = dir.path().join("crafted");
+    std::fs::create_dir(&crafted).unwrap();
+    write(&crafted, "no-psf.avro", &with_difference(&message(ids[1]), Some(&no_psf)));
+
+    let once = dir.path().join("once.zarr");
+    let whole = build(&once, &[&first, &second], &["--psf", "--chunk-rows", "3"]);
+    assert_eq!((whole.written, whole.duplicates), (20, 1), "{}", whole.summary);
+    let appended = dir.path().join("appended.zarr");
+    build(&appended, &[&first], &["--psf", "--chunk-rows", "3"]);
+    // The store has the psf group: an append without --psf continues it.
+    build(&appended, &[&second], &[]);
+    assert_eq!(psf_arrays(&appended), psf_arrays(&once), "an append gives the starts a single build gives");
+    let psf_files = |store: &Path| tree_bytes(&store.join("psf"));
+    assert_eq!(psf_files(&appended), psf_files(&once), "byte for byte");
+
+    // Another store: the crafted cutouts, each [-1, 0, 0] where it has no PSF image.
+    let holes = dir.path().join("holes.zarr");
+    let null_input = write(dir.path(), "null.avro", &with_difference(&message(ids[0]), None));
+    build(&holes, &[&null_input, &crafted.join("no-psf.avro")], &["--psf"]);
+    let (index, pixels) = psf_arrays(&holes);
+    for row in 0..2 {
+        assert_eq!(stored_psf(&index, &pixels, row, 2), None, "row {row}: no difference PSF");
+        assert!(stored_psf(&index, &pixels, row, 0).is_some() && stored_psf(&index, &pixels, row, 1).is_some());
+    }
+    assert_eq!(&index[6..9], &[-1, 0, 0]);
+
+    // A store without the psf group stays without it, as with --no-variance.
+    let plain = dir.path().join("plain.zarr");
+    build(&plain, &[&first], &[]);
+    build(&plain, &[&second], &["--psf"]);
+    assert!(!plain.join("psf").exists(), "an append does not change the store's layout");
+}
+
+#[test]
+fn a_psf_image_too_large_is_a_bad_cutout_only_under_psf() {
+    let mut fits = image_hdu(true, "", 30, 30, true);
+    fits.extend(image_hdu(false, "UNCERT", 30, 30, true));
+    fits.extend(image_hdu(false, "PSFIMAGE", 1025, 1, true));
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "wide-psf.avro", &with_difference(&message(BASE), Some(&fits)));
+    let plain = build(&dir.path().join("plain.zarr"), &[&input], &[]);
+    assert_eq!((plain.written, plain.rejected), (1, 0), "{}", plain.summary);
+    let with_psf = build(&dir.path().join("psf.zarr"), &[&input], &["--psf"]);
+    assert_eq!((with_psf.written, with_psf.rejected), (0, 1), "{}", with_psf.summary);
+    assert_eq!(with_psf.rejects[0]["kind"], "bad-cutout");
+    let reason = with_psf.rejects[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("cutoutDifference PSFIMAGE: 1025x1 pixels, larger than the 1024x1024 cutout limit"), "{reason}");
+}
+
+#[test]
+fn psf_is_refused_on_a_ztf_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("ztf.zarr");
+    let refused = run(&["build".as_ref(), data_samples_night().as_os_str(), "-o".as_ref(), store.as_os_str(), "--psf".as_ref()]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stdout);
+    assert!(refused.stderr.contains("--psf: ZTF cutouts carry no PSF image"), "{}", refused.stderr);
+    assert!(!store.exists(), "no store is made");
+    let built = run(&["build".as_ref(), data_samples_night().as_os_str(), "-o".as_ref(), store.as_os_str(), "--no-progress".as_ref()]);
+    assert_eq!(built.code, Some(0), "{}", built.stderr);
+    let before = tree_bytes(&store);
+    let again = run(&["build".as_ref(), data_samples_night().as_os_str(), "-o".as_ref(), store.as_os_str(), "--psf".as_ref()]);
+    assert_eq!(again.code, Some(2), "{}", again.stdout);
+    assert!(again.stderr.contains("--psf: ZTF cutouts carry no PSF image"), "{}", again.stderr);
+    assert_eq!(tree_bytes(&store), before, "the ZTF store is as it was");
+}
+
+#[test]
+fn psf_on_generated_alerts_stores_their_gaussian_psfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let night = dir.path().join("night");
+    let made = run(&["generate", "--survey", "lsst", "--count", "30", "-o", night.to_str().unwrap()]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let store = dir.path().join("psf.zarr");
+    let built = build(&store, &[&night], &["--psf"]);
+    assert_eq!(built.written + built.rejected, 30, "{}", built.summary);
+    let (index, pixels) = psf_arrays(&store);
+    let mut images = 0;
+    for row in 0..built.ids.len() {
+        for channel in 0..3 {
+            let Some((height, width, image)) = stored_psf(&index, &pixels, row, channel) else { continue };
+            images += 1;
+            assert_eq!(height, width, "square");
+            if channel != 1 {
+                assert_eq!(height, 41, "science and difference PSFs are 41 x 41, as Rubin's");
+            }
+            let sum: f64 = image.iter().map(|&p| f64::from(p)).sum();
+            assert!((sum - 1.0).abs() < 1e-4, "row {row} channel {channel}: a normalised kernel sums to 1, not {sum}");
+        }
+    }
+    assert!(images > 0, "the generated cutouts carry PSF images");
+}
+
+/// An append killed at each step of the commit protocol leaves the psf arrays as committed (or,
+/// once published, as after), and its re-run gives the single build's psf files exactly.
+#[test]
+fn a_killed_psf_append_reads_as_committed_and_reruns_exactly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = two_parts(dir.path());
+    let once = dir.path().join("once.zarr");
+    build(&once, &[&first, &second], &["--psf", "--chunk-rows", "3"]);
+    let expected = (psf_arrays(&once), tree_bytes(&once.join("psf")));
+    for point in ["after-chunk", "before-metadata", "before-publish", "after-publish"] {
+        let store = dir.path().join(format!("{point}.zarr"));
+        build(&store, &[&first], &["--psf", "--chunk-rows", "3"]);
+        let committed = psf_arrays(&store);
+        let status = Command::new(env!("CARGO_BIN_EXE_ztf2zarr"))
+            .args(["build".as_ref(), second.as_os_str(), "-o".as_ref(), store.as_os_str(), "--no-progress".as_ref()])
+            .env("ZTF2ZARR_FAULT", point)
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(9), "{point}: the build should have been killed");
+        let after_kill = psf_arrays(&store);
+        assert_eq!(after_kill, if point == "after-publish" { expected.0.clone() } else { committed }, "{point}");
+        assert_sound(&store);
+        build(&store, &[&second], &[]);
+        assert_eq!((psf_arrays(&store), tree_bytes(&store.join("psf"))), expected, "{point}: the re-run completes it exactly");
+    }
+}
+
+/// An archive that fails its checksum is rolled back whole: the PSF pixels of its alerts go with
+/// them, and the starts of the alerts after it continue from where the pixels stood before it.
+#[test]
+fn psf_starts_after_a_rolled_back_archive_continue_from_the_kept_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = single_ids();
+    let folder = |name: &str, part: &[i64]| {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        for id in part {
+            write(&path, &format!("{id}.avro"), &message(*id));
+        }
+        path
+    };
+    let (before, after) = (folder("before", &ids[..3]), folder("after", &ids[8..10]));
+    let mut archive = tar::Builder::new(Vec::new());
+    for id in &ids[3..8] {
+        let bytes = message(*id);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive.append_data(&mut header, format!("{id}.avro"), bytes.as_slice()).unwrap();
+    }
+    let mut bad = gzip(&archive.into_inner().unwrap());
+    let crc = bad.len() - 8;
+    bad[crc] ^= 0x80;
+    let bad = write(dir.path(), "bad.tar.gz", &bad);
+    let store = dir.path().join("rolled.zarr");
+    let built = build(&store, &[&before, &bad, &after], &["--psf", "--chunk-rows", "2"]);
+    assert_eq!((built.written, built.rejected), (5, 5), "{}", built.summary);
+    let expected = dir.path().join("expected.zarr");
+    build(&expected, &[&before, &after], &["--psf", "--chunk-rows", "2"]);
+    assert_eq!(psf_arrays(&store), psf_arrays(&expected));
+    assert_eq!(tree_bytes(&store.join("psf")), tree_bytes(&expected.join("psf")));
+}

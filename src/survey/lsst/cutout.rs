@@ -48,7 +48,7 @@
 use thiserror::Error;
 
 use crate::formats::fits::{self, FitsError, Image};
-use crate::survey::{Reject, RejectKind, StampSpec};
+use crate::survey::{Psfs, Reject, RejectKind, StampSpec};
 
 /// The alert fields of the three channels, in stamp order.
 pub const CHANNELS: [&str; 3] = ["cutoutScience", "cutoutTemplate", "cutoutDifference"];
@@ -159,6 +159,25 @@ pub fn psf(cutout: &[u8]) -> Result<Option<(usize, usize, Vec<f32>)>, FitsError>
         }
     }
     Ok(None)
+}
+
+/// The PSF images of an alert's three cutouts (None for a null one), each whole at its own size.
+///
+/// # Errors
+/// A [`RejectKind::BadCutout`] naming the channel: a cutout damaged up to its `PSFIMAGE`, or a
+/// PSF image larger than [`MAX_SIDE`] on a side (as a cutout's image is).
+pub fn psfs(cutouts: [Option<&[u8]>; 3]) -> Result<Psfs, Reject> {
+    let mut psfs = Psfs::default();
+    for (channel, bytes) in cutouts.into_iter().enumerate() {
+        let bad = |reason: String| Reject::new(RejectKind::BadCutout, format!("{} PSFIMAGE: {reason}", CHANNELS[channel]));
+        let Some((width, height, pixels)) = bytes.map(psf).transpose().map_err(|e| bad(e.to_string()))?.flatten() else { continue };
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(bad(format!("{width}x{height} pixels, larger than the {MAX_SIDE}x{MAX_SIDE} cutout limit")));
+        }
+        psfs.pixels.extend_from_slice(&pixels);
+        psfs.shapes[channel] = Some((height, width));
+    }
+    Ok(psfs)
 }
 
 fn read(bytes: &[u8], x: f64, y: f64) -> Result<Planes<'_>, CutoutError> {

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::formats::avro::{self, AvroError, Cursor, Damaged, Frame, Header, Node, Schema};
 use crate::survey::decode::{bounded, pack_noting, scalar, tail_chars, whole_file};
-use crate::survey::{Alert, Decode, GivenSchema, Reject, RejectKind, StampSpec, Survey, WriterSchema};
+use crate::survey::{Alert, Decode, GivenSchema, Psfs, Reject, RejectKind, StampSpec, Survey, WriterSchema};
 use crate::table::{Dtype, Layout, Scalar, Tables};
 use history::{History, Noticed, RecordBound, RecordPlan, SourceCopy};
 
@@ -60,8 +60,8 @@ impl Survey for Lsst {
         &tables::TABLES
     }
 
-    fn decoder(&self, spec: StampSpec, lightcurves: bool, given: &[GivenSchema]) -> Box<dyn Decode> {
-        Box::new(Decoder::new(spec).with_lightcurves(lightcurves).with_given(given))
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, psf: bool, given: &[GivenSchema]) -> Box<dyn Decode> {
+        Box::new(Decoder::new(spec).with_lightcurves(lightcurves).with_psf(psf).with_given(given))
     }
 
     /// Each given schema must be named `<major>.<minor>.avsc` (major 7–99, minor 0–99), compile
@@ -167,6 +167,8 @@ pub struct Decoder {
     layout: &'static Layout,
     spec: StampSpec,
     lightcurves: bool,
+    /// Read each cutout's PSF image (`build --psf`).
+    psf: bool,
     /// The bundled schemas, compiled on first use (index as in [`BUNDLED`]).
     bundled: [OnceLock<Result<Arc<AlertSchema>, String>>; BUNDLED.len()],
     /// Schemas given at run time (`--schema-dir`), compiled when given; one of a bundled
@@ -225,12 +227,20 @@ impl Decoder {
             layout,
             spec,
             lightcurves: true,
+            psf: false,
             bundled: std::array::from_fn(|_| OnceLock::new()),
             given: Vec::new(),
             embedded: RwLock::new(HashMap::new()),
             columns,
             source_copy: SourceCopy::new(layout, tables::epochs()),
         }
+    }
+
+    /// The same decoder, reading each cutout's PSF image or not (`build --psf`).
+    #[must_use]
+    pub fn with_psf(mut self, on: bool) -> Self {
+        self.psf = on;
+        self
     }
 
     /// The same decoder, reading histories into light-curve rows or not (`--no-lightcurves`).
@@ -662,6 +672,7 @@ impl Decoder {
         let x = self.layout.read_f64(&row, columns.x).unwrap_or(f64::NAN);
         let y = self.layout.read_f64(&row, columns.y).unwrap_or(f64::NAN);
         let cut = cutout::cut(cutouts, x, y, self.spec)?;
+        let psf = if self.psf { cutout::psfs(cutouts)? } else { Psfs::default() };
         let _ = self.layout.pack(&mut row, columns.stamp_flags, Scalar::Int(i64::from(cut.flags)));
         let _ = self.layout.pack(&mut row, columns.schema_version, Scalar::Str(compiled.version.as_bytes()));
         let source = tail_chars(name, columns.source_chars);
@@ -671,6 +682,7 @@ impl Decoder {
             row,
             stamps: cut.stamps,
             variance: cut.variance,
+            psf,
             writer: Arc::clone(compiled) as Arc<dyn WriterSchema>,
             truncated,
             history: None,

@@ -104,6 +104,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
         default_size: DEFAULT_STAMP_SIZE,
         odd_only: false,
         variance: true,
+        psf: true,
     },
     lightcurves: [
         TableGroup {

@@ -41,7 +41,8 @@ impl Survey for Ztf {
         &tables::TABLES
     }
 
-    fn decoder(&self, spec: StampSpec, lightcurves: bool, _given: &[GivenSchema]) -> Box<dyn Decode> {
+    /// ZTF cutouts carry no PSF image: `psf` is refused before a build starts.
+    fn decoder(&self, spec: StampSpec, lightcurves: bool, _psf: bool, _given: &[GivenSchema]) -> Box<dyn Decode> {
         Box::new(Decoder::new(spec).with_lightcurves(lightcurves))
     }
 
@@ -628,6 +629,7 @@ impl Decoder {
             row,
             stamps,
             variance: Vec::new(),
+            psf: crate::survey::Psfs::default(),
             writer: Arc::clone(compiled) as Arc<dyn WriterSchema>,
             truncated,
             history: None,

@@ -110,6 +110,7 @@ pub static TABLES: LazyLock<Tables> = LazyLock::new(|| {
             default_size: DEFAULT_STAMP_SIZE,
             odd_only: true,
             variance: false,
+            psf: false,
         },
         lightcurves: [
             TableGroup {
