@@ -236,12 +236,13 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_lightcurves: bool,
 
-    /// Make a new store without the `variance` array (Rubin: the cutouts' variance planes beside the stamps).
+    /// Make a new store without the `variance` array (Rubin: the cutouts' variance planes beside the stamps);
+    /// refused on an existing store that has it.
     #[arg(long)]
     pub no_variance: bool,
 
     /// Make a new store with the cutouts' PSF images, each at its own size (Rubin only): the `psf` group,
-    /// `psf/pixels` and `psf/index` (docs/rubin.md). An existing store keeps its own layout, as for --no-variance.
+    /// `psf/pixels` and `psf/index` (docs/rubin.md). On an existing store it must match its layout (refused on one built without it).
     #[arg(long)]
     pub psf: bool,
 

@@ -667,6 +667,12 @@ fn check_compatible(target: &StoreTarget, have: Settings, requested: Requested) 
     if requested.no_lightcurves && have.lightcurves {
         return refuse("the store has light curves; --no-lightcurves would leave the new alerts' epochs out of them".into());
     }
+    if requested.no_variance && have.variance {
+        return refuse("the store keeps the cutouts' variance planes; --no-variance would leave the new alerts' out of them".into());
+    }
+    if requested.psf && !have.psf {
+        return refuse("the store has no PSF images (it was built without --psf); --psf would give only the new alerts theirs (build a new store with --psf)".into());
+    }
     Ok(have)
 }
 

@@ -849,11 +849,21 @@ fn psf_appends_continue_the_starts_and_follow_the_store_layout() {
     }
     assert_eq!(&index[6..9], &[-1, 0, 0]);
 
-    // A store without the psf group stays without it, as with --no-variance.
+    // The layout is the store's: --psf onto a store without PSF images, or --no-variance onto
+    // one with variance, is refused (exit 2, the store as it was), as --stamp-size is.
     let plain = dir.path().join("plain.zarr");
     build(&plain, &[&first], &[]);
-    build(&plain, &[&second], &["--psf"]);
+    let metadata = std::fs::read(plain.join(".zmetadata")).unwrap();
+    for (flag, says) in [("--psf", "has no PSF images"), ("--no-variance", "keeps the cutouts' variance planes")] {
+        let refused = run(&["build".as_ref(), second.as_os_str(), "-o".as_ref(), plain.as_os_str(), flag.as_ref()]);
+        assert_eq!(refused.code, Some(2), "{flag}: {}", refused.stderr);
+        assert!(refused.stderr.contains(says), "{flag}: {}", refused.stderr);
+        assert_eq!(std::fs::read(plain.join(".zmetadata")).unwrap(), metadata, "{flag}: the store is as it was");
+    }
     assert!(!plain.join("psf").exists(), "an append does not change the store's layout");
+    // Without the flags an append keeps the store's layout: its PSF images, or their absence.
+    build(&plain, &[&second], &[]);
+    assert!(!plain.join("psf").exists());
 }
 
 #[test]
