@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::reader;
+use super::storage::Conditional;
 use super::{pretty, read_doc, Purpose, Storage, StoreError, BACKUPS, PENDING};
 
 /// Finish what a killed writer left, as its pending marker describes: put the separate metadata
@@ -24,6 +25,25 @@ pub(super) fn recover(storage: &dyn Storage, purpose: Purpose) -> Result<(), Sto
     // Said once, where the user who interrupted a build looks next: what was found, what is kept.
     crate::errln!("note: {finished}");
     Ok(())
+}
+
+/// Fence off the writer whose work is about to be removed. It may be alive (paused past its
+/// lease, its lock taken over) and about to commit: its commit writes `.zmetadata` only if it is
+/// still the version it read when it began. Rewriting `.zmetadata` as it is, conditionally,
+/// before anything of that writer is deleted, gives it a new version, so that commit is refused
+/// instead of naming chunks deleted here. Nothing to do where the store makes no conditional
+/// writes (a local store: its `flock` dies with its holder) or has no `.zmetadata` yet (a first
+/// build: docs/appending.md says what that leaves).
+fn fence_commit_point(storage: &dyn Storage) -> Result<(), StoreError> {
+    let Some((bytes, version)) = storage.get_versioned(".zmetadata")? else { return Ok(()) };
+    match storage.put_if(".zmetadata", &bytes, Some(&version))? {
+        Conditional::Written(_) | Conditional::Unsupported => Ok(()),
+        Conditional::Conflict => Err(StoreError::Fenced {
+            store: storage.location(),
+            what: "the writer whose work this one was finishing committed in that moment".into(),
+            kept: "nothing was written by this one".into(),
+        }),
+    }
 }
 
 /// What an interrupted change left, in words (None: nothing, or no marker).
@@ -55,6 +75,7 @@ fn finish(storage: &dyn Storage, purpose: Purpose, pending: &Value) -> Result<St
             ),
         });
     }
+    fence_commit_point(storage)?;
     // Put back together, as the commit wrote them, so that a plain reader (or a writer killed
     // again while it recovers) never finds the arrays at two lengths for longer than the renames.
     restore_metadata(storage, pending["metadata"].as_array().into_iter().flatten().filter_map(Value::as_str))?;
@@ -260,5 +281,24 @@ mod tests {
             assert!(after.iter().any(|k| k == key), "{key} kept: {after:?}");
         }
         assert!(storage.get(PENDING).unwrap().is_none(), "the marker goes last");
+    }
+
+    /// A writer whose lock was taken over, paused with its work written, cannot commit once the
+    /// next writer has begun removing that work: the recovery gives `.zmetadata` a new version
+    /// before it deletes anything, so the stale writer's commit (conditional on the version it
+    /// began with) is refused.
+    #[test]
+    fn recovery_fences_off_the_commit_of_the_writer_it_finishes() {
+        let storage = crate::store::object::ObjectStorage::from_url("memory:///s.zarr").unwrap();
+        let committed = br#"{"metadata": {}, "zarr_consolidated_format": 1}"#;
+        storage.put(".zmetadata", committed).unwrap();
+        let began_with = storage.version(".zmetadata").unwrap();
+        let pending = serde_json::json!({"command": "build", "pid": 4242, "number": 2, "chunks_from": [], "objects": [], "metadata": []});
+        storage.put(PENDING, pretty(&pending).as_bytes()).unwrap();
+        recover(&storage, Purpose::Append).unwrap();
+        assert_eq!(storage.get(".zmetadata").unwrap().as_deref(), Some(&committed[..]), "the commit point reads as it was");
+        let stale = storage.put_if(".zmetadata", b"{\"stale\": true}", began_with.as_ref()).unwrap();
+        assert_eq!(stale, Conditional::Conflict, "the stale writer's commit is refused");
+        assert_eq!(storage.get(".zmetadata").unwrap().as_deref(), Some(&committed[..]));
     }
 }
