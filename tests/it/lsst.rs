@@ -14,7 +14,7 @@ use serde_json::Value;
 use ztf2zarr::store::StoreReader;
 use ztf2zarr::survey::lsst::tables::{self, TABLES};
 
-use crate::hostile::{records, summary_count};
+use crate::hostile::{long, records, summary_count};
 use crate::util::{assert_sound, tree_bytes};
 
 /// The real message every hostile build carries besides the hostile input (the largest
@@ -59,22 +59,6 @@ fn data_samples_night() -> PathBuf {
 }
 
 // ---- crafting: Avro varints, FITS cards, gzip -------------------------------------------------
-
-/// Avro `long`: zig-zag, then base-128 varint.
-fn long(value: i64) -> Vec<u8> {
-    #[allow(clippy::cast_sign_loss)] // zig-zag maps the sign into the low bit
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    let mut out = Vec::new();
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// An Avro `long` at the start of `bytes`, and how many bytes it took.
 fn read_long(bytes: &[u8]) -> Option<(i64, usize)> {

@@ -146,7 +146,7 @@ fn place_and_crop(image: &fits::Image<'_>, position: Position, spec: StampSpec, 
     // The stamp's columns that fall on the image: `first .. end`, from image column `from`.
     let first = x0.saturating_sub(start).min(spec.size);
     let end = (x0 + width).saturating_sub(start).clamp(first, spec.size);
-    let from = start + first - x0.min(start + first);
+    let from = (start + first).saturating_sub(x0);
     for (r, out_row) in out.chunks_exact_mut(spec.size).enumerate() {
         let Some(row) = (start + r).checked_sub(y0).filter(|row| *row < height) else {
             out_row.fill(spec.fill());
